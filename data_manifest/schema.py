@@ -1,0 +1,98 @@
+"""Schemas of the manifest tables. Each table has a key: a row whose key is already published is
+never written again, which is what makes reruns add nothing and resumed runs add no duplicates."""
+from __future__ import annotations
+
+import pyarrow as pa
+
+TS = pa.timestamp("us", tz="UTC")
+
+ALBUMS = pa.schema([
+    ("album_id", pa.string()),
+    ("name", pa.string()),
+    ("region", pa.string()),
+    ("episodes_dir", pa.string()),
+    ("stills_dir", pa.string()),
+    ("run_id", pa.string()),
+])
+
+EPISODES = pa.schema([
+    ("album_id", pa.string()),
+    ("episode_path", pa.string()),      # relative to the album's episodes folder
+    ("episode_sha", pa.string()),       # sha256 of the video file
+    ("size_bytes", pa.int64()),
+    ("duration_s", pa.float64()),
+    ("codec", pa.string()),
+    ("selected", pa.bool_()),           # picked by the seeded per-album sampling
+    ("sample_rank", pa.int64()),        # position in the seeded order (lower is picked first)
+    ("frames", pa.int64()),             # frames extracted (0 when not selected or unreadable)
+    ("status", pa.string()),            # ok | dropped | not_selected
+    ("drop_reason", pa.string()),
+    ("detail", pa.string()),
+    ("run_id", pa.string()),
+])
+
+ASSETS = pa.schema([
+    ("asset_id", pa.string()),          # sha256 of the image bytes (the content store's key)
+    ("source", pa.string()),            # library-relative path, "<episode>#t=<seconds>" for frames, or a URL
+    ("kind", pa.string()),              # still | frame
+    ("album_id", pa.string()),
+    ("episode_path", pa.string()),
+    ("episode_sha", pa.string()),
+    ("frame_index", pa.int64()),
+    ("timestamp_s", pa.float64()),
+    ("size_bytes", pa.int64()),
+    ("format", pa.string()),
+    ("width", pa.int64()),
+    ("height", pa.int64()),
+    ("status", pa.string()),            # ok | dropped
+    ("drop_reason", pa.string()),
+    ("detail", pa.string()),
+    ("faces", pa.int64()),
+    ("run_id", pa.string()),
+])
+
+FACES = pa.schema([
+    ("face_id", pa.string()),
+    ("asset_id", pa.string()),
+    ("album_id", pa.string()),
+    ("face_index", pa.int64()),
+    ("x1", pa.float64()), ("y1", pa.float64()), ("x2", pa.float64()), ("y2", pa.float64()),
+    ("det_score", pa.float64()),
+    ("detector", pa.string()),
+    ("model_id", pa.string()),
+    ("enlarge_rate", pa.float64()),
+    ("crop_x1", pa.int64()), ("crop_y1", pa.int64()), ("crop_x2", pa.int64()), ("crop_y2", pa.int64()),
+    ("crop_w", pa.int64()),
+    ("crop_h", pa.int64()),
+    ("clipped", pa.bool_()),            # the enlarged window met the image border
+    ("sharpness", pa.float64()),        # variance of Laplacian, 256x256 grey
+    ("status", pa.string()),            # kept | dropped
+    ("drop_reason", pa.string()),       # low_score | low_resolution | blurry
+    ("crop_sha", pa.string()),          # the crop's JPEG in the content store
+    ("config_hash", pa.string()),
+    ("run_id", pa.string()),
+])
+
+RUNS = pa.schema([
+    ("manifest_version", pa.int64()),
+    ("run_id", pa.string()),
+    ("flow_run_id", pa.string()),
+    ("started_at", TS),
+    ("published_at", TS),
+    ("git_commit", pa.string()),
+    ("config_hash", pa.string()),
+    ("config", pa.string()),            # JSON
+    ("model_ids", pa.string()),         # JSON {detector: model_id}
+    ("counts", pa.string()),            # JSON {stage or reason: count}
+    ("rows_added", pa.string()),        # JSON {table: rows}
+    ("table_versions", pa.string()),    # JSON {table: Delta version pinned by this manifest version}
+    ("library", pa.string()),
+])
+
+# name -> (schema, key columns). Order matters only for readability of the history.
+TABLES: dict[str, tuple[pa.Schema, tuple[str, ...]]] = {
+    "albums": (ALBUMS, ("album_id",)),
+    "episodes": (EPISODES, ("album_id", "episode_path", "episode_sha")),
+    "assets": (ASSETS, ("asset_id", "source")),
+    "faces": (FACES, ("face_id",)),
+}

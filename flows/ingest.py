@@ -1,0 +1,125 @@
+"""The `ingest` flow: media library -> face funnel -> one new manifest version.
+
+Only wiring lives here; every stage is a plain function in `pipeline/`.
+Deployed as `ingest/nightly` by prefect.yaml; run once with `toonface ingest`.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import uuid
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import as_completed
+
+from data_manifest.store import Manifest, file_lock
+from flows.runners import make_task_runner
+from pipeline.config import IngestConfig
+from pipeline.detect import get_detector
+from pipeline.plan import plan_run
+from pipeline.progress import StageProgress
+from pipeline.report import contact_sheet, funnel_rows
+from pipeline.shards import EpisodeShard, RunContext, StillsShard, merge_counts, process_episode, process_stills
+from pipeline.sources.library import discover_albums
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_DIR, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+# Our own content-hash caches decide what is redone, so Prefect's input hashing is switched off.
+@task(name="episode-shard", cache_policy=NO_CACHE, task_run_name="{shard.name}")
+def episode_shard(shard: EpisodeShard, ctx: RunContext) -> dict[str, int]:
+    return process_episode(shard, ctx)
+
+
+@task(name="stills-shard", cache_policy=NO_CACHE, task_run_name="{shard.name}")
+def stills_shard(shard: StillsShard, ctx: RunContext) -> dict[str, int]:
+    return process_stills(shard, ctx)
+
+
+def _flow_run_id() -> str:
+    from prefect import runtime
+
+    return str(runtime.flow_run.id or "")
+
+
+@flow(name="ingest", task_runner=make_task_runner(), log_prints=True)
+def ingest(library: str, albums: str | None = None, data_root: str = "data",
+           config: dict | None = None, progress: bool | None = None) -> dict:
+    """Ingest a media library into the manifests under `data_root`. Returns the run summary."""
+    logger = get_run_logger()
+    cfg = IngestConfig.from_dict(config)
+    manifest = Manifest(data_root)
+    started = dt.datetime.now(dt.timezone.utc)
+    run_id = f"{started:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+    removed = manifest.remove_abandoned_staging()
+    if removed:
+        logger.info("removed staging of %d runs that died before publishing: %s", len(removed), removed)
+    album_list = discover_albums(library, albums)
+    detector = get_detector(cfg.detector)  # fail fast on a bad detector, before any work
+    ctx = RunContext(str(Path(data_root).resolve()), run_id, cfg)
+    staging = manifest.staging(run_id)
+    staging.dir.mkdir(parents=True, exist_ok=True)
+    with file_lock(staging.dir / ".active"):  # marks this staging folder as alive
+        plan = plan_run(album_list, cfg, manifest, run_id)
+        staging.write("albums", "plan", plan.album_rows)
+        staging.write("episodes", "plan", plan.unselected_episode_rows)
+        logger.info("run %s: %d albums, %d episodes sampled, %d still shards", run_id, len(album_list),
+                    len(plan.episode_shards), len(plan.stills_shards))
+        totals = {"shards": len(plan.shards), "stills": sum(len(s.files) for s in plan.stills_shards)}
+        bar = StageProgress(totals, enabled=progress)
+        futures = [episode_shard.submit(s, ctx) for s in plan.episode_shards]
+        futures += [stills_shard.submit(s, ctx) for s in plan.stills_shards]
+        parts, failures = [], []
+        try:
+            for future in as_completed(futures):
+                try:
+                    part = future.result()
+                except Exception as exc:  # keep going: finished shards stay cached for the rerun
+                    failures.append(exc)
+                    continue
+                parts.append(part)
+                bar.advance(part)
+        finally:
+            bar.close()
+        if failures:
+            raise RuntimeError(f"{len(failures)} of {len(futures)} shards failed; nothing was published "
+                               f"(finished shards are cached, a rerun redoes only the rest): {failures[0]!r}")
+        counts = merge_counts(parts)
+        counts.update(albums=len(album_list))
+        kept = staging.read("faces").to_pandas()
+        kept_shas = kept.loc[kept["status"] == "kept", "crop_sha"].dropna().tolist() if len(kept) else []
+        run_info = {
+            "flow_run_id": _flow_run_id(), "started_at": started, "git_commit": git_commit(),
+            "config_hash": cfg.hash(), "config": cfg.to_dict(), "model_ids": {detector.name: detector.model_id},
+            "counts": counts, "library": str(Path(library).resolve()),
+        }
+        version = manifest.publish(staging, run_info)
+    sheet = contact_sheet(kept_shas, ctx.store, Path(data_root) / "reports" / run_id / "contact_sheet.jpg")
+    _publish_artifacts(run_id, version, counts, sheet, len(kept_shas))
+    summary = {"run_id": run_id, "manifest_version": version, "counts": counts,
+               "rows_added": manifest.history().iloc[version]["rows_added"],
+               "manifest": str(manifest.root), "contact_sheet": str(sheet) if sheet else None}
+    logger.info("published manifest version %d of %s", version, manifest.root)
+    return summary
+
+
+def _publish_artifacts(run_id: str, version: int, counts: dict, sheet: Path | None, kept: int) -> None:
+    key = "ingest-funnel"
+    create_table_artifact(funnel_rows(counts), key=key, description=f"Face funnel of run {run_id} (manifest v{version})")
+    sheet_line = f"![contact sheet]({sheet.resolve().as_uri()})\n\n[open the contact sheet]({sheet.resolve().as_uri()})" \
+        if sheet else "_no crop was kept in this run_"
+    create_markdown_artifact(
+        f"# Ingest run {run_id}\n\nManifest version **{version}**: {kept} crops kept, "
+        f"{counts.get('crops_dropped', 0)} dropped.\n\n{sheet_line}\n",
+        key="ingest-contact-sheet", description=f"Kept crops of run {run_id}")

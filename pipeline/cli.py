@@ -1,0 +1,139 @@
+"""`toonface` command line."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+# Prefect must never phone home; set before anything imports it.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+def _config_overrides(pairs: list[str]) -> dict:
+    """`--set enlarge_rate=0.6 --set detector=animeface` -> typed dict (JSON values, else strings)."""
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects KEY=VALUE, got {pair!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def cmd_ingest(args) -> int:
+    from flows.ingest import ingest
+    from flows.runners import make_task_runner
+
+    flow = ingest.with_options(task_runner=make_task_runner(args.task_runner)) if args.task_runner else ingest
+    summary = flow(library=args.library, albums=args.albums, data_root=args.data_root,
+                   config=_config_overrides(args.set), progress=None)
+    _print_summary(summary, args.data_root)
+    return 0
+
+
+def _print_summary(summary: dict, data_root: str) -> None:
+    counts = summary["counts"]
+    print(f"\nmanifest version {summary['manifest_version']} (run {summary['run_id']}) in {summary['manifest']}")
+    print("funnel: " + ", ".join(f"{k}={counts.get(k, 0)}" for k in
+                                 ("episodes", "frames", "stills", "images_ok", "images_dropped",
+                                  "faces_detected", "crops_kept", "crops_dropped")))
+    print(f"rows added: {summary['rows_added']}")
+    if summary.get("contact_sheet"):
+        print(f"contact sheet: {summary['contact_sheet']}")
+    print(f"open it in pandas:  from data_manifest import Manifest; "
+          f"faces = Manifest({str(Path(data_root).resolve())!r}).read('faces')")
+
+
+def cmd_manifest(args) -> int:
+    from data_manifest import Manifest, ManifestError
+
+    manifest = Manifest(args.data_root)
+    pd.set_option("display.width", 200)
+    pd.set_option("display.max_columns", 30)
+    try:
+        if args.action == "history":
+            hist = manifest.history()
+            cols = ["manifest_version", "run_id", "published_at", "git_commit", "config_hash", "rows_added"]
+            frame = hist[cols].assign(git_commit=hist["git_commit"].str[:10])
+        elif args.action == "show":
+            frame = manifest.read(args.table, version=args.version, as_of=args.as_of)
+            if args.limit:
+                frame = frame.head(args.limit)
+        else:
+            frame = manifest.diff(args.table, args.a, args.b)
+    except ManifestError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(frame.to_json(orient="records", date_format="iso"))
+    else:
+        print(frame.to_string(index=False) if len(frame) else "(no rows)")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from pipeline.sample import make_sample_library
+
+    albums_file = make_sample_library(args.out, seed=args.seed)
+    print(albums_file)
+    return 0
+
+
+def cmd_server(args) -> int:
+    from flows import local_server
+
+    return local_server.main(args.action, home=args.home)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="toonface", description="Cartoon-face dataset pipeline (iCartoonFace).")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("ingest", help="run the ingest flow once over a media library")
+    p.add_argument("--library", required=True, help="library folder (albums file inside, album folders, or a folder of stills/videos)")
+    p.add_argument("--albums", help="albums file (YAML or CSV); default: albums.yaml|yml|csv in the library")
+    p.add_argument("--data-root", default="data", help="where the store, caches and manifests live (default: ./data)")
+    p.add_argument("--task-runner", help="thread | thread:N | dask | tcp://HOST:PORT (default: env TOONFACE_TASK_RUNNER or thread)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting of pipeline.config.IngestConfig")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("manifest", help="read the versioned manifests")
+    p.add_argument("--data-root", default="data")
+    p.add_argument("--json", action="store_true", help="print JSON records instead of a table")
+    msub = p.add_subparsers(dest="action", required=True)
+    msub.add_parser("history", help="one line per manifest version")
+    s = msub.add_parser("show", help="a table at a version")
+    s.add_argument("table")
+    s.add_argument("--version", type=int)
+    s.add_argument("--as-of", help="date/time: the last version published then")
+    s.add_argument("--limit", type=int, default=0)
+    d = msub.add_parser("diff", help="rows added/removed/changed between two versions")
+    d.add_argument("a", type=int)
+    d.add_argument("b", type=int)
+    d.add_argument("--table", default="faces")
+    p.set_defaults(func=cmd_manifest)
+
+    p = sub.add_parser("sample", help="generate the offline sample library")
+    p.add_argument("--out", default="sample_library")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("server", help="the embedded Prefect server + process worker + nightly deployment")
+    p.add_argument("action", choices=["start", "stop", "status"])
+    p.add_argument("--home", default=None, help="state folder (default: $TOONFACE_HOME or ./.toonface)")
+    p.set_defaults(func=cmd_server)
+
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""Settings of one ingest run. Every default is the iCartoonFace paper's value.
+
+The config hash goes into every manifest version and into every cache key, so changing a
+setting that alters results (say the enlarged rate) never reuses results made under another.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+
+@dataclasses.dataclass(frozen=True)
+class IngestConfig:
+    # Media library sampling (paper: 10 random episodes per album, one frame per second).
+    episodes_per_album: int = 10
+    sample_seed: int = 0
+    frames_per_second: float = 1.0
+    frame_jpeg_quality: int = 95
+    # Decoding limits: larger inputs are dropped as decompression bombs, not decoded.
+    max_image_pixels: int = 50_000_000
+    max_image_bytes: int = 64 * 1024 * 1024
+    # Face funnel.
+    detector: str = "animeface"
+    min_detector_score: float = 0.0
+    enlarge_rate: float = 1.0
+    # Quality gate (paper: Laplacian sharpness < 30 or resolution < 100 is dropped).
+    min_sharpness: float = 30.0
+    min_crop_side: int = 100
+    crop_jpeg_quality: int = 95
+    # Stills are processed in shards of this many files (one Prefect task each).
+    stills_per_shard: int = 1000
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def hash(self, fields: tuple[str, ...] | None = None) -> str:
+        """Short stable hash of all settings, or of the named ones only."""
+        data = self.to_dict()
+        if fields is not None:
+            data = {k: data[k] for k in fields}
+        blob = json.dumps(data, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    # Settings that change what frame extraction produces (its cache key).
+    FRAME_FIELDS = ("frames_per_second", "frame_jpeg_quality")
+    # Settings that change what the face funnel produces for one image.
+    FACE_FIELDS = ("detector", "min_detector_score", "enlarge_rate", "min_sharpness",
+                   "min_crop_side", "crop_jpeg_quality", "max_image_pixels", "max_image_bytes")
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> "IngestConfig":
+        data = dict(data or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown config keys: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        return cls(**data)

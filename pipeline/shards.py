@@ -1,0 +1,207 @@
+"""Shards: the unit of work of an ingest run (one episode, or up to ~1,000 stills).
+
+A shard reads its inputs, runs the face funnel on every image, and writes its manifest rows to
+the run's staging folder. It returns only counts, so shards can run anywhere (threads, Dask
+workers) and send little back. Work is cached by content hash, so a rerun or a resumed run
+redoes only what is missing.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+from pathlib import Path
+
+import cv2
+
+from data_manifest.store import Manifest
+from pipeline.config import IngestConfig
+from pipeline.detect import get_detector
+from pipeline.faces import FunnelCache, ImageAnalysis, analyse_cached, funnel_key
+from pipeline.frames import VideoError, extract_frames, probe
+from pipeline.store import ContentStore, atomic_write, sha256_bytes, sha256_file
+
+
+@dataclasses.dataclass(frozen=True)
+class RunContext:
+    """What every shard needs to know about its run; small and picklable."""
+    data_root: str
+    run_id: str
+    config: IngestConfig
+
+    @property
+    def store(self) -> ContentStore:
+        return ContentStore(Path(self.data_root) / "store")
+
+    def staging(self):
+        return Manifest(self.data_root).staging(self.run_id)
+
+
+@dataclasses.dataclass(frozen=True)
+class StillsShard:
+    album_id: str
+    index: int
+    files: tuple[tuple[str, str], ...]  # (absolute path, library-relative source name)
+
+    @property
+    def name(self) -> str:
+        return f"stills-{self.album_id}-{self.index:05d}"
+
+
+@dataclasses.dataclass(frozen=True)
+class EpisodeShard:
+    album_id: str
+    path: str           # absolute
+    episode_path: str   # relative to the album's episodes folder
+    sample_rank: int
+
+    @property
+    def name(self) -> str:
+        return f"episode-{self.album_id}-{sha256_bytes(self.episode_path.encode())[:16]}"
+
+
+def _asset_row(analysis: ImageAnalysis, ctx: RunContext, album_id: str, source: str, kind: str,
+               episode_path: str | None = None, episode_sha: str | None = None,
+               frame_index: int | None = None, timestamp_s: float | None = None) -> dict:
+    return {
+        "asset_id": analysis.asset_id, "source": source, "kind": kind, "album_id": album_id,
+        "episode_path": episode_path, "episode_sha": episode_sha, "frame_index": frame_index,
+        "timestamp_s": timestamp_s, "size_bytes": analysis.size_bytes, "format": analysis.format,
+        "width": analysis.width, "height": analysis.height,
+        "status": "dropped" if analysis.drop_reason else "ok", "drop_reason": analysis.drop_reason,
+        "detail": analysis.detail, "faces": len(analysis.faces), "run_id": ctx.run_id,
+    }
+
+
+def _count_analysis(counts: collections.Counter, analysis: ImageAnalysis, cached: bool) -> None:
+    counts["images_cached" if cached else "images_analysed"] += 1
+    if analysis.drop_reason:
+        counts["images_dropped"] += 1
+        counts[f"drop.image.{analysis.drop_reason}"] += 1
+        return
+    counts["images_ok"] += 1
+    counts["faces_detected"] += len(analysis.faces)
+    for face in analysis.faces:
+        if face["drop_reason"]:
+            counts["crops_dropped"] += 1
+            counts[f"drop.face.{face['drop_reason']}"] += 1
+        else:
+            counts["crops_kept"] += 1
+
+
+def _face_rows(analysis: ImageAnalysis, album_id: str, run_id: str) -> list[dict]:
+    return [{**face, "album_id": album_id, "run_id": run_id} for face in analysis.faces]
+
+
+def process_stills(shard: StillsShard, ctx: RunContext) -> dict[str, int]:
+    config, store = ctx.config, ctx.store
+    detector = get_detector(config.detector)
+    cache = FunnelCache(ctx.data_root, funnel_key(config, detector))
+    counts: collections.Counter = collections.Counter()
+    assets, faces = [], []
+    for path, source in shard.files:
+        counts["stills"] += 1
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:  # vanished or unreadable file: a row, not a crash
+            analysis = ImageAnalysis(sha256_bytes(source.encode()), 0, None, 0, 0, "unreadable", str(exc), [])
+            cached = False
+        else:
+            analysis, cached = analyse_cached(data, config, detector, store, cache)
+        _count_analysis(counts, analysis, cached)
+        assets.append(_asset_row(analysis, ctx, shard.album_id, source, "still"))
+        faces.extend(_face_rows(analysis, shard.album_id, ctx.run_id))
+    staging = ctx.staging()
+    staging.write("faces", shard.name, faces)
+    staging.write("assets", shard.name, assets)
+    return dict(counts)
+
+
+def _file_sha(data_root: str, path: Path) -> str:
+    """sha256 of a (large) file, remembered by path + size + mtime so nightly runs do not rehash."""
+    st = path.stat()
+    memo = Path(data_root) / "cache" / "filehash" / f"{sha256_bytes(str(path.resolve()).encode())}.json"
+    try:
+        known = json.loads(memo.read_text())
+        if known["size"] == st.st_size and known["mtime_ns"] == st.st_mtime_ns:
+            return known["sha256"]
+    except (FileNotFoundError, ValueError, KeyError):
+        pass
+    sha = sha256_file(path)
+    atomic_write(memo, json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha}).encode())
+    return sha
+
+
+def _extract_episode(path: Path, episode_sha: str, ctx: RunContext) -> dict:
+    """Frames of an episode as {info, frames: [{index, timestamp_s, sha}], error}; cached per
+    (episode bytes, frame settings) so a rerun never decodes the same episode twice."""
+    config, store = ctx.config, ctx.store
+    memo = Path(ctx.data_root) / "cache" / "frames" / config.hash(IngestConfig.FRAME_FIELDS) / f"{episode_sha}.json"
+    try:
+        return json.loads(memo.read_text())
+    except (FileNotFoundError, ValueError):
+        pass
+    result: dict = {"info": None, "frames": [], "error": None}
+    try:
+        info = probe(path)
+        result["info"] = dataclasses.asdict(info)
+        for frame in extract_frames(path, config.frames_per_second):
+            ok, jpeg = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, config.frame_jpeg_quality])
+            sha = store.put(jpeg.tobytes(), ".jpg")
+            result["frames"].append({"index": frame.index, "timestamp_s": frame.timestamp_s, "sha": sha})
+    except VideoError as exc:
+        result["error"] = {"reason": exc.reason, "detail": exc.detail}
+    atomic_write(memo, json.dumps(result).encode())
+    return result
+
+
+def process_episode(shard: EpisodeShard, ctx: RunContext) -> dict[str, int]:
+    config, store = ctx.config, ctx.store
+    counts: collections.Counter = collections.Counter({"episodes": 1})
+    path = Path(shard.path)
+    row = {"album_id": shard.album_id, "episode_path": shard.episode_path, "selected": True,
+           "sample_rank": shard.sample_rank, "run_id": ctx.run_id, "frames": 0, "detail": "",
+           "duration_s": None, "codec": None, "drop_reason": None, "status": "ok"}
+    try:
+        row["size_bytes"] = path.stat().st_size
+        row["episode_sha"] = episode_sha = _file_sha(ctx.data_root, path)
+    except OSError as exc:
+        row.update(size_bytes=0, episode_sha="", status="dropped", drop_reason="unreadable", detail=str(exc))
+        counts["drop.episode.unreadable"] += 1
+        ctx.staging().write("episodes", shard.name, [row])
+        return dict(counts)
+    extracted = _extract_episode(path, episode_sha, ctx)
+    if extracted["info"]:
+        row["duration_s"], row["codec"] = extracted["info"]["duration_s"], extracted["info"]["codec"]
+    if extracted["error"]:
+        reason = extracted["error"]["reason"]
+        row["detail"] = extracted["error"]["detail"][:1000]
+        counts[f"drop.episode.{reason}"] += 1
+        if not extracted["frames"]:  # nothing usable; a partly decodable episode keeps its frames
+            row.update(status="dropped", drop_reason=reason)
+    row["frames"] = len(extracted["frames"])
+    detector = get_detector(config.detector)
+    cache = FunnelCache(ctx.data_root, funnel_key(config, detector))
+    assets, faces = [], []
+    for frame in extracted["frames"]:
+        counts["frames"] += 1
+        data = store.get(frame["sha"], ".jpg")
+        analysis, cached = analyse_cached(data, config, detector, store, cache)
+        _count_analysis(counts, analysis, cached)
+        source = f"{shard.album_id}/{shard.episode_path}#t={frame['timestamp_s']:g}"
+        assets.append(_asset_row(analysis, ctx, shard.album_id, source, "frame", shard.episode_path,
+                                 episode_sha, frame["index"], frame["timestamp_s"]))
+        faces.extend(_face_rows(analysis, shard.album_id, ctx.run_id))
+    staging = ctx.staging()
+    staging.write("faces", shard.name, faces)
+    staging.write("assets", shard.name, assets)
+    staging.write("episodes", shard.name, [row])
+    return dict(counts)
+
+
+def merge_counts(parts) -> dict[str, int]:
+    total: collections.Counter = collections.Counter()
+    for part in parts:
+        total.update(part)
+    return dict(sorted(total.items()))
+

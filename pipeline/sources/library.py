@@ -1,0 +1,167 @@
+"""The media library source: albums of episode videos and still images (the paper's in-house library).
+
+An albums file (YAML with a top-level `albums:` list, or CSV with a header) describes each album:
+
+    albums:
+      - id: sunny_school          # required: letters, digits, '_' or '-'
+        name: Sunny School        # required
+        region: JP                # optional
+        episodes: sunny_school/episodes   # folder of videos, relative to the albums file
+        stills: sunny_school/stills       # folder of images, relative to the albums file
+
+Without an albums file, `discover_albums(DIR)` treats each sub-folder holding `episodes/` or
+`stills/` as an album, or else DIR itself as one album whose videos and images are told apart by
+extension.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import re
+from pathlib import Path
+
+import yaml
+
+from pipeline.frames import VIDEO_EXTENSIONS
+
+ALBUMS_FILE_NAMES = ("albums.yaml", "albums.yml", "albums.csv")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+
+
+class AlbumsFileError(ValueError):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class Album:
+    album_id: str
+    name: str
+    region: str = ""
+    episodes_dir: Path | None = None
+    stills_dir: Path | None = None
+    mixed_dir: Path | None = None  # a plain folder of videos and images (no albums file)
+
+    def episodes(self) -> list[Path]:
+        """Video files, sorted, searched recursively."""
+        folder = self.episodes_dir or self.mixed_dir
+        return _files(folder, lambda p: p.suffix.lower() in VIDEO_EXTENSIONS)
+
+    def stills(self) -> list[Path]:
+        """Every other file: anything that is not a video is tried as an image (and dropped with a
+        reason when it is not one)."""
+        if self.stills_dir is not None:
+            return _files(self.stills_dir, lambda p: True)
+        return _files(self.mixed_dir, lambda p: p.suffix.lower() not in VIDEO_EXTENSIONS
+                      and p.name not in ALBUMS_FILE_NAMES)
+
+    def relative(self, path: Path, episodes: bool) -> str:
+        base = (self.episodes_dir if episodes else self.stills_dir) or self.mixed_dir
+        return path.relative_to(base).as_posix()
+
+
+def _files(folder: Path | None, keep) -> list[Path]:
+    if folder is None or not folder.is_dir():
+        return []
+    return sorted(p for p in folder.rglob("*")
+                  if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+                  and keep(p))
+
+
+def load_albums_file(path: str | Path) -> list[Album]:
+    """Parse and validate an albums file; errors name the entry and the field."""
+    path = Path(path)
+    if not path.is_file():
+        raise AlbumsFileError(f"albums file not found: {path}")
+    try:
+        if path.suffix.lower() == ".csv":
+            with open(path, newline="", encoding="utf-8") as f:
+                entries = [dict(row) for row in csv.DictReader(f)]
+        else:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict) or not isinstance(data.get("albums"), list):
+                raise AlbumsFileError(f"{path}: expected a mapping with an `albums:` list")
+            entries = data["albums"]
+    except (yaml.YAMLError, csv.Error, UnicodeDecodeError) as exc:
+        raise AlbumsFileError(f"{path}: cannot parse: {exc}") from None
+    base = path.parent
+    albums, seen = [], set()
+    for n, entry in enumerate(entries, start=1):
+        where = f"{path.name} entry {n}"
+        if not isinstance(entry, dict):
+            raise AlbumsFileError(f"{where}: expected a mapping, got {type(entry).__name__}")
+        entry = {str(k).strip(): (str(v).strip() if v is not None else "") for k, v in entry.items()}
+        album_id = entry.get("id", "")
+        where = f"{where} (id {album_id!r})" if album_id else where
+        if not _ID.match(album_id):
+            raise AlbumsFileError(f"{where}: `id` must be letters, digits, '_' or '-', got {album_id!r}")
+        if album_id in seen:
+            raise AlbumsFileError(f"{where}: duplicate id {album_id!r}")
+        seen.add(album_id)
+        if not entry.get("name"):
+            raise AlbumsFileError(f"{where}: `name` is required")
+        dirs = {}
+        for field in ("episodes", "stills"):
+            if entry.get(field):
+                folder = (base / entry[field]).resolve()
+                if not folder.is_dir():
+                    raise AlbumsFileError(f"{where}: `{field}` folder does not exist: {folder}")
+                dirs[field] = folder
+        if not dirs:
+            raise AlbumsFileError(f"{where}: give at least one of `episodes` or `stills`")
+        unknown = set(entry) - {"id", "name", "region", "episodes", "stills"}
+        if unknown:
+            raise AlbumsFileError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+        albums.append(Album(album_id, entry["name"], entry.get("region", ""),
+                            dirs.get("episodes"), dirs.get("stills")))
+    if not albums:
+        raise AlbumsFileError(f"{path}: lists no albums")
+    return albums
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_") or "album"
+
+
+def discover_albums(library: str | Path, albums_file: str | Path | None = None) -> list[Album]:
+    library = Path(library)
+    if albums_file is not None:
+        return load_albums_file(albums_file)
+    if not library.is_dir():
+        raise AlbumsFileError(f"library folder not found: {library}")
+    for name in ALBUMS_FILE_NAMES:
+        if (library / name).is_file():
+            return load_albums_file(library / name)
+    albums = []
+    for sub in sorted(p for p in library.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        episodes, stills = sub / "episodes", sub / "stills"
+        if episodes.is_dir() or stills.is_dir():
+            albums.append(Album(_slug(sub.name), sub.name, "", episodes if episodes.is_dir() else None,
+                                stills if stills.is_dir() else None))
+    if albums:
+        return albums
+    resolved = library.resolve()
+    return [Album(_slug(resolved.name), resolved.name, "", mixed_dir=resolved)]
+
+
+def sample_rank_key(seed: int, album_id: str, episode_path: str) -> str:
+    """A stable pseudo-random order: adding an episode never reshuffles the others."""
+    return hashlib.sha256(f"{seed}:{album_id}:{episode_path}".encode()).hexdigest()
+
+
+def select_episodes(album_id: str, episode_paths: list[str], previously_selected: set[str],
+                    count: int = 10, seed: int = 0) -> dict[str, tuple[bool, int]]:
+    """Pick `count` episodes per album: the ones picked by earlier runs stay picked (the choice is
+    recorded in the manifest); free places go to the others in seeded random order.
+
+    Returns {episode_path: (selected, rank)} for every episode, rank in the seeded order."""
+    order = sorted(episode_paths, key=lambda p: sample_rank_key(seed, album_id, p))
+    rank = {p: i for i, p in enumerate(order)}
+    chosen = [p for p in order if p in previously_selected][:count]
+    for p in order:
+        if len(chosen) >= count:
+            break
+        if p not in chosen:
+            chosen.append(p)
+    chosen_set = set(chosen)
+    return {p: (p in chosen_set, rank[p]) for p in episode_paths}
