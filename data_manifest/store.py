@@ -250,6 +250,8 @@ class Manifest:
                     app_transactions=[Transaction(app_id=APP_ID, version=version)]),
             )
             table_versions[table] = DeltaTable(str(path)).version()
+            if os.environ.get("TOONFACE_FAULT_KILL_AFTER_COMMIT") == table:  # fault injection for tests
+                os.kill(os.getpid(), 9)
         row = {
             "manifest_version": version,
             "run_id": staging.run_id,

@@ -90,7 +90,7 @@ def cmd_sample(args) -> int:
 def cmd_server(args) -> int:
     from flows import local_server
 
-    return local_server.main(args.action, home=args.home)
+    return local_server.main(args.action, home=args.home, library=args.library, data_root=args.data_root)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("server", help="the embedded Prefect server + process worker + nightly deployment")
     p.add_argument("action", choices=["start", "stop", "status"])
     p.add_argument("--home", default=None, help="state folder (default: $TOONFACE_HOME or ./.toonface)")
+    p.add_argument("--library", help="library the nightly deployment ingests (default: ./sample_library)")
+    p.add_argument("--data-root", help="data root of the nightly deployment (default: ./data)")
     p.set_defaults(func=cmd_server)
 
     args = parser.parse_args(argv)

@@ -123,3 +123,8 @@ def extract_frames(path: str | Path, fps: float = 1.0, timeout_s: float = 60.0) 
         detail = " | ".join(l for l in stderr_tail if l)[-500:]
         raise VideoError("video_decode_error" if index else "video_unreadable",
                          f"ffmpeg exit {returncode} after {index} frames: {detail}")
+    # A cut file often decodes "successfully" up to the cut: compare with the declared duration.
+    expected = int(info.duration_s * fps)
+    if info.duration_s > 0 and index < expected - 1:
+        raise VideoError("video_decode_error" if index else "video_unreadable",
+                         f"stream ended after {index} of ~{expected} frames ({info.duration_s:.1f} s declared)")

@@ -1,0 +1,143 @@
+"""The embedded default Prefect setup: a local server on SQLite, a process work pool, a worker,
+and the deployments of prefect.yaml. `toonface server start|stop|status`.
+
+State lives in one folder (default ./.toonface, or $TOONFACE_HOME): the SQLite database, logs,
+pid files, and `env`, a file to `source` so that `prefect deployment run 'ingest/nightly'` talks
+to this server.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+WORK_POOL = "toonface-process"
+
+
+def settings(home: str | Path | None = None) -> dict[str, str]:
+    home = Path(home or os.environ.get("TOONFACE_HOME") or PROJECT_DIR / ".toonface").resolve()
+    port = os.environ.get("TOONFACE_PREFECT_PORT", "4200")
+    return {
+        "home": str(home),
+        "PREFECT_HOME": str(home / "prefect"),
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "PREFECT_SERVER_API_HOST": "127.0.0.1",
+        "PREFECT_SERVER_API_PORT": port,
+        # No telemetry, no update checks: this must run on machines with no internet.
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_UI_ENABLED": os.environ.get("PREFECT_SERVER_UI_ENABLED", "true"),
+    }
+
+
+def _env(cfg: dict[str, str]) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({k: v for k, v in cfg.items() if k != "home"})
+    return env
+
+
+def _prefect() -> str:
+    return str(Path(sys.executable).parent / "prefect")
+
+
+def _alive(pid_file: Path) -> int | None:
+    try:
+        pid = int(pid_file.read_text())
+        os.kill(pid, 0)
+        return pid
+    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+        return None
+
+
+def _spawn(name: str, args: list[str], cfg: dict[str, str]) -> int:
+    home = Path(cfg["home"])
+    home.mkdir(parents=True, exist_ok=True)
+    log = open(home / f"{name}.log", "ab")
+    # A session of its own: it outlives this command, and `stop` can end its whole group.
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            env=_env(cfg), cwd=PROJECT_DIR, start_new_session=True)
+    (home / f"{name}.pid").write_text(str(proc.pid))
+    return proc.pid
+
+
+def wait_healthy(api_url: str, timeout_s: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{api_url}/health", timeout=5) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(1)
+    raise RuntimeError(f"Prefect server at {api_url} did not answer within {timeout_s:.0f} s")
+
+
+def _run(args: list[str], cfg: dict[str, str], extra_env: dict[str, str] | None = None) -> None:
+    env = _env(cfg)
+    env.update(extra_env or {})
+    out = subprocess.run(args, env=env, cwd=PROJECT_DIR, capture_output=True, text=True, timeout=300)
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(args[1:4])} failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
+
+
+def start(home=None, library: str | None = None, data_root: str | None = None, cron: str | None = None) -> dict:
+    cfg = settings(home)
+    home_dir = Path(cfg["home"])
+    if not _alive(home_dir / "server.pid"):
+        _spawn("server", [_prefect(), "server", "start", "--host", "127.0.0.1",
+                          "--port", cfg["PREFECT_SERVER_API_PORT"]], cfg)
+    wait_healthy(cfg["PREFECT_API_URL"])
+    _run([_prefect(), "--no-prompt", "work-pool", "create", WORK_POOL, "--type", "process", "--overwrite"], cfg)
+    _run([_prefect(), "--no-prompt", "deploy", "--all"], cfg, {
+        "TOONFACE_PROJECT_DIR": str(PROJECT_DIR),
+        "TOONFACE_LIBRARY": str(Path(library or os.environ.get("TOONFACE_LIBRARY") or PROJECT_DIR / "sample_library").resolve()),
+        "TOONFACE_DATA_ROOT": str(Path(data_root or os.environ.get("TOONFACE_DATA_ROOT") or PROJECT_DIR / "data").resolve()),
+        "TOONFACE_NIGHTLY_CRON": cron or os.environ.get("TOONFACE_NIGHTLY_CRON") or "0 2 * * *",
+    })
+    if not _alive(home_dir / "worker.pid"):
+        _spawn("worker", [_prefect(), "worker", "start", "--pool", WORK_POOL, "--type", "process"], cfg)
+    env_file = home_dir / "env"
+    env_file.write_text("".join(f"export {k}={v}\n" for k, v in cfg.items() if k != "home"))
+    return cfg
+
+
+def stop(home=None) -> None:
+    home_dir = Path(settings(home)["home"])
+    for name in ("worker", "server"):
+        pid = _alive(home_dir / f"{name}.pid")
+        if pid is None:
+            continue
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+        for _ in range(100):
+            if _alive(home_dir / f"{name}.pid") is None:
+                break
+            time.sleep(0.1)
+        else:
+            os.killpg(pid, signal.SIGKILL)
+        (home_dir / f"{name}.pid").unlink(missing_ok=True)
+
+
+def main(action: str, home=None, library=None, data_root=None) -> int:
+    if action == "start":
+        cfg = start(home, library, data_root)
+        print(f"Prefect server {cfg['PREFECT_API_URL']} (UI at {cfg['PREFECT_API_URL'][:-4]}), worker on pool "
+              f"'{WORK_POOL}', deployment 'ingest/nightly' scheduled.\n"
+              f"To use the prefect CLI against it:  source {cfg['home']}/env")
+    elif action == "stop":
+        stop(home)
+        print("stopped")
+    else:
+        cfg = settings(home)
+        for name in ("server", "worker"):
+            pid = _alive(Path(cfg["home"]) / f"{name}.pid")
+            print(f"{name}: {'running, pid ' + str(pid) if pid else 'stopped'}")
+    return 0

@@ -1,0 +1,48 @@
+"""Shared test fixtures. Real components only: ffmpeg, Delta tables on disk, a Prefect server."""
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Before anything imports Prefect: no telemetry, and state in a throwaway folder, not ~/.prefect.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="toonface-prefect-home-"))
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+PROJECT = Path(__file__).resolve().parent.parent
+SHARED = PROJECT.parent / "shared"
+VIDEOS = SHARED / "fixtures" / "video"
+CAVA_DEXTER = SHARED / "data" / "cava" / "dexters_laboratory"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    """A real Prefect server on SQLite, a process worker and the prefect.yaml deployments.
+    The test process and its children talk to it through PREFECT_API_URL."""
+    from flows import local_server
+
+    home = tmp_path_factory.mktemp("toonface-home")
+    os.environ["TOONFACE_PREFECT_PORT"] = str(_free_port())
+    os.environ["PREFECT_SERVER_UI_ENABLED"] = "false"
+    cfg = local_server.start(home, library=str(home / "no-library"), data_root=str(home / "no-data"))
+    saved = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "PREFECT_HOME")}
+    os.environ["PREFECT_API_URL"] = cfg["PREFECT_API_URL"]
+    os.environ["PREFECT_HOME"] = cfg["PREFECT_HOME"]
+    yield cfg
+    local_server.stop(home)
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
