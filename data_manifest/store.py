@@ -308,4 +308,4 @@ def _new_rows(staged: pa.Table, keys: tuple[str, ...], existing: set[tuple]) -> 
         if key not in seen:
             seen.add(key)
             keep.append(i)
-    return staged.take(keep) if len(keep) != staged.num_rows else staged
+    return staged.take(pa.array(keep, type=pa.int64())) if len(keep) != staged.num_rows else staged

@@ -36,10 +36,13 @@ def prefect_server(tmp_path_factory):
     os.environ["TOONFACE_PREFECT_PORT"] = str(_free_port())
     os.environ["PREFECT_SERVER_UI_ENABLED"] = "false"
     cfg = local_server.start(home, library=str(home / "no-library"), data_root=str(home / "no-data"))
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     saved = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "PREFECT_HOME")}
-    os.environ["PREFECT_API_URL"] = cfg["PREFECT_API_URL"]
+    os.environ["PREFECT_API_URL"] = cfg["PREFECT_API_URL"]  # for subprocesses and Dask workers
     os.environ["PREFECT_HOME"] = cfg["PREFECT_HOME"]
-    yield cfg
+    with temporary_settings(updates={PREFECT_API_URL: cfg["PREFECT_API_URL"]}):  # for this process
+        yield cfg
     local_server.stop(home)
     for k, v in saved.items():
         if v is None:

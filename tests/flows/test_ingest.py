@@ -1,0 +1,117 @@
+"""The ingest flow end to end, against a real Prefect server, real ffmpeg and real Delta tables."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from data_manifest import Manifest
+from flows.ingest import ingest
+from pipeline.sample import make_sample_library
+from tests.conftest import CAVA_DEXTER, PROJECT, VIDEOS
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+@pytest.fixture(scope="module")
+def sample_library(tmp_path_factory) -> Path:
+    return make_sample_library(tmp_path_factory.mktemp("library"), seed=0).parent
+
+
+def copy_library(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def rows_added(manifest: Manifest, version: int) -> dict:
+    return json.loads(manifest.history()["rows_added"][version])
+
+
+def test_sample_library_becomes_a_manifest_with_real_detections(sample_library, tmp_path):
+    summary = ingest(library=str(sample_library), data_root=str(tmp_path / "data"))
+    assert summary["manifest_version"] == 0
+    m = Manifest(tmp_path / "data")
+    faces, assets, episodes = m.read("faces"), m.read("assets"), m.read("episodes")
+
+    # 2 albums x 3 episodes of 5.5 s -> 6 frames each; 6 stills per album, two of them bad.
+    assert len(episodes) == 6 and episodes["selected"].all() and (episodes["frames"] == 6).all()
+    frames = assets[assets["kind"] == "frame"]
+    assert len(frames) == 36
+    assert sorted(frames["timestamp_s"].unique()) == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    reasons = dict(assets.loc[assets["status"] == "dropped", ["source", "drop_reason"]].values)
+    assert reasons == {"sunny_school/broken.jpg": "truncated", "sunny_school/not_an_image.png": "not_an_image"}
+
+    # the real animeface detector finds the drawn faces; every crop is in the table
+    assert len(faces) >= 40 and (faces["detector"] == "animeface").all()
+    kept = faces[faces["status"] == "kept"]
+    assert len(kept) >= 30
+    assert (kept["sharpness"] >= 30).all() and (kept[["crop_w", "crop_h"]].min(axis=1) >= 100).all()
+    assert faces.loc[faces["status"] == "dropped", "drop_reason"].notna().all()
+    store = tmp_path / "data" / "store" / "objects"
+    assert all((store / sha[:2] / f"{sha}.jpg").exists() for sha in kept["crop_sha"])
+
+    run = m.history().iloc[0]
+    counts = json.loads(run["counts"])
+    assert counts["frames"] == 36 and counts["crops_kept"] == len(kept)
+    assert counts["drop.image.truncated"] == 1 and counts["drop.image.not_an_image"] == 1
+    assert run["flow_run_id"] and json.loads(run["model_ids"]) == {"animeface": "animeface-2.0.3"}
+    assert summary["contact_sheet"] and Path(summary["contact_sheet"]).exists()
+
+
+def test_rerun_adds_nothing_and_a_new_episode_adds_only_its_frames(sample_library, tmp_path):
+    library = copy_library(sample_library, tmp_path / "lib")
+    data = str(tmp_path / "data")
+    ingest(library=str(library), data_root=data)
+    second = ingest(library=str(library), data_root=data)
+    m = Manifest(data)
+    assert rows_added(m, 1) == {"albums": 0, "episodes": 0, "assets": 0, "faces": 0}
+    assert second["counts"]["images_cached"] == second["counts"]["images_ok"] + second["counts"]["images_dropped"]
+
+    shutil.copy(VIDEOS / "big_buck_bunny_opening_2s.mp4", library / "moon_patrol" / "episodes" / "ep_new.mp4")
+    third = ingest(library=str(library), data_root=data)
+    added = rows_added(m, 2)
+    assert added["episodes"] == 1 and added["assets"] == 2  # a 2 s episode: frames at 0 s and 1 s
+    new_assets = m.diff("assets", 1, 2)
+    assert set(new_assets["change"]) == {"added"}
+    assert set(new_assets["episode_path"]) == {"ep_new.mp4"}
+    assert third["counts"]["images_analysed"] == 2  # nothing else was decoded or detected again
+
+
+def test_a_run_killed_midway_then_rerun_is_complete_without_duplicates(sample_library, tmp_path):
+    library = copy_library(sample_library, tmp_path / "lib")
+    data = tmp_path / "data"
+    cmd = [sys.executable, "-m", "pipeline.cli", "ingest", "--library", str(library), "--data-root", str(data),
+           "--set", "stills_per_shard=1", "--task-runner", "thread:1"]
+    proc = subprocess.Popen(cmd, cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    staging = data / "manifest" / "staging"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and len(list(staging.glob("*/assets/*.parquet"))) < 3:
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(list(staging.glob("*/assets/*.parquet"))) >= 3, "the run should have been killed mid-way"
+    m = Manifest(data)
+    assert m.latest_version() is None  # nothing half-published
+
+    summary = ingest(library=str(library), data_root=str(data))
+    assert summary["manifest_version"] == 0 and summary["counts"]["images_cached"] > 0
+    assets, faces = m.read("assets"), m.read("faces")
+    assert len(assets) == 36 + 14 and not assets.duplicated(["asset_id", "source"]).any()
+    assert not faces.duplicated("face_id").any()
+    assert [p.name for p in staging.iterdir()] == []  # the dead run's staging was cleaned up
+
+
+def test_a_folder_of_real_cartoon_frames_as_stills(tmp_path):
+    """CAVA Dexter's Laboratory val frames as a plain folder of stills."""
+    ingest(library=str(CAVA_DEXTER / "images" / "val"), data_root=str(tmp_path / "data"))
+    m = Manifest(tmp_path / "data")
+    assets, faces = m.read("assets"), m.read("faces")
+    assert len(assets) == 200 and (assets["status"] == "ok").all()
+    assert len(faces) > 0 and set(faces["status"]) <= {"kept", "dropped"}
+    assert faces["asset_id"].isin(assets["asset_id"]).all()
