@@ -16,7 +16,7 @@ STAGES = {"shards": "shards", "stills": "stills read", "frames": "frames extract
 
 
 class StageProgress:
-    def __init__(self, totals: dict[str, int], enabled: bool | None = None):
+    def __init__(self, totals: dict[str, int], enabled: bool | None = None, console: Console | None = None):
         self.enabled = sys.stdout.isatty() if enabled is None else enabled
         self._progress = None
         if not self.enabled:
@@ -24,7 +24,7 @@ class StageProgress:
         self._progress = Progress(
             TextColumn("{task.description:>18}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[rate]:>9}"), TimeElapsedColumn(), TimeRemainingColumn(),
-            console=Console(), transient=False)
+            console=console or Console(), transient=False)
         self._tasks = {name: self._progress.add_task(label, total=totals.get(name), rate="")
                        for name, label in STAGES.items()}
         self._progress.start()

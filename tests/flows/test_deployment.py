@@ -1,0 +1,64 @@
+"""The deployment path as a user runs it: a real Prefect server, a process worker, prefect.yaml's
+`ingest/nightly`, `prefect deployment run`; and scale-out on a real (local) Dask cluster."""
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from data_manifest import Manifest
+from pipeline.sample import make_sample_library
+from tests.conftest import PROJECT
+
+pytestmark = pytest.mark.slow
+
+
+def prefect_cli(*args, timeout=600):
+    prefect = str(Path(os.sys.executable).parent / "prefect")
+    return subprocess.run([prefect, *args], cwd=PROJECT, capture_output=True, text=True, timeout=timeout,
+                          env=os.environ.copy())
+
+
+def test_nightly_deployment_is_scheduled_and_runs_on_the_worker(prefect_server, tmp_path):
+    inspect = prefect_cli("deployment", "inspect", "ingest/nightly")
+    assert inspect.returncode == 0, inspect.stderr
+    assert "'cron': '0 2 * * *'" in inspect.stdout and "toonface-process" in inspect.stdout
+
+    library = make_sample_library(tmp_path / "lib").parent
+    data = tmp_path / "data"
+    run = prefect_cli("deployment", "run", "ingest/nightly", "--watch",
+                      "--param", f"library={library}", "--param", f"data_root={data}")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "Completed" in run.stdout
+
+    history = Manifest(data).history()
+    assert len(history) == 1
+    flow_run_id = history["flow_run_id"][0]
+    assert flow_run_id and flow_run_id in run.stdout  # the worker's flow run published it
+    assert len(Manifest(data).read("faces")) > 0
+
+    artifact = prefect_cli("artifact", "inspect", "ingest-funnel")
+    assert artifact.returncode == 0 and "crops_kept" in artifact.stdout
+    sheet = prefect_cli("artifact", "inspect", "ingest-contact-sheet")
+    assert sheet.returncode == 0 and "contact_sheet.jpg" in sheet.stdout
+
+
+def test_ingest_on_a_dask_cluster(prefect_server, tmp_path):
+    from distributed import Client, LocalCluster
+
+    library = make_sample_library(tmp_path / "lib").parent
+    data = tmp_path / "data"
+    # Workers are separate processes started now, so they inherit PREFECT_API_URL of the server.
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        out = subprocess.run(
+            [os.sys.executable, "-m", "pipeline.cli", "ingest", "--library", str(library), "--data-root", str(data),
+             "--task-runner", cluster.scheduler_address],
+            cwd=PROJECT, capture_output=True, text=True, timeout=600, env=os.environ.copy())
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        with Client(cluster.scheduler_address) as client:
+            done = client.run_on_scheduler(
+                lambda dask_scheduler: sorted({k if isinstance(k, str) else str(k) for k in dask_scheduler.task_prefixes}))
+    assert any("shard" in name for name in done), done  # the shards ran on the cluster
+    counts = json.loads(Manifest(data).history()["counts"][0])
+    assert counts["episodes"] == 6 and counts["crops_kept"] > 0

@@ -1,0 +1,36 @@
+"""`toonface manifest ...` as a user types it, on a real manifest."""
+import json
+import subprocess
+import sys
+
+from data_manifest import Manifest
+from tests.conftest import PROJECT
+from tests.data_manifest.test_store import album, asset, publish
+
+
+def toonface(*args):
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=PROJECT, capture_output=True, text=True)
+
+
+def test_manifest_history_show_and_diff(tmp_path):
+    m = Manifest(tmp_path)
+    publish(m, "r0", [album("a")], [asset("s1", "a/1.jpg")])
+    publish(m, "r1", [], [asset("s2", "a/2.jpg", status="dropped")])
+
+    history = toonface("manifest", "--data-root", str(tmp_path), "history")
+    assert history.returncode == 0 and "r0" in history.stdout and "r1" in history.stdout
+
+    shown = toonface("manifest", "--data-root", str(tmp_path), "--json", "show", "assets", "--version", "0")
+    assert [r["asset_id"] for r in json.loads(shown.stdout)] == ["s1"]
+
+    diff = toonface("manifest", "--data-root", str(tmp_path), "--json", "diff", "0", "1", "--table", "assets")
+    assert [(r["asset_id"], r["change"], r["status"]) for r in json.loads(diff.stdout)] == [("s2", "added", "dropped")]
+
+    missing = toonface("manifest", "--data-root", str(tmp_path), "show", "faces", "--version", "9")
+    assert missing.returncode == 2 and "no manifest version 9" in missing.stderr
+
+
+def test_ingest_reports_a_bad_albums_file_clearly(tmp_path):
+    (tmp_path / "albums.yaml").write_text("albums:\n  - {id: x}\n")
+    out = toonface("ingest", "--library", str(tmp_path), "--data-root", str(tmp_path / "data"))
+    assert out.returncode != 0 and "`name` is required" in out.stderr
