@@ -43,9 +43,12 @@ class Album:
     mixed_dir: Path | None = None  # a plain folder of videos and images (no albums file)
 
     def episodes(self) -> list[Path]:
-        """Video files, sorted, searched recursively."""
-        folder = self.episodes_dir or self.mixed_dir
-        return _files(folder, lambda p: p.suffix.lower() in VIDEO_EXTENSIONS)
+        """Episode files, sorted, searched recursively. In an episodes folder every file counts
+        (one ffmpeg cannot read becomes a row with a drop reason); in a mixed folder, video
+        extensions tell videos from stills."""
+        if self.episodes_dir is not None:
+            return _files(self.episodes_dir, lambda p: True)
+        return _files(self.mixed_dir, lambda p: p.suffix.lower() in VIDEO_EXTENSIONS)
 
     def stills(self) -> list[Path]:
         """Every other file: anything that is not a video is tried as an image (and dropped with a

@@ -115,3 +115,17 @@ def test_a_folder_of_real_cartoon_frames_as_stills(tmp_path):
     assert len(assets) == 200 and (assets["status"] == "ok").all()
     assert len(faces) > 0 and set(faces["status"]) <= {"kept", "dropped"}
     assert faces["asset_id"].isin(assets["asset_id"]).all()
+
+
+def test_broken_episodes_become_rows_with_reasons(tmp_path):
+    episodes = tmp_path / "lib" / "show" / "episodes"
+    episodes.mkdir(parents=True)
+    (episodes / "not_a_video.mp4").write_text("hello")
+    webm = (VIDEOS / "big_buck_bunny_0_30s.webm").read_bytes()
+    (episodes / "cut.webm").write_bytes(webm[: len(webm) // 3])
+    ingest(library=str(tmp_path / "lib"), data_root=str(tmp_path / "data"))
+    rows = Manifest(tmp_path / "data").read("episodes").set_index("episode_path")
+    assert rows.loc["not_a_video.mp4", "status"] == "dropped"
+    assert rows.loc["not_a_video.mp4", "drop_reason"] == "video_unreadable"
+    cut = rows.loc["cut.webm"]
+    assert cut["status"] == "ok" and 3 <= cut["frames"] < 30 and "stream ended" in cut["detail"]

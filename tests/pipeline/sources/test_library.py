@@ -76,3 +76,11 @@ def test_recorded_choice_is_kept_and_new_episodes_are_noticed():
     few = select_episodes("a", ["e1.mp4", "e2.mp4"], {"e1.mp4", "e2.mp4"}, 10, 0)
     grown = select_episodes("a", ["e1.mp4", "e2.mp4", "e3.mp4"], {"e1.mp4", "e2.mp4"}, 10, 0)
     assert all(sel for sel, _ in few.values()) and grown["e3.mp4"][0] is True
+
+
+def test_every_file_in_an_episodes_folder_is_an_episode(tmp_path):
+    make_library(tmp_path)
+    (tmp_path / "a1" / "episodes" / "ep03.rmvb").write_bytes(b"x")
+    (tmp_path / "a1" / "episodes" / ".hidden.mp4").write_bytes(b"x")
+    [album] = discover_albums(tmp_path)
+    assert [p.name for p in album.episodes()] == ["ep00.mp4", "ep01.mp4", "ep02.mp4", "ep03.rmvb"]
