@@ -15,7 +15,7 @@ os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="toonface-prefect-
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 PROJECT = Path(__file__).resolve().parent.parent
-SHARED = PROJECT.parent / "shared"
+SHARED = Path(os.environ.get("TOONFACE_SHARED", PROJECT.parent / "shared"))
 VIDEOS = SHARED / "fixtures" / "video"
 CAVA_DEXTER = SHARED / "data" / "cava" / "dexters_laboratory"
 
