@@ -14,6 +14,7 @@ import argparse
 import collections
 import csv
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,7 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anyw
 from pipeline.decode import decode_image
 from pipeline.detect import get_detector
 
-DEFAULT_FOLDER = Path(__file__).resolve().parent.parent.parent / "shared/data/cava/dexters_laboratory"
+# Same override as the tests: TOONFACE_SHARED, else ../shared next to the project.
+SHARED = Path(os.environ.get("TOONFACE_SHARED", Path(__file__).resolve().parent.parent.parent / "shared"))
+DEFAULT_FOLDER = SHARED / "data/cava/dexters_laboratory"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 Box = tuple[float, float, float, float]
 

@@ -28,7 +28,7 @@ import numpy as np
 import psutil
 
 REPO = Path(__file__).resolve().parent.parent
-CAVA = REPO.parent / "shared/data/cava"
+CAVA = Path(os.environ.get("TOONFACE_SHARED", REPO.parent / "shared")) / "data/cava"  # as the tests
 W, H = 320, 240
 
 
