@@ -137,7 +137,7 @@ def bench_crops(paths: list[Path], boxes: dict[Path, list], use_centre: bool, cf
             encode_seconds += time.perf_counter() - t1
     finally:
         cv2.setNumThreads(threads_before)
-    source = "centred 40% box (detector found none)" if use_centre else "animeface boxes"
+    source = "centred 40% box" if use_centre else "animeface boxes"
     print(f"(c) crop+gate: {crops} crops in {seconds:.3f} s = {rate(crops, seconds):.1f} crops/s per core "
           f"(cv2.setNumThreads(1), one process; enlarge_rate={cfg.enlarge_rate}, boxes: {source}); {dict(outcomes)}")
     print(f"    with the JPEG encode of each crop: {rate(crops, seconds + encode_seconds):.1f} crops/s per core")
