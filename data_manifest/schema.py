@@ -48,6 +48,8 @@ ASSETS = pa.schema([
     ("drop_reason", pa.string()),
     ("detail", pa.string()),
     ("faces", pa.int64()),
+    ("character", pa.string()),         # web images: the character searched for / pictured
+    ("query", pa.string()),             # web images: the search query that found it
     ("run_id", pa.string()),
 ])
 
@@ -73,6 +75,33 @@ FACES = pa.schema([
     ("run_id", pa.string()),
 ])
 
+CHARACTERS = pa.schema([
+    ("album_id", pa.string()),
+    ("name", pa.string()),
+    ("aliases", pa.string()),           # JSON list
+    ("image_url", pa.string()),         # the typical image, as found on the page
+    ("image_asset_id", pa.string()),    # that image in the content store (None if not fetched)
+    ("source_url", pa.string()),        # the encyclopedia page, or "albums-file"
+    ("origin", pa.string()),            # encyclopedia | albums_file
+    ("run_id", pa.string()),
+])
+
+DOWNLOADS = pa.schema([                 # one row per HTTP fetch attempt (cached successes are not refetched)
+    ("url", pa.string()),               # canonical URL
+    ("album_id", pa.string()),
+    ("purpose", pa.string()),           # encyclopedia | reference | search | image
+    ("final_url", pa.string()),
+    ("ok", pa.bool_()),
+    ("reason", pa.string()),            # failure reason code (pipeline/sources/downloader.py)
+    ("http_status", pa.int64()),
+    ("content_type", pa.string()),
+    ("asset_id", pa.string()),
+    ("attempts", pa.int64()),
+    ("detail", pa.string()),
+    ("fetched_at", TS),
+    ("run_id", pa.string()),
+])
+
 RUNS = pa.schema([
     ("manifest_version", pa.int64()),
     ("run_id", pa.string()),
@@ -95,4 +124,6 @@ TABLES: dict[str, tuple[pa.Schema, tuple[str, ...]]] = {
     "episodes": (EPISODES, ("album_id", "episode_path", "episode_sha")),
     "assets": (ASSETS, ("asset_id", "source")),
     "faces": (FACES, ("face_id",)),
+    "characters": (CHARACTERS, ("album_id", "name", "source_url")),
+    "downloads": (DOWNLOADS, ("url", "purpose", "run_id")),
 }

@@ -8,6 +8,16 @@ An albums file (YAML with a top-level `albums:` list, or CSV with a header) desc
         region: JP                # optional
         episodes: sunny_school/episodes   # folder of videos, relative to the albums file
         stills: sunny_school/stills       # folder of images, relative to the albums file
+        # web sources (all optional):
+        encyclopedia: [https://sunny.fandom.com/wiki/Category:Characters]  # pages listing characters
+        search: [bing, baidu]             # engines queried with "[character] [album name]";
+                                          # or {engine: bing, url: https://mirror/images/search}
+        search_pages: 1                   # result pages per query
+        url_lists: [lists/extra.csv]      # your own image URLs (CSV or JSONL with a `url` column)
+        characters:                       # characters you name yourself, with typical images
+          - {name: Hana, images: [refs/hana.jpg, https://example.org/hana.png]}
+
+In a CSV albums file, `encyclopedia`, `search` and `url_lists` are `;`-separated lists.
 
 Without an albums file, `discover_albums(DIR)` treats each sub-folder holding `episodes/` or
 `stills/` as an album, or else DIR itself as one album whose videos and images are told apart by
@@ -33,6 +43,17 @@ class AlbumsFileError(ValueError):
     pass
 
 
+SEARCH_ENGINES = ("bing", "baidu", "google")
+
+
+@dataclasses.dataclass(frozen=True)
+class NamedCharacter:
+    """A character given in the albums file, with its typical images (paths or URLs)."""
+    name: str
+    aliases: tuple[str, ...] = ()
+    images: tuple[str, ...] = ()
+
+
 @dataclasses.dataclass(frozen=True)
 class Album:
     album_id: str
@@ -41,6 +62,15 @@ class Album:
     episodes_dir: Path | None = None
     stills_dir: Path | None = None
     mixed_dir: Path | None = None  # a plain folder of videos and images (no albums file)
+    encyclopedia: tuple[str, ...] = ()
+    search: tuple[tuple[str, str | None], ...] = ()   # (engine, base URL override or None)
+    search_pages: int = 1
+    url_lists: tuple[Path, ...] = ()
+    characters: tuple[NamedCharacter, ...] = ()
+
+    @property
+    def has_web_sources(self) -> bool:
+        return bool(self.encyclopedia or self.search or self.url_lists or self.characters)
 
     def episodes(self) -> list[Path]:
         """Episode files, sorted, searched recursively. In an episodes folder every file counts
@@ -90,36 +120,97 @@ def load_albums_file(path: str | Path) -> list[Album]:
     base = path.parent
     albums, seen = [], set()
     for n, entry in enumerate(entries, start=1):
-        where = f"{path.name} entry {n}"
-        if not isinstance(entry, dict):
-            raise AlbumsFileError(f"{where}: expected a mapping, got {type(entry).__name__}")
-        entry = {str(k).strip(): (str(v).strip() if v is not None else "") for k, v in entry.items()}
-        album_id = entry.get("id", "")
-        where = f"{where} (id {album_id!r})" if album_id else where
-        if not _ID.match(album_id):
-            raise AlbumsFileError(f"{where}: `id` must be letters, digits, '_' or '-', got {album_id!r}")
-        if album_id in seen:
-            raise AlbumsFileError(f"{where}: duplicate id {album_id!r}")
-        seen.add(album_id)
-        if not entry.get("name"):
-            raise AlbumsFileError(f"{where}: `name` is required")
-        dirs = {}
-        for field in ("episodes", "stills"):
-            if entry.get(field):
-                folder = (base / entry[field]).resolve()
-                if not folder.is_dir():
-                    raise AlbumsFileError(f"{where}: `{field}` folder does not exist: {folder}")
-                dirs[field] = folder
-        if not dirs:
-            raise AlbumsFileError(f"{where}: give at least one of `episodes` or `stills`")
-        unknown = set(entry) - {"id", "name", "region", "episodes", "stills"}
-        if unknown:
-            raise AlbumsFileError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
-        albums.append(Album(album_id, entry["name"], entry.get("region", ""),
-                            dirs.get("episodes"), dirs.get("stills")))
+        albums.append(_parse_entry(entry, f"{path.name} entry {n}", base, seen, csv_file=path.suffix.lower() == ".csv"))
     if not albums:
         raise AlbumsFileError(f"{path}: lists no albums")
     return albums
+
+
+_FIELDS = {"id", "name", "region", "episodes", "stills", "encyclopedia", "search", "search_pages",
+           "url_lists", "characters"}
+
+
+def _as_list(value, where: str, field: str, csv_file: bool) -> list:
+    if value in (None, ""):
+        return []
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(";") if v.strip()] if csv_file else [value.strip()]
+    if isinstance(value, list):
+        return value
+    raise AlbumsFileError(f"{where}: `{field}` must be a list")
+
+
+def _parse_entry(entry, where: str, base: Path, seen: set, csv_file: bool) -> Album:
+    if not isinstance(entry, dict):
+        raise AlbumsFileError(f"{where}: expected a mapping, got {type(entry).__name__}")
+    entry = {str(k).strip(): v for k, v in entry.items()}
+    text = {k: (str(v).strip() if v is not None else "") for k, v in entry.items()
+            if k in ("id", "name", "region", "episodes", "stills", "search_pages")}
+    album_id = text.get("id", "")
+    where = f"{where} (id {album_id!r})" if album_id else where
+    if not _ID.match(album_id):
+        raise AlbumsFileError(f"{where}: `id` must be letters, digits, '_' or '-', got {album_id!r}")
+    if album_id in seen:
+        raise AlbumsFileError(f"{where}: duplicate id {album_id!r}")
+    seen.add(album_id)
+    if not text.get("name"):
+        raise AlbumsFileError(f"{where}: `name` is required")
+    unknown = set(entry) - _FIELDS
+    if unknown:
+        raise AlbumsFileError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+    dirs = {}
+    for field in ("episodes", "stills"):
+        if text.get(field):
+            folder = (base / text[field]).resolve()
+            if not folder.is_dir():
+                raise AlbumsFileError(f"{where}: `{field}` folder does not exist: {folder}")
+            dirs[field] = folder
+    encyclopedia = tuple(str(u) for u in _as_list(entry.get("encyclopedia"), where, "encyclopedia", csv_file))
+    for url in encyclopedia:
+        if not url.startswith(("http://", "https://")):
+            raise AlbumsFileError(f"{where}: `encyclopedia` entries must be http(s) URLs, got {url!r}")
+    search = []
+    for item in _as_list(entry.get("search"), where, "search", csv_file):
+        engine, url = (item.get("engine"), item.get("url")) if isinstance(item, dict) else (item, None)
+        if engine not in SEARCH_ENGINES:
+            raise AlbumsFileError(f"{where}: unknown search engine {engine!r}; use {', '.join(SEARCH_ENGINES)}")
+        search.append((engine, url))
+    try:
+        pages = int(text.get("search_pages") or 1)
+    except ValueError:
+        raise AlbumsFileError(f"{where}: `search_pages` must be a whole number") from None
+    url_lists = []
+    for item in _as_list(entry.get("url_lists"), where, "url_lists", csv_file):
+        file = (base / str(item)).resolve()
+        if not file.is_file():
+            raise AlbumsFileError(f"{where}: url list not found: {file}")
+        url_lists.append(file)
+    characters = []
+    for item in _as_list(entry.get("characters"), where, "characters", csv_file):
+        item = {"name": item} if isinstance(item, str) else item
+        if not isinstance(item, dict) or not str(item.get("name") or "").strip():
+            raise AlbumsFileError(f"{where}: each of `characters` needs a `name`")
+        images = []
+        for image in _as_list(item.get("images"), where, "characters.images", False):
+            image = str(image)
+            if not image.startswith(("http://", "https://")):
+                local = (base / image).resolve()
+                if not local.is_file():
+                    raise AlbumsFileError(f"{where}: typical image of {item['name']!r} not found: {local}")
+                image = str(local)
+            images.append(image)
+        characters.append(NamedCharacter(str(item["name"]).strip(),
+                                         tuple(str(a) for a in _as_list(item.get("aliases"), where, "aliases", False)),
+                                         tuple(images)))
+    album = Album(album_id, text["name"], text.get("region", ""), dirs.get("episodes"), dirs.get("stills"),
+                  encyclopedia=encyclopedia, search=tuple(search), search_pages=max(1, pages),
+                  url_lists=tuple(url_lists), characters=tuple(characters))
+    if not dirs and not album.has_web_sources:
+        raise AlbumsFileError(f"{where}: give at least one of `episodes`, `stills` or a web source "
+                              "(`encyclopedia`, `search`, `url_lists`, `characters`)")
+    if album.search and not (album.encyclopedia or album.characters):
+        raise AlbumsFileError(f"{where}: `search` needs characters to search for: give `encyclopedia` or `characters`")
+    return album
 
 
 def _slug(name: str) -> str:

@@ -73,7 +73,7 @@ def test_an_unchanged_rerun_adds_no_rows_and_no_table_commits(tmp_path):
     before = DeltaTable(str(m.table_path("assets"))).version()
     publish(m, "r1", [album("a")], [asset("s1", "a/1.jpg")])
     assert DeltaTable(str(m.table_path("assets"))).version() == before
-    assert json.loads(m.history()["rows_added"][1]) == {"albums": 0, "assets": 0, "episodes": 0, "faces": 0}
+    assert set(json.loads(m.history()["rows_added"][1]).values()) == {0}
 
 
 def _publish_in_subprocess(data_root, run_id, n, env=None):

@@ -69,7 +69,7 @@ def test_rerun_adds_nothing_and_a_new_episode_adds_only_its_frames(sample_librar
     ingest(library=str(library), data_root=data)
     second = ingest(library=str(library), data_root=data)
     m = Manifest(data)
-    assert rows_added(m, 1) == {"albums": 0, "episodes": 0, "assets": 0, "faces": 0}
+    assert set(rows_added(m, 1).values()) == {0}
     assert second["counts"]["images_cached"] == second["counts"]["images_ok"] + second["counts"]["images_dropped"]
 
     shutil.copy(VIDEOS / "big_buck_bunny_opening_2s.mp4", library / "moon_patrol" / "episodes" / "ep_new.mp4")
