@@ -23,7 +23,8 @@ from pipeline.plan import plan_run
 from pipeline.progress import StageProgress
 from pipeline.report import contact_sheet, funnel_rows
 from pipeline.shards import EpisodeShard, RunContext, StillsShard, merge_counts, process_episode, process_stills
-from pipeline.sources.library import discover_albums
+from pipeline.sources.library import Album, discover_albums
+from pipeline.web import ImageJob, WebShard, crawl_album, download_images, web_shards
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -45,6 +46,16 @@ def episode_shard(shard: EpisodeShard, ctx: RunContext) -> dict[str, int]:
 @task(name="stills-shard", cache_policy=NO_CACHE, task_run_name="{shard.name}")
 def stills_shard(shard: StillsShard, ctx: RunContext) -> dict[str, int]:
     return process_stills(shard, ctx)
+
+
+@task(name="crawl-album", cache_policy=NO_CACHE, task_run_name="crawl-{album.album_id}")
+def crawl_task(album: Album, ctx: RunContext) -> tuple[list[ImageJob], dict[str, int]]:
+    return crawl_album(album, ctx)
+
+
+@task(name="web-shard", cache_policy=NO_CACHE, task_run_name="{shard.name}")
+def web_shard(shard: WebShard, ctx: RunContext) -> dict[str, int]:
+    return download_images(shard, ctx)
 
 
 def _flow_run_id() -> str:
@@ -76,16 +87,31 @@ def ingest(library: str, albums: str | None = None, data_root: str = "data",
         staging.write("episodes", "plan", plan.unselected_episode_rows)
         logger.info("run %s: %d albums, %d episodes sampled, %d still shards", run_id, len(album_list),
                     len(plan.episode_shards), len(plan.stills_shards))
-        totals = {"shards": len(plan.shards), "stills": sum(len(s.files) for s in plan.stills_shards)}
+        web_albums = [a for a in album_list if a.has_web_sources]
+        totals = {"shards": len(plan.shards) + len(web_albums),
+                  "stills": sum(len(s.files) for s in plan.stills_shards)}
         bar = StageProgress(totals, enabled=progress)
         futures = [episode_shard.submit(s, ctx) for s in plan.episode_shards]
         futures += [stills_shard.submit(s, ctx) for s in plan.stills_shards]
+        crawls = [crawl_task.submit(a, ctx) for a in web_albums]
         parts, failures = [], []
         try:
+            # Crawls are quick (pages and searches); their image URLs become download shards.
+            for crawl in crawls:
+                try:
+                    jobs, part = crawl.result()
+                except Exception as exc:  # keep going: finished shards stay cached for the rerun
+                    failures.append(exc)
+                    continue
+                parts.append(part)
+                bar.advance(part)
+                shards = web_shards(jobs, cfg.web_images_per_shard)
+                bar.add_total("shards", len(shards))
+                futures += [web_shard.submit(s, ctx) for s in shards]
             for future in as_completed(futures):
                 try:
                     part = future.result()
-                except Exception as exc:  # keep going: finished shards stay cached for the rerun
+                except Exception as exc:
                     failures.append(exc)
                     continue
                 parts.append(part)
@@ -93,8 +119,8 @@ def ingest(library: str, albums: str | None = None, data_root: str = "data",
         finally:
             bar.close()
         if failures:
-            raise RuntimeError(f"{len(failures)} of {len(futures)} shards failed; nothing was published "
-                               f"(finished shards are cached, a rerun redoes only the rest): {failures[0]!r}")
+            raise RuntimeError(f"{len(failures)} of {len(futures) + len(crawls)} shards failed; nothing was "
+                               f"published (finished work is cached, a rerun redoes only the rest): {failures[0]!r}")
         counts = merge_counts(parts)
         counts.update(albums=len(album_list))
         kept = staging.read("faces").to_pandas()

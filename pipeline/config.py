@@ -28,8 +28,18 @@ class IngestConfig:
     min_sharpness: float = 30.0
     min_crop_side: int = 100
     crop_jpeg_quality: int = 95
-    # Stills are processed in shards of this many files (one Prefect task each).
+    # Stills (and downloaded web images) are processed in shards of this many (one Prefect task each).
     stills_per_shard: int = 1000
+    web_images_per_shard: int = 1000
+    # Web crawling: be a good citizen (see pipeline/sources/downloader.py).
+    web_user_agent: str = "toonface/0.1 (+https://github.com/toonface; dataset research crawler)"
+    web_min_interval_s: float = 1.0          # per domain
+    web_max_workers: int = 16
+    web_obey_robots: bool = True
+    web_timeout_s: float = 60.0
+    web_max_results_per_query: int = 50
+    # Hosts that may resolve to private/loopback addresses (none by default: no SSRF).
+    web_allow_private_hosts: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -55,4 +65,7 @@ class IngestConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown config keys: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        if isinstance(data.get("web_allow_private_hosts"), (list, str)):
+            hosts = data["web_allow_private_hosts"]
+            data["web_allow_private_hosts"] = tuple([hosts] if isinstance(hosts, str) else hosts)
         return cls(**data)

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 # counter name -> label shown
-STAGES = {"shards": "shards", "stills": "stills read", "frames": "frames extracted",
+STAGES = {"shards": "shards", "stills": "stills read", "frames": "frames extracted", "downloads": "images downloaded",
           "images_ok": "images decoded", "faces_detected": "faces detected", "crops_kept": "crops kept"}
 
 
@@ -38,6 +38,11 @@ class StageProgress:
             task = self._progress.tasks[task_id]
             speed = task.finished_speed or task.speed
             self._progress.update(task_id, rate=f"{speed:.1f}/s" if speed else "")
+
+    def add_total(self, name: str, more: int) -> None:
+        if self._progress:
+            task = self._progress.tasks[self._tasks[name]]
+            self._progress.update(self._tasks[name], total=(task.total or 0) + more)
 
     def close(self) -> None:
         if self._progress:

@@ -8,8 +8,9 @@ import numpy as np
 
 from pipeline.store import ContentStore
 
-FUNNEL_ORDER = ["albums", "episodes", "frames", "stills", "images_ok", "images_dropped", "images_cached",
-                "faces_detected", "crops_kept", "crops_dropped"]
+FUNNEL_ORDER = ["albums", "episodes", "frames", "stills", "encyclopedia_pages", "characters", "references",
+                "search_pages", "image_urls", "downloads", "downloads_cached", "images_ok", "images_dropped",
+                "images_cached", "faces_detected", "crops_kept", "crops_dropped"]
 
 
 def funnel_rows(counts: dict[str, int]) -> list[dict]:

@@ -318,3 +318,8 @@ def make_sample_library(out_dir: str | Path, seed: int = 0) -> Path:
     albums_file = out / "albums.yaml"
     albums_file.write_text(yaml.safe_dump({"albums": entries}, sort_keys=False))
     return albums_file
+
+
+def make_still_image(seed: int) -> np.ndarray:
+    """One drawn still (BGR) with one or two cartoon faces, for tests and local demo servers."""
+    return _make_still(np.random.default_rng(seed))

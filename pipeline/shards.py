@@ -60,7 +60,7 @@ class EpisodeShard:
         return f"episode-{self.album_id}-{sha256_bytes(self.episode_path.encode())[:16]}"
 
 
-def _asset_row(analysis: ImageAnalysis, ctx: RunContext, album_id: str, source: str, kind: str,
+def asset_row(analysis: ImageAnalysis, ctx: RunContext, album_id: str, source: str, kind: str,
                episode_path: str | None = None, episode_sha: str | None = None,
                frame_index: int | None = None, timestamp_s: float | None = None) -> dict:
     return {
@@ -73,7 +73,7 @@ def _asset_row(analysis: ImageAnalysis, ctx: RunContext, album_id: str, source: 
     }
 
 
-def _count_analysis(counts: collections.Counter, analysis: ImageAnalysis, cached: bool) -> None:
+def count_analysis(counts: collections.Counter, analysis: ImageAnalysis, cached: bool) -> None:
     counts["images_cached" if cached else "images_analysed"] += 1
     if analysis.drop_reason:
         counts["images_dropped"] += 1
@@ -89,7 +89,7 @@ def _count_analysis(counts: collections.Counter, analysis: ImageAnalysis, cached
             counts["crops_kept"] += 1
 
 
-def _face_rows(analysis: ImageAnalysis, album_id: str, run_id: str) -> list[dict]:
+def face_rows(analysis: ImageAnalysis, album_id: str, run_id: str) -> list[dict]:
     return [{**face, "album_id": album_id, "run_id": run_id} for face in analysis.faces]
 
 
@@ -108,9 +108,9 @@ def process_stills(shard: StillsShard, ctx: RunContext) -> dict[str, int]:
             cached = False
         else:
             analysis, cached = analyse_cached(data, config, detector, store, cache)
-        _count_analysis(counts, analysis, cached)
-        assets.append(_asset_row(analysis, ctx, shard.album_id, source, "still"))
-        faces.extend(_face_rows(analysis, shard.album_id, ctx.run_id))
+        count_analysis(counts, analysis, cached)
+        assets.append(asset_row(analysis, ctx, shard.album_id, source, "still"))
+        faces.extend(face_rows(analysis, shard.album_id, ctx.run_id))
     staging = ctx.staging()
     staging.write("faces", shard.name, faces)
     staging.write("assets", shard.name, assets)
@@ -187,11 +187,11 @@ def process_episode(shard: EpisodeShard, ctx: RunContext) -> dict[str, int]:
         counts["frames"] += 1
         data = store.get(frame["sha"], ".jpg")
         analysis, cached = analyse_cached(data, config, detector, store, cache)
-        _count_analysis(counts, analysis, cached)
+        count_analysis(counts, analysis, cached)
         source = f"{shard.album_id}/{shard.episode_path}#t={frame['timestamp_s']:g}"
-        assets.append(_asset_row(analysis, ctx, shard.album_id, source, "frame", shard.episode_path,
+        assets.append(asset_row(analysis, ctx, shard.album_id, source, "frame", shard.episode_path,
                                  episode_sha, frame["index"], frame["timestamp_s"]))
-        faces.extend(_face_rows(analysis, shard.album_id, ctx.run_id))
+        faces.extend(face_rows(analysis, shard.album_id, ctx.run_id))
     staging = ctx.staging()
     staging.write("faces", shard.name, faces)
     staging.write("assets", shard.name, assets)

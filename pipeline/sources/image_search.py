@@ -1,0 +1,388 @@
+"""Image-search result pages -> candidate image URLs (the paper queries "[character] [album]").
+
+Pure functions: page text in, `SearchResult` records out; no network. Results keep the page's
+order; a repeated image URL is kept once. A page we cannot read raises `PageShapeError`
+("page shape not recognised: ..."); a recognised page with no results returns [].
+
+Baidu (image.baidu.com)
+  * the HTML result page: `flip.setData('imgData', {..., "data": [{thumbURL, middleURL, objURL,
+    fromURL, fromPageTitle, width, height}, ..., {}]})`. The object is cut out by brace matching
+    (string-aware) and read as JSON after undoing JavaScript-only escapes (`\\'`, `\\xNN`), so
+    the trailing `{}` and quotes inside titles do not matter.
+  * the `acjson` endpoint (`/search/acjson?tn=resultjson_com...`): a JSON document with a
+    top-level "data" list of the same dicts, sometimes with `fromPageTitleEnc` and
+    `replaceUrl: [{ObjURL, FromURL}]`.
+  Baidu obfuscates URLs in some versions ("ippr_z2C$qAzdH3F..."): in the 2020 page every objURL
+  is a plain http URL and every fromURL is obfuscated. The obfuscation is a fixed substitution
+  (tokens `_z2C$q` ':', `_z&e3B` '.', `AzdH3F` '/', then a character table) and is decoded.
+  image_url is the first of: objURL when it is (or decodes to) a plain http(s) URL,
+  replaceUrl[0].ObjURL, middleURL, thumbURL. thumb_url is thumbURL (else middleURL); source_url
+  is fromURL (decoded) or replaceUrl[0].FromURL; title drops the <strong> highlighting.
+
+Bing (www.bing.com/images/search): each tile `a.iusc` carries JSON in its `m` attribute
+  {murl: image, turl: thumbnail, purl: source page, t: title}; the size is the "W x H" text of
+  the tile's `.img_info span`. Bing's highlight marks (U+E000/U+E001) are removed from titles.
+
+Google (www.google.com/search?tbm=isch):
+  * classic (to ~2019): `div.rg_meta` holding JSON {ou: image, tu: thumbnail, ru: source page,
+    pt: title, ow/oh: width/height};
+  * the async JSON endpoint (`asearch=isch&async=_fmt:json`, an optional `)]}'` prefix):
+    {"ischj": {"metadata": [{original_image: {url, width, height}, thumbnail: {url},
+    result: {referrer_url, page_title}}]}};
+  * inline scripts (`AF_initDataCallback({key: 'ds:1', ... data: [...]})`, ~2020-2023): each
+    result holds `["https://encrypted-tbnN.gstatic.com/images?q=...", h, w], ["<original>", h, w]`
+    (height before width); the source page and title follow in a `"2003": [null, id, page,
+    title, ...]` entry, read when present (best effort: the array layout is undocumented).
+"""
+from __future__ import annotations
+
+import csv
+import html as html_lib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlencode
+
+from bs4 import BeautifulSoup
+
+from pipeline.sources.encyclopedia import PageShapeError, absolute_url, detect_site
+
+KINDS = ("auto", "bing", "baidu", "google")
+BING_PAGE_SIZE = 35
+BAIDU_PAGE_SIZE = 30
+GOOGLE_PAGE_SIZE = 20
+
+
+@dataclass
+class SearchResult:
+    image_url: str
+    thumb_url: str | None
+    source_url: str | None
+    title: str | None
+    width: int | None
+    height: int | None
+
+
+def character_query(character: str, album: str) -> str:
+    """The paper's query: "[person name] [album name]"."""
+    return f"{character.strip()} {album.strip()}"
+
+
+def search_url(engine: str, query: str, page: int = 0) -> str:
+    """URL of result page `page` (0-based) for `query` on `engine`."""
+    if page < 0:
+        raise ValueError(f"page must be >= 0, got {page}")
+    if engine == "bing":
+        return "https://www.bing.com/images/search?" + urlencode(
+            {"q": query, "first": page * BING_PAGE_SIZE + 1, "count": BING_PAGE_SIZE})
+    if engine == "baidu":
+        return "https://image.baidu.com/search/acjson?" + urlencode({
+            "tn": "resultjson_com", "ipn": "rj", "ct": 201326592, "fp": "result", "cl": 2,
+            "lm": -1, "ie": "utf-8", "oe": "utf-8", "queryWord": query, "word": query,
+            "pn": page * BAIDU_PAGE_SIZE, "rn": BAIDU_PAGE_SIZE})
+    if engine == "google":
+        return "https://www.google.com/search?" + urlencode(
+            {"q": query, "tbm": "isch", "start": page * GOOGLE_PAGE_SIZE})
+    raise ValueError(f"engine must be bing, baidu or google, got {engine!r}")
+
+
+def parse_search(text: str, page_url: str = "", kind: str = "auto") -> list[SearchResult]:
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if kind == "auto":
+        kind = detect_site(text, page_url)
+        if kind not in ("bing", "baidu", "google"):
+            what = "no image-search markup" if kind == "unknown" else f"a {kind} page"
+            raise PageShapeError(f"{what}, not a Bing, Baidu or Google image-search page")
+    parser = {"bing": _parse_bing, "baidu": _parse_baidu, "google": _parse_google}[kind]
+    return _unique(parser(text, page_url))
+
+
+def _unique(results: list[SearchResult]) -> list[SearchResult]:
+    seen, out = set(), []
+    for r in results:
+        if r.image_url and r.image_url not in seen:
+            seen.add(r.image_url)
+            out.append(r)
+    return out
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _http(url) -> str | None:
+    return url.strip() if isinstance(url, str) and re.match(r"^https?://\S+$", url.strip()) else None
+
+
+def _int(value) -> int | None:
+    try:
+        n = int(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+    return n if n > 0 else None
+
+
+def _plain(title) -> str | None:
+    """Title without HTML highlighting or entities."""
+    if not isinstance(title, str):
+        return None
+    text = html_lib.unescape(re.sub(r"<[^>]+>", "", title)).replace("\ue000", "").replace("\ue001", "")
+    return " ".join(text.split()) or None
+
+
+def js_object_at(text: str, start: int) -> str:
+    """The {...} or [...] literal starting at text[start], found by matching brackets outside
+    string literals (quotes of either kind, with backslash escapes)."""
+    opener = text[start]
+    closer = {"{": "}", "[": "]"}[opener]
+    depth, i, quote = 0, start, None
+    while i < len(text):
+        ch = text[i]
+        if quote:
+            if ch == "\\":
+                i += 1
+            elif ch == quote:
+                quote = None
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "{[":
+            depth += 1
+        elif ch in "}]":
+            depth -= 1
+            if depth == 0:
+                if ch != closer:
+                    break
+                return text[start:i + 1]
+        i += 1
+    raise PageShapeError(f"unbalanced {opener!r} literal at offset {start}")
+
+
+def loads_lenient(literal: str):
+    """JSON that JavaScript wrote: also accepts \\' and \\xNN escapes and trailing commas."""
+    try:
+        return json.loads(literal, strict=False)
+    except json.JSONDecodeError:
+        pass
+    fixed = re.sub(r"\\x([0-9a-fA-F]{2})", r"\\u00\1", literal.replace("\\'", "'"))
+    fixed = re.sub(r",\s*([}\]])", r"\1", fixed)
+    try:
+        return json.loads(fixed, strict=False)
+    except json.JSONDecodeError as exc:
+        raise PageShapeError(f"embedded data is not JSON ({exc})") from None
+
+
+# --------------------------------------------------------------------------- Baidu
+
+_BAIDU_TOKENS = {"_z2C$q": ":", "_z&e3B": ".", "AzdH3F": "/"}
+_BAIDU_CHARS = str.maketrans("wkv1ju2it3hs4g5rq6fp7eo8dn9cm0bla", "abcdefghijklmnopqrstuvw1234567890")
+_BAIDU_TOKEN_RE = re.compile("|".join(re.escape(t) for t in _BAIDU_TOKENS))
+
+
+def decode_baidu_url(value: str) -> str:
+    """Undo Baidu's URL obfuscation ("ippr_z2C$qAzdH3F..." -> "http://..."); plain URLs pass."""
+    if not value or _http(value):
+        return value
+    pieces = []
+    last = 0
+    for m in _BAIDU_TOKEN_RE.finditer(value):
+        pieces.append(value[last:m.start()].translate(_BAIDU_CHARS))
+        pieces.append(_BAIDU_TOKENS[m.group()])
+        last = m.end()
+    pieces.append(value[last:].translate(_BAIDU_CHARS))
+    return "".join(pieces)
+
+
+def _baidu_data(text: str) -> list | None:
+    stripped = text.lstrip()
+    if stripped.startswith("{"):  # acjson
+        doc = loads_lenient(js_object_at(stripped, 0))
+        return doc.get("data") if isinstance(doc, dict) else None
+    m = re.search(r"""flip\.setData\(\s*['"]imgData['"]\s*,\s*""", text)
+    if m is None or text[m.end():m.end() + 1] != "{":
+        return None
+    doc = loads_lenient(js_object_at(text, m.end()))
+    return doc.get("data") if isinstance(doc, dict) else None
+
+
+def _parse_baidu(text: str, page_url: str) -> list[SearchResult]:
+    data = _baidu_data(text)
+    if not isinstance(data, list):
+        raise PageShapeError("Baidu page without flip.setData('imgData', ...) or an acjson \"data\" list")
+    out = []
+    for item in data:
+        if not isinstance(item, dict) or not item:
+            continue  # Baidu ends the list with {}
+        replace = item.get("replaceUrl") or [{}]
+        replace = replace[0] if isinstance(replace, list) and replace and isinstance(replace[0], dict) else {}
+        thumb = _http(item.get("thumbURL")) or _http(item.get("middleURL"))
+        image = (_http(decode_baidu_url(item.get("objURL") or ""))
+                 or _http(replace.get("ObjURL") or replace.get("ObjUrl"))
+                 or _http(item.get("middleURL")) or thumb)
+        if not image:
+            continue
+        source = (_http(decode_baidu_url(item.get("fromURL") or ""))
+                  or _http(replace.get("FromURL") or replace.get("FromUrl")))
+        title = _plain(item.get("fromPageTitleEnc")) or _plain(item.get("fromPageTitle"))
+        out.append(SearchResult(image, thumb, source, title, _int(item.get("width")), _int(item.get("height"))))
+    return out
+
+
+# --------------------------------------------------------------------------- Bing
+
+_SIZE = re.compile(r"(\d+)\s*[x×]\s*(\d+)")
+
+
+def _parse_bing(text: str, page_url: str) -> list[SearchResult]:
+    soup = BeautifulSoup(text, "lxml")
+    tiles = soup.select("a.iusc[m]")
+    if not tiles:
+        if soup.select_one("a.iusc, #mmComponent_images_1, .dgControl"):
+            return []  # the result grid is there, empty
+        raise PageShapeError("Bing page without result tiles (a.iusc with an m attribute)")
+    out = []
+    for a in tiles:
+        try:
+            m = json.loads(a["m"])
+        except json.JSONDecodeError:
+            continue
+        image = _http(m.get("murl"))
+        if not image:
+            continue
+        width = height = None
+        tile = a.find_parent(class_="imgpt") or a.find_parent("li") or a.parent
+        info = tile.select_one(".img_info span") if tile is not None else None
+        size = _SIZE.search(info.get_text(" ")) if info is not None else None
+        if size:
+            width, height = int(size[1]), int(size[2])
+        out.append(SearchResult(image, _http(m.get("turl")), _http(m.get("purl")), _plain(m.get("t")),
+                                width, height))
+    return out
+
+
+# --------------------------------------------------------------------------- Google
+
+_GOOGLE_PAIR = re.compile(
+    r'\["(https://encrypted-tbn\d\.gstatic\.com/images\?(?:[^"\\]|\\.)*)",(\d+),(\d+)\]\s*,\s*'
+    r'\["(https?://(?:[^"\\]|\\.)*)",(\d+),(\d+)\]')
+_GOOGLE_2003 = re.compile(r'"2003":\[null,"(?:[^"\\]|\\.)*","((?:[^"\\]|\\.)*)","((?:[^"\\]|\\.)*)"')
+
+
+def _js_string(s: str) -> str:
+    return json.loads(f'"{s}"', strict=False)
+
+
+def _parse_google(text: str, page_url: str) -> list[SearchResult]:
+    if '"ischj"' in text[:2000]:
+        start = text.rfind("{", 0, text.index('"ischj"'))
+        doc = loads_lenient(js_object_at(text, start))
+        out = []
+        for item in (doc.get("ischj") or {}).get("metadata") or []:
+            original, result = item.get("original_image") or {}, item.get("result") or {}
+            image = _http(original.get("url"))
+            if image:
+                out.append(SearchResult(image, _http((item.get("thumbnail") or {}).get("url")),
+                                        _http(result.get("referrer_url")), _plain(result.get("page_title")),
+                                        _int(original.get("width")), _int(original.get("height"))))
+        return out
+
+    soup = BeautifulSoup(text, "lxml")
+    metas = soup.select("div.rg_meta")
+    if metas:
+        out = []
+        for div in metas:
+            try:
+                m = json.loads(div.get_text())
+            except json.JSONDecodeError:
+                continue
+            image = _http(m.get("ou"))
+            if image:
+                out.append(SearchResult(image, _http(m.get("tu")), _http(m.get("ru")), _plain(m.get("pt")),
+                                        _int(m.get("ow")), _int(m.get("oh"))))
+        return out
+
+    scripts = [s.string or s.get_text() for s in soup.find_all("script")]
+    scripts = [s for s in scripts if "AF_initDataCallback" in s]
+    if not scripts:
+        raise PageShapeError("Google page without div.rg_meta, \"ischj\" JSON or AF_initDataCallback data")
+    out = []
+    for script in scripts:
+        matches = list(_GOOGLE_PAIR.finditer(script))
+        for i, m in enumerate(matches):
+            # The source page and title sit after the image pair, before the next result.
+            end = matches[i + 1].start() if i + 1 < len(matches) else len(script)
+            meta = _GOOGLE_2003.search(script, m.end(), end)
+            source = _http(_js_string(meta[1])) if meta else None
+            title = _plain(_js_string(meta[2])) if meta else None
+            out.append(SearchResult(_js_string(m[4]), _js_string(m[1]), source, title,
+                                    int(m[6]), int(m[5])))  # arrays are [url, height, width]
+    return out
+
+
+# --------------------------------------------------------------------------- bring your own URLs
+
+def read_url_list(path) -> list[SearchResult]:
+    """URLs a user brings: CSV with a header holding `url` (or `image_url`; optional title,
+    source_url, thumb_url, width, height), JSON Lines with `url`/`image_url` keys, or plain text
+    with one URL per line (blank lines and '#' comments skipped). A bad row raises ValueError
+    naming the file and line."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8-sig")
+    first = next((line.strip() for line in text.splitlines()
+                  if line.strip() and not line.lstrip().startswith("#")), "")
+    if not first:
+        return []
+    if first.startswith("{"):
+        rows = _jsonl_rows(path, text)
+    elif _http(first.split()[0]) and "," not in first:
+        rows = [(n, {"url": line.strip()}) for n, line in enumerate(text.splitlines(), 1)
+                if line.strip() and not line.lstrip().startswith("#")]
+    else:
+        rows = _csv_rows(path, text)
+    return _unique([_row_result(path, n, row) for n, row in rows])
+
+
+def _jsonl_rows(path: Path, text: str):
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{n}: not a JSON object: {exc}") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
+        yield n, row
+
+
+def _csv_rows(path: Path, text: str):
+    reader = csv.DictReader(text.splitlines())
+    fields = [(f or "").strip().lower() for f in reader.fieldnames or []]
+    if "url" not in fields and "image_url" not in fields:
+        raise ValueError(f"{path}:1: CSV header needs a `url` column, got {reader.fieldnames}")
+    for row in reader:
+        yield reader.line_num, {(k or "").strip().lower(): v for k, v in row.items()}
+
+
+def _row_result(path: Path, n: int, row: dict) -> SearchResult:
+    url = row.get("url") or row.get("image_url")
+    if not isinstance(url, str) or not _http(url):
+        raise ValueError(f"{path}:{n}: `url` must be an http(s) URL, got {url!r}")
+
+    def opt_int(key):
+        value = row.get(key)
+        if value in (None, ""):
+            return None
+        if _int(value) is None:
+            raise ValueError(f"{path}:{n}: `{key}` must be a positive integer, got {value!r}")
+        return _int(value)
+
+    def opt_str(key):
+        value = row.get(key)
+        return value.strip() or None if isinstance(value, str) else None
+
+    return SearchResult(url.strip(), opt_str("thumb_url"), opt_str("source_url"), opt_str("title"),
+                        opt_int("width"), opt_int("height"))
+
+
+__all__ = ["SearchResult", "PageShapeError", "parse_search", "search_url", "character_query",
+           "read_url_list", "decode_baidu_url", "absolute_url"]

@@ -1,0 +1,32 @@
+"""One entry point for saved pages: encyclopedia pages give characters, search pages give images.
+
+`parse_page(text, page_url, kind)` returns plain dicts (ready for JSON):
+  * kind mediawiki / baike: {"name", "image_url", "source_url", "aliases"}
+  * kind bing / baidu / google: {"image_url", "thumb_url", "source_url", "title", "width", "height"}
+With kind "auto" the site is recognised from page_url's host when it is a known one, else from
+the markup (see `encyclopedia.detect_site`). A page nobody recognises raises PageShapeError.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from pipeline.sources.encyclopedia import PageShapeError, detect_site, parse_characters
+from pipeline.sources.image_search import parse_search
+
+ENCYCLOPEDIA_KINDS = ("mediawiki", "baike")
+SEARCH_KINDS = ("bing", "baidu", "google")
+KINDS = ("auto",) + ENCYCLOPEDIA_KINDS + SEARCH_KINDS
+
+
+def parse_page(text: str, page_url: str = "", kind: str = "auto") -> list[dict]:
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if kind == "auto":
+        kind = detect_site(text, page_url)
+        if kind == "unknown":
+            raise PageShapeError("neither an encyclopedia page (MediaWiki, Baike) nor an image-search "
+                                 "page (Bing, Baidu, Google); pass --kind to force one")
+    if kind in ENCYCLOPEDIA_KINDS:
+        return [{"name": c.name, "image_url": c.image_url, "source_url": c.source_url,
+                 "aliases": list(c.aliases)} for c in parse_characters(text, page_url, kind)]
+    return [asdict(r) for r in parse_search(text, page_url, kind)]

@@ -1,0 +1,309 @@
+"""Web sources of an album, as the paper collects them:
+
+1. `crawl_album`: encyclopedia pages -> characters, each with a typical image, stored as
+   references (assets of kind `reference`, through the same face funnel); then image search with
+   "[character] [album]" and the album's own URL lists -> a list of image URLs to download.
+2. `download_images`: one shard of those URLs -> downloaded, validated, stored, face funnel
+   (assets of kind `web`).
+
+Every HTTP fetch is a row of the `downloads` table with its outcome and reason. A successful image
+download is remembered per canonical URL, so reruns and resumed runs never fetch it again; a failed
+one is tried again by the next run.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime as dt
+import json
+import threading
+from pathlib import Path
+
+from pipeline.config import IngestConfig
+from pipeline.decode import EXTENSIONS, sniff_format
+from pipeline.detect import get_detector
+from pipeline.faces import FunnelCache, ImageAnalysis, analyse_cached, funnel_key
+from pipeline.shards import RunContext, asset_row, count_analysis, face_rows
+from pipeline.sources.downloader import Downloader, FetchResult, canonicalize_url
+from pipeline.sources.encyclopedia import PageShapeError, parse_characters
+from pipeline.sources.image_search import character_query, parse_search, read_url_list, search_url
+from pipeline.sources.library import Album
+from pipeline.store import atomic_write, sha256_bytes
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageJob:
+    url: str
+    album_id: str
+    character: str | None
+    query: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class WebShard:
+    album_id: str
+    index: int
+    jobs: tuple[ImageJob, ...]
+
+    @property
+    def name(self) -> str:
+        return f"web-{self.album_id}-{self.index:05d}"
+
+
+# One downloader per process and settings: shards running in threads of one process share its
+# per-domain rate limit and robots.txt cache.
+_downloaders: dict[tuple, Downloader] = {}
+_downloaders_lock = threading.Lock()
+
+
+def downloader_for(config: IngestConfig) -> Downloader:
+    key = (config.web_user_agent, config.web_min_interval_s, config.web_max_workers, config.web_obey_robots,
+           tuple(config.web_allow_private_hosts), config.web_timeout_s)
+    with _downloaders_lock:
+        if key not in _downloaders:
+            _downloaders[key] = Downloader(
+                user_agent=config.web_user_agent, min_interval_s=config.web_min_interval_s,
+                max_workers=config.web_max_workers, obey_robots=config.web_obey_robots,
+                allow_private_hosts=config.web_allow_private_hosts, total_timeout=config.web_timeout_s,
+                read_timeout=min(20.0, config.web_timeout_s), connect_timeout=min(10.0, config.web_timeout_s))
+        return _downloaders[key]
+
+
+def _download_row(res: FetchResult, album_id: str, purpose: str, run_id: str, asset_id: str | None = None,
+                  reason: str | None = None, detail: str | None = None) -> dict:
+    return {"url": res.url, "album_id": album_id, "purpose": purpose, "final_url": res.final_url,
+            "ok": res.ok and reason is None, "reason": reason or res.reason, "http_status": res.http_status,
+            "content_type": res.content_type, "asset_id": asset_id, "attempts": res.attempts,
+            "detail": (detail if detail is not None else res.detail or "")[:1000],
+            "fetched_at": dt.datetime.now(dt.timezone.utc), "run_id": run_id}
+
+
+class UrlCache:
+    """Canonical URL -> sha256 and format of the bytes it gave (successful image fetches only)."""
+
+    def __init__(self, data_root: str):
+        self.dir = Path(data_root) / "cache" / "urls"
+
+    def _path(self, url: str) -> Path:
+        key = sha256_bytes(url.encode())
+        return self.dir / key[:2] / f"{key}.json"
+
+    def get(self, url: str) -> dict | None:
+        try:
+            return json.loads(self._path(url).read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def put(self, url: str, sha: str, fmt: str) -> None:
+        atomic_write(self._path(url), json.dumps({"sha256": sha, "format": fmt}).encode())
+
+
+def _text(res: FetchResult) -> str:
+    return res.data.decode("utf-8", errors="replace") if res.data else ""
+
+
+def _with_base(url: str, base: str | None) -> str:
+    """Send an engine's query to another address (a mirror, a proxy, a test server)."""
+    if not base:
+        return url
+    return base + ("&" if "?" in base else "?") + url.split("?", 1)[1]
+
+
+class _ImageIngest:
+    """Fetched or local image bytes -> content store, face funnel, manifest rows."""
+
+    def __init__(self, ctx: RunContext, counts: collections.Counter):
+        self.ctx, self.counts = ctx, counts
+        self.detector = get_detector(ctx.config.detector)
+        self.cache = FunnelCache(ctx.data_root, funnel_key(ctx.config, self.detector))
+        self.assets: list[dict] = []
+        self.faces: list[dict] = []
+
+    def add(self, data: bytes, album_id: str, source: str, kind: str, character: str | None,
+            query: str | None) -> ImageAnalysis:
+        analysis, cached = analyse_cached(data, self.ctx.config, self.detector, self.ctx.store, self.cache)
+        count_analysis(self.counts, analysis, cached)
+        row = asset_row(analysis, self.ctx, album_id, source, kind)
+        row.update(character=character, query=query)
+        self.assets.append(row)
+        self.faces.extend(face_rows(analysis, album_id, self.ctx.run_id))
+        return analysis
+
+
+def crawl_album(album: Album, ctx: RunContext) -> tuple[list[ImageJob], dict[str, int]]:
+    """Characters and references of an album, and the image URLs its searches and lists give."""
+    config = ctx.config
+    dl = downloader_for(config)
+    counts: collections.Counter = collections.Counter()
+    downloads, characters = [], []
+    found: dict[str, dict] = {}  # name -> {aliases, image_urls, source_url, origin}
+
+    for page in album.encyclopedia:
+        res = dl.fetch(page, expect="html")
+        counts["encyclopedia_pages"] += 1
+        if not res.ok:
+            counts[f"drop.page.{res.reason}"] += 1
+            downloads.append(_download_row(res, album.album_id, "encyclopedia", ctx.run_id))
+            continue
+        try:
+            parsed = parse_characters(_text(res), res.final_url)
+        except PageShapeError as exc:
+            counts["drop.page.page_shape_not_recognised"] += 1
+            downloads.append(_download_row(res, album.album_id, "encyclopedia", ctx.run_id,
+                                           reason="page_shape_not_recognised", detail=str(exc)))
+            continue
+        downloads.append(_download_row(res, album.album_id, "encyclopedia", ctx.run_id,
+                                       detail=f"{len(parsed)} characters"))
+        for ch in parsed:
+            entry = found.setdefault(ch.name, {"aliases": list(ch.aliases), "images": [], "source_url": ch.source_url,
+                                               "origin": "encyclopedia"})
+            if ch.image_url:
+                entry["images"].append(ch.image_url)
+    for named in album.characters:
+        entry = found.setdefault(named.name, {"aliases": list(named.aliases), "images": [],
+                                              "source_url": "albums-file", "origin": "albums_file"})
+        entry["images"].extend(named.images)
+    counts["characters"] += len(found)
+
+    # Typical images: one or more per character, stored as references.
+    refs = _ImageIngest(ctx, counts)
+    url_cache = UrlCache(ctx.data_root)
+    for name, entry in found.items():
+        asset_id = None
+        for image in entry["images"]:
+            counts["references"] += 1
+            if image.startswith(("http://", "https://")):
+                data = _fetch_image(dl, url_cache, ctx, image, album.album_id, "reference", downloads, counts)
+            else:
+                data = Path(image).read_bytes() if Path(image).is_file() else None
+            if data is not None:
+                analysis = refs.add(data, album.album_id, image, "reference", name, None)
+                asset_id = asset_id or analysis.asset_id
+        first = entry["images"][0] if entry["images"] else None
+        characters.append({"album_id": album.album_id, "name": name, "aliases": json.dumps(entry["aliases"]),
+                           "image_url": first, "image_asset_id": asset_id, "source_url": entry["source_url"],
+                           "origin": entry["origin"], "run_id": ctx.run_id})
+
+    # Searches "[character] [album]" and the album's own URL lists.
+    jobs: dict[str, ImageJob] = {}
+    for engine, base in album.search:
+        for name in found:
+            query = character_query(name, album.name)
+            for page in range(album.search_pages):
+                res = dl.fetch(_with_base(search_url(engine, query, page), base), expect="any")
+                counts["search_pages"] += 1
+                if not res.ok:
+                    counts[f"drop.search.{res.reason}"] += 1
+                    downloads.append(_download_row(res, album.album_id, "search", ctx.run_id))
+                    continue
+                try:
+                    results = parse_search(_text(res), res.final_url, kind=engine)
+                except PageShapeError as exc:
+                    counts["drop.search.page_shape_not_recognised"] += 1
+                    downloads.append(_download_row(res, album.album_id, "search", ctx.run_id,
+                                                   reason="page_shape_not_recognised", detail=str(exc)))
+                    continue
+                downloads.append(_download_row(res, album.album_id, "search", ctx.run_id,
+                                               detail=f"{len(results)} results"))
+                for r in results[: config.web_max_results_per_query]:
+                    _add_job(jobs, r.image_url, album.album_id, name, query)
+    for url_list in album.url_lists:
+        for r in read_url_list(url_list):
+            _add_job(jobs, r.image_url, album.album_id, None, None)
+    counts["image_urls"] += len(jobs)
+
+    staging = ctx.staging()
+    part = f"crawl-{album.album_id}"
+    staging.write("downloads", part, downloads)
+    staging.write("characters", part, characters)
+    staging.write("assets", part, refs.assets)
+    staging.write("faces", part, refs.faces)
+    return list(jobs.values()), dict(counts)
+
+
+def _add_job(jobs: dict, url: str, album_id: str, character: str | None, query: str | None) -> None:
+    try:
+        key = canonicalize_url(url)
+    except ValueError:
+        key = url  # the downloader records it as invalid_url
+    jobs.setdefault(key, ImageJob(url, album_id, character, query))
+
+
+def _fetch_image(dl: Downloader, url_cache: UrlCache, ctx: RunContext, url: str, album_id: str, purpose: str,
+                 downloads: list, counts: collections.Counter) -> bytes | None:
+    """One image through the URL cache: stored bytes when fetched before, else a fetch."""
+    data = _cached_bytes(url_cache, ctx, url)
+    if data is not None:
+        counts["downloads_cached"] += 1
+        return data
+    res = dl.fetch(url, expect="image")
+    return _record_fetch(res, url_cache, ctx, album_id, purpose, downloads, counts)
+
+
+def _cached_bytes(url_cache: UrlCache, ctx: RunContext, url: str) -> bytes | None:
+    try:
+        hit = url_cache.get(canonicalize_url(url))
+    except ValueError:
+        return None
+    if hit is None:
+        return None
+    path = ctx.store.path_for(hit["sha256"], EXTENSIONS.get(hit["format"], ".bin"))
+    return path.read_bytes() if path.exists() else None
+
+
+def _record_fetch(res: FetchResult, url_cache: UrlCache, ctx: RunContext, album_id: str, purpose: str,
+                  downloads: list, counts: collections.Counter) -> bytes | None:
+    counts["downloads"] += 1
+    if not res.ok:
+        counts[f"drop.download.{res.reason}"] += 1
+        downloads.append(_download_row(res, album_id, purpose, ctx.run_id))
+        return None
+    fmt = res.format or sniff_format(res.data) or "bin"
+    ctx.store.put(res.data, EXTENSIONS.get(fmt, ".bin"))
+    url_cache.put(res.url, res.sha256 or sha256_bytes(res.data), fmt)
+    downloads.append(_download_row(res, album_id, purpose, ctx.run_id, asset_id=res.sha256))
+    return res.data
+
+
+def download_images(shard: WebShard, ctx: RunContext) -> dict[str, int]:
+    """Download one shard of image URLs and run each image through the face funnel."""
+    dl = downloader_for(ctx.config)
+    url_cache = UrlCache(ctx.data_root)
+    counts: collections.Counter = collections.Counter()
+    images = _ImageIngest(ctx, counts)
+    downloads: list[dict] = []
+    pending: dict[str, list[ImageJob]] = {}
+    for job in shard.jobs:
+        data = _cached_bytes(url_cache, ctx, job.url)
+        if data is not None:
+            counts["downloads_cached"] += 1
+            images.add(data, job.album_id, job.url, "web", job.character, job.query)
+            continue
+        try:
+            pending.setdefault(canonicalize_url(job.url), []).append(job)
+        except ValueError:
+            pending.setdefault(job.url, []).append(job)
+    for res in dl.fetch_many([jobs[0].url for jobs in pending.values()], expect="image"):
+        jobs = pending.get(res.url) or next((v for k, v in pending.items() if v[0].url == res.url), [])
+        if not jobs:
+            continue
+        data = _record_fetch(res, url_cache, ctx, shard.album_id, "image", downloads, counts)
+        if data is not None:
+            for job in jobs:
+                images.add(data, job.album_id, job.url, "web", job.character, job.query)
+    staging = ctx.staging()
+    staging.write("downloads", shard.name, downloads)
+    staging.write("faces", shard.name, images.faces)
+    staging.write("assets", shard.name, images.assets)
+    return dict(counts)
+
+
+def web_shards(jobs: list[ImageJob], per_shard: int) -> list[WebShard]:
+    by_album: dict[str, list[ImageJob]] = {}
+    for job in jobs:
+        by_album.setdefault(job.album_id, []).append(job)
+    shards = []
+    for album_id, album_jobs in sorted(by_album.items()):
+        for i in range(0, len(album_jobs), max(1, per_shard)):
+            shards.append(WebShard(album_id, i // per_shard, tuple(album_jobs[i:i + per_shard])))
+    return shards

@@ -1,0 +1,143 @@
+"""Web sources through the ingest flow, against a real HTTP server on 127.0.0.1: an encyclopedia
+category page, typical images, a Bing-shaped search page, images (some broken or forbidden)."""
+import html
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+import cv2
+import numpy as np
+import pytest
+
+from data_manifest import Manifest
+from flows.ingest import ingest
+from pipeline.sample import make_still_image
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+CHARACTERS = {"Hana": 1, "Kai": 2}
+
+
+def jpeg(seed: int) -> bytes:
+    return cv2.imencode(".jpg", make_still_image(seed))[1].tobytes()
+
+
+class Site:
+    """Serves the pages and images; counts requests per path."""
+
+    def __init__(self):
+        self.requests: list[str] = []
+        site = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                site.requests.append(self.path)
+                status, ctype, body = site.route(self.path)
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def route(self, path):
+        url = urlsplit(path)
+        if url.path == "/robots.txt":
+            return 200, "text/plain", b"User-agent: *\nDisallow: /private/\n"
+        if url.path == "/wiki/Category:Characters":
+            items = "".join(
+                f'<div class="category-gallery-item"><a href="/wiki/{n}" title="{n}">'
+                f'<img src="/img/{n}.jpg" width="200"></a></div>' for n in CHARACTERS)
+            page = (f'<html><head><meta name="generator" content="MediaWiki 1.19.24"></head>'
+                    f'<body class="mediawiki ns-14"><h1 id="firstHeading">Category:Characters</h1>'
+                    f'<div class="category-gallery">{items}</div></body></html>')
+            return 200, "text/html; charset=utf-8", page.encode()
+        if url.path == "/wiki/Changed":
+            return 200, "text/html", b"<html><body><p>We moved everything around.</p></body></html>"
+        if url.path.startswith("/img/"):
+            name = url.path[5:-4]
+            return 200, "image/jpeg", jpeg(CHARACTERS.get(name, 3))
+        if url.path == "/images/search":
+            query = parse_qs(url.query)["q"][0]
+            name = query.split()[0]
+            seed = CHARACTERS[name] * 10
+            tiles = [f"/web/{seed + i}.jpg" for i in range(3)] + ["/web/broken.jpg", "/private/secret.jpg",
+                                                                  "/web/missing.jpg"]
+            body = "".join(
+                f'<li><div class="imgpt"><a class="iusc" m="{html.escape(json.dumps({"murl": self.base + t, "turl": self.base + t, "purl": self.base + "/p", "t": name}))}"></a></div></li>'
+                for t in tiles)
+            return 200, "text/html", f"<html><body><ul>{body}</ul></body></html>".encode()
+        if url.path == "/web/broken.jpg":
+            return 200, "image/jpeg", b"<html>not an image</html>"
+        if url.path.startswith("/web/") and url.path[5:-4].isdigit():
+            return 200, "image/jpeg", jpeg(int(url.path[5:-4]))
+        return 404, "text/plain", b"not found"
+
+    def close(self):
+        self.server.shutdown()
+
+
+@pytest.fixture
+def site():
+    s = Site()
+    yield s
+    s.close()
+
+
+def albums_file(tmp_path, site):
+    path = tmp_path / "albums.yaml"
+    path.write_text(
+        "albums:\n"
+        "  - id: toon\n"
+        "    name: Toon Town\n"
+        f"    encyclopedia: [{site.base}/wiki/Category:Characters, {site.base}/wiki/Changed]\n"
+        f"    search: [{{engine: bing, url: '{site.base}/images/search'}}]\n")
+    return path
+
+
+CONFIG = {"web_allow_private_hosts": ["127.0.0.1"], "web_min_interval_s": 0.0, "web_timeout_s": 10}
+
+
+def test_characters_references_and_searched_images(tmp_path, site):
+    data = tmp_path / "data"
+    summary = ingest(library=str(tmp_path), albums=str(albums_file(tmp_path, site)), data_root=str(data),
+                     config=CONFIG)
+    m = Manifest(data)
+    characters = m.read("characters").set_index("name")
+    assert sorted(characters.index) == ["Hana", "Kai"]
+    assert characters.loc["Hana", "image_url"] == f"{site.base}/img/Hana.jpg"
+    assert characters["image_asset_id"].notna().all()
+
+    assets = m.read("assets")
+    refs = assets[assets["kind"] == "reference"]
+    assert sorted(refs["character"]) == ["Hana", "Kai"]
+    web = assets[assets["kind"] == "web"]
+    assert len(web) == 6 and set(web["query"]) == {"Hana Toon Town", "Kai Toon Town"}
+    faces = m.read("faces")
+    assert faces["asset_id"].isin(web["asset_id"]).sum() >= 4  # real detections on downloaded images
+
+    downloads = m.read("downloads")
+    failed = dict(downloads.loc[~downloads["ok"], ["url", "reason"]].values)
+    assert failed == {
+        f"{site.base}/wiki/Changed": "page_shape_not_recognised",
+        f"{site.base}/web/broken.jpg": "not_an_image",
+        f"{site.base}/private/secret.jpg": "robots_disallowed",
+        f"{site.base}/web/missing.jpg": "http_404",
+    }
+    assert "/private/secret.jpg" not in site.requests
+    assert summary["counts"]["drop.download.not_an_image"] == 1
+
+    # A rerun fetches only what failed (and the pages and searches), never a stored image again.
+    before = len(site.requests)
+    ingest(library=str(tmp_path), albums=str(albums_file(tmp_path, site)), data_root=str(data), config=CONFIG)
+    again = site.requests[before:]
+    assert not any(p.startswith("/img/") or p[5:-4].isdigit() for p in again if p.startswith(("/img/", "/web/")))
+    assert "/web/missing.jpg" in again and "/web/broken.jpg" in again
+    assert len(m.read("assets")) == len(assets)  # nothing new
