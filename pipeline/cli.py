@@ -87,6 +87,25 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def cmd_parse(args) -> int:
+    """What a parser extracts from a saved page: for debugging markup changes."""
+    from pipeline.sources.encyclopedia import PageShapeError
+    from pipeline.sources.parse import parse_page
+
+    text = Path(args.file).read_text(encoding="utf-8", errors="replace")
+    try:
+        records = parse_page(text, args.url or "", args.kind)
+    except PageShapeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(records, ensure_ascii=False, indent=1))
+    else:
+        for r in records:
+            print("\t".join(str(r.get(k) or "") for k in ("name", "title", "image_url", "source_url") if k in r))
+    return 0
+
+
 def cmd_server(args) -> int:
     from flows import local_server
 
@@ -125,6 +144,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="sample_library")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("parse", help="print what a parser extracts from a saved encyclopedia or search page")
+    p.add_argument("file")
+    p.add_argument("--kind", default="auto", choices=["auto", "mediawiki", "baike", "bing", "baidu", "google"])
+    p.add_argument("--url", help="the page's address (resolves relative links; helps recognise the site)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_parse)
 
     p = sub.add_parser("server", help="the embedded Prefect server + process worker + nightly deployment")
     p.add_argument("action", choices=["start", "stop", "status"])

@@ -46,7 +46,7 @@ from urllib.parse import urlencode
 
 from bs4 import BeautifulSoup
 
-from pipeline.sources.encyclopedia import PageShapeError, absolute_url, detect_site
+from pipeline.sources.encyclopedia import PageShapeError, detect_site
 
 KINDS = ("auto", "bing", "baidu", "google")
 BING_PAGE_SIZE = 35
@@ -385,4 +385,4 @@ def _row_result(path: Path, n: int, row: dict) -> SearchResult:
 
 
 __all__ = ["SearchResult", "PageShapeError", "parse_search", "search_url", "character_query",
-           "read_url_list", "decode_baidu_url", "absolute_url"]
+           "read_url_list", "decode_baidu_url"]

@@ -34,3 +34,19 @@ def test_ingest_reports_a_bad_albums_file_clearly(tmp_path):
     (tmp_path / "albums.yaml").write_text("albums:\n  - {id: x}\n")
     out = toonface("ingest", "--library", str(tmp_path), "--data-root", str(tmp_path / "data"))
     assert out.returncode != 0 and "`name` is required" in out.stderr
+
+
+def test_parse_prints_what_the_parser_sees_on_a_saved_page():
+    from tests.conftest import SHARED
+
+    page = SHARED / "fixtures" / "html" / "wikia_rick_and_morty_category_characters_2016.html"
+    out = toonface("parse", str(page), "--json")
+    assert out.returncode == 0, out.stderr
+    records = json.loads(out.stdout)
+    assert records[0] == {
+        "name": "Rick Sanchez",
+        "image_url": "http://vignette3.wikia.nocookie.net/rickandmorty/images/a/a6/Rick_Sanchez.png/revision/latest?cb=20160923150728",
+        "source_url": "http://rickandmorty.wikia.com/wiki/Rick_Sanchez", "aliases": []}
+    wrong = toonface("parse", str(SHARED / "fixtures" / "html" / "wikipedia_list_of_films_featuring_time_loops_2024.html"),
+                     "--kind", "mediawiki")
+    assert wrong.returncode == 2 and "page shape not recognised" in wrong.stderr

@@ -140,7 +140,7 @@ def test_random_html_raises(html):
 
 def test_baike_kind_on_a_wiki_page_raises():
     with pytest.raises(PageShapeError, match="^page shape not recognised: Baike page without a role module"):
-        parse_characters(_fixture("bulbapedia_character_ghetsis_2026.html"), "", kind="baike")
+        parse_characters(FANDOM_CATEGORY, "", kind="baike")
 
 
 def test_unknown_kind_is_a_value_error():
