@@ -107,7 +107,7 @@ def serve(ports_out, ready, stop, n_ports: int, stats_out) -> None:
                     "server_cpu_s": sum(os.times()[:2])})
 
 
-def main() -> None:
+def main() -> None:  # noqa: C901
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--count", type=int, default=2000)
     ap.add_argument("--ports", type=int, default=4, help="server ports; domains = 2 host names x ports")
@@ -157,12 +157,22 @@ def main() -> None:
                     allow_private_hosts={"127.0.0.1", "localhost"}, connect_timeout=5, read_timeout=10,
                     total_timeout=30, retries=1)
     t0 = time.perf_counter()
-    with dl, cf.ThreadPoolExecutor(args.decode_threads, thread_name_prefix="decode") as pool:
-        futures = [pool.submit(process, res) for res in dl.fetch_many(urls)]
-        for fut in futures:
+    def tally(done):
+        nonlocal nbytes
+        for fut in done:
             status, n = fut.result()
             counts[status] = counts.get(status, 0) + 1
             nbytes += n
+
+    with dl, cf.ThreadPoolExecutor(args.decode_threads, thread_name_prefix="decode") as pool:
+        pending: set[cf.Future] = set()
+        for res in dl.fetch_many(urls):
+            pending.add(pool.submit(process, res))
+            del res
+            if len(pending) >= 4 * args.decode_threads:  # bounded: bodies are not piled up in memory
+                done, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+                tally(done)
+        tally(cf.wait(pending)[0])
     wall = time.perf_counter() - t0
     cpu = sum(os.times()[:2]) - cpu0
     sampling.set()

@@ -278,6 +278,7 @@ _CHARACTER_FIELDS = re.compile(
 _CHARACTER_LIST_TITLE = re.compile(r"\bcharacters?\b|\bcast\b|登場人物|登场人物|角色|人物", re.I)
 _NAME_COLUMN = re.compile(r"^(characters?|names?|roles?|角色|人物|名字|名前|キャラクター)$", re.I)
 _CAPTION_GLUE = re.compile(r"\band\b|[\s,;&/、，和与與及·]+", re.I)
+_MAIN_ARTICLE = re.compile(r"(main articles?|主条目|主條目)\s*[:：]", re.I)
 _FOOTNOTE = re.compile(r"\[\s*(\d+|[a-z]|note \d+|citation needed)\s*\]", re.I)
 
 
@@ -504,10 +505,10 @@ def _heading_character(doc: _Doc, h: Tag, base: str, page_url: str) -> Character
     image = None
     for tag in doc.between(start + 1, end):
         # "Main article: X" points at the character's own page, a better source than the list.
-        if "hatnote" in (tag.get("class") or []) or tag.get("role") == "note":
-            link = next((_article_link(a, base) for a in tag.find_all("a") if _article_link(a, base)), None)
-            if link:
-                source = link[1]
+        if ("hatnote" in (tag.get("class") or []) or tag.get("role") == "note") and _MAIN_ARTICLE.match(_text(tag)):
+            links = [link for link in (_article_link(a, base) for a in tag.find_all("a")) if link]
+            if links:
+                source = links[0][1]
         if tag.name == "img" and image is None and not tag.find_parent(class_="hatnote"):
             width = _display_width(tag)
             if width is None or width >= 60:
@@ -530,8 +531,8 @@ def _entries_in(tags: list[Tag], base: str, page_url: str, found: _Collected):
             _caption_entries(tag, base, found)
         elif tag.name == "dt":
             name = _clean_term(_text(tag))
-            link = tag.find("a")
-            ch = _character_from_link(link, base, None) if link and _text(link) == _text(tag) else None
+            link = tag.find("a")  # the term is a link to the character's page: cite that page
+            ch = _character_from_link(link, base, None) if link is not None and _text(link) == name else None
             found.add(ch or (Character(name, None, page_url or base) if name else None))
         elif tag.name == "li" and tag.parent is not None and tag.parent.name in ("ul", "ol"):
             found.add(_bold_item(tag, base, page_url))
@@ -620,15 +621,14 @@ def _read_headings(doc: _Doc, headings: list[Tag], base: str, page_url: str, fou
 def _section_characters(doc: _Doc, heading: Tag, base: str, page_url: str,
                         headings_are_characters) -> list[Character]:
     found = _Collected()
-    start, end = doc.pos[id(heading)], doc.end_of(heading)
-    _entries_in(doc.between(start + 1, doc.end_of(heading, any_level=True)), base, page_url, found)
-    subs = doc.subheadings(heading)
-    if not subs and headings_are_characters and not _GROUP.search(doc.heading_text(heading)):
+    if headings_are_characters and _heading_kinds(doc, [heading]) == [(heading, "character")]:
         found.add(_heading_character(doc, heading, base, page_url))  # the fragment names one character
+        return found.result()
+    _entries_in(doc.between(doc.pos[id(heading)] + 1, doc.end_of(heading, any_level=True)),
+                base, page_url, found)
     # Sub-headings of a topic page ("The trio", "Other members") are topics, not characters;
     # they are characters only on a list-of-characters page.
-    _read_headings(doc, [h for h in subs if doc.pos[id(h)] < end], base, page_url, found,
-                   bool(headings_are_characters))
+    _read_headings(doc, doc.subheadings(heading), base, page_url, found, bool(headings_are_characters))
     return found.result()
 
 

@@ -175,6 +175,7 @@ def wikipedia_list(modern: bool = True) -> str:
 {h(2, "Main_characters", "Main characters")}
 {h(3, "Hana_Aoki", "Hana Aoki")}
 <div role="note" class="hatnote navigation-not-searchable">Main article: <a href="/wiki/Hana_Aoki" title="Hana Aoki">Hana Aoki</a></div>
+<div role="note" class="hatnote navigation-not-searchable">See also: <a href="/wiki/Sunny_School_(season_1)" title="Sunny School (season 1)">Season 1</a></div>
 <figure class="mw-default-size" typeof="mw:File/Thumb"><a href="/wiki/File:Hana_Aoki.png" class="mw-file-description"><img src="//upload.wikimedia.org/wikipedia/en/thumb/3/3c/Hana_Aoki.png/220px-Hana_Aoki.png" decoding="async" width="220" height="300" class="mw-file-element" srcset="//upload.wikimedia.org/wikipedia/en/thumb/3/3c/Hana_Aoki.png/330px-Hana_Aoki.png 1.5x, //upload.wikimedia.org/wikipedia/en/thumb/3/3c/Hana_Aoki.png/440px-Hana_Aoki.png 2x" data-file-width="600" data-file-height="818"></a><figcaption>Hana in the first season</figcaption></figure>
 <p><b>Hana Aoki</b> is the main protagonist.<sup class="reference"><a href="#cite_note-1">[1]</a></sup></p>
 {h(4, "Personality", "Personality")}
@@ -187,7 +188,7 @@ def wikipedia_list(modern: bool = True) -> str:
 <p>Hana's father.</p>
 {h(2, "Recurring_characters", "Recurring characters")}
 <dl><dt>Principal Tanaka (voiced by Ken Narita)</dt><dd>The head of the school.</dd>
-<dt><a href="/wiki/Yuki_(Sunny_School)" title="Yuki (Sunny School)">Yuki</a></dt><dd>Hana's rival.</dd></dl>
+<dt><a href="/wiki/Yuki_(Sunny_School)" title="Yuki (Sunny School)">Yuki</a> (voiced by Mao Ichi)</dt><dd>Hana's rival.</dd></dl>
 <ul><li><b>Coach Ito</b> – the gym teacher.</li><li>A list item that is <b>not</b> a character.</li></ul>
 <table class="wikitable"><tr><th>Character</th><th>Voiced by</th><th>Image</th></tr>
 <tr><td><a href="/wiki/Rin_Sato" title="Rin Sato">Rin Sato</a></td><td>Aya Ito</td><td><img src="//upload.wikimedia.org/wikipedia/en/thumb/5/5e/Rin_Sato.jpg/100px-Rin_Sato.jpg" width="100" height="120"></td></tr>
@@ -229,6 +230,9 @@ def test_wikipedia_list_section_by_fragment():
     assert [c.name for c in parse_characters(html, LIST_URL + "#Recurring_characters")] == [
         "Principal Tanaka", "Yuki", "Coach Ito", "Rin Sato", "Mika"]
     assert parse_characters(html, LIST_URL + "#Kenji_Mori") == [WIKIPEDIA_EXPECTED[1]]
+    # A character's own sub-headings ("Personality") are aspects of them, not more characters.
+    assert parse_characters(html, LIST_URL, section="Hana Aoki") == [WIKIPEDIA_EXPECTED[0]]
+    assert [c.name for c in parse_characters(html, LIST_URL + "#Main_characters")] == ["Hana Aoki", "Kenji Mori"]
     # A fragment that names no heading is ignored (links often carry stray anchors).
     assert parse_characters(html, LIST_URL + "#cite_note-1") == WIKIPEDIA_EXPECTED
 
