@@ -1,7 +1,7 @@
 """Download throughput: images/s fetched + validated + decoded + stored, over a local HTTP server.
 
     python benchmarks/bench_download.py [--count 2000] [--ports 4] [--workers 16] [--max-per-domain 8]
-                                        [--decode-threads 2] [--seconds-min 0]
+                                        [--decode-threads 2] [--download-only]
 
 A separate process runs one http.server.ThreadingHTTPServer per port on 127.0.0.1 (HTTP/1.1
 keep-alive) and serves generated ~50 KB JPEGs (a numpy gradient + noise, cv2.imencode; never files
@@ -114,6 +114,8 @@ def main() -> None:  # noqa: C901
     ap.add_argument("--workers", type=int, default=16)
     ap.add_argument("--max-per-domain", type=int, default=8)
     ap.add_argument("--decode-threads", type=int, default=2)
+    ap.add_argument("--download-only", action="store_true",
+                    help="skip decode_image and the ContentStore: the downloader's own rate (magic bytes still checked)")
     args = ap.parse_args()
 
     ctx = mp.get_context("spawn")
@@ -144,6 +146,8 @@ def main() -> None:  # noqa: C901
     def process(res):
         if not res.ok:
             return res.reason, 0
+        if args.download_only:
+            return "ok", len(res.data)
         decoded = decode_image(res.data)
         if not decoded.ok:
             return f"decode:{decoded.drop_reason}", 0
@@ -187,7 +191,7 @@ def main() -> None:  # noqa: C901
     out = {
         "count": args.count, "ok": ok, "outcomes": counts, "stored_files": stored,
         "domains": len(hosts), "workers": args.workers, "max_per_domain": args.max_per_domain,
-        "decode_threads": args.decode_threads, "min_interval_s": 0.0,
+        "decode_threads": args.decode_threads, "download_only": args.download_only, "min_interval_s": 0.0,
         "wall_s": round(wall, 3), "images_per_s": round(ok / wall, 1), "mb_per_s": round(nbytes / wall / 1e6, 2),
         "mean_kb": round(nbytes / max(ok, 1) / 1e3, 1),
         "client_cpu_s": round(cpu, 2), "client_peak_rss_mib": round(peak["rss"] / 2**20, 1),
@@ -195,7 +199,8 @@ def main() -> None:  # noqa: C901
         **{k: round(v, 2) for k, v in server_stats.items()},
         "cpus": os.cpu_count(),
     }
-    print(f"downloaded+validated+decoded+stored {ok}/{args.count} images in {wall:.2f} s "
+    what = "downloaded+validated" if args.download_only else "downloaded+validated+decoded+stored"
+    print(f"{what} {ok}/{args.count} images in {wall:.2f} s "
           f"over {len(hosts)} domains ({args.workers} workers, <= {args.max_per_domain}/domain, rate limit off)")
     print(f"  {out['images_per_s']} images/s, {out['mb_per_s']} MB/s, mean {out['mean_kb']} KB/image")
     print(f"  client: peak RSS {out['client_peak_rss_mib']} MiB, CPU {out['client_cpu_s']} s; "

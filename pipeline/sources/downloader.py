@@ -16,16 +16,15 @@ What it guarantees
 * Politeness, per domain (a domain is host + port, so two ports are two domains): two requests to
   the same domain never *start* less than `min_interval_s` apart, across all threads, retries,
   redirect hops and robots.txt fetches; at most `max_per_domain` requests to a domain are in flight
-  at once; a robots.txt `Crawl-delay` (integer seconds, capped by `max_crawl_delay_s`) raises the
+  at once; a robots.txt `Crawl-delay` (seconds, capped by `max_crawl_delay_s`) raises the
   interval for that domain; a 429/5xx/timeout pushes the whole domain back (the backoff delay, or
   `Retry-After`), not only the one request.
 * robots.txt (RFC 9309): fetched once per scheme+host+port (cached `robots_ttl_s`), through the same
   rate limiter; 2xx is parsed (first 512 KiB), 4xx means "no rules" (allowed), 429/5xx/timeouts/
-  network errors (after the retries) mean "disallow the whole host" for the cache lifetime. Parsing and
-  group selection use `urllib.robotparser`; matching is done here per RFC 9309, because the stdlib's
-  matcher takes the first rule instead of the longest and has no `*` / `$` wildcards: the longest
-  matching rule wins, Allow wins a tie, the group for our product token (`user_agent` up to the first
-  '/', case-insensitive, exact) is used, else the `*` group.
+  network errors (after the retries) mean "disallow the whole host" for the cache lifetime. Parsing
+  and matching follow RFC 9309 (see `_RobotsRules` for why not urllib.robotparser): the group for
+  our product token (`user_agent` up to the first '/', case-insensitive, exact) else `*`; the longest
+  matching rule wins, Allow wins a tie; `*` and `$` wildcards.
 * `X-Robots-Tag` response headers carrying `noai` / `noimageai` (and `none` / `noindex` when
   `honour_noindex=True`), for all agents or for our token (`toonface: noai`), make the body be
   discarded unread: reason `x_robots_tag`.
@@ -52,6 +51,10 @@ Known limits
   record is picked up only after that.
 * The HTTP-date form of Retry-After has 1 s resolution.
 * HTML `<meta name="robots">` tags are not read (only the `X-Robots-Tag` header).
+* The rate limit and robots cache live in one Downloader (one process): several processes or
+  machines crawling the same site do not coordinate. Spacing is enforced on request *starts* in the
+  client; what the server sees can differ by the send jitter (a few ms).
+* No HTTP proxy support (a proxy would defeat the address pin).
 * `total_timeout` can be overrun while the system resolver is blocked (see above) or while response
   headers trickle in (the read timeout restarts per received packet until the headers are complete;
   the overrun is detected and reported as `timeout` once they are).
@@ -71,7 +74,6 @@ import sys
 import threading
 import time
 import urllib.parse
-import urllib.robotparser
 from collections import deque
 from typing import Iterable, Iterator
 
@@ -576,22 +578,37 @@ class _DomainLimiter:
 # robots.txt
 # --------------------------------------------------------------------------------------------------
 
-def _robots_target(url: str) -> str:
-    """The path+query of `url` in the quoted form urllib.robotparser stores rule paths in."""
-    parsed = urllib.parse.urlparse(urllib.parse.unquote(url))
-    path = urllib.parse.urlunparse(("", "", parsed.path, parsed.params, parsed.query, ""))
-    return urllib.parse.quote(path) or "/"
+_ROBOTS_LINE = re.compile(r"^\s*([A-Za-z-]+)\s*:\s*(.*?)\s*$")
+_ROBOTS_PATH_SAFE = frozenset(_SUB_DELIMS + ":@/?")
 
 
-def _rule_regex(quoted_path: str) -> re.Pattern:
-    anchored = quoted_path.endswith("%24")  # '$' after robotparser's quoting
+def _robots_target(canonical: str) -> str:
+    """Path and query of a canonical URL: what robots.txt rules are matched against."""
+    parts = urllib.parse.urlsplit(canonical)
+    return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
+
+def _rule_regex(path: str) -> re.Pattern:
+    """A robots.txt path pattern: '*' matches any run of characters, a final '$' anchors the end.
+    The path is percent-normalised exactly like canonical URLs, so both sides compare alike."""
+    anchored = path.endswith("$")
     if anchored:
-        quoted_path = quoted_path[:-3]
-    body = ".*".join(re.escape(p) for p in quoted_path.split("%2A"))  # '*'
+        path = path[:-1]
+    body = ".*".join(re.escape(_normalize_percent(p, _ROBOTS_PATH_SAFE)) for p in path.split("*"))
     return re.compile(body + ("$" if anchored else ""), re.DOTALL)
 
 
 class _RobotsRules:
+    """robots.txt rules for one product token, parsed and matched per RFC 9309.
+
+    Not urllib.robotparser: it takes the first matching rule instead of the longest, has no '*' and
+    '$' wildcards, drops a trailing '?' from rule paths ('Disallow: /*?' becomes 'Disallow: /*'),
+    matches user agents by substring ('face' matches 'toonface'), ends a group at a blank line and
+    keeps only the first '*' group. Here: groups whose User-agent product token equals ours
+    (case-insensitive) are merged, else the '*' groups are; the longest matching path wins and Allow
+    wins a tie; blank lines are ignored; an empty Disallow/Allow is no rule; /robots.txt is always
+    allowed. Crawl-delay (not in the RFC) is read from the chosen groups."""
+
     ALLOW_ALL = "allow_all"
     DISALLOW_ALL = "disallow_all"
     RULES = "rules"
@@ -604,26 +621,42 @@ class _RobotsRules:
 
     @classmethod
     def parse(cls, text: str, token: str) -> "_RobotsRules":
-        parser = urllib.robotparser.RobotFileParser()
-        # robotparser ends a group at a blank line; RFC 9309 does not, so drop blank lines.
-        parser.parse([ln for ln in text.lstrip("\ufeff").splitlines() if ln.strip()])
-        groups = parser.entries + ([parser.default_entry] if parser.default_entry else [])
-        mine = [e for e in groups if any(a.split("/", 1)[0].strip().lower() == token for a in e.useragents)]
-        if not mine and parser.default_entry is not None:
-            mine = [parser.default_entry]
-        rules = []
-        for entry in mine:
-            for line in entry.rulelines:
-                rules.append((_rule_regex(line.path), len(line.path), line.allowance))
-        delay = next((e.delay for e in mine if e.delay is not None), None)
+        groups: list[tuple[list[str], list[tuple[str, str]]]] = []  # (agents, [(key, value)])
+        in_agents = False
+        for line in text.lstrip("\ufeff").splitlines():
+            line = line.split("#", 1)[0]
+            m = _ROBOTS_LINE.match(line)
+            if not m:
+                continue
+            key, value = m.group(1).lower(), m.group(2)
+            if key in ("user-agent", "useragent", "user agent"):
+                if not in_agents:
+                    groups.append(([], []))
+                    in_agents = True
+                groups[-1][0].append(value.split("/", 1)[0].strip().lower())
+            elif key in ("allow", "disallow", "crawl-delay"):
+                in_agents = False
+                if groups:  # rules before any User-agent line belong to no group
+                    groups[-1][1].append((key, value))
+        chosen = [g for g in groups if token in g[0]] or [g for g in groups if "*" in g[0]]
+        rules, delay = [], None
+        for _, lines in chosen:
+            for key, value in lines:
+                if key == "crawl-delay":
+                    with contextlib.suppress(ValueError):
+                        if delay is None and float(value) >= 0:
+                            delay = float(value)
+                elif value:
+                    rules.append((_rule_regex(value), len(_normalize_percent(value, _ROBOTS_PATH_SAFE)),
+                                  key == "allow"))
         return cls(cls.RULES, rules=rules, crawl_delay=delay)
 
-    def allowed(self, url: str) -> bool:
+    def allowed(self, canonical_url: str) -> bool:
         if self.kind == self.ALLOW_ALL:
             return True
         if self.kind == self.DISALLOW_ALL:
             return False
-        target = _robots_target(url)
+        target = _robots_target(canonical_url)
         if target == "/robots.txt":
             return True
         best_len, best_allow = -1, True
@@ -742,8 +775,34 @@ _XRT_AGENT = re.compile(r"^\s*([A-Za-z0-9_.-]+)\s*:\s*(.*)$", re.DOTALL)
 # --------------------------------------------------------------------------------------------------
 
 class Downloader:
-    """Polite concurrent fetcher; see the module docstring. Thread-safe; use as a context manager
-    or call close()."""
+    """Polite concurrent fetcher; see the module docstring. Thread-safe (fetch may be called from
+    several threads; all share one rate limiter, robots cache and connection pool); use as a context
+    manager or call close().
+
+    Settings (keyword only):
+      user_agent          sent on every request; its product token (before the first '/') is the
+                          name looked up in robots.txt and X-Robots-Tag
+      min_interval_s      per-domain rate limit: minimum time between two request starts (1.0)
+      max_workers         threads of fetch_many, and connection-pool size per host (16)
+      max_per_domain      requests in flight at once per domain (1)
+      connect_timeout, read_timeout   per socket operation (10 s, 20 s)
+      total_timeout       one attempt from connect to last body byte (60 s)
+      max_bytes           body limit, checked on Content-Length and while streaming (20 MiB)
+      max_redirects       redirect hops followed (5)
+      retries             extra attempts on timeouts, connection errors, truncated bodies, 429,
+                          500, 502, 503, 504 (3); exponential backoff backoff_base_s * 2**n with
+                          jitter, capped at backoff_max_s (0.5 s, 30 s); Retry-After (seconds or
+                          HTTP-date) on 429/503 is used instead, up to max_retry_after_s (120 s) -
+                          above that the fetch gives up at once
+      obey_robots         robots.txt (True); robots_ttl_s cache lifetime (24 h); max_crawl_delay_s
+                          cap on a robots Crawl-delay (30 s)
+      honour_noindex      X-Robots-Tag none/noindex also discard the body (False)
+      allow_private_hosts host names / IP literals (as written in URLs) that may resolve to
+                          non-public addresses, e.g. {"127.0.0.1"} for tests (empty)
+      dns_cache_ttl_s     lifetime of a vetted DNS answer (30 s; 0 = resolve every time)
+      lookahead           URLs fetch_many reads ahead to find domains that are ready
+      verify              TLS verification: True (certifi bundle) or a CA bundle path
+    """
 
     def __init__(
         self,
@@ -768,6 +827,7 @@ class Downloader:
         allow_private_hosts: Iterable[str] = (),
         dns_cache_ttl_s: float = 30.0,
         lookahead: int | None = None,
+        verify: bool | str = True,
     ):
         if max_workers < 1 or max_per_domain < 1:
             raise ValueError("max_workers and max_per_domain must be >= 1")
@@ -805,6 +865,7 @@ class Downloader:
 
         session = _Session()
         session.trust_env = False  # no env proxies (they would bypass the address pin), no .netrc
+        session.verify = verify  # TLS verification: True (certifi) or a CA bundle path
         session.headers.update({"User-Agent": user_agent})
         session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))  # no cookies
         adapter = _GuardedAdapter(

@@ -7,7 +7,9 @@ refused address was never dialled at all).
 from __future__ import annotations
 
 import email.utils
+import datetime
 import re
+import ssl
 import sys
 import threading
 import time
@@ -46,7 +48,7 @@ def _connected_hosts(since: int) -> set[str]:
 def only_local_traffic():
     start = len(_CONNECTS)
     yield start
-    assert _connected_hosts(start) <= {"127.0.0.1"}, _connected_hosts(start)
+    assert _connected_hosts(start) <= {"127.0.0.1", "::1"}, _connected_hosts(start)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -80,12 +82,17 @@ Allow: /private/open
 Disallow: /*.png$
 """
 
+ROBOTS_CRAWL_DELAY = "User-agent: *\nCrawl-delay: 1\nDisallow: /private/\n"
+
 
 class FaultServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, robots: str = "rules"):
+    def __init__(self, robots: str = "rules", tls: ssl.SSLContext | None = None):
         super().__init__(("127.0.0.1", 0), FaultHandler)
+        if tls is not None:
+            self.socket = tls.wrap_socket(self.socket, server_side=True)
+        self.scheme = "https" if tls is not None else "http"
         self.robots = robots
         self.lock = threading.Lock()
         self.records: list[tuple[float, str, str]] = []  # (monotonic arrival, Host header, path)
@@ -98,7 +105,7 @@ class FaultServer(ThreadingHTTPServer):
         return self.server_address[1]
 
     def url(self, path: str, host: str = "127.0.0.1") -> str:
-        return f"http://{host}:{self.port}{path}"
+        return f"{self.scheme}://{host}:{self.port}{path}"
 
     def record(self, host: str, path: str) -> int:
         with self.lock:
@@ -153,6 +160,8 @@ class FaultHandler(BaseHTTPRequestHandler):
             mode = self.server.robots
             if mode == "rules":
                 return self.send(200, ROBOTS_RULES.encode(), "text/plain")
+            if mode == "crawl-delay":
+                return self.send(200, ROBOTS_CRAWL_DELAY.encode(), "text/plain")
             return self.send(int(mode), b"no robots here", "text/plain")
         if path.startswith("/img/") or path.startswith("/private/") or path.startswith("/chain/10"):
             return self.send(200, jpeg(name))
@@ -615,3 +624,97 @@ def test_rate_limit_per_domain_across_threads():
         assert paths.count("/robots.txt") == 2
     finally:
         srv.close()
+
+
+def test_crawl_delay_raises_the_interval():
+    srv = FaultServer(robots="crawl-delay")
+    try:
+        with make() as dl:  # min_interval_s=0, but robots.txt asks for 1 s
+            check(dl.fetch(srv.url("/img/cd1.jpg")), None)
+            check(dl.fetch(srv.url("/img/cd2.jpg")), None)
+        first, second = srv.times("/img/cd1.jpg") + srv.times("/img/cd2.jpg")
+        assert second - first >= 1.0 - 0.01
+    finally:
+        srv.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTPS through the pinned connection: certificate and host name are still verified.
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "toonface test")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    folder = tmp_path_factory.mktemp("tls")
+    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                       serialization.NoEncryption()))
+    return folder / "cert.pem", folder / "key.pem"
+
+
+def test_https_verifies_certificate_and_host_name(tls_files):
+    cert, key = tls_files
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    srv = FaultServer(tls=ctx)
+    allow = {"127.0.0.1", "localhost"}
+    try:
+        # Trusted CA, name in the certificate: fine, although the socket is connected to the vetted IP.
+        with make(verify=str(cert), allow_private_hosts=allow) as dl:
+            res = check(dl.fetch(srv.url("/img/tls.jpg", "localhost")), None)
+            assert res.url.startswith("https://localhost:")
+            # Same server by IP: the certificate does not name 127.0.0.1.
+            res = check(dl.fetch(srv.url("/img/tls.jpg")), "robots_unavailable")
+            assert "CERTIFICATE_VERIFY_FAILED" in res.detail or "certificate" in res.detail.lower()
+        # Default trust store: self-signed is refused (no retry for TLS errors).
+        with make(allow_private_hosts=allow, obey_robots=False, retries=2) as dl:
+            res = check(dl.fetch(srv.url("/img/tls.jpg", "localhost")), "connection_error")
+            assert res.attempts == 1 and "TLS" in res.detail
+    finally:
+        srv.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# robots.txt matching (RFC 9309 on top of urllib.robotparser's parsing), no network
+
+@pytest.mark.parametrize("robots, path, allowed", [
+    ("User-agent: *\nDisallow: /a/\n", "/a/x.jpg", False),
+    ("User-agent: *\nDisallow: /a/\n", "/b/x.jpg", True),
+    ("User-agent: *\nDisallow: /\nAllow: /img/\n", "/img/x.jpg", True),  # longest match, not first
+    ("User-agent: *\nAllow: /img/\nDisallow: /img/private/\n", "/img/private/x.jpg", False),
+    ("User-agent: *\nDisallow: /x\nAllow: /x\n", "/x.jpg", True),  # tie: Allow wins
+    ("User-agent: *\nDisallow: /*.gif$\n", "/a/b.gif", False),
+    ("User-agent: *\nDisallow: /*.gif$\n", "/a/b.gif?x=1", True),
+    ("User-agent: *\nDisallow: /*?\n", "/a.jpg?size=big", False),
+    ("User-agent: *\nDisallow: /*?\n", "/a.jpg", True),
+    ("User-agent: *\nDisallow: /\n\nUser-agent: toonface\nDisallow: /private/\n", "/img/a.jpg", True),
+    ("User-agent: *\nDisallow: /\n\nUser-agent: ToonFace/2.0\nDisallow:\n", "/img/a.jpg", True),
+    ("User-agent: face\nDisallow: /\n", "/img/a.jpg", True),  # not a substring match
+    ("User-agent: toonface\n\nDisallow: /img/\n", "/img/a.jpg", False),  # blank line inside a group
+    ("User-agent: otherbot\nDisallow: /\n", "/img/a.jpg", True),
+    ("User-agent: *\nDisallow: /\n", "/robots.txt", True),
+    ("User-agent: *\nDisallow: /caf%C3%A9/\n", "/café/x.jpg", False),
+])
+def test_robots_matching(robots, path, allowed):
+    rules = dlmod._RobotsRules.parse(robots, "toonface")
+    url = canonicalize_url("http://example.com" + path)
+    assert rules.allowed(url) is allowed
+
+
+def test_fetch_many_yields_as_completed_and_slow_domains_do_not_block(server):
+    urls = [server.url("/slow.jpg"), server.url("/img/fast.jpg", "localhost")]
+    with make(read_timeout=0.3, max_workers=2, allow_private_hosts={"127.0.0.1", "localhost"}) as dl:
+        results = list(dl.fetch_many(urls))
+    assert [r.reason for r in results] == [None, "timeout"]

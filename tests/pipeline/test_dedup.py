@@ -1,0 +1,65 @@
+import numpy as np
+
+from pipeline.dedup import PublishedIndex, greedy_dedup, range_neighbours
+
+
+def unit(*rows):
+    v = np.asarray(rows, dtype=np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def at_angle(degrees):
+    """2-d unit vectors at these angles: cos(angle difference) is their similarity."""
+    r = np.radians(degrees)
+    return np.stack([np.cos(r), np.sin(r)], axis=1).astype(np.float32)
+
+
+def test_greedy_keep_without_chaining():
+    # A at 0°, B at 15°, C at 30°: cos 15° = 0.966 > 0.95, cos 30° = 0.866 < 0.95.
+    vectors = at_angle([0, 15, 30])
+    result = greedy_dedup(vectors, ["A", "B", "C"], quality=np.array([3.0, 2.0, 1.0]))
+    assert result.kept.tolist() == [True, False, True]   # A and C both stay: no chain through B
+    assert result.duplicate_of == [None, "A", None]
+    assert abs(result.similarity[1] - np.cos(np.radians(15))) < 1e-5
+
+
+def test_the_best_quality_crop_of_a_group_is_kept():
+    vectors = at_angle([0, 5, 10])
+    result = greedy_dedup(vectors, ["a", "b", "c"], quality=np.array([1.0, 9.0, 2.0]))
+    assert result.kept.tolist() == [False, True, False]
+    assert result.duplicate_of == ["b", None, "b"]
+
+
+def test_threshold_is_strict():
+    vectors = unit([1, 0], [0.95, np.sqrt(1 - 0.95 ** 2)])
+    [(idx, sims)] = range_neighbours(vectors[:1], vectors[1:], 0.95)
+    assert len(idx) == 0 or sims[0] > 0.95
+
+
+def test_incremental_dedup_against_published_crops(tmp_path):
+    index = PublishedIndex(tmp_path, "emb-test")
+    first = greedy_dedup(at_angle([0, 90]), ["r1a", "r1b"], quality=np.ones(2))
+    index.commit(at_angle([0, 90])[first.kept], ["r1a", "r1b"], version=0)
+    published, ids = index.load()
+    assert ids == ["r1a", "r1b"]
+    # Run 2: one near copy of r1a, one new face.
+    second = greedy_dedup(at_angle([3, 45]), ["r2a", "r2b"], quality=np.ones(2), published=published,
+                          published_ids=ids)
+    assert second.kept.tolist() == [False, True] and second.duplicate_of == ["r1a", None]
+    index.commit(at_angle([45]), ["r2b"], version=1)
+    assert index.load()[1] == ["r1a", "r1b", "r2b"]
+    assert sorted(p.name for p in (tmp_path / "index" / "emb-test").iterdir()) == ["CURRENT", "v000001.json", "v000001.npy"]
+
+
+def test_many_random_vectors_match_brute_force():
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(300, 64)).astype(np.float32)
+    noisy = base[:100] + 0.05 * rng.normal(size=(100, 64)).astype(np.float32)
+    vectors = np.concatenate([base, noisy])
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    result = greedy_dedup(vectors, [str(i) for i in range(400)], quality=np.r_[np.ones(300), np.zeros(100)])
+    sims = vectors @ vectors.T
+    for i in range(300, 400):  # each noisy copy goes, pointing at its original
+        assert not result.kept[i] and result.duplicate_of[i] == str(i - 300)
+        assert abs(result.similarity[i] - sims[i, i - 300]) < 1e-4
+    assert result.kept[:300].all()
