@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+import re
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from models.embedder import (MEAN_RGB, STD_RGB, Embedder, load_embedder, model_id, preprocess, read_meta,
+                             save_embedder, weights_sha256)
+from tests.conftest import SHARED
+
+HOLO = SHARED / "data" / "anime_identities" / "hololive_danbooru"
+
+
+def real_crops(n: int) -> list[np.ndarray]:
+    files = sorted((HOLO / "gura").glob("*.jpg"))[:n // 2] + sorted((HOLO / "ame").glob("*.jpg"))[:n - n // 2]
+    return [cv2.imread(str(f)) for f in files]
+
+
+@pytest.fixture(scope="module")
+def densenet169():
+    """One default model for the module (a DenseNet's first CPU forward passes are slow: kernel set-up)."""
+    torch.manual_seed(1)
+    model = Embedder().eval()
+    # Non-trivial BatchNorm statistics, so that they must round-trip too.
+    with torch.no_grad():
+        model.bn.running_mean.uniform_(-0.5, 0.5)
+        model.bn.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+def test_default_is_densenet169_512d_unit_norm(densenet169):
+    model = densenet169
+    assert (model.backbone, model.dim, model.input_size) == ("densenet169", 512, 112)
+    x = model.preprocess(real_crops(3))
+    assert x.shape == (3, 3, 112, 112) and x.dtype == torch.float32
+    with torch.no_grad():
+        e = model(x)
+    assert e.shape == (3, 512)
+    torch.testing.assert_close(e.norm(dim=1), torch.ones(3), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "densenet121"])
+def test_light_backbones_train_mode_batch(backbone):
+    model = Embedder(backbone=backbone, dim=64, input_size=64).train()
+    e = model(torch.randn(4, 3, 64, 64))
+    assert e.shape == (4, 64)
+    torch.testing.assert_close(e.norm(dim=1), torch.ones(4), atol=1e-5, rtol=0)
+    e.sum().backward()
+
+
+def test_unknown_backbone():
+    with pytest.raises(ValueError):
+        Embedder(backbone="vit_b_16")
+
+
+def test_preprocess_channel_order_sizes_and_constants():
+    blue_bgr = np.zeros((50, 80, 3), np.uint8)
+    blue_bgr[..., 0] = 255
+    grey = np.full((200, 120), 128, np.uint8)
+    bgra = np.dstack([blue_bgr, np.full((50, 80), 7, np.uint8)])
+    x = preprocess([blue_bgr, grey, bgra], 32)
+    assert x.shape == (3, 3, 32, 32)
+    # RGB order: blue lands in channel 2; the values follow the fixed mean/std constants.
+    want_blue = torch.tensor([(0 - MEAN_RGB[0]) / STD_RGB[0], (0 - MEAN_RGB[1]) / STD_RGB[1],
+                              (1 - MEAN_RGB[2]) / STD_RGB[2]])
+    torch.testing.assert_close(x[0, :, 16, 16], want_blue)
+    torch.testing.assert_close(x[2], x[0])
+    torch.testing.assert_close(x[1, :, 5, 5], torch.tensor(
+        [(128 / 255 - m) / s for m, s in zip(MEAN_RGB, STD_RGB)]), atol=1e-5, rtol=0)
+
+
+def test_save_load_round_trip_densenet169(densenet169, tmp_path):
+    model = densenet169
+    images = real_crops(3)
+    before = model.embed(images)
+    path = save_embedder(model, tmp_path / "e.safetensors",
+                         {"identities": ["gura", "ame"], "recipe": {"head": "cosface", "epochs": 0}})
+    assert path.stat().st_size < 30e6  # fp16 weights keep DenseNet-169 under 30 MB
+
+    loaded, meta = load_embedder(path)
+    assert not loaded.training
+    after = loaded.embed(images)
+    assert after.shape == (3, 512) and after.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(after, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(after, before, atol=5e-3)  # fp16 weights
+    assert (np.sum(after * before, axis=1) > 0.9999).all()
+
+    assert meta["backbone"] == "densenet169" and meta["dim"] == 512 and meta["input_size"] == 112
+    assert meta["identities"] == ["gura", "ame"]
+    assert meta["recipe"] == {"head": "cosface", "epochs": 0}
+    assert re.fullmatch(r"embedder-densenet169-[0-9a-f]{12}", meta["model_id"])
+    assert meta["model_id"] == model_id(path)
+    assert meta["weights_sha256"] == weights_sha256(path)
+    assert meta["model_id"].endswith(weights_sha256(path)[:12])
+
+    # Re-saving the loaded model (other metadata) keeps the id: it hashes the weights only.
+    again = save_embedder(loaded, tmp_path / "again.safetensors", {"identities": ["x"], "note": "re-saved"})
+    assert model_id(again) == meta["model_id"]
+    assert read_meta(again)["identities"] == ["x"]
+
+
+def test_different_weights_different_id(tmp_path):
+    torch.manual_seed(0)
+    a = save_embedder(Embedder("resnet18", dim=32, input_size=64), tmp_path / "a.safetensors")
+    torch.manual_seed(1)
+    b = save_embedder(Embedder("resnet18", dim=32, input_size=64), tmp_path / "b.safetensors")
+    assert model_id(a) != model_id(b)
+    assert model_id(a).startswith("embedder-resnet18-")
+    model, meta = load_embedder(a)
+    assert (model.backbone, model.dim, model.input_size) == ("resnet18", 32, 64)
+
+
+def test_load_rejects_other_safetensors(tmp_path):
+    from safetensors.torch import save_file
+
+    p = tmp_path / "other.safetensors"
+    save_file({"w": torch.zeros(2)}, str(p))
+    with pytest.raises(ValueError):
+        load_embedder(p)
