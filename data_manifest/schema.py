@@ -72,6 +72,26 @@ FACES = pa.schema([
     ("drop_reason", pa.string()),       # low_score | low_resolution | blurry
     ("crop_sha", pa.string()),          # the crop's JPEG in the content store
     ("config_hash", pa.string()),
+    # identity stage (pipeline/identity.py); empty when no embedder ran
+    ("embedder", pa.string()),          # embedding model id (weights hash)
+    ("duplicate_of", pa.string()),      # face_id of the kept crop this one near-duplicates
+    ("duplicate_similarity", pa.float64()),
+    ("prelabel", pa.string()),          # "<album_id>/<character>" of the nearest reference, when > threshold
+    ("prelabel_score", pa.float64()),   # similarity to the nearest reference identity
+    ("runner_up", pa.string()),
+    ("runner_up_score", pa.float64()),
+    ("prelabel_margin", pa.float64()),
+    ("run_id", pa.string()),
+])
+
+IDENTITIES = pa.schema([                # the reference set, per embedding model
+    ("identity", pa.string()),          # "<album_id>/<character>"
+    ("album_id", pa.string()),
+    ("character", pa.string()),
+    ("references", pa.int64()),         # reference faces (typical images) behind it
+    ("reference_faces", pa.string()),   # JSON list of face_id
+    ("conflicts", pa.string()),         # JSON [{identity, similarity}]: other names whose references look the same
+    ("embedder", pa.string()),
     ("run_id", pa.string()),
 ])
 
@@ -115,6 +135,7 @@ RUNS = pa.schema([
     ("counts", pa.string()),            # JSON {stage or reason: count}
     ("rows_added", pa.string()),        # JSON {table: rows}
     ("table_versions", pa.string()),    # JSON {table: Delta version pinned by this manifest version}
+    ("calibration", pa.string()),       # JSON: thresholds and similarity histograms of the identity stage
     ("library", pa.string()),
 ])
 
@@ -126,4 +147,5 @@ TABLES: dict[str, tuple[pa.Schema, tuple[str, ...]]] = {
     "faces": (FACES, ("face_id",)),
     "characters": (CHARACTERS, ("album_id", "name", "source_url")),
     "downloads": (DOWNLOADS, ("url", "purpose", "run_id")),
+    "identities": (IDENTITIES, ("identity", "embedder", "reference_faces")),
 }

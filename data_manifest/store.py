@@ -76,6 +76,14 @@ class RunStaging:
         pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
         os.replace(tmp, folder / f"{part}.parquet")
 
+    def replace(self, table: str, rows: list[dict]) -> None:
+        """Replace all parts of a table by one (a run-wide stage rewrote its rows)."""
+        old = list((self.dir / table).glob("*.parquet")) if (self.dir / table).exists() else []
+        self.write(table, "0-rewritten", rows)
+        for f in old:
+            if f.name != "0-rewritten.parquet":
+                f.unlink()
+
     def read(self, table: str) -> pa.Table:
         schema = TABLES[table][0]
         files = sorted((self.dir / table).glob("*.parquet")) if (self.dir / table).exists() else []
@@ -265,6 +273,7 @@ class Manifest:
             "counts": metadata["toonface.counts"],
             "rows_added": json.dumps(rows_added, sort_keys=True),
             "table_versions": json.dumps(table_versions, sort_keys=True),
+            "calibration": json.dumps(run_info.get("calibration") or {}, sort_keys=True),
             "library": str(run_info.get("library") or ""),
         }
         write_deltalake(

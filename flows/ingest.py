@@ -17,7 +17,11 @@ from prefect.futures import as_completed
 
 from data_manifest.store import Manifest, file_lock
 from flows.runners import make_task_runner
+import pandas as pd
+
+from pipeline import identity as identity_module
 from pipeline.config import IngestConfig
+from pipeline.dedup import PublishedIndex
 from pipeline.detect import get_detector
 from pipeline.plan import plan_run
 from pipeline.progress import StageProgress
@@ -58,6 +62,50 @@ def web_shard(shard: WebShard, ctx: RunContext) -> dict[str, int]:
     return download_images(shard, ctx)
 
 
+def _published_runs(manifest: Manifest) -> dict[str, int]:
+    hist = manifest.history()
+    return dict(zip(hist["run_id"], hist["manifest_version"].astype(int)))
+
+
+def _published_references(manifest: Manifest) -> pd.DataFrame:
+    """Kept faces of the typical images already published: the standing reference set."""
+    empty = pd.DataFrame(columns=["face_id", "crop_sha", "album_id", "character"])
+    if manifest.latest_version() is None:
+        return empty
+    assets = manifest.read("assets", columns=["asset_id", "kind", "character"])
+    refs = assets[assets["kind"] == "reference"].drop_duplicates("asset_id")
+    if refs.empty:
+        return empty
+    faces = manifest.read("faces", columns=["face_id", "asset_id", "crop_sha", "album_id", "status"])
+    faces = faces[(faces["status"] == "kept")].merge(refs[["asset_id", "character"]], on="asset_id")
+    return faces[["face_id", "crop_sha", "album_id", "character"]]
+
+
+@task(name="identity", cache_policy=NO_CACHE)
+def identity_stage(staging, manifest: Manifest, cfg: IngestConfig, ctx: RunContext):
+    """Run-wide: near-duplicates against everything published, references, pre-labels."""
+    faces = staging.read("faces").to_pandas()
+    assets = staging.read("assets").to_pandas()
+    outcome = identity_module.run_identity_stage(
+        faces, assets, _published_references(manifest), cfg.embedder, ctx.data_root,
+        cfg.dedup_threshold, cfg.prelabel_threshold, ctx.run_id)
+    if outcome is None:
+        return None
+    records = outcome.faces.astype(object).where(outcome.faces.notna(), None).to_dict("records")
+    staging.replace("faces", records)
+    staging.write("identities", "identity", outcome.identities)
+    return outcome
+
+
+def identity_counts(outcome) -> dict[str, int]:
+    faces = outcome.faces
+    return {"near_duplicates": int((faces["drop_reason"] == "near_duplicate").sum()),
+            "drop.face.near_duplicate": int((faces["drop_reason"] == "near_duplicate").sum()),
+            "prelabelled": int(faces["prelabel"].notna().sum()),
+            "identities": len(outcome.identities),
+            "identity_conflicts": sum(1 for r in outcome.identities if r["conflicts"] != "[]")}
+
+
 def _flow_run_id() -> str:
     from prefect import runtime
 
@@ -77,7 +125,11 @@ def ingest(library: str, albums: str | None = None, data_root: str = "data",
     if removed:
         logger.info("removed staging of %d runs that died before publishing: %s", len(removed), removed)
     album_list = discover_albums(library, albums)
-    detector = get_detector(cfg.detector)  # fail fast on a bad detector, before any work
+    detector = get_detector(cfg.detector)  # fail fast on a bad detector or embedder, before any work
+    embedder = identity_module.load(cfg.embedder)
+    embedder_meta = embedder[1] if embedder else None
+    if embedder_meta:  # vectors of a run that died after publishing join the index now
+        PublishedIndex(str(Path(data_root).resolve()), embedder_meta["model_id"]).promote(_published_runs(manifest))
     ctx = RunContext(str(Path(data_root).resolve()), run_id, cfg)
     staging = manifest.staging(run_id)
     staging.dir.mkdir(parents=True, exist_ok=True)
@@ -123,14 +175,26 @@ def ingest(library: str, albums: str | None = None, data_root: str = "data",
                                f"published (finished work is cached, a rerun redoes only the rest): {failures[0]!r}")
         counts = merge_counts(parts)
         counts.update(albums=len(album_list))
+        model_ids = {detector.name: detector.model_id}
+        identity = identity_stage(staging, manifest, cfg, ctx) if embedder_meta else None
+        if identity is not None:
+            model_ids["embedder"] = embedder_meta["model_id"]
+            extra = identity_counts(identity)
+            counts.update(extra)
+            counts["crops_kept"] = counts.get("crops_kept", 0) - extra["near_duplicates"]
+            counts["crops_dropped"] = counts.get("crops_dropped", 0) + extra["near_duplicates"]
+            PublishedIndex(ctx.data_root, embedder_meta["model_id"]).stage(run_id, identity.new_vectors, identity.new_ids)
         kept = staging.read("faces").to_pandas()
         kept_shas = kept.loc[kept["status"] == "kept", "crop_sha"].dropna().tolist() if len(kept) else []
         run_info = {
             "flow_run_id": _flow_run_id(), "started_at": started, "git_commit": git_commit(),
-            "config_hash": cfg.hash(), "config": cfg.to_dict(), "model_ids": {detector.name: detector.model_id},
+            "config_hash": cfg.hash(), "config": cfg.to_dict(), "model_ids": model_ids,
             "counts": counts, "library": str(Path(library).resolve()),
+            "calibration": identity.calibration if identity is not None else {},
         }
         version = manifest.publish(staging, run_info)
+        if embedder_meta:
+            PublishedIndex(ctx.data_root, embedder_meta["model_id"]).promote(_published_runs(manifest))
     sheet = contact_sheet(kept_shas, ctx.store, Path(data_root) / "reports" / run_id / "contact_sheet.jpg")
     _publish_artifacts(run_id, version, counts, sheet, len(kept_shas))
     summary = {"run_id": run_id, "manifest_version": version, "counts": counts,

@@ -106,6 +106,43 @@ def cmd_parse(args) -> int:
     return 0
 
 
+def cmd_embed(args) -> int:
+    """One L2-normalised embedding per image, in argument order, as an (N, dim) float32 .npy."""
+    import cv2
+    import numpy as np
+
+    from pipeline import identity
+
+    loaded = identity.load(args.weights)
+    if loaded is None:
+        print("error: --weights none: nothing to embed with", file=sys.stderr)
+        return 2
+    model, meta = loaded
+    images = []
+    for path in args.images:
+        image = cv2.imread(path)
+        if image is None:
+            print(f"error: cannot read image {path}", file=sys.stderr)
+            return 2
+        images.append(image)
+    vectors = model.embed(images) if images else np.zeros((0, int(meta.get("dim", 512))), np.float32)
+    np.save(args.out, vectors.astype(np.float32))
+    print(f"{len(images)} embeddings ({vectors.shape[1]}-d, {meta['model_id']}) -> {args.out}")
+    return 0
+
+
+def cmd_train_embedder(args) -> int:
+    from models import train_embedder
+
+    return train_embedder.run(args)
+
+
+def cmd_eval_embedder(args) -> int:
+    from models import eval_embedder
+
+    return eval_embedder.run(args)
+
+
 def cmd_server(args) -> int:
     from flows import local_server
 
@@ -151,6 +188,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--url", help="the page's address (resolves relative links; helps recognise the site)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_parse)
+
+    p = sub.add_parser("embed", help="embed face crops with the identity model")
+    p.add_argument("images", nargs="*")
+    p.add_argument("--out", required=True, help="FILE.npy")
+    p.add_argument("--weights", default="default", help="embedder weights (default: the shipped ones)")
+    p.set_defaults(func=cmd_embed)
+
+    from models import train_embedder
+
+    p = sub.add_parser("train-embedder", help="train the identity embedder on labelled crops")
+    train_embedder.add_arguments(p)
+    p.set_defaults(func=cmd_train_embedder)
+
+    p = sub.add_parser("eval-embedder", help="the paper's identification and verification protocols")
+    try:
+        from models import eval_embedder
+
+        eval_embedder.add_arguments(p)
+    except ImportError:  # pragma: no cover - while models/eval_embedder.py is being written
+        pass
+    p.set_defaults(func=cmd_eval_embedder)
 
     p = sub.add_parser("server", help="the embedded Prefect server + process worker + nightly deployment")
     p.add_argument("action", choices=["start", "stop", "status"])

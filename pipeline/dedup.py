@@ -119,11 +119,40 @@ class PublishedIndex:
         ids = json.loads((self.dir / f"{name}.json").read_text())
         return vectors, ids
 
+    def stage(self, run_id: str, vectors: np.ndarray, ids: list[str]) -> None:
+        """Park a run's vectors until its manifest version is published (see `promote`)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.dir / f".pending-{run_id}.npy"
+        with open(tmp, "wb") as f:
+            np.save(f, np.ascontiguousarray(vectors, np.float32))
+        atomic_write(self.dir / f"pending-{run_id}.json", json.dumps(list(ids)).encode())
+        os.replace(tmp, self.dir / f"pending-{run_id}.npy")
+
+    def promote(self, published_runs: dict[str, int]) -> list[str]:
+        """Add the parked vectors of every published run (oldest version first) to the index.
+        Called after publishing, and at the start of a run in case one died in between."""
+        from data_manifest.store import file_lock
+
+        promoted = []
+        if not self.dir.exists():
+            return promoted
+        with file_lock(self.dir / ".lock"):
+            pending = {p.stem[len("pending-"):]: p for p in self.dir.glob("pending-*.npy")}
+            for run_id in sorted((r for r in pending if r in published_runs), key=published_runs.get):
+                ids = json.loads((self.dir / f"pending-{run_id}.json").read_text())
+                self.commit(np.load(pending[run_id]), ids, published_runs[run_id])
+                pending[run_id].unlink()
+                (self.dir / f"pending-{run_id}.json").unlink(missing_ok=True)
+                promoted.append(run_id)
+        return promoted
+
     def commit(self, vectors: np.ndarray, ids: list[str], version: int) -> None:
         old_vectors, old_ids = self.load()
-        if len(old_ids):
+        if len(old_ids) and len(ids):
             vectors = np.concatenate([old_vectors, vectors.astype(np.float32)])
             ids = old_ids + list(ids)
+        elif len(old_ids):
+            vectors, ids = old_vectors, old_ids
         self.dir.mkdir(parents=True, exist_ok=True)
         name = f"v{version:06d}"
         tmp = self.dir / f".{name}.npy"

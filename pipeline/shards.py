@@ -111,6 +111,7 @@ def process_stills(shard: StillsShard, ctx: RunContext) -> dict[str, int]:
         count_analysis(counts, analysis, cached)
         assets.append(asset_row(analysis, ctx, shard.album_id, source, "still"))
         faces.extend(face_rows(analysis, shard.album_id, ctx.run_id))
+    embed_kept(faces, ctx)
     staging = ctx.staging()
     staging.write("faces", shard.name, faces)
     staging.write("assets", shard.name, assets)
@@ -192,11 +193,23 @@ def process_episode(shard: EpisodeShard, ctx: RunContext) -> dict[str, int]:
         assets.append(asset_row(analysis, ctx, shard.album_id, source, "frame", shard.episode_path,
                                  episode_sha, frame["index"], frame["timestamp_s"]))
         faces.extend(face_rows(analysis, shard.album_id, ctx.run_id))
+    embed_kept(faces, ctx)
     staging = ctx.staging()
     staging.write("faces", shard.name, faces)
     staging.write("assets", shard.name, assets)
     staging.write("episodes", shard.name, [row])
     return dict(counts)
+
+
+def embed_kept(faces: list[dict], ctx: RunContext) -> None:
+    """Embed this shard's kept crops now, in parallel with other shards; the run-wide identity
+    stage then finds them in the embedding cache."""
+    if ctx.config.embedder == "none":
+        return
+    from pipeline.identity import embed_crops
+
+    embed_crops([f["crop_sha"] for f in faces if f["status"] == "kept" and f["crop_sha"]],
+                ctx.config.embedder, ctx.data_root)
 
 
 def merge_counts(parts) -> dict[str, int]:

@@ -23,7 +23,7 @@ from pipeline.config import IngestConfig
 from pipeline.decode import EXTENSIONS, sniff_format
 from pipeline.detect import get_detector
 from pipeline.faces import FunnelCache, ImageAnalysis, analyse_cached, funnel_key
-from pipeline.shards import RunContext, asset_row, count_analysis, face_rows
+from pipeline.shards import RunContext, asset_row, count_analysis, embed_kept, face_rows
 from pipeline.sources.downloader import Downloader, FetchResult, canonicalize_url
 from pipeline.sources.encyclopedia import PageShapeError, parse_characters
 from pipeline.sources.image_search import character_query, parse_search, read_url_list, search_url
@@ -212,6 +212,7 @@ def crawl_album(album: Album, ctx: RunContext) -> tuple[list[ImageJob], dict[str
             _add_job(jobs, r.image_url, album.album_id, None, None)
     counts["image_urls"] += len(jobs)
 
+    embed_kept(refs.faces, ctx)
     staging = ctx.staging()
     part = f"crawl-{album.album_id}"
     staging.write("downloads", part, downloads)
@@ -291,6 +292,7 @@ def download_images(shard: WebShard, ctx: RunContext) -> dict[str, int]:
         if data is not None:
             for job in jobs:
                 images.add(data, job.album_id, job.url, "web", job.character, job.query)
+    embed_kept(images.faces, ctx)
     staging = ctx.staging()
     staging.write("downloads", shard.name, downloads)
     staging.write("faces", shard.name, images.faces)
