@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import threading
 from pathlib import Path
 
@@ -35,6 +36,10 @@ def load(setting: str):
     """(model, meta) loaded once per process; None when the stage is switched off."""
     path = embedder_path(setting)
     if path is None:
+        return None
+    if setting == "default" and not path.is_file():
+        # A checkout without trained weights still ingests; the run's metadata then names no embedder.
+        logging.getLogger(__name__).warning("no shipped embedder weights at %s: identity stage skipped", path)
         return None
     if not path.is_file():
         raise FileNotFoundError(f"embedder weights not found: {path} (train them with `toonface train-embedder`, "
