@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime as dt
+import functools
 import json
 import threading
 from pathlib import Path
@@ -130,31 +131,33 @@ class _ImageIngest:
         return analysis
 
 
-def crawl_album(album: Album, ctx: RunContext) -> tuple[list[ImageJob], dict[str, int]]:
-    """Characters and references of an album, and the image URLs its searches and lists give."""
-    config = ctx.config
-    dl = downloader_for(config)
-    counts: collections.Counter = collections.Counter()
-    downloads, characters = [], []
-    found: dict[str, dict] = {}  # name -> {aliases, image_urls, source_url, origin}
+def _fetch_page(dl: Downloader, url: str, parse, purpose: str, album_id: str, ctx: RunContext,
+                downloads: list, counts: collections.Counter) -> list | None:
+    """Fetch a page and parse it; a failed fetch or an unrecognised page is a `downloads` row with
+    its reason, never an empty success."""
+    res = dl.fetch(url, expect="html" if purpose == "encyclopedia" else "any")
+    counts[f"{purpose}_pages"] += 1
+    if not res.ok:
+        counts[f"drop.{purpose}.{res.reason}"] += 1
+        downloads.append(_download_row(res, album_id, purpose, ctx.run_id))
+        return None
+    try:
+        records = parse(_text(res), res.final_url)
+    except PageShapeError as exc:
+        counts[f"drop.{purpose}.page_shape_not_recognised"] += 1
+        downloads.append(_download_row(res, album_id, purpose, ctx.run_id,
+                                       reason="page_shape_not_recognised", detail=str(exc)))
+        return None
+    downloads.append(_download_row(res, album_id, purpose, ctx.run_id, detail=f"{len(records)} records"))
+    return records
 
+
+def _collect_characters(album: Album, dl: Downloader, ctx: RunContext, downloads: list,
+                        counts: collections.Counter) -> dict[str, dict]:
+    """name -> {aliases, images, source_url, origin}, from the encyclopedia pages and the albums file."""
+    found: dict[str, dict] = {}
     for page in album.encyclopedia:
-        res = dl.fetch(page, expect="html")
-        counts["encyclopedia_pages"] += 1
-        if not res.ok:
-            counts[f"drop.page.{res.reason}"] += 1
-            downloads.append(_download_row(res, album.album_id, "encyclopedia", ctx.run_id))
-            continue
-        try:
-            parsed = parse_characters(_text(res), res.final_url)
-        except PageShapeError as exc:
-            counts["drop.page.page_shape_not_recognised"] += 1
-            downloads.append(_download_row(res, album.album_id, "encyclopedia", ctx.run_id,
-                                           reason="page_shape_not_recognised", detail=str(exc)))
-            continue
-        downloads.append(_download_row(res, album.album_id, "encyclopedia", ctx.run_id,
-                                       detail=f"{len(parsed)} characters"))
-        for ch in parsed:
+        for ch in _fetch_page(dl, page, parse_characters, "encyclopedia", album.album_id, ctx, downloads, counts) or []:
             entry = found.setdefault(ch.name, {"aliases": list(ch.aliases), "images": [], "source_url": ch.source_url,
                                                "origin": "encyclopedia"})
             if ch.image_url:
@@ -164,10 +167,20 @@ def crawl_album(album: Album, ctx: RunContext) -> tuple[list[ImageJob], dict[str
                                               "source_url": "albums-file", "origin": "albums_file"})
         entry["images"].extend(named.images)
     counts["characters"] += len(found)
+    return found
+
+
+def crawl_album(album: Album, ctx: RunContext) -> tuple[list[ImageJob], dict[str, int]]:
+    """Characters and references of an album, and the image URLs its searches and lists give."""
+    dl = downloader_for(ctx.config)
+    counts: collections.Counter = collections.Counter()
+    downloads: list[dict] = []
+    found = _collect_characters(album, dl, ctx, downloads, counts)
 
     # Typical images: one or more per character, stored as references.
     refs = _ImageIngest(ctx, counts)
     url_cache = UrlCache(ctx.data_root)
+    characters = []
     for name, entry in found.items():
         asset_id = None
         for image in entry["images"]:
@@ -179,33 +192,21 @@ def crawl_album(album: Album, ctx: RunContext) -> tuple[list[ImageJob], dict[str
             if data is not None:
                 analysis = refs.add(data, album.album_id, image, "reference", name, None)
                 asset_id = asset_id or analysis.asset_id
-        first = entry["images"][0] if entry["images"] else None
         characters.append({"album_id": album.album_id, "name": name, "aliases": json.dumps(entry["aliases"]),
-                           "image_url": first, "image_asset_id": asset_id, "source_url": entry["source_url"],
+                           "image_url": entry["images"][0] if entry["images"] else None,
+                           "image_asset_id": asset_id, "source_url": entry["source_url"],
                            "origin": entry["origin"], "run_id": ctx.run_id})
 
     # Searches "[character] [album]" and the album's own URL lists.
     jobs: dict[str, ImageJob] = {}
     for engine, base in album.search:
+        parse = functools.partial(parse_search, kind=engine)
         for name in found:
             query = character_query(name, album.name)
             for page in range(album.search_pages):
-                res = dl.fetch(_with_base(search_url(engine, query, page), base), expect="any")
-                counts["search_pages"] += 1
-                if not res.ok:
-                    counts[f"drop.search.{res.reason}"] += 1
-                    downloads.append(_download_row(res, album.album_id, "search", ctx.run_id))
-                    continue
-                try:
-                    results = parse_search(_text(res), res.final_url, kind=engine)
-                except PageShapeError as exc:
-                    counts["drop.search.page_shape_not_recognised"] += 1
-                    downloads.append(_download_row(res, album.album_id, "search", ctx.run_id,
-                                                   reason="page_shape_not_recognised", detail=str(exc)))
-                    continue
-                downloads.append(_download_row(res, album.album_id, "search", ctx.run_id,
-                                               detail=f"{len(results)} results"))
-                for r in results[: config.web_max_results_per_query]:
+                url = _with_base(search_url(engine, query, page), base)
+                results = _fetch_page(dl, url, parse, "search", album.album_id, ctx, downloads, counts) or []
+                for r in results[: ctx.config.web_max_results_per_query]:
                     _add_job(jobs, r.image_url, album.album_id, name, query)
     for url_list in album.url_lists:
         for r in read_url_list(url_list):
