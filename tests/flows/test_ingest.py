@@ -48,18 +48,28 @@ def test_sample_library_becomes_a_manifest_with_real_detections(sample_library, 
 
     # the real animeface detector finds the drawn faces; every crop is in the table
     assert len(faces) >= 40 and (faces["detector"] == "animeface").all()
-    kept = faces[faces["status"] == "kept"]
-    assert len(kept) >= 30
-    assert (kept["sharpness"] >= 30).all() and (kept[["crop_w", "crop_h"]].min(axis=1) >= 100).all()
+    passed_gate = faces[(faces["status"] == "kept") | (faces["drop_reason"] == "near_duplicate")]
+    assert len(passed_gate) >= 30
+    assert (passed_gate["sharpness"] >= 30).all() and (passed_gate[["crop_w", "crop_h"]].min(axis=1) >= 100).all()
     assert faces.loc[faces["status"] == "dropped", "drop_reason"].notna().all()
     store = tmp_path / "data" / "store" / "objects"
-    assert all((store / sha[:2] / f"{sha}.jpg").exists() for sha in kept["crop_sha"])
+    assert all((store / sha[:2] / f"{sha}.jpg").exists() for sha in passed_gate["crop_sha"])
+    # the identity stage embedded them and removed near-duplicates (a face seen in consecutive seconds)
+    kept = faces[faces["status"] == "kept"]
+    dups = faces[faces["drop_reason"] == "near_duplicate"]
+    assert passed_gate["embedder"].str.startswith("embedder-").all()
+    assert len(kept) >= 6 and dups["duplicate_of"].isin(kept["face_id"]).all()
+    assert (dups["duplicate_similarity"] > 0.95).all()
 
     run = m.history().iloc[0]
     counts = json.loads(run["counts"])
-    assert counts["frames"] == 36 and counts["crops_kept"] == len(kept)
+    assert counts["frames"] == 36 and counts["crops_kept"] == len(kept) and counts["near_duplicates"] == len(dups)
     assert counts["drop.image.truncated"] == 1 and counts["drop.image.not_an_image"] == 1
-    assert run["flow_run_id"] and json.loads(run["model_ids"]) == {"animeface": "animeface-2.0.3"}
+    model_ids = json.loads(run["model_ids"])
+    assert run["flow_run_id"] and model_ids["animeface"] == "animeface-2.0.3"
+    assert model_ids["embedder"] == kept["embedder"].iloc[0]
+    calibration = json.loads(run["calibration"])
+    assert calibration["dedup_threshold"] == 0.95 and calibration["duplicate_similarity"]["n"] == len(dups)
     assert summary["contact_sheet"] and Path(summary["contact_sheet"]).exists()
 
 
