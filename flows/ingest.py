@@ -88,7 +88,8 @@ def identity_stage(staging, manifest: Manifest, cfg: IngestConfig, ctx: RunConte
     assets = staging.read("assets").to_pandas()
     outcome = identity_module.run_identity_stage(
         faces, assets, _published_references(manifest), cfg.embedder, ctx.data_root,
-        cfg.dedup_threshold, cfg.prelabel_threshold, ctx.run_id)
+        cfg.dedup_threshold, cfg.prelabel_threshold, ctx.run_id,
+        already_published={k[0] for k in manifest.existing_keys("faces")})
     if outcome is None:
         return None
     records = outcome.faces.astype(object).where(outcome.faces.notna(), None).to_dict("records")
@@ -97,13 +98,53 @@ def identity_stage(staging, manifest: Manifest, cfg: IngestConfig, ctx: RunConte
     return outcome
 
 
-def identity_counts(outcome) -> dict[str, int]:
+def _count_identity(counts: dict, outcome) -> None:
     faces = outcome.faces
-    return {"near_duplicates": int((faces["drop_reason"] == "near_duplicate").sum()),
-            "drop.face.near_duplicate": int((faces["drop_reason"] == "near_duplicate").sum()),
-            "prelabelled": int(faces["prelabel"].notna().sum()),
-            "identities": len(outcome.identities),
-            "identity_conflicts": sum(1 for r in outcome.identities if r["conflicts"] != "[]")}
+    duplicates = int((faces["drop_reason"] == "near_duplicate").sum())
+    counts.update({"near_duplicates": duplicates, "drop.face.near_duplicate": duplicates,
+                   "prelabelled": int(faces["prelabel"].notna().sum()), "identities": len(outcome.identities),
+                   "identity_conflicts": sum(1 for r in outcome.identities if r["conflicts"] != "[]")})
+    # crops that passed the quality gate but were near-duplicates are no longer kept
+    counts["crops_kept"] = counts.get("crops_kept", 0) - duplicates
+    counts["crops_dropped"] = counts.get("crops_dropped", 0) + duplicates
+
+
+def _run_shards(plan, web_albums: list[Album], ctx: RunContext, progress: bool | None) -> list[dict]:
+    """Submit every shard to the task runner; return their counts. Crawls come first, as their
+    image URLs become download shards. A failed shard fails the run before anything is published
+    (finished work stays cached, so a rerun redoes only the rest)."""
+    totals = {"shards": len(plan.shards) + len(web_albums), "stills": sum(len(s.files) for s in plan.stills_shards)}
+    bar = StageProgress(totals, enabled=progress)
+    futures = [episode_shard.submit(s, ctx) for s in plan.episode_shards]
+    futures += [stills_shard.submit(s, ctx) for s in plan.stills_shards]
+    crawls = [crawl_task.submit(a, ctx) for a in web_albums]
+    parts, failures = [], []
+    try:
+        for crawl in crawls:
+            try:
+                jobs, part = crawl.result()
+            except Exception as exc:
+                failures.append(exc)
+                continue
+            parts.append(part)
+            bar.advance(part)
+            shards = web_shards(jobs, ctx.config.web_images_per_shard)
+            bar.add_total("shards", len(shards))
+            futures += [web_shard.submit(s, ctx) for s in shards]
+        for future in as_completed(futures):
+            try:
+                part = future.result()
+            except Exception as exc:
+                failures.append(exc)
+                continue
+            parts.append(part)
+            bar.advance(part)
+    finally:
+        bar.close()
+    if failures:
+        raise RuntimeError(f"{len(failures)} of {len(futures) + len(crawls)} shards failed; nothing was published "
+                           f"(finished work is cached, a rerun redoes only the rest): {failures[0]!r}")
+    return parts
 
 
 def _flow_run_id() -> str:
@@ -139,50 +180,14 @@ def ingest(library: str, albums: str | None = None, data_root: str = "data",
         staging.write("episodes", "plan", plan.unselected_episode_rows)
         logger.info("run %s: %d albums, %d episodes sampled, %d still shards", run_id, len(album_list),
                     len(plan.episode_shards), len(plan.stills_shards))
-        web_albums = [a for a in album_list if a.has_web_sources]
-        totals = {"shards": len(plan.shards) + len(web_albums),
-                  "stills": sum(len(s.files) for s in plan.stills_shards)}
-        bar = StageProgress(totals, enabled=progress)
-        futures = [episode_shard.submit(s, ctx) for s in plan.episode_shards]
-        futures += [stills_shard.submit(s, ctx) for s in plan.stills_shards]
-        crawls = [crawl_task.submit(a, ctx) for a in web_albums]
-        parts, failures = [], []
-        try:
-            # Crawls are quick (pages and searches); their image URLs become download shards.
-            for crawl in crawls:
-                try:
-                    jobs, part = crawl.result()
-                except Exception as exc:  # keep going: finished shards stay cached for the rerun
-                    failures.append(exc)
-                    continue
-                parts.append(part)
-                bar.advance(part)
-                shards = web_shards(jobs, cfg.web_images_per_shard)
-                bar.add_total("shards", len(shards))
-                futures += [web_shard.submit(s, ctx) for s in shards]
-            for future in as_completed(futures):
-                try:
-                    part = future.result()
-                except Exception as exc:
-                    failures.append(exc)
-                    continue
-                parts.append(part)
-                bar.advance(part)
-        finally:
-            bar.close()
-        if failures:
-            raise RuntimeError(f"{len(failures)} of {len(futures) + len(crawls)} shards failed; nothing was "
-                               f"published (finished work is cached, a rerun redoes only the rest): {failures[0]!r}")
+        parts = _run_shards(plan, [a for a in album_list if a.has_web_sources], ctx, progress)
         counts = merge_counts(parts)
         counts.update(albums=len(album_list))
         model_ids = {detector.name: detector.model_id}
         identity = identity_stage(staging, manifest, cfg, ctx) if embedder_meta else None
         if identity is not None:
             model_ids["embedder"] = embedder_meta["model_id"]
-            extra = identity_counts(identity)
-            counts.update(extra)
-            counts["crops_kept"] = counts.get("crops_kept", 0) - extra["near_duplicates"]
-            counts["crops_dropped"] = counts.get("crops_dropped", 0) + extra["near_duplicates"]
+            _count_identity(counts, identity)
             PublishedIndex(ctx.data_root, embedder_meta["model_id"]).stage(run_id, identity.new_vectors, identity.new_ids)
         kept = staging.read("faces").to_pandas()
         kept_shas = kept.loc[kept["status"] == "kept", "crop_sha"].dropna().tolist() if len(kept) else []

@@ -129,9 +129,10 @@ def _histogram(values) -> dict:
 
 def run_identity_stage(faces: pd.DataFrame, assets: pd.DataFrame, published_refs: pd.DataFrame,
                        setting: str, data_root: str | Path, dedup_threshold: float, prelabel_threshold: float,
-                       run_id: str) -> IdentityOutcome | None:
+                       run_id: str, already_published: set[str] = frozenset()) -> IdentityOutcome | None:
     """`faces`/`assets`: this run's staged rows; `published_refs`: published reference faces
-    (face_id, crop_sha, album_id, character) from earlier versions."""
+    (face_id, crop_sha, album_id, character) from earlier versions; `already_published`: face ids
+    decided by an earlier version (a rerun meets them again): left as they are."""
     loaded = load(setting)
     if loaded is None:
         return None
@@ -158,7 +159,7 @@ def run_identity_stage(faces: pd.DataFrame, assets: pd.DataFrame, published_refs
     identities = _identities(ref_faces, ref_matrix, dedup_threshold, model_id, run_id)
 
     # Near-duplicates among this run's candidates and against everything published.
-    candidates = faces[kept & ~faces["face_id"].isin(ref_faces["face_id"])]
+    candidates = faces[kept & ~faces["face_id"].isin(ref_faces["face_id"]) & ~faces["face_id"].isin(already_published)]
     index = PublishedIndex(data_root, model_id)
     published, published_ids = index.load()
     cand_matrix = np.stack([vectors[s] for s in candidates["crop_sha"]]) if len(candidates) else np.zeros((0, 1))
