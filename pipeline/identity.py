@@ -150,6 +150,9 @@ def run_identity_stage(faces: pd.DataFrame, assets: pd.DataFrame, published_refs
     # References: kept faces of typical images (this run's and published ones), by character.
     characters = assets.loc[assets["kind"] == "reference", ["asset_id", "character", "album_id"]].drop_duplicates("asset_id")
     ref_faces = faces[kept].merge(characters[["asset_id", "character"]], on="asset_id")
+    # A typical image shows its character; when it has several faces, the largest is taken to be them.
+    ref_faces = (ref_faces.assign(area=ref_faces["crop_w"] * ref_faces["crop_h"])
+                 .sort_values("area", ascending=False).drop_duplicates("asset_id"))
     ref_faces = pd.concat([ref_faces[["face_id", "crop_sha", "album_id", "character"]], published_refs], ignore_index=True)
     ref_faces = ref_faces.drop_duplicates("face_id")
     ref_vectors = embed_crops(ref_faces["crop_sha"].tolist(), setting, data_root)
