@@ -37,6 +37,9 @@ demo: setup
 	@echo "  $(PY) -c \"from data_manifest import Manifest; print(Manifest('data').read('faces').head())\""
 
 test: setup
+	@# the verification page's browser test drives Debian's headless Chromium through chromedriver
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver)
 	$(PY) -m pytest -q
 
 server-stop:

@@ -139,6 +139,20 @@ RUNS = pa.schema([
     ("library", pa.string()),
 ])
 
+LABELS = pa.schema([                    # verification decisions (pipeline/annotate/merge.py); append-only
+    ("face_id", pa.string()),
+    ("identity", pa.string()),          # "<album_id>/<character>" the verdict is about
+    ("verdict", pa.string()),           # verified | rejected
+    ("annotators", pa.string()),        # JSON list: the annotators on the winning side
+    ("decided_at", TS),                 # the latest decision on the winning side
+    ("decision_id", pa.string()),       # that decision's id in annotations/decisions.sqlite
+    ("embedder", pa.string()),          # model version behind the pre-label shown
+    ("proposed", pa.string()),          # the identity the page proposed
+    ("prelabel_score", pa.float64()),
+    ("votes", pa.int64()),              # effective decisions about this face and identity
+    ("run_id", pa.string()),
+])
+
 # name -> (schema, key columns). Order matters only for readability of the history.
 TABLES: dict[str, tuple[pa.Schema, tuple[str, ...]]] = {
     "albums": (ALBUMS, ("album_id",)),
@@ -148,4 +162,5 @@ TABLES: dict[str, tuple[pa.Schema, tuple[str, ...]]] = {
     "characters": (CHARACTERS, ("album_id", "name", "source_url")),
     "downloads": (DOWNLOADS, ("url", "purpose", "run_id")),
     "identities": (IDENTITIES, ("identity", "embedder", "reference_faces")),
+    "labels": (LABELS, ("face_id", "identity", "decision_id")),
 }

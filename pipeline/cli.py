@@ -149,6 +149,18 @@ def cmd_server(args) -> int:
     return local_server.main(args.action, home=args.home, library=args.library, data_root=args.data_root)
 
 
+def cmd_annotate(args) -> int:
+    from pipeline.annotate.cli import run
+
+    return run(args)
+
+
+def cmd_release(args) -> int:
+    from pipeline.release import run
+
+    return run(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="toonface", description="Cartoon-face dataset pipeline (iCartoonFace).")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -195,19 +207,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights", default="default", help="embedder weights (default: the shipped ones)")
     p.set_defaults(func=cmd_embed)
 
-    from models import train_embedder
+    # The model commands import torch: only when one of them is asked for (keeps the others quick).
+    wanted = (argv if argv is not None else sys.argv[1:])[:1]
+    p = sub.add_parser("train-embedder", help="train the identity embedder on labelled crops", add_help=False)
+    if wanted == ["train-embedder"]:
+        from models import train_embedder
 
-    p = sub.add_parser("train-embedder", help="train the identity embedder on labelled crops")
-    train_embedder.add_arguments(p)
+        p.add_argument("-h", "--help", action="help")
+        train_embedder.add_arguments(p)
     p.set_defaults(func=cmd_train_embedder)
-
-    p = sub.add_parser("eval-embedder", help="the paper's identification and verification protocols")
-    try:
+    p = sub.add_parser("eval-embedder", help="the paper's identification and verification protocols", add_help=False)
+    if wanted == ["eval-embedder"]:
         from models import eval_embedder
 
+        p.add_argument("-h", "--help", action="help")
         eval_embedder.add_arguments(p)
-    except ImportError:  # pragma: no cover - while models/eval_embedder.py is being written
-        pass
     p.set_defaults(func=cmd_eval_embedder)
 
     p = sub.add_parser("server", help="the embedded Prefect server + process worker + nightly deployment")
@@ -216,6 +230,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--library", help="library the nightly deployment ingests (default: ./sample_library)")
     p.add_argument("--data-root", help="data root of the nightly deployment (default: ./data)")
     p.set_defaults(func=cmd_server)
+
+    from pipeline.annotate.cli import add_arguments as add_annotate_arguments
+
+    p = sub.add_parser("annotate", help="the verification page: serve, add-user, add-gold, merge, stats")
+    add_annotate_arguments(p)
+    p.set_defaults(func=cmd_annotate)
+
+    from pipeline import release
+
+    p = sub.add_parser("release", help="tag a manifest version and export its verified faces")
+    release.add_arguments(p)
+    p.set_defaults(func=cmd_release)
 
     args = parser.parse_args(argv)
     return args.func(args)

@@ -1,0 +1,187 @@
+"""What there is to verify, read from the published manifest: candidate faces with their
+pre-labels, the reference crops of every identity, what is labelled already, and gold answers."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from data_manifest import Manifest
+
+ORDERS = ("score-desc", "score-asc", "margin")
+MAX_REFS = 5
+MAX_ALTERNATIVES = 9
+
+
+def _num(value) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(value) else value
+
+
+def _str(value) -> str | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA else str(value)
+
+
+def releases_file(data_root: str | Path) -> Path:
+    return Path(data_root) / "manifest" / "releases.json"
+
+
+def read_releases(data_root: str | Path) -> list[dict]:
+    """The release tags, oldest first. The file holds one JSON object per line and is only ever
+    appended to; a line cut short by a crash is skipped."""
+    path = releases_file(data_root)
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def latest_labels(labels: pd.DataFrame) -> pd.DataFrame:
+    """The label in force per (face, identity): the latest row by decision time."""
+    if labels.empty:
+        return labels
+    return (labels.sort_values(["decided_at", "decision_id"])
+            .drop_duplicates(["face_id", "identity"], keep="last").reset_index(drop=True))
+
+
+def verified_faces(labels: pd.DataFrame) -> dict[str, str]:
+    """face_id -> identity for faces whose label in force is `verified` (the latest one wins
+    when a face was verified as two identities)."""
+    current = latest_labels(labels)
+    if current.empty:
+        return {}
+    current = current[current["verdict"] == "verified"].sort_values(["decided_at", "decision_id"])
+    return dict(zip(current["face_id"], current["identity"]))
+
+
+@dataclasses.dataclass
+class Catalogue:
+    version: int | None
+    faces: dict[str, dict]                   # face_id -> crop_sha, prelabel, scores, embedder, album_id
+    crops: set[str]                          # shas the page may serve
+    refs: dict[str, list[str]]               # identity -> up to 5 reference crop shas
+    identities: list[str]
+    candidates: set[str]                     # kept, pre-labelled, not a reference, not labelled yet
+    labelled: set[str]                       # faces with a published label
+    gold: dict[str, str]                     # face_id -> known identity (gold items)
+    orders: dict[str, list[str]]             # order name -> candidates in that order
+    gold_order: list[str]
+
+    def proposal(self, face_id: str) -> tuple[str | None, float | None, str | None]:
+        """(proposed identity, its pre-label score, gold answer or None) of an item."""
+        face = self.faces[face_id]
+        truth = self.gold.get(face_id) if face_id not in self.candidates else None
+        if truth is None:
+            return face["prelabel"], face["prelabel_score"], None
+        # A gold item proposes its pre-label when that is wrong; otherwise the right identity or
+        # a plausible wrong one, half and half (fixed per face), so that "same" is not always right.
+        if face["prelabel"] and face["prelabel"] != truth:
+            return face["prelabel"], face["prelabel_score"], truth
+        if int(hashlib.sha256(face_id.encode()).hexdigest(), 16) % 2 == 0:
+            return truth, face["prelabel_score"] if face["prelabel"] == truth else None, truth
+        for other in [face["runner_up"]] + self._same_album(truth) + self.identities:
+            if other and other != truth:
+                score = face["runner_up_score"] if other == face["runner_up"] else None
+                return other, score, truth
+        return truth, None, truth
+
+    def _same_album(self, identity: str | None) -> list[str]:
+        album = (identity or "").split("/", 1)[0]
+        return [i for i in self.identities if i.split("/", 1)[0] == album]
+
+    def alternatives(self, face_id: str, proposed: str | None) -> list[dict]:
+        """Identities for the keys 1-9: the pre-label and runner-up first (with their scores), then
+        the album's other identities, then the rest."""
+        face = self.faces[face_id]
+        scored = {face["prelabel"]: face["prelabel_score"], face["runner_up"]: face["runner_up_score"]}
+        out, seen = [], {proposed, None}
+        for identity in [face["prelabel"], face["runner_up"]] + self._same_album(proposed or face["prelabel"]) + self.identities:
+            if identity in seen:
+                continue
+            seen.add(identity)
+            out.append({"identity": identity, "score": scored.get(identity), "refs": self.refs.get(identity, [])[:1]})
+            if len(out) == MAX_ALTERNATIVES:
+                break
+        return out
+
+    def item(self, face_id: str) -> dict:
+        face = self.faces[face_id]
+        proposed, score, _ = self.proposal(face_id)
+        return {"face_id": face_id, "crop_sha": face["crop_sha"], "proposed": proposed, "score": score,
+                "margin": face["prelabel_margin"] if proposed == face["prelabel"] else None,
+                "embedder": face["embedder"], "refs": self.refs.get(proposed, []),
+                "alternatives": self.alternatives(face_id, proposed)}
+
+
+def load_catalogue(data_root: str | Path, version: int | None = None) -> Catalogue:
+    manifest = Manifest(data_root)
+    run = manifest.resolve_version(version)
+    version = int(run["manifest_version"])
+    faces = manifest.read("faces", version=version)
+    identities = manifest.read("identities", version=version)
+    labels = manifest.read("labels", version=version)
+
+    faces = faces[faces["crop_sha"].notna()]
+    rows = {}
+    for r in faces.itertuples(index=False):
+        rows[r.face_id] = {
+            "crop_sha": r.crop_sha, "status": r.status, "album_id": _str(r.album_id),
+            "prelabel": _str(r.prelabel), "prelabel_score": _num(r.prelabel_score),
+            "runner_up": _str(r.runner_up), "runner_up_score": _num(r.runner_up_score),
+            "prelabel_margin": _num(r.prelabel_margin), "embedder": _str(r.embedder),
+        }
+    refs: dict[str, list[str]] = {}
+    reference_ids: set[str] = set()
+    for r in identities.itertuples(index=False):
+        ids = json.loads(r.reference_faces or "[]")
+        reference_ids.update(ids)
+        bucket = refs.setdefault(r.identity, [])
+        for face_id in ids:
+            sha = rows.get(face_id, {}).get("crop_sha")
+            if sha and sha not in bucket and len(bucket) < MAX_REFS:
+                bucket.append(sha)
+    labelled = set(labels["face_id"]) if len(labels) else set()
+    candidates = {f for f, r in rows.items()
+                  if r["status"] == "kept" and r["prelabel"] and f not in reference_ids and f not in labelled}
+
+    # Gold: verified labels of the latest release (as of its manifest version), then gold files.
+    gold: dict[str, str] = {}
+    releases = [r for r in read_releases(data_root) if r["manifest_version"] <= version]
+    if releases:
+        gold.update(verified_faces(manifest.read("labels", version=releases[-1]["manifest_version"])))
+    from pipeline.annotate.db import AnnotationDB, db_path
+    if db_path(data_root).exists():
+        db = AnnotationDB(data_root)
+        try:
+            gold.update(db.gold())
+        finally:
+            db.close()
+    gold = {f: i for f, i in gold.items() if f in rows and rows[f]["status"] == "kept" and f not in reference_ids}
+    candidates -= set(gold)   # a gold item is only ever shown as one
+
+    def key_score(f, sign):
+        s = rows[f]["prelabel_score"]
+        return (s is None, sign * (s or 0.0), f)
+
+    orders = {
+        "score-desc": sorted(candidates, key=lambda f: key_score(f, -1)),
+        "score-asc": sorted(candidates, key=lambda f: key_score(f, 1)),
+        "margin": sorted(candidates, key=lambda f: (rows[f]["prelabel_margin"] is None,
+                                                    rows[f]["prelabel_margin"] or 0.0, f)),
+    }
+    gold_order = sorted(gold, key=lambda f: hashlib.sha256(f.encode()).hexdigest())
+    names = sorted(set(refs) | {r["prelabel"] for r in rows.values() if r["prelabel"]} | set(gold.values()))
+    crops = {r["crop_sha"] for r in rows.values()}
+    return Catalogue(version, rows, crops, refs, names, candidates, labelled, gold, orders, gold_order)

@@ -1,0 +1,111 @@
+"""Decisions -> the next manifest version: the `labels` table.
+
+Per (face, identity) the effective decisions of all annotators (gold items and skips left out)
+vote: `same` verifies the proposed identity, `different` rejects it, a re-label verifies the
+picked identity and rejects the proposed one. The majority gives the verdict (a tie is left
+unpublished until someone else decides). A row's key is (face_id, identity, decision_id), the
+decision_id being that of the latest decision on the winning side: a later agreeing or
+overturning decision publishes a new row, and the latest row of a (face, identity) is the label
+in force (`catalogue.latest_labels`). Publishing is idempotent: rows already in the table are
+not written again, so merging twice publishes nothing new."""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import secrets
+import subprocess
+from collections import defaultdict
+from pathlib import Path
+
+from data_manifest import Manifest
+from pipeline.annotate.db import AnnotationDB, db_path
+from pipeline.annotate.log import DecisionLog
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_DIR, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _ts(value: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(value).astimezone(dt.timezone.utc)
+
+
+def effective_labels(log: DecisionLog) -> tuple[list[dict], int]:
+    """All label rows the decisions support now, and the number of (face, identity) ties."""
+    votes: dict[tuple[str, str], dict[str, list[dict]]] = defaultdict(lambda: {"verified": [], "rejected": []})
+    for row in log.all_effective():
+        if row["decision"] == "skip" or row["gold_identity"]:
+            continue
+        if row["decision"] == "same":
+            votes[(row["face_id"], row["proposed"])]["verified"].append(row)
+        elif row["decision"] == "different":
+            votes[(row["face_id"], row["proposed"])]["rejected"].append(row)
+        elif row["decision"] == "relabel":
+            votes[(row["face_id"], row["identity"])]["verified"].append(row)
+            votes[(row["face_id"], row["proposed"])]["rejected"].append(row)
+    out, ties = [], 0
+    for (face_id, identity), side in votes.items():
+        if len(side["verified"]) == len(side["rejected"]):
+            ties += 1
+            continue
+        verdict = "verified" if len(side["verified"]) > len(side["rejected"]) else "rejected"
+        winners = side[verdict]
+        last = max(winners, key=lambda r: r["id"])
+        out.append({
+            "face_id": face_id, "identity": identity, "verdict": verdict,
+            "annotators": json.dumps(sorted({r["annotator"] for r in winners})),
+            "decided_at": _ts(last["decided_at"]), "decision_id": last["uid"], "embedder": last["embedder"],
+            "proposed": last["proposed"], "prelabel_score": last["score"],
+            "votes": len(side["verified"]) + len(side["rejected"]),
+        })
+    out.sort(key=lambda r: (r["decided_at"], r["face_id"], r["identity"]))
+    return out, ties
+
+
+def pending_labels(data_root: str | Path) -> list[dict]:
+    """Label rows the decisions support that no manifest version holds yet."""
+    if not db_path(data_root).exists():
+        return []
+    db = AnnotationDB(data_root)
+    try:
+        log = DecisionLog(db.decisions())
+    finally:
+        db.close()
+    rows, _ = effective_labels(log)
+    published = Manifest(data_root).existing_keys("labels")
+    return [r for r in rows if (r["face_id"], r["identity"], r["decision_id"]) not in published]
+
+
+def merge_decisions(data_root: str | Path) -> int:
+    """Publish the decisions not yet published as a new manifest version (its `labels` rows).
+    Returns that version, or the latest version unchanged when there is nothing to publish."""
+    manifest = Manifest(data_root)
+    latest = manifest.resolve_version()  # raises when nothing is published yet
+    rows = pending_labels(data_root)
+    if not rows:
+        return int(latest["manifest_version"])
+    started = dt.datetime.now(dt.timezone.utc)
+    run_id = f"labels-{started.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
+    for row in rows:
+        row["run_id"] = run_id
+    staging = manifest.staging(run_id)
+    staging.write("labels", "decisions", rows)
+    config = {"stage": "annotate-merge", "rule": "majority of effective decisions per face and identity; ties wait"}
+    embedders = sorted({r["embedder"] for r in rows if r["embedder"]})
+    counts = {"labels": len(rows), "labels_verified": sum(r["verdict"] == "verified" for r in rows),
+              "labels_rejected": sum(r["verdict"] == "rejected" for r in rows),
+              "faces_labelled": len({r["face_id"] for r in rows})}
+    run_info = {
+        "flow_run_id": "", "started_at": started, "git_commit": git_commit(),
+        "config_hash": hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16],
+        "config": config, "model_ids": {"embedder": ",".join(embedders)} if embedders else {},
+        "counts": counts, "library": str(latest["library"] or ""),
+    }
+    return manifest.publish(staging, run_info)

@@ -1,0 +1,318 @@
+"""The annotation service: queues, decisions, undo, grid batches and statistics, over the
+catalogue (manifest) and the decision database. Free of HTTP so it can be tested directly."""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import statistics
+import threading
+import time
+from collections import defaultdict
+from itertools import combinations
+from pathlib import Path
+
+from pipeline.annotate.catalogue import ORDERS, Catalogue, load_catalogue
+from pipeline.annotate.db import UID_RE, AnnotationDB, new_uid
+from pipeline.annotate.log import DecisionLog
+
+
+class Refused(Exception):
+    """A request the service will not carry out; `status` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclasses.dataclass
+class Settings:
+    order: str = "score-desc"          # score-desc | score-asc | margin (smallest margin first)
+    gold_rate: float = 0.1             # share of served items that are gold items (0 = none)
+    overlap: int = 1                   # annotators who judge each item (2+ gives agreement figures)
+    grid_size: int = 36                # 24..48 candidates per grid
+    session_hours: float = 12.0
+    reload_s: float = 5.0              # how often to look for a newer manifest version
+
+    def __post_init__(self):
+        if self.order not in ORDERS:
+            raise ValueError(f"order must be one of {', '.join(ORDERS)}")
+        if not 0.0 <= self.gold_rate <= 0.5:
+            raise ValueError("gold rate must be between 0 and 0.5")
+        self.overlap = max(1, int(self.overlap))
+        self.grid_size = min(48, max(24, int(self.grid_size)))
+
+
+def _locked(method):
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self.lock:
+            return method(self, *args, **kwargs)
+    return wrapper
+
+
+def _uid(value: str | None) -> str:
+    return value if value and UID_RE.match(value) else new_uid()
+
+
+def _ms(value) -> int | None:
+    try:
+        return max(0, min(int(value), 86_400_000))
+    except (TypeError, ValueError):
+        return None
+
+
+def agrees(row: dict) -> bool:
+    """A decision as same/different about the proposed identity (a re-label is 'different')."""
+    return row["decision"] == "same"
+
+
+def gold_correct(row: dict) -> bool:
+    truth = row["gold_identity"]
+    if row["decision"] == "same":
+        return row["proposed"] == truth
+    if row["decision"] == "different":
+        return row["proposed"] != truth
+    return row["decision"] == "relabel" and row["identity"] == truth
+
+
+def cohen_kappa(a: list[bool], b: list[bool]) -> float | None:
+    n = len(a)
+    if n == 0:
+        return None
+    po = sum(x == y for x, y in zip(a, b)) / n
+    pa, pb = sum(a) / n, sum(b) / n
+    pe = pa * pb + (1 - pa) * (1 - pb)
+    if pe >= 1.0:
+        return 1.0 if po == 1.0 else None
+    return (po - pe) / (1 - pe)
+
+
+class AnnotationService:
+    def __init__(self, data_root: str | Path, settings: Settings | None = None):
+        self.data_root = Path(data_root)
+        self.settings = settings or Settings()
+        self.db = AnnotationDB(data_root)
+        self.log = DecisionLog(self.db.decisions())
+        self.lock = threading.RLock()   # the log is read and extended from handler threads
+        self.catalogue: Catalogue = load_catalogue(data_root)
+        self._checked = time.monotonic()
+
+    def close(self) -> None:
+        self.db.close()
+
+    @_locked
+    def refresh(self, force: bool = False) -> Catalogue:
+        """Pick up a newer manifest version (a new ingest run, a merge, new gold answers)."""
+        if force or time.monotonic() - self._checked > self.settings.reload_s:
+            self._checked = time.monotonic()
+            from data_manifest import Manifest
+
+            latest = Manifest(self.data_root).latest_version()
+            if force or latest != self.catalogue.version:
+                self.catalogue = load_catalogue(self.data_root)
+        return self.catalogue
+
+    # ---- queues -----------------------------------------------------------------------------
+    @_locked
+    def regular_queue(self, annotator: str, limit: int | None = None, include_skipped: bool = True) -> list[str]:
+        cat = self.catalogue
+        mine = self.log.decided_by(annotator)
+        judged, overlap = self.log.judge_count, self.settings.overlap
+        out, skipped = [], []
+        for face in cat.orders[self.settings.order]:
+            row = mine.get(face)
+            if row is not None:
+                if include_skipped and row["decision"] == "skip" and judged.get(face, 0) < overlap:
+                    skipped.append(face)
+                continue
+            if judged.get(face, 0) >= overlap:
+                continue
+            out.append(face)
+            if limit is not None and len(out) >= limit:
+                return out
+        out += skipped
+        return out if limit is None else out[:limit]
+
+    @_locked
+    def queue(self, annotator: str, n: int = 8, front: list[str] = ()) -> list[dict]:
+        """The next n items for an annotator: regular candidates in the configured order, a gold
+        item at every k-th position (k = 1/gold_rate, counted over the annotator's decisions so the
+        list only shifts by one per decision), skipped items last; `front` first (after an undo)."""
+        cat = self.refresh()
+        mine = self.log.decided_by(annotator)
+        n = max(1, min(int(n), 50))
+        out = [f for f in front if f in cat.faces and f not in mine and (f in cat.candidates or f in cat.gold)]
+        regular = [f for f in self.regular_queue(annotator, limit=n + len(out)) if f not in out]
+        gold = [f for f in cat.gold_order if f not in mine and f not in out]
+        k = round(1 / self.settings.gold_rate) if self.settings.gold_rate > 0 else 0
+        position = len(mine) + len(out)
+        ri = gi = 0
+        while len(out) < n and ri < len(regular):
+            if k and position % k == k - 1 and gi < len(gold):
+                out.append(gold[gi])
+                gi += 1
+            else:
+                out.append(regular[ri])
+                ri += 1
+            position += 1
+        return [cat.item(f) for f in out]
+
+    @_locked
+    def progress(self, annotator: str) -> dict:
+        """Counts over the faces anyone decided (not over all candidates: this runs per decision)."""
+        cat = self.catalogue
+        mine = self.log.decided_by(annotator)
+        judged = [f for f, n in self.log.judge_count.items() if n > 0 and f in cat.candidates]
+        closed = {f for f in mine if f in cat.candidates}
+        closed.update(f for f in judged if self.log.judge_count[f] >= self.settings.overlap)
+        return {
+            "total": len(cat.candidates),
+            "decided": len(judged),
+            "remaining": len(cat.candidates) - len(closed),
+            "skipped": sum(1 for f, r in mine.items() if r["decision"] == "skip" and f in cat.candidates),
+            "yours": sum(1 for f, r in mine.items() if r["decision"] != "skip" and f in cat.candidates),
+            "gold_done": sum(1 for f in mine if f in cat.gold),
+            "manifest_version": cat.version,
+        }
+
+    # ---- decisions --------------------------------------------------------------------------
+    def _append(self, rows: list[dict]) -> list[dict]:
+        with self.lock:
+            stored, _ = self.db.append(rows)
+            for row in stored:
+                self.log.apply(row)
+        return stored
+
+    @_locked
+    def decide(self, annotator: str, face_id: str, proposed: str | None, decision: str,
+               identity: str | None = None, time_ms=None, request_id: str | None = None) -> dict:
+        cat = self.catalogue
+        if face_id not in cat.faces or not (face_id in cat.candidates or face_id in cat.gold):
+            raise Refused(404, "no such item")
+        expected, score, truth = cat.proposal(face_id)
+        if proposed != expected:
+            raise Refused(409, "the item changed; reload the page")
+        if decision not in ("same", "different", "skip", "relabel"):
+            raise Refused(422, "decision must be same, different, skip or relabel")
+        if decision == "relabel":
+            if identity not in cat.identities or identity == proposed:
+                raise Refused(422, "pick another known identity")
+        else:
+            identity = None if decision == "skip" else proposed
+        face = cat.faces[face_id]
+        row = {"uid": _uid(request_id), "annotator": annotator, "face_id": face_id, "crop_sha": face["crop_sha"],
+               "proposed": proposed, "decision": decision, "identity": identity, "score": score,
+               "embedder": face["embedder"], "mode": "pair", "batch_id": None, "time_ms": _ms(time_ms),
+               "supersedes": None, "gold_identity": truth, "manifest_version": cat.version}
+        return self._append([row])[0]
+
+    @_locked
+    def undo(self, annotator: str, time_ms=None, request_id: str | None = None) -> list[dict]:
+        """Cancel the annotator's latest action still in effect (a pair decision or a whole grid)
+        with new `undo` rows. Returns the cancelled decisions."""
+        with self.lock:
+            target = self.log.last_action(annotator)
+            if not target:
+                raise Refused(409, "nothing to undo")
+            base = _uid(request_id)
+            rows = [{"uid": f"{base}:{t['id']}", "annotator": annotator, "face_id": t["face_id"],
+                     "crop_sha": t["crop_sha"], "proposed": t["proposed"], "decision": "undo",
+                     "identity": t["identity"], "score": t["score"], "embedder": t["embedder"], "mode": t["mode"],
+                     "batch_id": t["batch_id"], "time_ms": _ms(time_ms), "supersedes": t["id"],
+                     "gold_identity": t["gold_identity"], "manifest_version": self.catalogue.version}
+                    for t in target]
+            stored, _ = self.db.append(rows)
+            for row in stored:
+                self.log.apply(row)
+        return [self.log.rows[r["supersedes"]] for r in stored]
+
+    # ---- grid -------------------------------------------------------------------------------
+    @_locked
+    def grid(self, annotator: str, identity: str | None = None, size: int | None = None) -> dict:
+        """Up to grid_size pending candidates pre-labelled as one identity (by default the one with
+        the most pending candidates), in queue order."""
+        cat = self.refresh()
+        size = max(1, min(int(size or self.settings.grid_size), 48))
+        by_identity: dict[str, list[str]] = defaultdict(list)
+        for face in self.regular_queue(annotator, include_skipped=False):
+            by_identity[cat.faces[face]["prelabel"]].append(face)
+        if identity is None and by_identity:
+            identity = max(by_identity, key=lambda i: len(by_identity[i]))  # ties: first in queue order
+        faces = by_identity.get(identity, [])[:size]
+        return {"identity": identity, "refs": cat.refs.get(identity, []) if identity else [],
+                "items": [{"face_id": f, "crop_sha": cat.faces[f]["crop_sha"], "score": cat.faces[f]["prelabel_score"]}
+                          for f in faces]}
+
+    @_locked
+    def confirm_grid(self, annotator: str, identity: str, face_ids: list[str], wrong: list[str],
+                     time_ms=None, request_id: str | None = None) -> list[dict]:
+        cat = self.catalogue
+        if not face_ids or len(face_ids) > 48 or len(set(face_ids)) != len(face_ids):
+            raise Refused(422, "a grid holds 1 to 48 distinct items")
+        if not set(wrong) <= set(face_ids):
+            raise Refused(422, "wrong items must be items of the grid")
+        for face in face_ids:
+            if face not in cat.candidates or cat.faces[face]["prelabel"] != identity:
+                raise Refused(409, "the grid changed; reload the page")
+        base = _uid(request_id)
+        wrong = set(wrong)
+        rows = []
+        for face in face_ids:
+            f = cat.faces[face]
+            rows.append({"uid": f"{base}:{face}", "annotator": annotator, "face_id": face, "crop_sha": f["crop_sha"],
+                         "proposed": identity, "decision": "different" if face in wrong else "same",
+                         "identity": identity, "score": f["prelabel_score"], "embedder": f["embedder"],
+                         "mode": "grid", "batch_id": base, "time_ms": _ms(time_ms), "supersedes": None,
+                         "gold_identity": None, "manifest_version": cat.version})
+        return self._append(rows)
+
+    # ---- statistics -------------------------------------------------------------------------
+    @_locked
+    def stats(self) -> dict:
+        return compute_stats(self.log, self.db.users())
+
+
+def compute_stats(log: DecisionLog, users: list[str]) -> dict:
+    """Per annotator: decisions, time per decision, accuracy on gold items; per pair of
+    annotators who judged the same items: agreement and Cohen's kappa over same/different."""
+    effective = [r for r in log.all_effective() if r["decision"] != "skip"]
+    by_annotator: dict[str, list[dict]] = defaultdict(list)
+    for r in effective:
+        by_annotator[r["annotator"]].append(r)
+    undos = defaultdict(int)
+    skips = defaultdict(int)
+    for r in log.rows.values():
+        if r["decision"] == "undo":
+            undos[r["annotator"]] += 1
+    for r in log.all_effective():
+        if r["decision"] == "skip":
+            skips[r["annotator"]] += 1
+    annotators = []
+    for name in sorted(set(users) | set(by_annotator)):
+        rows = by_annotator.get(name, [])
+        gold = [r for r in rows if r["gold_identity"]]
+        times = [r["time_ms"] for r in rows if r["time_ms"] is not None and r["mode"] == "pair"]
+        correct = sum(gold_correct(r) for r in gold)
+        annotators.append({
+            "annotator": name, "decisions": len(rows),
+            "same": sum(r["decision"] == "same" for r in rows),
+            "different": sum(r["decision"] == "different" for r in rows),
+            "relabel": sum(r["decision"] == "relabel" for r in rows),
+            "skip": skips[name], "undo": undos[name],
+            "median_ms": statistics.median(times) if times else None,
+            "gold_judged": len(gold), "gold_correct": correct,
+            "gold_accuracy": correct / len(gold) if gold else None,
+        })
+    per_item: dict[tuple[str, str], dict[str, bool]] = defaultdict(dict)
+    for r in effective:
+        per_item[(r["face_id"], r["proposed"])][r["annotator"]] = agrees(r)
+    pairs = []
+    names = sorted(by_annotator)
+    for a, b in combinations(names, 2):
+        both = [(v[a], v[b]) for v in per_item.values() if a in v and b in v]
+        if not both:
+            continue
+        xa, xb = [x for x, _ in both], [y for _, y in both]
+        pairs.append({"a": a, "b": b, "items": len(both),
+                      "agreement": sum(x == y for x, y in both) / len(both), "kappa": cohen_kappa(xa, xb)})
+    return {"annotators": annotators, "pairs": pairs}

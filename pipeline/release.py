@@ -1,0 +1,285 @@
+"""Labelled releases: `toonface release NAME --data-root DIR [--version N] [--out DIR]
+[--test-fraction 0.2 --seed 0]`.
+
+A release tags a manifest version (recorded in `<data_root>/manifest/releases.json`, one JSON
+object per line, only ever appended to: a tag is never changed or removed and a name is used
+once) and exports its verified faces:
+
+    <out>/<NAME>/
+        train/<identity-slug>/<face_id>.jpg     crops copied from the content store
+        test/<identity-slug>/<face_id>.jpg      split by identity: an identity is wholly in one
+        labels.csv                              one row per exported face
+        DATASET_CARD.md                         counts, sources, models, thresholds, version
+        release.json                            the tag record
+
+A face is exported when its label in force at that version (the latest `labels` row of the
+face and identity) is `verified`. The export is written to a temporary folder, renamed into
+place, then tagged: a killed release leaves no half-written folder (at worst a complete one
+without its tag, to delete before running the release again)."""
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import hashlib
+import json
+import os
+import random
+import re
+import secrets
+import shutil
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pandas as pd
+
+from data_manifest import Manifest, ManifestError
+from data_manifest.store import file_lock
+from pipeline.annotate.catalogue import latest_labels, read_releases, releases_file, verified_faces
+from pipeline.store import ContentStore
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+THRESHOLDS = ("enlarge_rate", "min_detector_score", "min_sharpness", "min_crop_side", "dedup_threshold",
+              "prelabel_threshold", "frames_per_second", "episodes_per_album", "sample_seed")
+CSV_COLUMNS = ("face_id", "identity", "slug", "split", "file", "crop_sha", "album_id", "asset_id", "source", "kind",
+               "crop_w", "crop_h", "annotators", "decided_at", "decision_id", "embedder", "detector", "detector_model")
+
+
+class ReleaseError(Exception):
+    pass
+
+
+def slugify(identity: str) -> str:
+    """"album/Character Name" -> "album__character-name" (folder-safe, readable)."""
+    parts = [re.sub(r"[^a-z0-9]+", "-", p.lower()).strip("-") or "x" for p in identity.split("/", 1)]
+    return "__".join(parts)
+
+
+def _slugs(identities: list[str]) -> dict[str, str]:
+    out, used = {}, set()
+    for identity in sorted(identities):
+        slug = slugify(identity)
+        if slug in used:  # two names that slug alike stay apart
+            slug = f"{slug}-{hashlib.sha256(identity.encode()).hexdigest()[:8]}"
+        used.add(slug)
+        out[identity] = slug
+    return out
+
+
+def split_identities(identities: list[str], test_fraction: float, seed: int) -> set[str]:
+    """The test identities: a seeded shuffle of the sorted names, the first round(n * fraction)
+    of them (at least one and at most n - 1 when there are two or more and the fraction is > 0)."""
+    order = sorted(identities)
+    random.Random(seed).shuffle(order)
+    n_test = round(len(order) * test_fraction)
+    if test_fraction > 0 and len(order) >= 2:
+        n_test = min(max(n_test, 1), len(order) - 1)
+    return set(order[:n_test])
+
+
+def _settings(manifest: Manifest, version: int) -> tuple[dict, dict]:
+    """Thresholds of the latest ingest run up to the version, and every model id used so far."""
+    hist = manifest.history()
+    hist = hist[hist["manifest_version"] <= version]
+    settings, models = {}, {}
+    for _, run in hist.iterrows():
+        config = json.loads(run["config"] or "{}")
+        calibration = json.loads(run["calibration"] or "{}")
+        if any(k in config for k in THRESHOLDS):
+            settings = {k: config[k] for k in THRESHOLDS if k in config}
+            settings.update({k: calibration[k] for k in ("dedup_threshold", "prelabel_threshold") if k in calibration})
+        for key, value in json.loads(run["model_ids"] or "{}").items():
+            if value:
+                models.setdefault(key, [])
+                for v in str(value).split(","):
+                    if v not in models[key]:
+                        models[key].append(v)
+    return settings, models
+
+
+def make_release(data_root: str | Path, name: str, version: int | None = None, out: str | Path | None = None,
+                 test_fraction: float = 0.2, seed: int = 0) -> dict:
+    if not NAME_RE.match(name or ""):
+        raise ReleaseError("a release name is 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit")
+    if not 0.0 <= test_fraction < 1.0:
+        raise ReleaseError("--test-fraction must be in [0, 1)")
+    data_root = Path(data_root)
+    manifest = Manifest(data_root)
+    run = manifest.resolve_version(version)
+    version = int(run["manifest_version"])
+    out_root = Path(out) if out else data_root / "releases"
+    target = out_root / name
+    store = ContentStore(data_root / "store")
+
+    with file_lock(manifest.root / ".releases.lock"):
+        releases = read_releases(data_root)
+        if any(r["name"] == name for r in releases):
+            raise ReleaseError(f"release {name!r} exists already; a release name is used once")
+        if target.exists():
+            raise ReleaseError(f"{target} exists already")
+        labels = manifest.read("labels", version=version)
+        verified = verified_faces(labels)
+        faces = manifest.read("faces", version=version).drop_duplicates("face_id").set_index("face_id")
+        assets = manifest.read("assets", version=version).drop_duplicates("asset_id").set_index("asset_id")
+        albums = manifest.read("albums", version=version).drop_duplicates("album_id").set_index("album_id")
+        current = latest_labels(labels).set_index(["face_id", "identity"]) if len(labels) else None
+        chosen = {f: i for f, i in verified.items() if f in faces.index and isinstance(faces.at[f, "crop_sha"], str)
+                  and store.has(faces.at[f, "crop_sha"])}
+        if not chosen:
+            raise ReleaseError(f"manifest version {version} has no verified faces with crops to export "
+                               "(verify some with `toonface annotate serve`, then `toonface annotate merge`)")
+        identities = sorted(set(chosen.values()))
+        test = split_identities(identities, test_fraction, seed)
+        slugs = _slugs(identities)
+
+        out_root.mkdir(parents=True, exist_ok=True)
+        tmp = out_root / f".{name}.tmp-{secrets.token_hex(4)}"
+        try:
+            rows = []
+            for face_id, identity in sorted(chosen.items(), key=lambda kv: (kv[1], kv[0])):
+                face = faces.loc[face_id]
+                split = "test" if identity in test else "train"
+                safe_id = re.sub(r"[^A-Za-z0-9_.-]", "_", face_id)
+                rel = Path(split) / slugs[identity] / f"{safe_id}.jpg"
+                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(store.path_for(face["crop_sha"], ".jpg"), tmp / rel)
+                asset = assets.loc[face["asset_id"]] if face["asset_id"] in assets.index else None
+                label = current.loc[(face_id, identity)]
+                rows.append({
+                    "face_id": face_id, "identity": identity, "slug": slugs[identity], "split": split,
+                    "file": rel.as_posix(), "crop_sha": face["crop_sha"], "album_id": face["album_id"],
+                    "asset_id": face["asset_id"], "source": asset["source"] if asset is not None else None,
+                    "kind": asset["kind"] if asset is not None else None,
+                    "crop_w": face["crop_w"], "crop_h": face["crop_h"], "annotators": label["annotators"],
+                    "decided_at": pd.Timestamp(label["decided_at"]).isoformat(), "decision_id": label["decision_id"],
+                    "embedder": label["embedder"] or face["embedder"], "detector": face["detector"],
+                    "detector_model": face["model_id"],
+                })
+            with open(tmp / "labels.csv", "w", newline="", encoding="utf-8") as f:
+                writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+                writer.writeheader()
+                writer.writerows([{k: ("" if v is None or (isinstance(v, float) and v != v) else v)
+                                   for k, v in r.items()} for r in rows])
+            settings, models = _settings(manifest, version)
+            record = {
+                "name": name, "manifest_version": version, "run_id": str(run["run_id"]),
+                "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "git_commit": _git_commit(), "path": str(target.resolve()),
+                "test_fraction": test_fraction, "seed": seed,
+                "faces": len(rows), "identities": len(identities),
+                "train": {"faces": sum(r["split"] == "train" for r in rows), "identities": len(identities) - len(test)},
+                "test": {"faces": sum(r["split"] == "test" for r in rows), "identities": len(test)},
+            }
+            (tmp / "DATASET_CARD.md").write_text(
+                _card(record, rows, labels, albums, settings, models), encoding="utf-8")
+            (tmp / "release.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+            os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _append_release(data_root, record)
+    return record
+
+
+def _append_release(data_root: Path, record: dict) -> None:
+    """Append one tag line (O_APPEND, fsynced); earlier lines are never touched."""
+    path = releases_file(data_root)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        if os.fstat(fd).st_size and not path.read_bytes().endswith(b"\n"):
+            os.write(fd, b"\n")  # a line cut short by a crash stays alone on its line
+        os.write(fd, (json.dumps(record, sort_keys=True) + "\n").encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _git_commit() -> str:
+    from pipeline.annotate.merge import git_commit
+
+    return git_commit()
+
+
+def _card(record: dict, rows: list[dict], labels: pd.DataFrame, albums: pd.DataFrame, settings: dict,
+          models: dict) -> str:
+    per = defaultdict(lambda: {"train": 0, "test": 0})
+    for r in rows:
+        per[r["identity"]][r["split"]] += 1
+    annotators = Counter()
+    for r in rows:
+        for a in json.loads(r["annotators"] or "[]"):
+            annotators[a] += 1
+    kinds = Counter(r["kind"] or "unknown" for r in rows)
+    hosts = Counter(urlsplit(r["source"]).netloc for r in rows if r["source"] and "://" in str(r["source"]))
+    per_album = Counter(r["album_id"] for r in rows)
+    detectors = sorted({f"{r['detector']} ({r['detector_model']})" for r in rows if r["detector"]})
+    embedders = sorted({r["embedder"] for r in rows if r["embedder"]})
+    rejected = int((latest_labels(labels)["verdict"] == "rejected").sum()) if len(labels) else 0
+    lines = [
+        f"# Dataset card: {record['name']}",
+        "",
+        "Cartoon-face identity dataset assembled by toonface (the iCartoonFace pipeline): faces detected in a "
+        "media library and web sources, cropped at the enlarged rate, quality-gated, pre-labelled by the "
+        "embedder against reference images, and verified by people on the verification page.",
+        "",
+        "| | |", "|---|---|",
+        f"| manifest version | {record['manifest_version']} (run `{record['run_id']}`) |",
+        f"| created | {record['created_at']} |",
+        f"| git commit | `{record['git_commit']}` |",
+        f"| faces | {record['faces']} ({record['train']['faces']} train, {record['test']['faces']} test) |",
+        f"| identities | {record['identities']} ({record['train']['identities']} train, {record['test']['identities']} test) |",
+        f"| split | by identity: seeded shuffle (seed {record['seed']}), test fraction {record['test_fraction']} of identities; "
+        "no identity is in both splits |",
+        "",
+        "## Counts per identity and split", "",
+        "| identity | folder | train | test |", "|---|---|---:|---:|",
+    ]
+    slug_of = {r["identity"]: r["slug"] for r in rows}
+    for identity in sorted(per):
+        lines.append(f"| {identity} | `{slug_of[identity]}` | {per[identity]['train']} | {per[identity]['test']} |")
+    lines += ["", "## Sources", "", "| album | name | faces |", "|---|---|---:|"]
+    for album, n in sorted(per_album.items()):
+        name = albums.at[album, "name"] if album in albums.index else ""
+        lines.append(f"| {album} | {name} | {n} |")
+    lines += ["", "Faces by kind of source image: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())) + "."]
+    if hosts:
+        lines += ["", "Web hosts: " + ", ".join(f"{h} ({n})" for h, n in sorted(hosts.items())) + "."]
+    lines += ["", "## Models", "",
+              f"- detector: {', '.join(detectors) or 'unknown'}",
+              f"- embedder (pre-labels shown to annotators): {', '.join(embedders) or 'none'}"]
+    for key, values in sorted(models.items()):
+        lines.append(f"- models recorded in the manifest history, `{key}`: {', '.join(values)}")
+    lines += ["", "## Thresholds", "", "| setting | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in settings.items()] or ["| (no ingest run recorded) | |"]
+    lines += ["", "## Verification", "",
+              f"Labels in force at this version: {len(rows)} verified faces exported, {rejected} (face, identity) "
+              "pairs rejected. A face is exported when the latest label of its face and identity is `verified` "
+              "(majority of the annotators' effective decisions).", "",
+              "Annotators (verified faces exported): " + (", ".join(f"{a} ({n})" for a, n in sorted(annotators.items())) or "none") + ".",
+              "", "## Files", "",
+              "`train/<identity>/<face_id>.jpg`, `test/<identity>/<face_id>.jpg`: crops as stored (JPEG). "
+              "`labels.csv`: " + ", ".join(CSV_COLUMNS) + ". `release.json`: this release's tag record.", ""]
+    return "\n".join(lines)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="release name (used once), e.g. v1 or 2026-12-verified")
+    p.add_argument("--data-root", default="data")
+    p.add_argument("--version", type=int, help="manifest version to release (default: the latest)")
+    p.add_argument("--out", help="export folder (default: <data-root>/releases)")
+    p.add_argument("--test-fraction", type=float, default=0.2, help="share of identities in the test split")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def run(args) -> int:
+    try:
+        record = make_release(args.data_root, args.name, args.version, args.out, args.test_fraction, args.seed)
+    except (ReleaseError, ManifestError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"release {record['name']}: manifest version {record['manifest_version']}, {record['faces']} faces of "
+          f"{record['identities']} identities ({record['train']['faces']} train / {record['test']['faces']} test) "
+          f"-> {record['path']}")
+    return 0

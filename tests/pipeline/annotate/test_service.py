@@ -1,0 +1,149 @@
+"""The annotation service without HTTP: queue order, undo, gold items, agreement, the audit
+trail's guarantees, and the merge into the manifest's labels table."""
+import argparse
+import json
+import sqlite3
+
+import pytest
+
+from data_manifest import Manifest
+from pipeline.annotate import cli as annotate_cli
+from pipeline.annotate.merge import merge_decisions, pending_labels
+from pipeline.annotate.service import AnnotationService, Settings, cohen_kappa
+
+
+def ids(items):
+    return [i["face_id"] for i in items]
+
+
+def test_queue_orders(data_root):
+    root, _ = data_root
+    by = {order: ids(AnnotationService(root, Settings(order=order, gold_rate=0)).queue("a", 50))
+          for order in ("score-desc", "score-asc", "margin")}
+    assert by["score-desc"][:3] == ["p0", "p1", "p2"] and by["score-desc"][-1] == "g5"
+    assert by["score-asc"] == list(reversed(by["score-desc"]))
+    assert by["margin"][0] == "p2"      # 0.91 vs 0.88: the most ambiguous first
+    # references, dropped and unlabelled faces are never candidates
+    assert not {f for f in by["score-desc"] if f.startswith(("ref-", "x-"))}
+    assert len(by["score-desc"]) == 16
+
+
+def test_skip_goes_last_and_undo_brings_an_item_back(data_root):
+    root, _ = data_root
+    svc = AnnotationService(root, Settings(gold_rate=0))
+    svc.decide("a", "p0", "toon/alice", "skip")
+    assert ids(svc.queue("a", 20))[0] == "p1" and ids(svc.queue("a", 20))[-1] == "p0"
+    svc.decide("a", "p1", "toon/bob", "same")
+    undone = svc.undo("a")
+    assert [r["face_id"] for r in undone] == ["p1"]
+    assert ids(svc.queue("a", 2, front=["p1"])) == ["p1", "p2"]
+    assert svc.log.effective("a", "p1") is None
+    svc.undo("a")  # then the skip
+    assert ids(svc.queue("a", 1)) == ["p0"]
+    with pytest.raises(Exception, match="nothing to undo"):
+        svc.undo("a")
+
+
+def test_the_audit_trail_is_append_only_and_durable(data_root):
+    root, _ = data_root
+    svc = AnnotationService(root, Settings(gold_rate=0))
+    svc.decide("a", "p0", "toon/alice", "same", time_ms=640)
+    svc.undo("a", time_ms=300)
+    svc.db.add_gold([("k0", "toon/dan")], source="test")
+    assert svc.db.pragma("journal_mode") == "wal" and svc.db.pragma("synchronous") == 2  # FULL
+    conn = sqlite3.connect(root / "annotations" / "decisions.sqlite")
+    rows = conn.execute("SELECT decision, supersedes, annotator, time_ms, score, embedder, decided_at FROM decisions ORDER BY id").fetchall()
+    assert rows[0][:1] == ("same",) and rows[1][:2] == ("undo", 1)
+    assert rows[0][2:6] == ("a", 640, 0.95, "emb-test-0001") and rows[0][6].endswith("+00:00")
+    for sql in ("UPDATE decisions SET decision='different'", "DELETE FROM decisions", "DELETE FROM gold",
+                "UPDATE gold SET identity='x'"):
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            conn.execute(sql)
+
+
+def test_gold_items_are_mixed_in_and_scored_with_agreement_between_annotators(data_root, tmp_path):
+    root, _ = data_root
+    gold_csv = tmp_path / "gold.csv"
+    # k0..k3 are pre-labelled 'dan'; the truth says k0, k1 are dan and k2, k3 are carol.
+    gold_csv.write_text("face_id,identity\nk0,toon/dan\nk1,toon/dan\nk2,toon/carol\nk3,toon/carol\n")
+    args = argparse.Namespace(action="add-gold", file=str(gold_csv), data_root=str(root))
+    assert annotate_cli.run(args) == 0
+    bad = tmp_path / "bad.csv"
+    bad.write_text("face_id,identity\nnot-a-face,toon/dan\n")
+    assert annotate_cli.run(argparse.Namespace(action="add-gold", file=str(bad), data_root=str(root))) == 2
+
+    svc = AnnotationService(root, Settings(gold_rate=0.5))
+    cat = svc.catalogue
+    assert set(cat.gold) == {"k0", "k1", "k2", "k3"} and not cat.gold.keys() & cat.candidates
+    q = svc.queue("a", 8)
+    gold_positions = [i for i, item in enumerate(q) if item["face_id"] in cat.gold]
+    assert gold_positions == [1, 3, 5, 7]         # every 2nd item at rate 0.5
+    assert "gold" not in json.dumps(q)            # the page cannot tell a gold item
+    # a decision shifts the list by one: the prefetched second item comes next
+    first, second = q[0], q[1]
+    svc.decide("a", first["face_id"], first["proposed"], "same")
+    assert svc.queue("a", 1)[0]["face_id"] == second["face_id"]
+
+    truth = {"k0": "toon/dan", "k1": "toon/dan", "k2": "toon/carol", "k3": "toon/carol"}
+
+    def answer(annotator, face, right):
+        proposed, _, gold = cat.proposal(face)
+        correct = "same" if proposed == gold else "different"
+        wrong = "different" if correct == "same" else "same"
+        svc.decide(annotator, face, proposed, correct if right else wrong)
+
+    for face in truth:                                 # a: all right; b: wrong on k3
+        answer("a", face, True)
+        answer("b", face, face != "k3")
+    for face in ("p0", "p1"):                          # both judge p0, p1 too (overlap via gold-free decide)
+        svc.decide("b", face, cat.proposal(face)[0], "same")
+    svc.decide("a", "p1", "toon/bob", "different")
+    stats = svc.stats()
+    acc = {a["annotator"]: a["gold_accuracy"] for a in stats["annotators"]}
+    assert acc == {"a": 1.0, "b": 0.75}
+    (pair,) = stats["pairs"]
+    assert (pair["a"], pair["b"], pair["items"]) == ("a", "b", 6)
+    xa = [svc.log.effective("a", f)["decision"] == "same" for f in ("k0", "k1", "k2", "k3", "p0", "p1")]
+    xb = [svc.log.effective("b", f)["decision"] == "same" for f in ("k0", "k1", "k2", "k3", "p0", "p1")]
+    assert pair["kappa"] == pytest.approx(cohen_kappa(xa, xb))
+    assert pair["agreement"] == pytest.approx(4 / 6)
+    # gold decisions are quality control, not labels
+    assert not [r for r in pending_labels(root) if r["face_id"] in truth]
+
+
+def test_cohen_kappa_known_values():
+    assert cohen_kappa([True, True, False, False], [True, True, False, False]) == 1.0
+    assert cohen_kappa([True, False, True, False], [True, True, False, False]) == pytest.approx(0.0)
+    # 20 items: both yes 8, both no 7, a-only 3, b-only 2 -> po 0.75, pe 0.5 -> kappa 0.5
+    a = [True] * 8 + [False] * 7 + [True] * 3 + [False] * 2
+    b = [True] * 8 + [False] * 7 + [False] * 3 + [True] * 2
+    assert cohen_kappa(a, b) == pytest.approx(0.5)
+    assert cohen_kappa([], []) is None
+
+
+def test_merge_publishes_majority_verdicts_once(data_root):
+    root, _ = data_root
+    svc = AnnotationService(root, Settings(gold_rate=0, overlap=3))
+    for who in ("a", "b", "c"):
+        svc.decide(who, "p0", "toon/alice", "same")
+    svc.decide("a", "p1", "toon/bob", "same")
+    svc.decide("b", "p1", "toon/bob", "different")     # a tie: waits for a third opinion
+    svc.decide("a", "p2", "toon/alice", "relabel", "toon/bob")
+    svc.decide("a", "p3", "toon/bob", "skip")
+    assert merge_decisions(root) == 1
+    labels = Manifest(root).read("labels").set_index(["face_id", "identity"])
+    assert set(labels.index) == {("p0", "toon/alice"), ("p2", "toon/bob"), ("p2", "toon/alice")}
+    assert labels.loc[("p0", "toon/alice"), "verdict"] == "verified"
+    assert json.loads(labels.loc[("p0", "toon/alice"), "annotators"]) == ["a", "b", "c"]
+    assert labels.loc[("p2", "toon/bob"), "verdict"] == "verified"
+    assert labels.loc[("p2", "toon/alice"), "verdict"] == "rejected"
+    assert (labels["embedder"] == "emb-test-0001").all() and labels["decision_id"].notna().all()
+    run = Manifest(root).history().iloc[-1]
+    assert json.loads(run["counts"])["labels"] == 3 and json.loads(run["model_ids"]) == {"embedder": "emb-test-0001"}
+    assert merge_decisions(root) == 1                   # nothing new: no new version
+    svc.decide("c", "p1", "toon/bob", "different")       # the tie is broken
+    assert merge_decisions(root) == 2
+    new = Manifest(root).diff("labels", 1, 2)
+    assert new[["face_id", "identity", "verdict", "change"]].values.tolist() == [["p1", "toon/bob", "rejected", "added"]]
+    # published faces leave the queue of a fresh server
+    assert not {"p0", "p1", "p2"} & set(ids(AnnotationService(root, Settings(gold_rate=0)).queue("z", 50)))
