@@ -86,9 +86,10 @@ def identity_stage(staging, manifest: Manifest, cfg: IngestConfig, ctx: RunConte
     """Run-wide: near-duplicates against everything published, references, pre-labels."""
     faces = staging.read("faces").to_pandas()
     assets = staging.read("assets").to_pandas()
+    _, meta = identity_module.load(cfg.embedder)
+    dedup, prelabel = identity_module.thresholds(meta, cfg.dedup_threshold, cfg.prelabel_threshold)
     outcome = identity_module.run_identity_stage(
-        faces, assets, _published_references(manifest), cfg.embedder, ctx.data_root,
-        cfg.dedup_threshold, cfg.prelabel_threshold, ctx.run_id,
+        faces, assets, _published_references(manifest), cfg.embedder, ctx.data_root, dedup, prelabel, ctx.run_id,
         already_published={k[0] for k in manifest.existing_keys("faces")})
     if outcome is None:
         return None

@@ -29,10 +29,12 @@ class IngestConfig:
     min_crop_side: int = 100
     crop_jpeg_quality: int = 95
     # Identity stage: embedder weights ("default": models/weights/embedder.safetensors; "none": skip),
-    # near-duplicate and pre-label similarity thresholds (the paper's 0.95 and 0.6).
+    # near-duplicate and pre-label similarity thresholds. A threshold only means something for one
+    # model: None takes the value calibrated for the embedder (its weights' metadata), else the
+    # paper's 0.95 and 0.6.
     embedder: str = "default"
-    dedup_threshold: float = 0.95
-    prelabel_threshold: float = 0.6
+    dedup_threshold: float | None = None
+    prelabel_threshold: float | None = None
     # Stills (and downloaded web images) are processed in shards of this many (one Prefect task each).
     stills_per_shard: int = 1000
     web_images_per_shard: int = 1000

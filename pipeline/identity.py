@@ -53,6 +53,16 @@ def load(setting: str):
         return _models[key]
 
 
+PAPER_THRESHOLDS = {"dedup_threshold": 0.95, "prelabel_threshold": 0.6}
+
+
+def thresholds(meta: dict, dedup: float | None, prelabel: float | None) -> tuple[float, float]:
+    """The setting when given, else the embedder's calibrated value, else the paper's."""
+    def pick(value, key):
+        return float(value if value is not None else meta.get(key, PAPER_THRESHOLDS[key]))
+    return pick(dedup, "dedup_threshold"), pick(prelabel, "prelabel_threshold")
+
+
 def _cuda() -> bool:
     import torch
 

@@ -59,7 +59,7 @@ def test_sample_library_becomes_a_manifest_with_real_detections(sample_library, 
     dups = faces[faces["drop_reason"] == "near_duplicate"]
     assert passed_gate["embedder"].str.startswith("embedder-").all()
     assert len(kept) >= 6 and dups["duplicate_of"].isin(kept["face_id"]).all()
-    assert (dups["duplicate_similarity"] > 0.95).all()
+    assert (dups["duplicate_similarity"] > 0.98).all()
 
     run = m.history().iloc[0]
     counts = json.loads(run["counts"])
@@ -69,7 +69,8 @@ def test_sample_library_becomes_a_manifest_with_real_detections(sample_library, 
     assert run["flow_run_id"] and model_ids["animeface"] == "animeface-2.0.3"
     assert model_ids["embedder"] == kept["embedder"].iloc[0]
     calibration = json.loads(run["calibration"])
-    assert calibration["dedup_threshold"] == 0.95 and calibration["duplicate_similarity"]["n"] == len(dups)
+    assert calibration["dedup_threshold"] == 0.98  # calibrated for the shipped embedder (its metadata)
+    assert calibration["prelabel_threshold"] == 0.6 and calibration["duplicate_similarity"]["n"] == len(dups)
     assert summary["contact_sheet"] and Path(summary["contact_sheet"]).exists()
 
 

@@ -52,14 +52,16 @@ def test_prelabels_real_crops_with_their_reference_identity(tmp_path):
     for name in names:
         for path in crops_of(name, 5, start=10):
             probes[run.add(cv2.imread(str(path)))] = f"holo/{name}"
-    out = run.identity()
+    out = run.identity(dedup=0.98)  # the shipped model's calibrated duplicate threshold
     faces = out.faces.set_index("face_id")
-    labelled = faces.loc[list(probes), "prelabel"]
-    correct = sum(labelled[f] == probes[f] for f in probes)
+    survivors = [f for f in probes if faces.loc[f, "status"] == "kept"]
+    assert len(survivors) >= len(probes) - 2
+    labelled = faces.loc[survivors, "prelabel"]
+    correct = sum(labelled[f] == probes[f] for f in survivors)
     assert sorted(r["identity"] for r in out.identities) == [f"holo/{n}" for n in names]
-    assert correct >= len(probes) // 2
-    assert faces.loc[list(probes), "runner_up"].notna().all()
-    wrong = [(f, labelled[f]) for f in probes if labelled[f] is not None and labelled[f] != probes[f]]
+    assert correct >= len(survivors) // 2
+    assert faces.loc[survivors, "runner_up"].notna().all()
+    wrong = [(f, labelled[f]) for f in survivors if labelled[f] is not None and labelled[f] != probes[f]]
     assert len(wrong) <= 3, wrong
 
 
