@@ -69,16 +69,17 @@ def _published_runs(manifest: Manifest) -> dict[str, int]:
 
 def _published_references(manifest: Manifest) -> pd.DataFrame:
     """Kept faces of the typical images already published: the standing reference set."""
-    empty = pd.DataFrame(columns=["face_id", "crop_sha", "album_id", "character"])
+    columns = ["face_id", "asset_id", "crop_sha", "album_id", "character", "crop_w", "crop_h"]
+    empty = pd.DataFrame(columns=columns)
     if manifest.latest_version() is None:
         return empty
     assets = manifest.read("assets", columns=["asset_id", "kind", "character"])
     refs = assets[assets["kind"] == "reference"].drop_duplicates("asset_id")
     if refs.empty:
         return empty
-    faces = manifest.read("faces", columns=["face_id", "asset_id", "crop_sha", "album_id", "status"])
+    faces = manifest.read("faces", columns=["face_id", "asset_id", "crop_sha", "album_id", "status", "crop_w", "crop_h"])
     faces = faces[(faces["status"] == "kept")].merge(refs[["asset_id", "character"]], on="asset_id")
-    return faces[["face_id", "crop_sha", "album_id", "character"]]
+    return faces[columns]
 
 
 @task(name="identity", cache_policy=NO_CACHE)

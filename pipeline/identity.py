@@ -140,15 +140,17 @@ def _histogram(values) -> dict:
 def run_identity_stage(faces: pd.DataFrame, assets: pd.DataFrame, published_refs: pd.DataFrame,
                        setting: str, data_root: str | Path, dedup_threshold: float, prelabel_threshold: float,
                        run_id: str, already_published: set[str] = frozenset()) -> IdentityOutcome | None:
-    """`faces`/`assets`: this run's staged rows; `published_refs`: published reference faces
-    (face_id, crop_sha, album_id, character) from earlier versions; `already_published`: face ids
+    """`faces`/`assets`: this run's staged rows; `published_refs`: published faces of typical images
+    (face_id, asset_id, crop_sha, album_id, character, crop_w, crop_h) from earlier versions; `already_published`: face ids
     decided by an earlier version (a rerun meets them again): left as they are."""
     loaded = load(setting)
     if loaded is None:
         return None
     _, meta = loaded
     model_id = meta["model_id"]
-    faces = faces.copy()
+    # One decision per face: identical bytes met twice in a run (a typical image that is also a
+    # still) give the same face rows, which must not be each other's near-duplicate.
+    faces = faces.drop_duplicates("face_id").reset_index(drop=True)
     for col, value in (("embedder", model_id), ("duplicate_of", None), ("duplicate_similarity", np.nan),
                        ("prelabel", None), ("prelabel_score", np.nan), ("runner_up", None),
                        ("runner_up_score", np.nan), ("prelabel_margin", np.nan)):
@@ -159,12 +161,14 @@ def run_identity_stage(faces: pd.DataFrame, assets: pd.DataFrame, published_refs
 
     # References: kept faces of typical images (this run's and published ones), by character.
     characters = assets.loc[assets["kind"] == "reference", ["asset_id", "character", "album_id"]].drop_duplicates("asset_id")
+    columns = ["face_id", "asset_id", "crop_sha", "album_id", "character", "crop_w", "crop_h"]
     ref_faces = faces[kept].merge(characters[["asset_id", "character"]], on="asset_id")
+    ref_faces = pd.concat([ref_faces[columns], published_refs[columns]], ignore_index=True)
     # A typical image shows its character; when it has several faces, the largest is taken to be them.
     ref_faces = (ref_faces.assign(area=ref_faces["crop_w"] * ref_faces["crop_h"])
-                 .sort_values("area", ascending=False).drop_duplicates("asset_id"))
-    ref_faces = pd.concat([ref_faces[["face_id", "crop_sha", "album_id", "character"]], published_refs], ignore_index=True)
-    ref_faces = ref_faces.drop_duplicates("face_id")
+                 .sort_values(["area", "face_id"], ascending=[False, True])
+                 .drop_duplicates(["asset_id", "character"]).drop_duplicates("face_id")
+                 .sort_values("face_id").reset_index(drop=True))
     ref_vectors = embed_crops(ref_faces["crop_sha"].tolist(), setting, data_root)
     ref_faces = ref_faces[ref_faces["crop_sha"].isin(list(ref_vectors))].reset_index(drop=True)
     ref_faces["identity"] = ref_faces["album_id"] + "/" + ref_faces["character"]

@@ -307,13 +307,21 @@ def make_sample_library(out_dir: str | Path, seed: int = 0) -> Path:
         if album_id == BROKEN_ALBUM:
             _write_broken_files(rng, stills)
 
-        entries.append({
+        entry = {
             "id": album_id,
             "name": name,
             "region": region,
             "episodes": episodes.relative_to(out).as_posix(),
             "stills": stills.relative_to(out).as_posix(),
-        })
+        }
+        if album_id == BROKEN_ALBUM:
+            # Two named characters with a typical image each: the reference set that pre-labels the
+            # other faces (and feeds the verification page) in the demo.
+            entry["characters"] = [
+                {"name": "Hana", "images": [(stills / "still_01.jpg").relative_to(out).as_posix()]},
+                {"name": "Kai", "images": [(stills / "still_02.png").relative_to(out).as_posix()]},
+            ]
+        entries.append(entry)
 
     albums_file = out / "albums.yaml"
     albums_file.write_text(yaml.safe_dump({"albums": entries}, sort_keys=False))

@@ -43,6 +43,8 @@ def test_sample_library_becomes_a_manifest_with_real_detections(sample_library, 
     frames = assets[assets["kind"] == "frame"]
     assert len(frames) == 36
     assert sorted(frames["timestamp_s"].unique()) == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    references = assets[assets["kind"] == "reference"]
+    assert sorted(references["character"]) == ["Hana", "Kai"]  # the albums file's typical images
     reasons = dict(assets.loc[assets["status"] == "dropped", ["source", "drop_reason"]].values)
     assert reasons == {"sunny_school/broken.jpg": "truncated", "sunny_school/not_an_image.png": "not_an_image"}
 
@@ -63,11 +65,17 @@ def test_sample_library_becomes_a_manifest_with_real_detections(sample_library, 
 
     run = m.history().iloc[0]
     counts = json.loads(run["counts"])
-    assert counts["frames"] == 36 and counts["crops_kept"] == len(kept) and counts["near_duplicates"] == len(dups)
+    # the funnel counts occurrences: the typical images are also stills, so their faces count twice
+    seen_twice = faces.loc[faces["status"] != "dropped", "asset_id"].isin(references["asset_id"]).sum()
+    assert counts["frames"] == 36 and counts["crops_kept"] == len(kept) + seen_twice
+    assert counts["near_duplicates"] == len(dups)
     assert counts["drop.image.truncated"] == 1 and counts["drop.image.not_an_image"] == 1
     model_ids = json.loads(run["model_ids"])
     assert run["flow_run_id"] and model_ids["animeface"] == "animeface-2.0.3"
     assert model_ids["embedder"] == kept["embedder"].iloc[0]
+    identities = m.read("identities")
+    assert sorted(identities["identity"]) == ["sunny_school/Hana", "sunny_school/Kai"]
+    assert faces["prelabel"].isin(identities["identity"]).sum() == counts["prelabelled"] > 0
     calibration = json.loads(run["calibration"])
     assert calibration["dedup_threshold"] == 0.98  # calibrated for the shipped embedder (its metadata)
     assert calibration["prelabel_threshold"] == 0.6 and calibration["duplicate_similarity"]["n"] == len(dups)
@@ -113,7 +121,7 @@ def test_a_run_killed_midway_then_rerun_is_complete_without_duplicates(sample_li
     summary = ingest(library=str(library), data_root=str(data))
     assert summary["manifest_version"] == 0 and summary["counts"]["images_cached"] > 0
     assets, faces = m.read("assets"), m.read("faces")
-    assert len(assets) == 36 + 14 and not assets.duplicated(["asset_id", "source"]).any()
+    assert len(assets) == 36 + 14 + 2 and not assets.duplicated(["asset_id", "source"]).any()
     assert not faces.duplicated("face_id").any()
     assert [p.name for p in staging.iterdir()] == []  # the dead run's staging was cleaned up
 

@@ -38,7 +38,7 @@ class Run:
 
     def identity(self, published_refs=None, **kw):
         refs = published_refs if published_refs is not None else pd.DataFrame(
-            columns=["face_id", "crop_sha", "album_id", "character"])
+            columns=["face_id", "asset_id", "crop_sha", "album_id", "character", "crop_w", "crop_h"])
         return run_identity_stage(pd.DataFrame(self.faces), pd.DataFrame(self.assets), refs, "default",
                                   self.root, kw.get("dedup", 0.95), kw.get("prelabel", 0.6), "run")
 
