@@ -35,6 +35,8 @@ demo: setup
 	@echo "Manifest: $(CURDIR)/data/manifest  (Prefect UI: http://127.0.0.1:4200, stop with: make server-stop)"
 	@echo "Open it in pandas:"
 	@echo "  $(PY) -c \"from data_manifest import Manifest; print(Manifest('data').read('faces').head())\""
+	@echo "Verify its pre-labels in the browser:"
+	@echo "  $(VENV)/bin/toonface annotate add-user me --data-root data && $(VENV)/bin/toonface annotate serve --data-root data"
 
 test: setup
 	@# the verification page's browser test drives Debian's headless Chromium through chromedriver
