@@ -6,7 +6,6 @@ Deployed as `ingest/nightly` by prefect.yaml; run once with `toonface ingest`.
 from __future__ import annotations
 
 import datetime as dt
-import subprocess
 import uuid
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 
+from pipeline.provenance import git_commit
 from data_manifest.store import Manifest, file_lock
 from flows.runners import make_task_runner
 import pandas as pd
@@ -29,17 +29,6 @@ from pipeline.report import contact_sheet, funnel_rows
 from pipeline.shards import EpisodeShard, RunContext, StillsShard, merge_counts, process_episode, process_stills
 from pipeline.sources.library import Album, discover_albums
 from pipeline.web import ImageJob, WebShard, crawl_album, download_images, web_shards
-
-PROJECT_DIR = Path(__file__).resolve().parent.parent
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_DIR, capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
 
 # Our own content-hash caches decide what is redone, so Prefect's input hashing is switched off.
 @task(name="episode-shard", cache_policy=NO_CACHE, task_run_name="{shard.name}")

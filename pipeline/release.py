@@ -39,6 +39,7 @@ from data_manifest import Manifest, ManifestError
 from data_manifest.store import file_lock
 from pipeline.annotate.catalogue import latest_labels, read_releases, releases_file, verified_faces
 from pipeline.store import ContentStore
+from pipeline.provenance import git_commit
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 THRESHOLDS = ("enlarge_rate", "min_detector_score", "min_sharpness", "min_crop_side", "dedup_threshold",
@@ -166,7 +167,7 @@ def make_release(data_root: str | Path, name: str, version: int | None = None, o
             record = {
                 "name": name, "manifest_version": version, "run_id": str(run["run_id"]),
                 "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                "git_commit": _git_commit(), "path": str(target.resolve()),
+                "git_commit": git_commit(), "path": str(target.resolve()),
                 "test_fraction": test_fraction, "seed": seed,
                 "faces": len(rows), "identities": len(identities),
                 "train": {"faces": sum(r["split"] == "train" for r in rows), "identities": len(identities) - len(test)},
@@ -194,12 +195,6 @@ def _append_release(data_root: Path, record: dict) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _git_commit() -> str:
-    from pipeline.annotate.merge import git_commit
-
-    return git_commit()
 
 
 def _card(record: dict, rows: list[dict], labels: pd.DataFrame, albums: pd.DataFrame, settings: dict,

@@ -14,24 +14,13 @@ import datetime as dt
 import hashlib
 import json
 import secrets
-import subprocess
 from collections import defaultdict
 from pathlib import Path
 
+from pipeline.provenance import git_commit
 from data_manifest import Manifest
 from pipeline.annotate.db import AnnotationDB, db_path
 from pipeline.annotate.log import DecisionLog
-
-PROJECT_DIR = Path(__file__).resolve().parents[2]
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_DIR, capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
 
 def _ts(value: str) -> dt.datetime:
     return dt.datetime.fromisoformat(value).astimezone(dt.timezone.utc)
