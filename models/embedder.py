@@ -99,8 +99,13 @@ class Embedder(nn.Module):
         out = []
         try:
             for i in range(0, len(images_bgr), batch_size):
-                x = preprocess(images_bgr[i:i + batch_size], self.input_size).to(device)
-                out.append(self(x).float().cpu())
+                x = preprocess(images_bgr[i:i + batch_size], self.input_size)
+                n = len(x)
+                if n < batch_size:
+                    # Always the same batch shape: each new shape makes the CPU kernels cache more
+                    # memory, and a long ingest (a short last batch per shard) would keep growing.
+                    x = torch.cat([x, x[-1:].expand(batch_size - n, -1, -1, -1)])
+                out.append(self(x.to(device)).float().cpu()[:n])
         finally:
             self.train(was_training)
         if not out:
