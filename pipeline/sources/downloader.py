@@ -1180,7 +1180,8 @@ class Downloader:
 
     # -- response handling -------------------------------------------------------------------------
 
-    def _handle(self, resp: requests.Response, deadline: float, expect: str, st: _State):
+    def _redirect_or_retry(self, resp: requests.Response, deadline: float) -> "_Redirect | None":
+        """The statuses every response shares: a redirect to follow, or one to retry (raises)."""
         status = resp.status_code
         if status in _REDIRECTS and resp.headers.get("Location"):
             location = resp.headers["Location"]
@@ -1188,6 +1189,13 @@ class Downloader:
             return _Redirect(location)
         if status in _RETRY_STATUS:
             raise self._retryable_status(resp, deadline, status)
+        return None
+
+    def _handle(self, resp: requests.Response, deadline: float, expect: str, st: _State):
+        status = resp.status_code
+        redirect = self._redirect_or_retry(resp, deadline)
+        if redirect is not None:
+            return redirect
         if status not in (200, 203):
             self._drain(resp, deadline)
             raise _Fail(f"http_{status}", f"HTTP {status} {resp.reason or ''}".strip())
@@ -1270,12 +1278,9 @@ class Downloader:
 
         def handler(resp, deadline):
             status = resp.status_code
-            if status in _REDIRECTS and resp.headers.get("Location"):
-                location = resp.headers["Location"]
-                self._drain(resp, deadline)
-                return _Redirect(location)
-            if status in _RETRY_STATUS:
-                raise self._retryable_status(resp, deadline, status)
+            redirect = self._redirect_or_retry(resp, deadline)
+            if redirect is not None:
+                return redirect
             if status >= 500:
                 raise _Fail(f"http_{status}", f"HTTP {status}")
             if 200 <= status < 300:
