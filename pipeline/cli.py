@@ -143,6 +143,57 @@ def cmd_eval_embedder(args) -> int:
     return eval_embedder.run(args)
 
 
+def cmd_train_detector(args) -> int:
+    from models import train_detector
+
+    return train_detector.run(args)
+
+
+def cmd_eval_detector(args) -> int:
+    from models import eval_detector
+
+    return eval_detector.run(args)
+
+
+def cmd_detect(args) -> int:
+    """Faces in each image: `--json` prints [{"image", "boxes": [[x1, y1, x2, y2, score], ...]}]."""
+    import cv2
+
+    from pipeline.detect import get_detector
+
+    try:
+        detector = get_detector(args.detector, args.weights)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    results, failed = [], 0
+    batch = max(1, args.batch_size)
+    for start in range(0, len(args.images), batch):
+        paths = args.images[start:start + batch]
+        images = [cv2.imread(p) for p in paths]
+        readable = [(p, im) for p, im in zip(paths, images) if im is not None]
+        for p, im in zip(paths, images):
+            if im is None:
+                print(f"error: cannot read image {p}", file=sys.stderr)
+                failed += 1
+        if not readable:
+            continue
+        if hasattr(detector, "detect_many"):
+            found = detector.detect_many([im for _, im in readable], score_threshold=args.threshold)
+        else:
+            found = [detector.detect(im) for _, im in readable]
+        for (p, _), dets in zip(readable, found):
+            boxes = [[round(d.x1, 1), round(d.y1, 1), round(d.x2, 1), round(d.y2, 1), round(d.score, 4)] for d in dets
+                     if args.threshold is None or d.score >= args.threshold]
+            results.append({"image": p, "boxes": boxes})
+    if args.json:
+        print(json.dumps(results))
+    else:
+        for r in results:
+            print(f"{r['image']}\t{len(r['boxes'])} faces\t" + " ".join(",".join(map(str, b)) for b in r["boxes"]))
+    return 1 if failed else 0
+
+
 def cmd_server(args) -> int:
     from flows import local_server
 
@@ -223,6 +274,30 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("-h", "--help", action="help")
         eval_embedder.add_arguments(p)
     p.set_defaults(func=cmd_eval_embedder)
+
+    p = sub.add_parser("train-detector", help="train the RetinaNet face detector on boxed images", add_help=False)
+    if wanted == ["train-detector"]:
+        from models import train_detector
+
+        p.add_argument("-h", "--help", action="help")
+        train_detector.add_arguments(p)
+    p.set_defaults(func=cmd_train_detector)
+    p = sub.add_parser("eval-detector", help="COCO-style AP of a face detector on boxed images", add_help=False)
+    if wanted == ["eval-detector"]:
+        from models import eval_detector
+
+        p.add_argument("-h", "--help", action="help")
+        eval_detector.add_arguments(p)
+    p.set_defaults(func=cmd_eval_detector)
+
+    p = sub.add_parser("detect", help="find cartoon faces in images")
+    p.add_argument("images", nargs="*")
+    p.add_argument("--json", action="store_true", help='print [{"image", "boxes": [[x1,y1,x2,y2,score],...]}]')
+    p.add_argument("--detector", default="retinanet", help="retinanet (default) or animeface")
+    p.add_argument("--weights", default="default", help="detector weights (default: the shipped ones)")
+    p.add_argument("--threshold", type=float, help="score threshold (default: the detector's operating threshold)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.set_defaults(func=cmd_detect)
 
     p = sub.add_parser("server", help="the embedded Prefect server + process worker + nightly deployment")
     p.add_argument("action", choices=["start", "stop", "status"])

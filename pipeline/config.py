@@ -20,8 +20,11 @@ class IngestConfig:
     # Decoding limits: larger inputs are dropped as decompression bombs, not decoded.
     max_image_pixels: int = 50_000_000
     max_image_bytes: int = 64 * 1024 * 1024
-    # Face funnel.
+    # Face funnel. "retinanet" (our trained RetinaNet; detector_weights "default" is the shipped
+    # models/weights/detector.safetensors, or a path) or "animeface" (the classical nvxs detector).
+    # The weights' hash is part of the detector's model_id, which keys caches and goes into manifests.
     detector: str = "animeface"
+    detector_weights: str = "default"
     min_detector_score: float = 0.0
     enlarge_rate: float = 1.0
     # Quality gate (paper: Laplacian sharpness < 30 or resolution < 100 is dropped).

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from importlib import metadata
+from pathlib import Path
 from typing import Callable, Protocol
 
 import cv2
@@ -57,15 +58,56 @@ class AnimeFaceDetector:
         return found
 
 
-# Name -> factory. Later detectors (RetinaNet) register here.
-DETECTORS: dict[str, Callable[[], Detector]] = {"animeface": AnimeFaceDetector}
-_loaded: dict[str, Detector] = {}
+DEFAULT_DETECTOR_WEIGHTS = Path(__file__).resolve().parent.parent / "models" / "weights" / "detector.safetensors"
 
 
-def get_detector(name: str) -> Detector:
-    """One instance per process: models are loaded once, not once per shard."""
+def default_detector_weights() -> Path:
+    if not DEFAULT_DETECTOR_WEIGHTS.exists():
+        raise FileNotFoundError(f"no shipped detector weights at {DEFAULT_DETECTOR_WEIGHTS}; train them with "
+                                "`toonface train-detector` or use --set detector=animeface")
+    return DEFAULT_DETECTOR_WEIGHTS
+
+
+class RetinaNetDetector:
+    """Our RetinaNet (models/detector.py) at its stored input size and operating threshold."""
+
+    name = "retinanet"
+
+    def __init__(self, weights: str | Path | None = None) -> None:
+        import torch
+
+        from models.detector import load_detector
+
+        path = Path(weights) if weights else default_detector_weights()
+        if not path.exists():
+            raise FileNotFoundError(f"detector weights not found: {path}")
+        self._model = load_detector(path, "cuda" if torch.cuda.is_available() else "cpu")
+        self.model_id = self._model.model_id
+
+    def detect(self, image_bgr: np.ndarray) -> list[Detection]:
+        return self.detect_many([image_bgr])[0]
+
+    def detect_many(self, images_bgr: list[np.ndarray], score_threshold: float | None = None) -> list[list[Detection]]:
+        """One batched forward for all images; threshold default: the one stored with the weights."""
+        found = self._model.detect_many(images_bgr, batch_size=max(1, len(images_bgr)), score_threshold=score_threshold)
+        return [[Detection(*map(float, row)) for row in rows] for rows in found]
+
+
+# Name -> factory(weights). A detector without weights (animeface ships its own) ignores the argument.
+DETECTORS: dict[str, Callable[..., Detector]] = {
+    "retinanet": RetinaNetDetector,
+    "animeface": lambda weights=None: AnimeFaceDetector(),
+}
+_loaded: dict[tuple[str, str], Detector] = {}
+
+
+def get_detector(name: str, weights: str | None = None) -> Detector:
+    """One instance per process and (name, weights): models are loaded once, not once per shard.
+    ``weights`` None or "default" means the shipped weights."""
     if name not in DETECTORS:
         raise ValueError(f"unknown detector {name!r}; available: {', '.join(sorted(DETECTORS))}")
-    if name not in _loaded:
-        _loaded[name] = DETECTORS[name]()
-    return _loaded[name]
+    weights = None if weights in (None, "", "default") else str(weights)
+    key = (name, weights or "")
+    if key not in _loaded:
+        _loaded[key] = DETECTORS[name](weights)
+    return _loaded[key]

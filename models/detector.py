@@ -1,0 +1,366 @@
+"""Cartoon-face detector: torchvision RetinaNet with one class, and a fast batched inference path.
+
+Architecture (the paper detects faces with a ResNet-50 RetinaNet):
+
+    letterboxed image (size x size, RGB, normalised)
+      -> backbone: torchvision ResNet body -> FPN (P3-P5) + P6/P7            (BatchNorm, trained from scratch)
+      -> torchvision RetinaNetHead: 4 conv + cls_logits (1 class), 4 conv + box regression
+      -> torchvision's anchors (sizes 32..512 x 3 scales x 3 ratios), BoxCoder(1, 1, 1, 1)
+
+``backbone`` picks the trunk: "resnet50" (the paper's, FPN width 256 — exactly torchvision's
+``retinanet_resnet50_fpn(num_classes=1)``) or "resnet18" (FPN and head width 128: about 6x fewer
+multiply-adds, the one a CPU can train and run). Weights always start random (nothing is downloaded);
+``init_from_embedder`` may seed a ResNet-18 body with our own identity embedder's trunk, which has
+already learned what cartoon faces look like.
+
+Inference (``FaceDetector.detect``): images are letterboxed to one fixed square size (scaled to fit,
+padded right/bottom with the mean colour), so a batch is one tensor, the anchors are computed once, and
+the whole post-processing — sigmoid, score threshold, per-level top-k, box decoding, clipping, NMS and
+the per-image cap — runs as batched tensor operations on the model's device, with no per-image Python
+loop (``batched_postprocess``). It returns exactly what torchvision's ``RetinaNet.postprocess_detections``
+returns for the same head outputs (a test checks it). On CUDA the network runs in bf16 with channels_last.
+
+Files: safetensors, floating tensors in fp16, architecture and model-card fields as metadata.
+``model_id`` is ``retinanet-<backbone>-<first 12 hex of the tensors' sha256>``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+import torch.nn as nn
+import torchvision
+from torchvision.models.detection import RetinaNet
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+from torchvision.models.detection.image_list import ImageList
+from torchvision.ops import boxes as box_ops
+from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+
+from models.embedder import MEAN_RGB, STD_RGB, weights_sha256
+
+FORMAT = "toonface-detector/1"
+BACKBONES = ("resnet18", "resnet50")
+DEFAULT_BACKBONE = "resnet18"
+DEFAULT_SIZE = 512
+# torchvision's inference defaults, kept so the fast path can be compared with the stock forward.
+CANDIDATE_SCORE = 0.05
+NMS_IOU = 0.5
+TOPK_CANDIDATES = 1000
+DETECTIONS_PER_IMAGE = 300
+# Mean colour (RGB 0..255) used for letterbox padding: it normalises to ~0, i.e. "no signal".
+PAD_RGB = tuple(int(round(m * 255)) for m in MEAN_RGB)
+
+
+def _anchor_generator() -> AnchorGenerator:
+    # torchvision's RetinaNet anchors (retinanet._default_anchorgen), written out so they are explicit.
+    sizes = tuple((x, int(x * 2 ** (1.0 / 3)), int(x * 2 ** (2.0 / 3))) for x in [32, 64, 128, 256, 512])
+    return AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
+
+
+def build_retinanet(backbone: str = DEFAULT_BACKBONE, size: int = DEFAULT_SIZE) -> RetinaNet:
+    """A one-class torchvision RetinaNet, random weights, trainable BatchNorm everywhere."""
+    if backbone == "resnet50":
+        trunk, width = torchvision.models.resnet50(weights=None, norm_layer=nn.BatchNorm2d), 256
+    elif backbone == "resnet18":
+        trunk, width = torchvision.models.resnet18(weights=None, norm_layer=nn.BatchNorm2d), 128
+    else:
+        raise ValueError(f"unknown detector backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
+    body = _resnet_fpn_extractor(trunk, 5, returned_layers=[2, 3, 4], extra_blocks=LastLevelP6P7(width, width))
+    if width != 256:  # the extractor always builds a 256-wide FPN; rebuild it at the chosen width
+        from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork
+        in_channels = [trunk.inplanes // 8 * 2 ** (i - 1) for i in (2, 3, 4)]
+        body.fpn = FeaturePyramidNetwork(in_channels, width, extra_blocks=LastLevelP6P7(width, width))
+        body.out_channels = width
+    return RetinaNet(body, num_classes=1, min_size=size, max_size=size, image_mean=list(MEAN_RGB),
+                     image_std=list(STD_RGB), anchor_generator=_anchor_generator(),
+                     score_thresh=CANDIDATE_SCORE, nms_thresh=NMS_IOU,
+                     detections_per_img=DETECTIONS_PER_IMAGE, topk_candidates=TOPK_CANDIDATES)
+
+
+def init_from_embedder(model: RetinaNet, embedder_path: str | Path) -> int:
+    """Copy a ResNet-18 embedder's trunk (conv1, bn1, layer1-4) into the detector body; returns tensors copied."""
+    from safetensors.torch import load_file
+
+    names = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3", "7": "layer4"}
+    body = model.backbone.body.state_dict()
+    copied = {}
+    for key, t in load_file(str(embedder_path)).items():
+        parts = key.split(".")
+        if parts[0] != "trunk" or parts[1] not in names:
+            continue
+        target = ".".join([names[parts[1]]] + parts[2:])
+        if target in body and body[target].shape == t.shape:
+            copied[target] = t.to(body[target].dtype)
+    if not copied:
+        raise ValueError(f"{embedder_path}: no ResNet-18 trunk tensors matched the detector backbone")
+    model.backbone.body.load_state_dict(copied, strict=False)
+    return len(copied)
+
+
+# ------------------------------------------------------------------------------------------ letterbox
+
+def letterbox(image_bgr: np.ndarray, size: int) -> tuple[np.ndarray, float]:
+    """BGR/grey/BGRA uint8 image -> (size x size x 3 RGB uint8, scale). Content at top-left, scaled to fit."""
+    img = np.asarray(image_bgr)
+    if img.ndim == 2:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    elif img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    h, w = img.shape[:2]
+    scale = size / max(h, w)
+    nh, nw = max(1, min(size, round(h * scale))), max(1, min(size, round(w * scale)))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    resized = cv2.resize(img, (nw, nh), interpolation=interp) if (nh, nw) != (h, w) else img
+    out = np.empty((size, size, 3), np.uint8)
+    out[:] = PAD_RGB
+    out[:nh, :nw] = resized[:, :, ::-1]
+    return out, scale
+
+
+def to_tensor(batch_rgb: np.ndarray) -> torch.Tensor:
+    """(N, S, S, 3) uint8 RGB -> (N, 3, S, S) uint8 tensor; normalisation happens on the device."""
+    return torch.from_numpy(np.ascontiguousarray(batch_rgb)).permute(0, 3, 1, 2)
+
+
+def normalise(x_uint8: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    mean = torch.tensor(MEAN_RGB, device=x_uint8.device, dtype=torch.float32).view(1, 3, 1, 1) * 255
+    std = torch.tensor(STD_RGB, device=x_uint8.device, dtype=torch.float32).view(1, 3, 1, 1) * 255
+    return ((x_uint8.float() - mean) / std).to(dtype)
+
+
+# ------------------------------------------------------------------------------- network forward parts
+
+def head_outputs(model: RetinaNet, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
+    """Backbone + heads on an already normalised (N, 3, S, S) batch; returns (head outputs, features)."""
+    features = list(model.backbone(x).values())
+    return model.head(features), features
+
+
+def level_sizes(features: Sequence[torch.Tensor], num_anchors_per_location: int) -> list[int]:
+    return [f.shape[-2] * f.shape[-1] * num_anchors_per_location for f in features]
+
+
+def anchors_for(model: RetinaNet, x: torch.Tensor, features: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Anchors of one image of x's size (all images of a letterboxed batch share them), (A, 4)."""
+    image_list = ImageList(x[:1], [tuple(x.shape[-2:])])
+    return model.anchor_generator(image_list, list(features))[0]
+
+
+def compute_loss(model: RetinaNet, x: torch.Tensor, targets: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """torchvision's RetinaNet training loss on a normalised letterboxed batch (its transform skipped)."""
+    outputs, features = head_outputs(model, x)
+    anchors = anchors_for(model, x, features)
+    outputs = {k: v.float() for k, v in outputs.items()}
+    return model.compute_loss(targets, outputs, [anchors] * len(x))
+
+
+# ---------------------------------------------------------------------------- batched post-processing
+
+@torch.no_grad()
+def batched_postprocess(cls_logits: torch.Tensor, bbox_regression: torch.Tensor, anchors: torch.Tensor,
+                        level_sizes_: Sequence[int], image_size: tuple[int, int], *,
+                        score_thresh: float = CANDIDATE_SCORE, nms_thresh: float = NMS_IOU,
+                        topk_candidates: int = TOPK_CANDIDATES,
+                        detections_per_img: int = DETECTIONS_PER_IMAGE) -> list[torch.Tensor]:
+    """torchvision's ``RetinaNet.postprocess_detections`` for a whole batch at once.
+
+    cls_logits (N, A, C), bbox_regression (N, A, 4), anchors (A, 4) shared by every image. Returns per
+    image a (K, 6) tensor [x1, y1, x2, y2, score, label], sorted by score, in letterboxed pixels.
+    Same steps as torchvision (per level: scores > threshold, top-k; decode; clip; NMS per image and
+    class; cap), but each step covers every image in one tensor operation and NMS runs once over the
+    batch, images kept apart by the coordinate-offset trick.
+    """
+    n, _, num_classes = cls_logits.shape
+    device = cls_logits.device
+    boxes_all, scores_all, labels_all, valid_all = [], [], [], []
+    start = 0
+    for size_l in level_sizes_:
+        logits = cls_logits[:, start:start + size_l].float().reshape(n, -1)       # (N, A_l * C)
+        regression = bbox_regression[:, start:start + size_l].float()             # (N, A_l, 4)
+        anchors_l = anchors[start:start + size_l]
+        start += size_l
+        scores = torch.sigmoid(logits)
+        k = min(topk_candidates, scores.shape[1])
+        # Entries at or below the threshold are pushed under every real score, so top-k picks the
+        # same set torchvision picks after its filter; they are masked out again by `valid`.
+        masked = torch.where(scores > score_thresh, scores, torch.full_like(scores, -1.0))
+        top_scores, top_idx = masked.topk(k, dim=1)
+        anchor_idx = torch.div(top_idx, num_classes, rounding_mode="floor")
+        labels = top_idx % num_classes
+        reg = torch.gather(regression, 1, anchor_idx.unsqueeze(-1).expand(-1, -1, 4))
+        boxes = _decode(reg.reshape(-1, 4), anchors_l[anchor_idx.reshape(-1)]).reshape(n, k, 4)
+        boxes_all.append(boxes)
+        scores_all.append(top_scores)
+        labels_all.append(labels)
+        valid_all.append(top_scores > score_thresh)
+    boxes = torch.cat(boxes_all, 1)
+    h, w = image_size
+    boxes = torch.stack([boxes[..., 0].clamp(0, w), boxes[..., 1].clamp(0, h),
+                         boxes[..., 2].clamp(0, w), boxes[..., 3].clamp(0, h)], -1)
+    scores = torch.cat(scores_all, 1)
+    labels = torch.cat(labels_all, 1)
+    valid = torch.cat(valid_all, 1)
+    image_idx = torch.arange(n, device=device).unsqueeze(1).expand_as(scores)
+
+    boxes, scores, labels, image_idx = boxes[valid], scores[valid], labels[valid], image_idx[valid]
+    if scores.numel() == 0:
+        return [torch.zeros((0, 6), device=device) for _ in range(n)]
+    # One NMS for the whole batch: shift each (image, class) group to its own region of the plane.
+    group = image_idx * num_classes + labels
+    offsets = group.to(boxes.dtype) * (boxes.max() + 1)
+    keep = box_ops.nms(boxes + offsets[:, None], scores, nms_thresh)               # sorted by score
+    kept_image = image_idx[keep]
+    order = torch.argsort(kept_image, stable=True)                                 # by image, score order kept
+    keep, kept_image = keep[order], kept_image[order]
+    counts = torch.bincount(kept_image, minlength=n)
+    first = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(len(keep), device=device) - first[kept_image]
+    capped = rank < detections_per_img
+    keep, kept_image = keep[capped], kept_image[capped]
+    rows = torch.cat([boxes[keep], scores[keep, None], labels[keep, None].to(boxes.dtype)], 1)
+    per_image = torch.bincount(kept_image, minlength=n).tolist()
+    return list(torch.split(rows, per_image))
+
+
+def _decode(rel_codes: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+    """torchvision BoxCoder(weights=(1, 1, 1, 1)).decode_single, written out for clarity."""
+    import math
+    widths = anchors[:, 2] - anchors[:, 0]
+    heights = anchors[:, 3] - anchors[:, 1]
+    ctr_x = anchors[:, 0] + 0.5 * widths
+    ctr_y = anchors[:, 1] + 0.5 * heights
+    clip = math.log(1000.0 / 16)
+    dx, dy = rel_codes[:, 0], rel_codes[:, 1]
+    dw, dh = rel_codes[:, 2].clamp(max=clip), rel_codes[:, 3].clamp(max=clip)
+    pred_ctr_x = dx * widths + ctr_x
+    pred_ctr_y = dy * heights + ctr_y
+    pred_w = torch.exp(dw) * widths
+    pred_h = torch.exp(dh) * heights
+    c_to_c_h = torch.tensor(0.5, dtype=pred_ctr_y.dtype, device=pred_h.device) * pred_h
+    c_to_c_w = torch.tensor(0.5, dtype=pred_ctr_x.dtype, device=pred_w.device) * pred_w
+    return torch.stack([pred_ctr_x - c_to_c_w, pred_ctr_y - c_to_c_h,
+                        pred_ctr_x + c_to_c_w, pred_ctr_y + c_to_c_h], dim=1)
+
+
+# ------------------------------------------------------------------------------------------ inference
+
+class FaceDetector:
+    """A loaded RetinaNet plus its fixed input size and operating threshold: images in, boxes out."""
+
+    def __init__(self, model: RetinaNet, *, backbone: str, size: int, score_threshold: float = 0.5,
+                 model_id: str = "retinanet-untrained", device: str | torch.device = "cpu", meta: dict | None = None):
+        self.device = torch.device(device)
+        self.model = model.eval().to(self.device)
+        self.backbone, self.size = backbone, int(size)
+        self.score_threshold = float(score_threshold)
+        self.model_id = model_id
+        self.meta = dict(meta or {})
+        self.use_bf16 = self.device.type == "cuda"
+        if self.use_bf16:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self._anchors: torch.Tensor | None = None
+        self._levels: list[int] | None = None
+
+    @torch.no_grad()
+    def forward_letterboxed(self, x_uint8: torch.Tensor, score_thresh: float | None = None) -> list[torch.Tensor]:
+        """(N, 3, S, S) uint8 RGB tensor (any device) -> per image (K, 6) [x1,y1,x2,y2,score,label] letterboxed."""
+        x = x_uint8.to(self.device, non_blocking=True)
+        x = normalise(x, torch.bfloat16 if self.use_bf16 else torch.float32)
+        if self.use_bf16:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.use_bf16):
+            outputs, features = head_outputs(self.model, x)
+        if self._anchors is None:
+            self._anchors = anchors_for(self.model, x, features).float()
+            self._levels = level_sizes(features, self.model.anchor_generator.num_anchors_per_location()[0])
+        thresh = CANDIDATE_SCORE if score_thresh is None else score_thresh
+        return batched_postprocess(outputs["cls_logits"], outputs["bbox_regression"], self._anchors, self._levels,
+                                   (self.size, self.size), score_thresh=thresh, nms_thresh=self.model.nms_thresh,
+                                   topk_candidates=self.model.topk_candidates,
+                                   detections_per_img=self.model.detections_per_img)
+
+    def detect_many(self, images_bgr: Sequence[np.ndarray], batch_size: int = 16,
+                    score_threshold: float | None = None) -> list[np.ndarray]:
+        """Per image a float32 (K, 5) array [x1, y1, x2, y2, score] in that image's pixels, score-sorted."""
+        thresh = self.score_threshold if score_threshold is None else float(score_threshold)
+        results: list[np.ndarray] = []
+        for i in range(0, len(images_bgr), batch_size):
+            chunk = images_bgr[i:i + batch_size]
+            boxed = [letterbox(img, self.size) for img in chunk]
+            batch = np.stack([b for b, _ in boxed])
+            if len(batch) < batch_size:  # one batch shape: CPU kernel caches stop growing (see Embedder.embed)
+                batch = np.concatenate([batch, np.repeat(batch[-1:], batch_size - len(batch), 0)])
+            rows = self.forward_letterboxed(to_tensor(batch), score_thresh=thresh)
+            for (img_boxed, scale), img, r in zip(boxed, chunk, rows):
+                r = r.float().cpu().numpy()
+                h, w = np.asarray(img).shape[:2]
+                out = np.empty((len(r), 5), np.float32)
+                out[:, :4] = r[:, :4] / scale
+                out[:, [0, 2]] = out[:, [0, 2]].clip(0, w)
+                out[:, [1, 3]] = out[:, [1, 3]].clip(0, h)
+                out[:, 4] = r[:, 4]
+                results.append(out)
+        return results
+
+
+# ------------------------------------------------------------------------------------------------ files
+
+def save_detector(model: RetinaNet, path: str | Path, *, backbone: str, size: int, score_threshold: float,
+                  meta: dict | None = None) -> Path:
+    """Write safetensors (floating tensors fp16) with architecture + model-card metadata; atomic."""
+    from safetensors.torch import save
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu()
+        tensors[name] = (t.to(torch.float16) if t.is_floating_point() else t).contiguous()
+    strings = {str(k): (v if isinstance(v, str) else json.dumps(v, sort_keys=True)) for k, v in (meta or {}).items()}
+    strings.update({"format": FORMAT, "backbone": backbone, "size": str(int(size)),
+                    "score_threshold": json.dumps(float(score_threshold)),
+                    "mean_rgb": json.dumps(list(MEAN_RGB)), "std_rgb": json.dumps(list(STD_RGB))})
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(save(tensors, metadata=strings))
+    tmp.replace(path)
+    return path
+
+
+def read_meta(path: str | Path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        raw = f.metadata() or {}
+    meta: dict = {}
+    for k, v in raw.items():
+        try:
+            meta[k] = json.loads(v)
+        except (json.JSONDecodeError, TypeError):
+            meta[k] = v
+    for k in ("backbone", "format"):
+        if k in raw:
+            meta[k] = raw[k]
+    return meta
+
+
+def load_detector(path: str | Path, device: str | torch.device = "cpu",
+                  score_threshold: float | None = None) -> FaceDetector:
+    from safetensors.torch import load_file
+
+    meta = read_meta(path)
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a toonface detector file (format={meta.get('format')!r})")
+    model = build_retinanet(meta["backbone"], int(meta["size"]))
+    ref = model.state_dict()
+    state = {k: (v.to(ref[k].dtype) if k in ref else v) for k, v in load_file(str(path)).items()}
+    model.load_state_dict(state, strict=True)
+    digest = weights_sha256(path)
+    meta["weights_sha256"] = digest
+    thresh = float(meta.get("score_threshold", 0.5)) if score_threshold is None else float(score_threshold)
+    return FaceDetector(model, backbone=meta["backbone"], size=int(meta["size"]), score_threshold=thresh,
+                        model_id=f"retinanet-{meta['backbone']}-{digest[:12]}", device=device, meta=meta)

@@ -1,0 +1,200 @@
+"""Evaluate a face detector on boxed images (``toonface eval-detector``), COCO-style, as JSON.
+
+    toonface eval-detector --images DIR (--yolo LABELS_DIR | --boxes FILE.csv|FILE.json [--split val])
+                           [--detector retinanet|animeface] [--weights FILE.safetensors]
+
+Figures (one class, every box counts, at most 100 detections per image as in COCO):
+* ``ap50``: average precision at IoU 0.5 — COCO's 101-point interpolated AP (pycocotools ``AP@.50``).
+* ``ap``: the mean over IoU 0.50, 0.55, ..., 0.95 (COCO's AP[.5:.95]).
+* ``recall``: the share of faces matched at IoU 0.5 by any of the top 100 detections (COCO AR@100 at .5).
+* ``precision_at_threshold`` / ``recall_at_threshold``: detections scoring >= the detector's operating
+  threshold, greedily matched at IoU 0.5 — what the ingest flow actually keeps.
+
+``average_precision`` follows pycocotools' matching and accumulation step for step (a test compares both
+on the same detections), so figures here are comparable to published COCO-style numbers.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+
+from models.det_data import BoxedImage, read_boxes_file, read_yolo
+
+IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
+RECALL_POINTS = np.linspace(0.0, 1.0, 101)
+MAX_DETECTIONS = 100
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of (N, 4) and (M, 4) x1y1x2y2 boxes, COCO's convention (areas are w * h, no +1)."""
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)))
+    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = ix * iy
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def _match(dets: np.ndarray, gts: np.ndarray, threshold: float) -> np.ndarray:
+    """Greedy COCO matching of score-sorted dets: True where a det matched an unmatched gt at >= threshold."""
+    iou = box_iou(dets[:, :4], gts)
+    taken = np.zeros(len(gts), bool)
+    hit = np.zeros(len(dets), bool)
+    for d in range(len(dets)):
+        best, best_iou = -1, min(threshold, 1 - 1e-10)
+        for g in range(len(gts)):
+            if taken[g] or iou[d, g] < best_iou:
+                continue
+            best, best_iou = g, iou[d, g]
+        if best >= 0:
+            taken[best] = True
+            hit[d] = True
+    return hit
+
+
+def average_precision(detections: Sequence[np.ndarray], ground_truth: Sequence[np.ndarray]) -> dict:
+    """COCO AP per IoU threshold. detections[i]: (K, 5) [x1,y1,x2,y2,score]; ground_truth[i]: (G, 4)."""
+    n_gt = int(sum(len(g) for g in ground_truth))
+    per_threshold = []
+    recall_at = []
+    sorted_dets = []
+    for d in detections:
+        d = np.asarray(d, np.float64).reshape(-1, 5)
+        d = d[np.argsort(-d[:, 4], kind="mergesort")][:MAX_DETECTIONS]
+        sorted_dets.append(d)
+    scores = np.concatenate([d[:, 4] for d in sorted_dets]) if sorted_dets else np.zeros(0)
+    order = np.argsort(-scores, kind="mergesort")
+    for t in IOU_THRESHOLDS:
+        hits = np.concatenate([_match(d, np.asarray(g, np.float64).reshape(-1, 4), t)
+                               for d, g in zip(sorted_dets, ground_truth)]) if sorted_dets else np.zeros(0, bool)
+        hits = hits[order]
+        tp = np.cumsum(hits)
+        fp = np.cumsum(~hits)
+        if n_gt == 0:
+            per_threshold.append(float("nan"))
+            recall_at.append(float("nan"))
+            continue
+        rc = tp / n_gt
+        pr = tp / np.maximum(tp + fp, np.spacing(1))
+        for i in range(len(pr) - 1, 0, -1):  # precision envelope, right to left
+            if pr[i] > pr[i - 1]:
+                pr[i - 1] = pr[i]
+        q = np.zeros(len(RECALL_POINTS))
+        idx = np.searchsorted(rc, RECALL_POINTS, side="left")
+        ok = idx < len(pr)
+        q[ok] = pr[idx[ok]]
+        per_threshold.append(float(q.mean()))
+        recall_at.append(float(rc[-1]) if len(rc) else 0.0)
+    return {"ap50": per_threshold[0], "ap75": per_threshold[5], "ap": float(np.mean(per_threshold)),
+            "recall": recall_at[0], "ap_per_iou": dict(zip([f"{t:.2f}" for t in IOU_THRESHOLDS], per_threshold))}
+
+
+def operating_point(detections: Sequence[np.ndarray], ground_truth: Sequence[np.ndarray], threshold: float) -> dict:
+    tp = n_det = 0
+    for d, g in zip(detections, ground_truth):
+        d = np.asarray(d, np.float64).reshape(-1, 5)
+        d = d[d[:, 4] >= threshold]
+        d = d[np.argsort(-d[:, 4], kind="mergesort")]
+        tp += int(_match(d, np.asarray(g, np.float64).reshape(-1, 4), 0.5).sum())
+        n_det += len(d)
+    n_gt = int(sum(len(g) for g in ground_truth))
+    return {"threshold": threshold, "precision_at_threshold": tp / n_det if n_det else 0.0,
+            "recall_at_threshold": tp / n_gt if n_gt else 0.0, "detections_at_threshold": n_det}
+
+
+DetectFn = Callable[[list[np.ndarray]], list[np.ndarray]]
+
+
+def evaluate(detect: DetectFn, images: Sequence[BoxedImage], threshold: float, batch_size: int = 16) -> dict:
+    """Run ``detect`` over the images (batches of BGR arrays -> (K, 5) arrays) and score it."""
+    dets, gts, unreadable = [], [], []
+    seconds = 0.0
+    for i in range(0, len(images), batch_size):
+        loaded = []
+        for item in images[i:i + batch_size]:
+            try:
+                loaded.append(item.load())
+            except ValueError as e:
+                unreadable.append(str(e))
+        if not loaded:
+            continue
+        t0 = time.perf_counter()
+        found = detect([img for img, _ in loaded])
+        seconds += time.perf_counter() - t0
+        dets.extend(found)
+        gts.extend(boxes for _, boxes in loaded)
+    out = {"images": len(gts), "faces": int(sum(len(g) for g in gts)),
+           "detections": int(sum(len(d) for d in dets))}
+    out.update(average_precision(dets, gts))
+    out.update(operating_point(dets, gts, threshold))
+    out["images_per_s"] = len(gts) / seconds if seconds else None
+    if unreadable:
+        out["unreadable"] = unreadable
+    return out
+
+
+def detector_fn(name: str, weights: str | None = None, device: str = "cpu",
+                batch_size: int = 16) -> tuple[DetectFn, float, str]:
+    """(detect function, operating threshold, model id) for a registered detector name."""
+    if name == "retinanet":
+        from models.detector import CANDIDATE_SCORE, load_detector
+        from pipeline.detect import default_detector_weights
+
+        det = load_detector(weights or default_detector_weights(), device=device)
+        # AP needs the whole ranked list, so score everything above torchvision's candidate threshold.
+        return (lambda imgs: det.detect_many(imgs, batch_size=batch_size, score_threshold=CANDIDATE_SCORE),
+                det.score_threshold, det.model_id)
+    from pipeline.detect import get_detector
+
+    det = get_detector(name)
+
+    def run(imgs):
+        return [np.asarray([[d.x1, d.y1, d.x2, d.y2, d.score] for d in det.detect(img)], np.float32).reshape(-1, 5)
+                for img in imgs]
+    return run, 0.0, det.model_id
+
+
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("--images", required=True, help="folder of images (paths in --boxes are relative to it)")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--yolo", metavar="LABELS_DIR", help="YOLO txt labels, one <image stem>.txt per image")
+    g.add_argument("--boxes", metavar="FILE", help="CAVA-style boxes.csv or COCO .json")
+    p.add_argument("--split", help="only rows of this split (CSV with a split column)")
+    p.add_argument("--detector", default="retinanet", help="retinanet (default) or animeface")
+    p.add_argument("--weights", help="detector weights (default: the shipped models/weights/detector.safetensors)")
+    p.add_argument("--threshold", type=float, help="operating threshold (default: the detector's own)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=int, default=16)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        images = (read_yolo(args.images, args.yolo) if args.yolo
+                  else read_boxes_file(args.boxes, args.images, args.split))
+        detect, threshold, mid = detector_fn(args.detector, args.weights, args.device, args.batch_size)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"eval-detector: {e}", file=sys.stderr)
+        return 2
+    result = {"detector": args.detector, "model_id": mid}
+    result.update(evaluate(detect, images, args.threshold if args.threshold is not None else threshold,
+                           args.batch_size))
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="toonface eval-detector", description=__doc__.split("\n\n")[0])
+    return run(add_arguments(parser).parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
