@@ -8,7 +8,8 @@ Figures (one class, every box counts, at most 100 detections per image as in COC
 * ``ap``: the mean over IoU 0.50, 0.55, ..., 0.95 (COCO's AP[.5:.95]).
 * ``recall``: the share of faces matched at IoU 0.5 by any of the top 100 detections (COCO AR@100 at .5).
 * ``precision_at_threshold`` / ``recall_at_threshold``: detections scoring >= the detector's operating
-  threshold, greedily matched at IoU 0.5 — what the ingest flow actually keeps.
+  threshold, greedily matched at IoU 0.5 — what the ingest flow actually keeps; ``threshold_sweep``
+  gives the same at 0.1, 0.2, ..., 0.9.
 
 ``average_precision`` follows pycocotools' matching and accumulation step for step (a test compares both
 on the same detections), so figures here are comparable to published COCO-style numbers.
@@ -135,6 +136,10 @@ def evaluate(detect: DetectFn, images: Sequence[BoxedImage], threshold: float, b
            "detections": int(sum(len(d) for d in dets))}
     out.update(average_precision(dets, gts))
     out.update(operating_point(dets, gts, threshold))
+    # How precision and recall trade off, to choose an operating threshold.
+    out["threshold_sweep"] = [{k: round(v, 4) if isinstance(v, float) else v
+                               for k, v in operating_point(dets, gts, round(t, 2)).items()}
+                              for t in np.arange(0.1, 0.95, 0.1)]
     out["images_per_s"] = len(gts) / seconds if seconds else None
     if unreadable:
         out["unreadable"] = unreadable

@@ -85,9 +85,7 @@ def validate(model, size: int, device: torch.device, val_sets: dict[str, list[Bo
                          items, threshold, batch_size)
             out[name] = {k: r[k] for k in ("ap50", "ap", "recall", "precision_at_threshold", "recall_at_threshold")}
     finally:
-        model.train(was_training)
-        if device.type == "cuda":
-            model.to(memory_format=torch.contiguous_format)
+        model.train(was_training)  # FaceDetector left it channels_last on CUDA, as training wants it
     return out
 
 

@@ -50,3 +50,38 @@ def test_parse_prints_what_the_parser_sees_on_a_saved_page():
     wrong = toonface("parse", str(SHARED / "fixtures" / "html" / "wikipedia_list_of_films_featuring_time_loops_2024.html"),
                      "--kind", "mediawiki")
     assert wrong.returncode == 2 and "page shape not recognised" in wrong.stderr
+
+
+def test_detect_prints_boxes_per_image_in_argument_order(tmp_path):
+    from tests.conftest import SHARED
+
+    val = SHARED / "data" / "icartoonface_det" / "images" / "val"
+    images = [str(val / "personai_icartoonface_detval_00001.jpg"), str(val / "personai_icartoonface_detval_00000.jpg")]
+    out = toonface("detect", "--json", *images)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert [r["image"] for r in result] == images
+    assert sum(len(r["boxes"]) for r in result) >= 1
+    for r in result:
+        for x1, y1, x2, y2, score in r["boxes"]:
+            assert 0 <= x1 < x2 and 0 <= y1 < y2 and 0 < score <= 1
+
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not really")
+    partial = toonface("detect", "--json", str(broken), images[0])
+    assert partial.returncode == 1 and "cannot read image" in partial.stderr
+    assert [r["image"] for r in json.loads(partial.stdout)] == [images[0]]
+    assert toonface("detect", "--detector", "yolo", images[0]).returncode == 2
+
+
+def test_eval_detector_prints_coco_style_figures():
+    from tests.conftest import CAVA_DEXTER
+
+    out = toonface("eval-detector", "--images", str(CAVA_DEXTER), "--boxes", str(CAVA_DEXTER / "boxes.csv"),
+                   "--split", "val", "--detector", "animeface")
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    assert r["images"] == 200 and r["faces"] == 307 and r["model_id"].startswith("animeface")
+    assert 0 <= r["ap"] <= r["ap50"] <= 1 and 0 <= r["recall"] <= 1
+    bad = toonface("eval-detector", "--images", str(CAVA_DEXTER), "--boxes", str(CAVA_DEXTER / "nope.csv"))
+    assert bad.returncode == 2 and "nope.csv" in bad.stderr

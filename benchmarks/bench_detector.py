@@ -1,0 +1,123 @@
+"""Detection speed: images/s of our batched RetinaNet path and of stock torchvision, same run, same images.
+
+    .venv/bin/python benchmarks/bench_detector.py [--size 640] [--batch 8] [--images 32] [--weights PATH]
+
+Images: real iCartoonFace val frames (../shared), decoded and letterboxed to --size before the clock
+starts ("end to end from decoded tensors": normalisation, network, box decoding, NMS and the copy of the
+boxes back to the host are inside the clock). On CUDA everything runs in bf16 with channels_last and
+the batch defaults to 64; on the CPU in fp32 with torch's threads.
+
+Rows:
+* ``ours <backbone>``: models.detector.FaceDetector.forward_letterboxed (batched post-processing).
+* ``stock torchvision retinanet_resnet50_fpn``: the unmodified model(images) call on the same
+  letterboxed images (its transform, per-image post-processing), random weights with one class.
+* ``backbone+heads only``: our network without any post-processing (the ceiling).
+Also printed: letterbox (decode excluded) images/s on the CPU, and peak GPU memory.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from models.detector import (FaceDetector, build_retinanet, head_outputs, letterbox, load_detector,  # noqa: E402
+                             normalise, to_tensor)
+from pipeline.detect import DEFAULT_DETECTOR_WEIGHTS  # noqa: E402
+
+SHARED = Path(os.environ.get("TOONFACE_SHARED", Path(__file__).resolve().parent.parent.parent / "shared"))
+
+
+def timed(fn, repeats: int, sync) -> float:
+    fn()  # warm-up (cuDNN autotune, allocator)
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    sync()
+    return (time.perf_counter() - t0) / repeats
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--size", type=int, default=640)
+    p.add_argument("--batch", type=int)
+    p.add_argument("--repeats", type=int)
+    p.add_argument("--weights", default=str(DEFAULT_DETECTOR_WEIGHTS))
+    p.add_argument("--skip-stock", action="store_true")
+    args = p.parse_args()
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
+    batch = args.batch or (64 if cuda else 8)
+    repeats = args.repeats or (20 if cuda else 2)
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+
+    paths = sorted((SHARED / "data" / "icartoonface_det" / "images" / "val").glob("*.jpg"))
+    decoded = [cv2.imread(str(pth)) for pth in paths[:batch]]
+    while len(decoded) < batch:
+        decoded += decoded[:batch - len(decoded)]
+    t0 = time.perf_counter()
+    boxed = np.stack([letterbox(img, args.size)[0] for img in decoded])
+    letterbox_s = time.perf_counter() - t0
+    x_host = to_tensor(boxed)
+    x_dev = x_host.to(device)
+    rows = []
+    print(f"device: {torch.cuda.get_device_name() if cuda else 'cpu'} ({torch.get_num_threads()} threads), "
+          f"size {args.size}, batch {batch}, repeats {repeats}; letterbox on the CPU: "
+          f"{batch / letterbox_s:.1f} images/s", flush=True)
+
+    detectors = [("ours " + load_detector(args.weights).backbone + " (shipped weights)",
+                  load_detector(args.weights, device=device))]
+    r50 = build_retinanet("resnet50", args.size)
+    detectors.append(("ours resnet50 (untrained)", FaceDetector(r50, backbone="resnet50", size=args.size, device=device)))
+    for name, det in detectors:
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        seconds = timed(lambda: [r.cpu() for r in det.forward_letterboxed(x_dev)], repeats, sync)
+        rows.append({"what": name, "images_per_s": batch / seconds,
+                     "gpu_peak_mib": torch.cuda.max_memory_allocated() / 2**20 if cuda else None})
+
+        def network_only():
+            with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+                x = normalise(x_dev, torch.bfloat16 if cuda else torch.float32)
+                if cuda:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                head_outputs(det.model, x)
+        seconds = timed(network_only, repeats, sync)
+        rows.append({"what": name + ": backbone+heads only", "images_per_s": batch / seconds})
+        print(json.dumps(rows[-2]), json.dumps(rows[-1]), flush=True)
+
+    if not args.skip_stock:
+        from torchvision.models.detection import retinanet_resnet50_fpn
+
+        stock = retinanet_resnet50_fpn(weights=None, weights_backbone=None, num_classes=1,
+                                       min_size=args.size, max_size=args.size).eval().to(device)
+        if cuda:
+            stock = stock.to(memory_format=torch.channels_last)
+        images = [t for t in (x_dev.float() / 255)]
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+
+        def stock_forward():
+            with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+                out = stock(images)
+            [o["boxes"].cpu() for o in out]
+        seconds = timed(stock_forward, repeats, sync)
+        rows.append({"what": "stock torchvision retinanet_resnet50_fpn (random weights)", "images_per_s": batch / seconds,
+                     "gpu_peak_mib": torch.cuda.max_memory_allocated() / 2**20 if cuda else None})
+        print(json.dumps(rows[-1]), flush=True)
+    print(json.dumps({"size": args.size, "batch": batch, "device": str(device), "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
