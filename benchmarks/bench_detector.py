@@ -75,8 +75,9 @@ def main() -> int:
           f"size {args.size}, batch {batch}, repeats {repeats}; letterbox on the CPU: "
           f"{batch / letterbox_s:.1f} images/s", flush=True)
 
-    detectors = [("ours " + load_detector(args.weights).backbone + " (shipped weights)",
-                  load_detector(args.weights, device=device))]
+    shipped = load_detector(args.weights)  # run at --size (the network is fully convolutional)
+    detectors = [(f"ours {shipped.backbone} (shipped weights, trained at {shipped.size} px)",
+                  FaceDetector(shipped.model, backbone=shipped.backbone, size=args.size, device=device))]
     r50 = build_retinanet("resnet50", args.size)
     detectors.append(("ours resnet50 (untrained)", FaceDetector(r50, backbone="resnet50", size=args.size, device=device)))
     for name, det in detectors:

@@ -23,7 +23,7 @@ class IngestConfig:
     # Face funnel. "retinanet" (our trained RetinaNet; detector_weights "default" is the shipped
     # models/weights/detector.safetensors, or a path) or "animeface" (the classical nvxs detector).
     # The weights' hash is part of the detector's model_id, which keys caches and goes into manifests.
-    detector: str = "animeface"
+    detector: str = "retinanet"
     detector_weights: str = "default"
     min_detector_score: float = 0.0
     enlarge_rate: float = 1.0

@@ -48,8 +48,8 @@ def test_sample_library_becomes_a_manifest_with_real_detections(sample_library, 
     reasons = dict(assets.loc[assets["status"] == "dropped", ["source", "drop_reason"]].values)
     assert reasons == {"sunny_school/broken.jpg": "truncated", "sunny_school/not_an_image.png": "not_an_image"}
 
-    # the real animeface detector finds the drawn faces; every crop is in the table
-    assert len(faces) >= 40 and (faces["detector"] == "animeface").all()
+    # the default detector (our RetinaNet) finds the drawn faces; every crop is in the table
+    assert len(faces) >= 40 and (faces["detector"] == "retinanet").all()
     passed_gate = faces[(faces["status"] == "kept") | (faces["drop_reason"] == "near_duplicate")]
     assert len(passed_gate) >= 30
     assert (passed_gate["sharpness"] >= 30).all() and (passed_gate[["crop_w", "crop_h"]].min(axis=1) >= 100).all()
@@ -71,7 +71,8 @@ def test_sample_library_becomes_a_manifest_with_real_detections(sample_library, 
     assert counts["near_duplicates"] == len(dups)
     assert counts["drop.image.truncated"] == 1 and counts["drop.image.not_an_image"] == 1
     model_ids = json.loads(run["model_ids"])
-    assert run["flow_run_id"] and model_ids["animeface"] == "animeface-2.0.3"
+    assert run["flow_run_id"] and model_ids["retinanet"] == faces["model_id"].iloc[0]
+    assert model_ids["retinanet"].startswith("retinanet-resnet18-")
     assert model_ids["embedder"] == kept["embedder"].iloc[0]
     identities = m.read("identities")
     assert sorted(identities["identity"]) == ["sunny_school/Hana", "sunny_school/Kai"]
@@ -127,13 +128,34 @@ def test_a_run_killed_midway_then_rerun_is_complete_without_duplicates(sample_li
 
 
 def test_a_folder_of_real_cartoon_frames_as_stills(tmp_path):
-    """CAVA Dexter's Laboratory val frames as a plain folder of stills."""
-    ingest(library=str(CAVA_DEXTER / "images" / "val"), data_root=str(tmp_path / "data"))
+    """CAVA Dexter's Laboratory val frames as a plain folder of stills, through our RetinaNet."""
+    from models.detector import load_detector
+    from models.eval_detector import box_iou
+    from pipeline.detect import DEFAULT_DETECTOR_WEIGHTS
+
+    ingest(library=str(CAVA_DEXTER / "images" / "val"), data_root=str(tmp_path / "data"))  # default detector
     m = Manifest(tmp_path / "data")
     assets, faces = m.read("assets"), m.read("faces")
     assert len(assets) == 200 and (assets["status"] == "ok").all()
     assert len(faces) > 0 and set(faces["status"]) <= {"kept", "dropped"}
     assert faces["asset_id"].isin(assets["asset_id"]).all()
+    # the detector and its weights' hash are on every face row and in the version's metadata
+    model_id = load_detector(DEFAULT_DETECTOR_WEIGHTS).model_id
+    assert (faces["detector"] == "retinanet").all() and (faces["model_id"] == model_id).all()
+    assert json.loads(m.history().iloc[0]["model_ids"])["retinanet"] == model_id
+    # and it finds most of the labelled faces (animeface found 7 of these 307)
+    import pandas as pd
+    truth = pd.read_csv(CAVA_DEXTER / "boxes.csv").query("split == 'val'")
+    truth["source"] = truth["image"].str.rsplit("/", n=1).str[-1]
+    found = faces.merge(assets[["asset_id", "source"]], on="asset_id")
+    found["source"] = found["source"].str.rsplit("/", n=1).str[-1]
+    matched = 0
+    for name, t in truth.groupby("source"):
+        f = found[found["source"] == name]
+        if len(f):
+            matched += int((box_iou(t[["x1", "y1", "x2", "y2"]].to_numpy(float),
+                                    f[["x1", "y1", "x2", "y2"]].to_numpy(float)).max(1) >= 0.5).sum())
+    assert matched >= 0.5 * len(truth), matched
 
 
 def test_broken_episodes_become_rows_with_reasons(tmp_path):
