@@ -53,10 +53,11 @@ def test_parse_prints_what_the_parser_sees_on_a_saved_page():
 
 
 def test_detect_prints_boxes_per_image_in_argument_order(tmp_path):
-    from tests.conftest import SHARED
+    from models.det_data import read_cava
+    from tests.conftest import CAVA_DEXTER
 
-    val = SHARED / "data" / "icartoonface_det" / "images" / "val"
-    images = [str(val / "personai_icartoonface_detval_00001.jpg"), str(val / "personai_icartoonface_detval_00000.jpg")]
+    val = read_cava(CAVA_DEXTER / "boxes.csv", split="val")
+    images = [str(val[1].path), str(val[0].path)]
     out = toonface("detect", "--json", *images)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
