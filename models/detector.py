@@ -26,6 +26,7 @@ Files: safetensors, floating tensors in fp16, architecture and model-card fields
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -41,7 +42,7 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import boxes as box_ops
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
-from models.embedder import MEAN_RGB, STD_RGB, weights_sha256
+from models.embedder import MEAN_RGB, STD_RGB, read_meta, weights_sha256  # same file conventions
 
 FORMAT = "toonface-detector/1"
 BACKBONES = ("resnet18", "resnet50")
@@ -229,7 +230,6 @@ def batched_postprocess(cls_logits: torch.Tensor, bbox_regression: torch.Tensor,
 
 def _decode(rel_codes: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
     """torchvision BoxCoder(weights=(1, 1, 1, 1)).decode_single, written out for clarity."""
-    import math
     widths = anchors[:, 2] - anchors[:, 0]
     heights = anchors[:, 3] - anchors[:, 1]
     ctr_x = anchors[:, 0] + 0.5 * widths
@@ -329,23 +329,6 @@ def save_detector(model: RetinaNet, path: str | Path, *, backbone: str, size: in
     tmp.write_bytes(save(tensors, metadata=strings))
     tmp.replace(path)
     return path
-
-
-def read_meta(path: str | Path) -> dict:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        raw = f.metadata() or {}
-    meta: dict = {}
-    for k, v in raw.items():
-        try:
-            meta[k] = json.loads(v)
-        except (json.JSONDecodeError, TypeError):
-            meta[k] = v
-    for k in ("backbone", "format"):
-        if k in raw:
-            meta[k] = raw[k]
-    return meta
 
 
 def load_detector(path: str | Path, device: str | torch.device = "cpu",

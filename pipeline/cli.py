@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -131,30 +132,6 @@ def cmd_embed(args) -> int:
     return 0
 
 
-def cmd_train_embedder(args) -> int:
-    from models import train_embedder
-
-    return train_embedder.run(args)
-
-
-def cmd_eval_embedder(args) -> int:
-    from models import eval_embedder
-
-    return eval_embedder.run(args)
-
-
-def cmd_train_detector(args) -> int:
-    from models import train_detector
-
-    return train_detector.run(args)
-
-
-def cmd_eval_detector(args) -> int:
-    from models import eval_detector
-
-    return eval_detector.run(args)
-
-
 def cmd_detect(args) -> int:
     """Faces in each image: `--json` prints [{"image", "boxes": [[x1, y1, x2, y2, score], ...]}]."""
     import cv2
@@ -212,6 +189,15 @@ def cmd_release(args) -> int:
     return run(args)
 
 
+# (command, module in models/ with add_arguments and run, help)
+MODEL_COMMANDS = (
+    ("train-embedder", "train_embedder", "train the identity embedder on labelled crops"),
+    ("eval-embedder", "eval_embedder", "the paper's identification and verification protocols"),
+    ("train-detector", "train_detector", "train the RetinaNet face detector on boxed images"),
+    ("eval-detector", "eval_detector", "COCO-style AP of a face detector on boxed images"),
+)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="toonface", description="Cartoon-face dataset pipeline (iCartoonFace).")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -260,35 +246,13 @@ def main(argv: list[str] | None = None) -> int:
 
     # The model commands import torch: only when one of them is asked for (keeps the others quick).
     wanted = (argv if argv is not None else sys.argv[1:])[:1]
-    p = sub.add_parser("train-embedder", help="train the identity embedder on labelled crops", add_help=False)
-    if wanted == ["train-embedder"]:
-        from models import train_embedder
-
-        p.add_argument("-h", "--help", action="help")
-        train_embedder.add_arguments(p)
-    p.set_defaults(func=cmd_train_embedder)
-    p = sub.add_parser("eval-embedder", help="the paper's identification and verification protocols", add_help=False)
-    if wanted == ["eval-embedder"]:
-        from models import eval_embedder
-
-        p.add_argument("-h", "--help", action="help")
-        eval_embedder.add_arguments(p)
-    p.set_defaults(func=cmd_eval_embedder)
-
-    p = sub.add_parser("train-detector", help="train the RetinaNet face detector on boxed images", add_help=False)
-    if wanted == ["train-detector"]:
-        from models import train_detector
-
-        p.add_argument("-h", "--help", action="help")
-        train_detector.add_arguments(p)
-    p.set_defaults(func=cmd_train_detector)
-    p = sub.add_parser("eval-detector", help="COCO-style AP of a face detector on boxed images", add_help=False)
-    if wanted == ["eval-detector"]:
-        from models import eval_detector
-
-        p.add_argument("-h", "--help", action="help")
-        eval_detector.add_arguments(p)
-    p.set_defaults(func=cmd_eval_detector)
+    for command, module, help_text in MODEL_COMMANDS:
+        p = sub.add_parser(command, help=help_text, add_help=False)
+        if wanted == [command]:
+            entry = importlib.import_module(f"models.{module}")
+            p.add_argument("-h", "--help", action="help")
+            entry.add_arguments(p)
+            p.set_defaults(func=entry.run)
 
     p = sub.add_parser("detect", help="find cartoon faces in images")
     p.add_argument("images", nargs="*")
