@@ -26,7 +26,6 @@ Files: safetensors, floating tensors in fp16, architecture and model-card fields
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Sequence
 
@@ -39,6 +38,7 @@ from torchvision.models.detection import RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.models.detection.image_list import ImageList
+from torchvision.models.detection import _utils as det_utils
 from torchvision.ops import boxes as box_ops
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
@@ -53,6 +53,8 @@ CANDIDATE_SCORE = 0.05
 NMS_IOU = 0.5
 TOPK_CANDIDATES = 1000
 DETECTIONS_PER_IMAGE = 300
+# RetinaNet's own box coder (RetinaNet.box_coder is built with these weights).
+BOX_CODER = det_utils.BoxCoder(weights=(1.0, 1.0, 1.0, 1.0))
 # Mean colour (RGB 0..255) used for letterbox padding: it normalises to ~0, i.e. "no signal".
 PAD_RGB = tuple(int(round(m * 255)) for m in MEAN_RGB)
 
@@ -194,7 +196,7 @@ def batched_postprocess(cls_logits: torch.Tensor, bbox_regression: torch.Tensor,
         anchor_idx = torch.div(top_idx, num_classes, rounding_mode="floor")
         labels = top_idx % num_classes
         reg = torch.gather(regression, 1, anchor_idx.unsqueeze(-1).expand(-1, -1, 4))
-        boxes = _decode(reg.reshape(-1, 4), anchors_l[anchor_idx.reshape(-1)]).reshape(n, k, 4)
+        boxes = BOX_CODER.decode_single(reg.reshape(-1, 4), anchors_l[anchor_idx.reshape(-1)]).reshape(n, k, 4)
         boxes_all.append(boxes)
         scores_all.append(top_scores)
         labels_all.append(labels)
@@ -226,25 +228,6 @@ def batched_postprocess(cls_logits: torch.Tensor, bbox_regression: torch.Tensor,
     rows = torch.cat([boxes[keep], scores[keep, None], labels[keep, None].to(boxes.dtype)], 1)
     per_image = torch.bincount(kept_image, minlength=n).tolist()
     return list(torch.split(rows, per_image))
-
-
-def _decode(rel_codes: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
-    """torchvision BoxCoder(weights=(1, 1, 1, 1)).decode_single, written out for clarity."""
-    widths = anchors[:, 2] - anchors[:, 0]
-    heights = anchors[:, 3] - anchors[:, 1]
-    ctr_x = anchors[:, 0] + 0.5 * widths
-    ctr_y = anchors[:, 1] + 0.5 * heights
-    clip = math.log(1000.0 / 16)
-    dx, dy = rel_codes[:, 0], rel_codes[:, 1]
-    dw, dh = rel_codes[:, 2].clamp(max=clip), rel_codes[:, 3].clamp(max=clip)
-    pred_ctr_x = dx * widths + ctr_x
-    pred_ctr_y = dy * heights + ctr_y
-    pred_w = torch.exp(dw) * widths
-    pred_h = torch.exp(dh) * heights
-    c_to_c_h = torch.tensor(0.5, dtype=pred_ctr_y.dtype, device=pred_h.device) * pred_h
-    c_to_c_w = torch.tensor(0.5, dtype=pred_ctr_x.dtype, device=pred_w.device) * pred_w
-    return torch.stack([pred_ctr_x - c_to_c_w, pred_ctr_y - c_to_c_h,
-                        pred_ctr_x + c_to_c_w, pred_ctr_y + c_to_c_h], dim=1)
 
 
 # ------------------------------------------------------------------------------------------ inference
@@ -296,7 +279,7 @@ class FaceDetector:
             if len(batch) < batch_size:  # one batch shape: CPU kernel caches stop growing (see Embedder.embed)
                 batch = np.concatenate([batch, np.repeat(batch[-1:], batch_size - len(batch), 0)])
             rows = self.forward_letterboxed(to_tensor(batch), score_thresh=thresh)
-            for (img_boxed, scale), img, r in zip(boxed, chunk, rows):
+            for (_, scale), img, r in zip(boxed, chunk, rows):
                 r = r.float().cpu().numpy()
                 h, w = np.asarray(img).shape[:2]
                 out = np.empty((len(r), 5), np.float32)

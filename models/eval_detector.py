@@ -44,14 +44,15 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
-def _match(dets: np.ndarray, gts: np.ndarray, threshold: float) -> np.ndarray:
-    """Greedy COCO matching of score-sorted dets: True where a det matched an unmatched gt at >= threshold."""
-    iou = box_iou(dets[:, :4], gts)
-    taken = np.zeros(len(gts), bool)
-    hit = np.zeros(len(dets), bool)
-    for d in range(len(dets)):
+def _match(iou: np.ndarray, threshold: float) -> np.ndarray:
+    """Greedy COCO matching of score-sorted dets (rows of ``iou``) to gts (columns): True where a det
+    matched a still unmatched gt at >= threshold."""
+    n_dets, n_gts = iou.shape
+    taken = np.zeros(n_gts, bool)
+    hit = np.zeros(n_dets, bool)
+    for d in range(n_dets):
         best, best_iou = -1, min(threshold, 1 - 1e-10)
-        for g in range(len(gts)):
+        for g in range(n_gts):
             if taken[g] or iou[d, g] < best_iou:
                 continue
             best, best_iou = g, iou[d, g]
@@ -73,9 +74,9 @@ def average_precision(detections: Sequence[np.ndarray], ground_truth: Sequence[n
         sorted_dets.append(d)
     scores = np.concatenate([d[:, 4] for d in sorted_dets]) if sorted_dets else np.zeros(0)
     order = np.argsort(-scores, kind="mergesort")
+    ious = [box_iou(d[:, :4], np.asarray(g, np.float64).reshape(-1, 4)) for d, g in zip(sorted_dets, ground_truth)]
     for t in IOU_THRESHOLDS:
-        hits = np.concatenate([_match(d, np.asarray(g, np.float64).reshape(-1, 4), t)
-                               for d, g in zip(sorted_dets, ground_truth)]) if sorted_dets else np.zeros(0, bool)
+        hits = np.concatenate([_match(iou, t) for iou in ious]) if ious else np.zeros(0, bool)
         hits = hits[order]
         tp = np.cumsum(hits)
         fp = np.cumsum(~hits)
@@ -104,7 +105,7 @@ def operating_point(detections: Sequence[np.ndarray], ground_truth: Sequence[np.
         d = np.asarray(d, np.float64).reshape(-1, 5)
         d = d[d[:, 4] >= threshold]
         d = d[np.argsort(-d[:, 4], kind="mergesort")]
-        tp += int(_match(d, np.asarray(g, np.float64).reshape(-1, 4), 0.5).sum())
+        tp += int(_match(box_iou(d[:, :4], np.asarray(g, np.float64).reshape(-1, 4)), 0.5).sum())
         n_det += len(d)
     n_gt = int(sum(len(g) for g in ground_truth))
     return {"threshold": threshold, "precision_at_threshold": tp / n_det if n_det else 0.0,
