@@ -54,17 +54,26 @@ class AugmentedBoxes(Dataset):
         return len(self.items)
 
     def __getitem__(self, key):
+        """A sample, or (None, path) for an unreadable image: the step goes on without it, the log names it."""
         index, seed = key
-        img, boxes = self.items[index].load()
+        try:
+            img, boxes = self.items[index].load()
+        except ValueError:
+            return None, str(self.items[index].path)
         if self.augment:
             return augment(img, boxes, self.size, np.random.default_rng(seed))
         return letterbox_with_boxes(img, boxes, self.size)
 
 
 def collate(batch):
+    """-> (images, targets, paths of unreadable images); images is None when none could be read."""
+    skipped = [path for img, path in batch if img is None]
+    batch = [(img, boxes) for img, boxes in batch if img is not None]
+    if not batch:
+        return None, [], skipped
     images = to_tensor(np.stack([img for img, _ in batch]))
     targets = [{"boxes": torch.from_numpy(b), "labels": torch.zeros(len(b), dtype=torch.int64)} for _, b in batch]
-    return images, targets
+    return images, targets, skipped
 
 
 def lr_at(step: int, total: int, warmup: int) -> float:
@@ -93,8 +102,8 @@ def train(train_items: Sequence[BoxedImage], *, val_sets: dict[str, list[BoxedIm
           backbone: str = DEFAULT_BACKBONE, size: int = DEFAULT_SIZE, epochs: int = 12, batch_size: int = 8,
           lr: float | None = None, weight_decay: float = 1e-4, warmup_steps: int = 300, seed: int = 0,
           device: str = "auto", out: str | Path | None = None, checkpoint: str | Path | None = None,
-          max_minutes: float | None = None, max_steps: int | None = None, workers: int | None = None,
-          init_embedder: str | Path | None = None, threshold: float = DEFAULT_OPERATING_THRESHOLD,
+          max_minutes: float | None = None, checkpoint_minutes: float = 10.0, max_steps: int | None = None, workers: int | None = None,
+          init_embedder: str | Path | None = None, init_detector: str | Path | None = None, threshold: float = DEFAULT_OPERATING_THRESHOLD,
           augment: bool = True, log=print) -> dict:
     """Train; returns {"model", "history", "step_losses", "steps", "stopped_early", "seconds"}."""
     dev = resolve_device(device)
@@ -103,6 +112,14 @@ def train(train_items: Sequence[BoxedImage], *, val_sets: dict[str, list[BoxedIm
     if init_embedder:
         n = init_from_embedder(model, init_embedder)
         log(f"initialised {n} backbone tensors from {init_embedder}")
+    if init_detector:
+        from models.detector import load_detector
+
+        trained = load_detector(init_detector)
+        if trained.backbone != backbone:
+            raise ValueError(f"{init_detector} is a {trained.backbone} detector, not {backbone}")
+        model.load_state_dict(trained.model.float().state_dict())
+        log(f"initialised from detector {trained.model_id}")
     model.to(dev).train()
     use_bf16 = dev.type == "cuda"
     if use_bf16:
@@ -120,6 +137,7 @@ def train(train_items: Sequence[BoxedImage], *, val_sets: dict[str, list[BoxedIm
     total_steps = steps_per_epoch * epochs
     history: list[dict] = []
     step, start_epoch, start_batch = 0, 0, 0
+    resumed_sums = None
     ckpt_path = Path(checkpoint) if checkpoint else None
     if ckpt_path and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location=dev, weights_only=False)
@@ -127,6 +145,7 @@ def train(train_items: Sequence[BoxedImage], *, val_sets: dict[str, list[BoxedIm
         opt.load_state_dict(state["optimizer"])
         step, start_epoch, start_batch = state["step"], state["epoch"], state["batch"]
         history = state["history"]
+        resumed_sums = state.get("epoch_sums")
         torch.set_rng_state(state["torch_rng"])
         log(f"resumed from {ckpt_path}: epoch {start_epoch}, batch {start_batch}, step {step}")
     n_workers = _default_workers(dev) if workers is None else workers
@@ -138,18 +157,19 @@ def train(train_items: Sequence[BoxedImage], *, val_sets: dict[str, list[BoxedIm
     step_losses: list[float] = []
     stopped_early = False
 
-    def save_state(epoch: int, batch: int) -> None:
+    def save_state(epoch: int, batch: int, epoch_sums: dict | None = None) -> None:
         if ckpt_path:
             _save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
                                          "epoch": epoch, "batch": batch, "history": history,
-                                         "torch_rng": torch.get_rng_state()})
+                                         "epoch_sums": epoch_sums, "torch_rng": torch.get_rng_state()})
 
     def write_outputs() -> None:
         if out_path is None:
             return
         recipe = {"backbone": backbone, "size": size, "epochs": epochs, "batch_size": batch_size, "lr": base_lr,
                   "weight_decay": weight_decay, "warmup_steps": warmup_steps, "seed": seed,
-                  "init_embedder": str(init_embedder) if init_embedder else None, "steps": step, "augment": augment,
+                  "init_embedder": str(init_embedder) if init_embedder else None,
+                  "init_detector": str(init_detector) if init_detector else None, "steps": step, "augment": augment,
                   "device": str(dev), "train": summarise(train_items)}
         save_detector(model, out_path, backbone=backbone, size=size, score_threshold=threshold,
                       meta={"recipe": recipe, "history": history})
@@ -158,10 +178,17 @@ def train(train_items: Sequence[BoxedImage], *, val_sets: dict[str, list[BoxedIm
     for epoch in range(start_epoch, epochs):
         sampler.set_epoch(epoch, start_batch if epoch == start_epoch else 0)
         t_epoch = time.time()
-        sums = {"classification": 0.0, "bbox_regression": 0.0}
-        n_batches = 0
+        # Sums over this epoch's steps; carried in mid-epoch checkpoints so a resumed epoch logs whole-epoch means.
+        sums = {"classification": 0.0, "bbox_regression": 0.0, "batches": 0, "skipped": []}
+        if resumed_sums and epoch == start_epoch:
+            sums = resumed_sums
         batch_index = sampler.start_batch
-        for images, targets in loader:
+        last_save = time.time()
+        for images, targets, skipped in loader:
+            batch_index += 1
+            sums["skipped"] += skipped
+            if images is None:
+                continue
             for g in opt.param_groups:
                 g["lr"] = base_lr * lr_at(step, total_steps, warmup_steps)
             x = normalise(images.to(dev, non_blocking=True))
@@ -178,10 +205,9 @@ def train(train_items: Sequence[BoxedImage], *, val_sets: dict[str, list[BoxedIm
             torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
             opt.step()
             step += 1
-            batch_index += 1
-            n_batches += 1
             step_losses.append(float(loss.item()))
-            for k in sums:
+            sums["batches"] += 1
+            for k in losses:
                 sums[k] += float(losses[k].item())
             if step % 50 == 0:
                 log(f"epoch {epoch + 1} step {step}/{total_steps} loss {np.mean(step_losses[-50:]):.4f} "
@@ -190,13 +216,21 @@ def train(train_items: Sequence[BoxedImage], *, val_sets: dict[str, list[BoxedIm
             if out_of_time or (max_steps is not None and step >= max_steps):
                 stopped_early = True
                 break
+            if time.time() - last_save > checkpoint_minutes * 60:  # a killed run loses at most this much
+                save_state(epoch, batch_index, sums)
+                last_save = time.time()
         entry = {"epoch": epoch + 1, "steps": step, "seconds": round(time.time() - t_epoch, 1),
-                 "partial": stopped_early, **{k: v / max(1, n_batches) for k, v in sums.items()}}
+                 "partial": stopped_early,
+                 **{k: sums[k] / max(1, sums["batches"]) for k in ("classification", "bbox_regression")}}
+        if sums["skipped"]:
+            entry["unreadable_images"] = sorted(set(sums["skipped"]))
+            log(f"skipped {len(entry['unreadable_images'])} unreadable images: {entry['unreadable_images'][:5]}")
         if val_sets and not stopped_early:
             entry["val"] = validate(model, size, dev, val_sets, threshold)
         history.append(entry)
         log(json.dumps(entry))
-        save_state(epoch + (0 if stopped_early else 1), batch_index if stopped_early else 0)
+        save_state(epoch + (0 if stopped_early else 1), batch_index if stopped_early else 0,
+                   sums if stopped_early else None)
         write_outputs()
         if stopped_early:
             break
@@ -231,9 +265,13 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=DEFAULT_OPERATING_THRESHOLD,
                    help="operating score threshold stored with the weights")
     p.add_argument("--init-embedder", help="start a resnet18 body from this embedder's trunk")
+    p.add_argument("--init-detector", metavar="WEIGHTS",
+                   help="start from trained detector weights (continue training, or fine-tune on your own frames)")
     p.add_argument("--out", required=True, help="weights file (.safetensors)")
     p.add_argument("--checkpoint", help="resume from / save to this file")
     p.add_argument("--max-minutes", type=float)
+    p.add_argument("--checkpoint-minutes", type=float, default=10.0,
+                   help="also rewrite --checkpoint this often within an epoch (default 10)")
     p.add_argument("--max-steps", type=int)
     p.add_argument("--no-augment", dest="augment", action="store_false", help="letterbox only (for debugging)")
     return p
@@ -253,8 +291,9 @@ def run(args: argparse.Namespace) -> int:
     result = train(items, val_sets=val_sets, backbone=args.backbone, size=args.size, epochs=args.epochs,
                    batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                    warmup_steps=args.warmup_steps, seed=args.seed, device=args.device, out=args.out,
-                   checkpoint=args.checkpoint, max_minutes=args.max_minutes, max_steps=args.max_steps,
-                   workers=args.workers, init_embedder=args.init_embedder, threshold=args.threshold,
+                   checkpoint=args.checkpoint, max_minutes=args.max_minutes,
+                   checkpoint_minutes=args.checkpoint_minutes, max_steps=args.max_steps,
+                   workers=args.workers, init_embedder=args.init_embedder, init_detector=args.init_detector, threshold=args.threshold,
                    augment=args.augment,
                    log=lambda m: print(m, flush=True))
     print(json.dumps({"steps": result["steps"], "seconds": round(result["seconds"], 1),

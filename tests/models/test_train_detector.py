@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import torch
@@ -58,3 +62,62 @@ def test_learning_rate_warms_up_then_decays_to_zero():
     assert lr_at(0, 100, 10) == 0.1 and lr_at(9, 100, 10) == 1.0
     assert lr_at(10, 100, 10) == 1.0 and abs(lr_at(100, 100, 10)) < 1e-12
     assert lr_at(55, 100, 10) < lr_at(30, 100, 10)
+
+
+def test_training_from_shipped_detector_weights_starts_where_they_left_off():
+    frames = some_frames()[:4]
+    settings = {**TINY, "size": 384, "max_steps": 1, "epochs": 1, "augment": False, "log": lambda m: None}
+    shipped = PROJECT / "models" / "weights" / "detector.safetensors"
+    fresh = train(frames, **settings)["step_losses"][0]
+    continued = train(frames, init_detector=shipped, **settings)
+    assert continued["step_losses"][0] < 0.7 * fresh, (continued["step_losses"], fresh)
+    try:
+        train(frames, init_detector=shipped, **{**settings, "backbone": "resnet50"})
+    except ValueError as e:
+        assert "resnet18" in str(e)
+    else:
+        raise AssertionError("a resnet18 file must not load into a resnet50 model")
+
+
+def test_an_unreadable_training_image_is_skipped_and_named_in_the_log(tmp_path):
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir()
+    labels.mkdir()
+    for item in some_frames()[:3]:
+        (images / item.path.name).symlink_to(item.path)
+        (labels / f"{item.path.stem}.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (images / "broken.jpg").write_bytes(b"this is not a jpeg")
+    (labels / "broken.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    result = train(read_yolo(images, labels), epochs=1, seed=0, log=lambda m: None, **{**TINY, "size": 128, "batch_size": 2})
+    assert result["steps"] == 2 and all(np.isfinite(result["step_losses"]))
+    assert result["history"][0]["unreadable_images"] == [str(images / "broken.jpg")]
+
+
+def test_a_killed_run_resumes_from_its_last_mid_epoch_checkpoint(tmp_path):
+    """SIGKILL mid-epoch, then the same command again: it resumes and ends with the uninterrupted run's weights."""
+    def command(out, ckpt):
+        return [sys.executable, "-m", "pipeline.cli", "train-detector", "--train", f"cava:{CAVA_DEXTER}:train",
+                "--backbone", "resnet18", "--size", "128", "--batch-size", "2", "--epochs", "1", "--max-steps", "30",
+                "--seed", "5", "--device", "cpu", "--workers", "0", "--out", str(out), "--checkpoint", str(ckpt),
+                "--checkpoint-minutes", "0"]
+
+    straight = tmp_path / "straight.safetensors"
+    subprocess.run(command(straight, tmp_path / "straight.ckpt"), cwd=PROJECT, check=True, capture_output=True)
+    out, ckpt = tmp_path / "killed.safetensors", tmp_path / "killed.ckpt"
+    proc = subprocess.Popen(command(out, ckpt), cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (ckpt.exists() and torch.load(ckpt, weights_only=False)["step"] >= 3):
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    killed_at = torch.load(ckpt, weights_only=False)
+    assert 3 <= killed_at["step"] < 30 and killed_at["batch"] == killed_at["step"]
+    subprocess.run(command(out, ckpt), cwd=PROJECT, check=True, capture_output=True)
+    a, b = load_detector(straight), load_detector(out)
+    for (name, x), y in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+        torch.testing.assert_close(x, y, msg=name)
+    history = json.loads(out.with_suffix(".train_log.json").read_text())["history"]
+    assert history[-1]["steps"] == 30
