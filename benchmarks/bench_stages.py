@@ -1,4 +1,5 @@
-"""Throughput of each ingest stage on its own: frame extraction, still decoding, detection, crop + gate.
+"""Throughput of each ingest stage on its own: frame extraction, still decoding, detection (the default
+detector, batched as the funnel calls it), crop + gate.
 
     python benchmarks/bench_stages.py [--library DIR] [--videos DIR] [--limit N]
 
@@ -89,20 +90,26 @@ def decode(path: Path):
     return decode_image(path.read_bytes()).image  # untimed helper: path already known good
 
 
-def bench_detect(paths: list[Path]) -> tuple[dict, dict[Path, list]]:
-    detector = get_detector("animeface")  # loaded before the clock starts
-    boxes, faces, seconds = {}, 0, 0.0
-    for path in paths:
-        image = decode(path)  # decoding is not part of this figure
+def bench_detect(paths: list[Path], cfg: IngestConfig) -> tuple[dict, dict[Path, list]]:
+    """The ingest's detector as the funnel calls it (batches of cfg.detect_batch_size), and one image
+    per call for comparison. Decoding is not part of either figure."""
+    detector = get_detector(cfg.detector, cfg.detector_weights)  # loaded before the clock starts
+    images = [decode(path) for path in paths]
+    result = {"detector": detector.model_id, "images": len(paths)}
+    for batch in sorted({1, cfg.detect_batch_size}):
+        detector.detect_many(images[:batch])  # warm-up: first call of a batch shape
+        boxes, faces = {}, 0
         t0 = time.perf_counter()
-        found = detector.detect(image)
-        seconds += time.perf_counter() - t0
-        boxes[path] = [(d.x1, d.y1, d.x2, d.y2) for d in found]
-        faces += len(found)
-    print(f"    detect: {len(paths)} images in {seconds:.2f} s = {rate(len(paths), seconds):.2f} images/s "
-          f"(animeface, {detector.model_id}), {faces} faces")
-    return {"images": len(paths), "faces": faces, "seconds": round(seconds, 3),
-            "images_per_s": round(rate(len(paths), seconds), 2)}, boxes
+        for i in range(0, len(images), batch):
+            for path, found in zip(paths[i:i + batch], detector.detect_many(images[i:i + batch])):
+                boxes[path] = [(d.x1, d.y1, d.x2, d.y2) for d in found]
+                faces += len(found)
+        seconds = time.perf_counter() - t0
+        print(f"    detect: {len(paths)} images in {seconds:.2f} s = {rate(len(paths), seconds):.2f} images/s "
+              f"({detector.model_id}, batch {batch}), {faces} faces")
+        result[f"batch_{batch}"] = {"seconds": round(seconds, 3), "images_per_s": round(rate(len(paths), seconds), 2)}
+    result["faces"] = faces
+    return result, boxes
 
 
 def centre_box(w: int, h: int) -> tuple[float, float, float, float]:
@@ -169,7 +176,7 @@ def main() -> None:
 
     result = {"frames": bench_frames(videos, args.fps)}
     result["decode"], ok = bench_decode(stills, cfg)
-    result["detect"], boxes = bench_detect(ok)
+    result["detect"], boxes = bench_detect(ok, cfg)
     result["crop_gate"] = bench_crops(ok, boxes, use_centre=args.centre_boxes or result["detect"]["faces"] == 0, cfg=cfg)
     result["peak_rss_mib"] = round(peak_rss_mib(resource.RUSAGE_SELF), 1)
     result["peak_rss_children_mib"] = round(peak_rss_mib(resource.RUSAGE_CHILDREN), 1)  # largest ffmpeg

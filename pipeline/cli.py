@@ -155,10 +155,7 @@ def cmd_detect(args) -> int:
                 failed += 1
         if not readable:
             continue
-        if hasattr(detector, "detect_many"):
-            found = detector.detect_many([im for _, im in readable], score_threshold=args.threshold)
-        else:
-            found = [detector.detect(im) for _, im in readable]
+        found = detector.detect_many([im for _, im in readable], score_threshold=args.threshold)
         for (p, _), dets in zip(readable, found):
             boxes = [[round(d.x1, 1), round(d.y1, 1), round(d.x2, 1), round(d.y2, 1), round(d.score, 4)] for d in dets
                      if args.threshold is None or d.score >= args.threshold]

@@ -26,6 +26,9 @@ class IngestConfig:
     detector: str = "retinanet"
     detector_weights: str = "default"
     min_detector_score: float = 0.0
+    # Images per batched detector call (memory: this many decoded images at once). 8 suits a CPU;
+    # raise it (64) on a GPU. Results do not depend on it.
+    detect_batch_size: int = 8
     enlarge_rate: float = 1.0
     # Quality gate (paper: Laplacian sharpness < 30 or resolution < 100 is dropped).
     min_sharpness: float = 30.0

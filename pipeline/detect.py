@@ -29,6 +29,8 @@ class Detector(Protocol):
 
     def detect(self, image_bgr: np.ndarray) -> list[Detection]: ...
 
+    def detect_many(self, images_bgr: list[np.ndarray]) -> list[list[Detection]]: ...
+
 
 class AnimeFaceDetector:
     """The classical nvxs anime-face detector of the `animeface` package (ships its own model)."""
@@ -57,6 +59,10 @@ class AnimeFaceDetector:
                                    float(face.likelihood)))
         return found
 
+    def detect_many(self, images_bgr: list[np.ndarray], score_threshold: float | None = None) -> list[list[Detection]]:
+        return [[d for d in self.detect(img) if score_threshold is None or d.score >= score_threshold]
+                for img in images_bgr]
+
 
 DEFAULT_DETECTOR_WEIGHTS = Path(__file__).resolve().parent.parent / "models" / "weights" / "detector.safetensors"
 
@@ -72,6 +78,7 @@ class RetinaNetDetector:
     """Our RetinaNet (models/detector.py) at its stored input size and operating threshold."""
 
     name = "retinanet"
+    MAX_BATCH = 64
 
     def __init__(self, weights: str | Path | None = None) -> None:
         import torch
@@ -88,8 +95,14 @@ class RetinaNetDetector:
         return self.detect_many([image_bgr])[0]
 
     def detect_many(self, images_bgr: list[np.ndarray], score_threshold: float | None = None) -> list[list[Detection]]:
-        """One batched forward for all images; threshold default: the one stored with the weights."""
-        found = self._model.detect_many(images_bgr, batch_size=max(1, len(images_bgr)), score_threshold=score_threshold)
+        """Batched forwards of up to MAX_BATCH images; threshold default: the one stored with the weights.
+        A short batch is padded to the next power of two: few distinct shapes keep the CPU kernel
+        caches from growing (see Embedder.embed), without making a single image cost a full batch."""
+        found = []
+        for i in range(0, len(images_bgr), self.MAX_BATCH):
+            chunk = images_bgr[i:i + self.MAX_BATCH]
+            padded = 1 << (len(chunk) - 1).bit_length()
+            found += self._model.detect_many(chunk, batch_size=padded, score_threshold=score_threshold)
         return [[Detection(*map(float, row)) for row in rows] for rows in found]
 
 

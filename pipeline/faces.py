@@ -63,19 +63,54 @@ def funnel_key(config: IngestConfig, detector: Detector) -> str:
     return f"{config.hash(IngestConfig.FACE_FIELDS)}-{hashlib.sha256(detector.model_id.encode()).hexdigest()[:8]}"
 
 
-def analyse_image(data: bytes, config: IngestConfig, detector: Detector, store: ContentStore,
-                  sha: str | None = None) -> ImageAnalysis:
-    """Run the funnel on one image's bytes. Never raises on bad input: it returns a drop reason."""
-    sha = sha or sha256_bytes(data)
-    decoded = decode_image(data, config.max_image_pixels, config.max_image_bytes)
-    if not decoded.ok:
-        return ImageAnalysis(sha, len(data), decoded.fmt, decoded.width, decoded.height,
-                             decoded.drop_reason, decoded.detail, [])
-    store.put(data, EXTENSIONS[decoded.fmt])
+def analyse_images(datas: list[bytes], config: IngestConfig, detector: Detector, store: ContentStore,
+                   cache: FunnelCache) -> list[tuple[ImageAnalysis, bool]]:
+    """Run the funnel on several images' bytes: one batched detector call for all that are not cached.
+    Returns (analysis, was_cached) per image, in order. Never raises on bad input: a bad image gets a
+    drop reason. Callers bound memory by passing at most ``config.detect_batch_size`` images."""
+    shas = [sha256_bytes(data) for data in datas]
+    results: list[tuple[ImageAnalysis, bool] | None] = []
+    to_detect = []  # (position, sha, decoded) of readable images not in the cache
+    first_seen: dict[str, int] = {}  # the same bytes twice in one batch: analysed once, then a cache hit
+    for position, (data, sha) in enumerate(zip(datas, shas)):
+        hit = cache.get(sha)
+        if hit is not None or sha in first_seen:
+            results.append((hit, True))
+            continue
+        first_seen[sha] = position
+        decoded = decode_image(data, config.max_image_pixels, config.max_image_bytes)
+        if not decoded.ok:
+            results.append((ImageAnalysis(sha, len(data), decoded.fmt, decoded.width, decoded.height,
+                                          decoded.drop_reason, decoded.detail, []), False))
+            continue
+        store.put(data, EXTENSIONS[decoded.fmt])
+        results.append(None)
+        to_detect.append((position, sha, decoded))
+    found = detector.detect_many([decoded.image for _, _, decoded in to_detect]) if to_detect else []
+    for (position, sha, decoded), detections in zip(to_detect, found):
+        analysis = ImageAnalysis(sha, len(datas[position]), decoded.fmt, decoded.width, decoded.height, None, "",
+                                 _faces(sha, decoded, detections, config, detector, store))
+        results[position] = (analysis, False)
+    for position, (analysis, cached) in enumerate(results):
+        if analysis is None:  # a repeat within this batch
+            results[position] = (results[first_seen[shas[position]]][0], True)
+        elif not cached:
+            cache.put(analysis)
+    return results
+
+
+def analyse_cached(data: bytes, config: IngestConfig, detector: Detector, store: ContentStore,
+                   cache: FunnelCache) -> tuple[ImageAnalysis, bool]:
+    """One image through the funnel and its cache; returns (analysis, was_cached)."""
+    return analyse_images([data], config, detector, store, cache)[0]
+
+
+def _faces(sha: str, decoded, detections, config: IngestConfig, detector: Detector, store: ContentStore) -> list[dict]:
+    """Face rows of one decoded image: crop each detection at the enlarged rate, gate it, store the crop."""
     image = decoded.image
     config_hash = config.hash(IngestConfig.FACE_FIELDS)
     faces = []
-    for index, det in enumerate(detector.detect(image)):
+    for index, det in enumerate(detections):
         box = enlarged_box((det.x1, det.y1, det.x2, det.y2), decoded.width, decoded.height, config.enlarge_rate)
         crop = cut(image, box)
         score = sharpness(crop) if crop.size else 0.0
@@ -95,16 +130,4 @@ def analyse_image(data: bytes, config: IngestConfig, detector: Detector, store: 
             "status": "dropped" if reason else "kept", "drop_reason": reason, "crop_sha": crop_sha,
             "config_hash": config_hash,
         })
-    return ImageAnalysis(sha, len(data), decoded.fmt, decoded.width, decoded.height, None, "", faces)
-
-
-def analyse_cached(data: bytes, config: IngestConfig, detector: Detector, store: ContentStore,
-                   cache: FunnelCache) -> tuple[ImageAnalysis, bool]:
-    """analyse_image through the cache; returns (analysis, was_cached)."""
-    sha = sha256_bytes(data)
-    hit = cache.get(sha)
-    if hit is not None:
-        return hit, True
-    analysis = analyse_image(data, config, detector, store, sha)
-    cache.put(analysis)
-    return analysis, False
+    return faces

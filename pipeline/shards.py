@@ -17,7 +17,7 @@ import cv2
 from data_manifest.store import Manifest
 from pipeline.config import IngestConfig
 from pipeline.detect import get_detector
-from pipeline.faces import FunnelCache, ImageAnalysis, analyse_cached, funnel_key
+from pipeline.faces import FunnelCache, ImageAnalysis, analyse_images, funnel_key
 from pipeline.frames import VideoError, extract_frames, probe
 from pipeline.store import ContentStore, atomic_write, sha256_bytes, sha256_file
 
@@ -89,6 +89,12 @@ def count_analysis(counts: collections.Counter, analysis: ImageAnalysis, cached:
             counts["crops_kept"] += 1
 
 
+def chunks(items, size: int):
+    """Consecutive slices of at most ``size`` items (the funnel's detector batches)."""
+    size = max(1, int(size))
+    return (items[i:i + size] for i in range(0, len(items), size))
+
+
 def face_rows(analysis: ImageAnalysis, album_id: str, run_id: str) -> list[dict]:
     return [{**face, "album_id": album_id, "run_id": run_id} for face in analysis.faces]
 
@@ -99,18 +105,24 @@ def process_stills(shard: StillsShard, ctx: RunContext) -> dict[str, int]:
     cache = FunnelCache(ctx.data_root, funnel_key(config, detector))
     counts: collections.Counter = collections.Counter()
     assets, faces = [], []
-    for path, source in shard.files:
-        counts["stills"] += 1
-        try:
-            data = Path(path).read_bytes()
-        except OSError as exc:  # vanished or unreadable file: a row, not a crash
-            analysis = ImageAnalysis(sha256_bytes(source.encode()), 0, None, 0, 0, "unreadable", str(exc), [])
-            cached = False
-        else:
-            analysis, cached = analyse_cached(data, config, detector, store, cache)
-        count_analysis(counts, analysis, cached)
-        assets.append(asset_row(analysis, ctx, shard.album_id, source, "still"))
-        faces.extend(face_rows(analysis, shard.album_id, ctx.run_id))
+    for batch in chunks(shard.files, config.detect_batch_size):
+        datas: list[bytes | OSError] = []
+        for path, _ in batch:
+            try:
+                datas.append(Path(path).read_bytes())
+            except OSError as exc:  # vanished or unreadable file: a row, not a crash
+                datas.append(exc)
+        analysed = iter(analyse_images([d for d in datas if isinstance(d, bytes)], config, detector, store, cache))
+        for (_, source), data in zip(batch, datas):
+            counts["stills"] += 1
+            if isinstance(data, bytes):
+                analysis, cached = next(analysed)
+            else:
+                analysis = ImageAnalysis(sha256_bytes(source.encode()), 0, None, 0, 0, "unreadable", str(data), [])
+                cached = False
+            count_analysis(counts, analysis, cached)
+            assets.append(asset_row(analysis, ctx, shard.album_id, source, "still"))
+            faces.extend(face_rows(analysis, shard.album_id, ctx.run_id))
     embed_kept(faces, ctx)
     staging = ctx.staging()
     staging.write("faces", shard.name, faces)
@@ -184,15 +196,15 @@ def process_episode(shard: EpisodeShard, ctx: RunContext) -> dict[str, int]:
     detector = get_detector(config.detector, config.detector_weights)
     cache = FunnelCache(ctx.data_root, funnel_key(config, detector))
     assets, faces = [], []
-    for frame in extracted["frames"]:
-        counts["frames"] += 1
-        data = store.get(frame["sha"], ".jpg")
-        analysis, cached = analyse_cached(data, config, detector, store, cache)
-        count_analysis(counts, analysis, cached)
-        source = f"{shard.album_id}/{shard.episode_path}#t={frame['timestamp_s']:g}"
-        assets.append(asset_row(analysis, ctx, shard.album_id, source, "frame", shard.episode_path,
-                                 episode_sha, frame["index"], frame["timestamp_s"]))
-        faces.extend(face_rows(analysis, shard.album_id, ctx.run_id))
+    for batch in chunks(extracted["frames"], config.detect_batch_size):
+        datas = [store.get(frame["sha"], ".jpg") for frame in batch]
+        for frame, (analysis, cached) in zip(batch, analyse_images(datas, config, detector, store, cache)):
+            counts["frames"] += 1
+            count_analysis(counts, analysis, cached)
+            source = f"{shard.album_id}/{shard.episode_path}#t={frame['timestamp_s']:g}"
+            assets.append(asset_row(analysis, ctx, shard.album_id, source, "frame", shard.episode_path,
+                                     episode_sha, frame["index"], frame["timestamp_s"]))
+            faces.extend(face_rows(analysis, shard.album_id, ctx.run_id))
     embed_kept(faces, ctx)
     staging = ctx.staging()
     staging.write("faces", shard.name, faces)

@@ -1,0 +1,44 @@
+"""The face funnel: one batched detector call for a batch of images gives what one call per image gives."""
+from __future__ import annotations
+
+import pytest
+
+from pipeline.config import IngestConfig
+from pipeline.detect import get_detector
+from pipeline.faces import FunnelCache, analyse_cached, analyse_images, funnel_key
+from pipeline.store import ContentStore
+from tests.conftest import CAVA_DEXTER
+
+FRAMES = sorted((CAVA_DEXTER / "images" / "val").glob("*.jpg"))[:6]
+
+
+def funnel(tmp_path, name):
+    config = IngestConfig()
+    detector = get_detector(config.detector, config.detector_weights)
+    return config, detector, ContentStore(tmp_path / name / "store"), FunnelCache(tmp_path / name, funnel_key(config, detector))
+
+
+def test_a_batch_gives_the_same_faces_as_one_image_at_a_time(tmp_path):
+    datas = [p.read_bytes() for p in FRAMES]
+    batch = datas[:3] + [b"\xff\xd8 not really a jpeg"] + datas[3:] + [datas[0]]
+    config, detector, store, cache = funnel(tmp_path, "batched")
+    batched = analyse_images(batch, config, detector, store, cache)
+
+    config, detector, store, cache = funnel(tmp_path, "single")
+    single = [analyse_cached(data, config, detector, store, cache) for data in batch]
+
+    assert [cached for _, cached in batched] == [cached for _, cached in single] == [False] * 7 + [True]
+    assert batched[3][0].drop_reason == single[3][0].drop_reason is not None
+    assert sum(len(a.faces) for a, _ in batched) > 0
+    for (a, _), (b, _) in zip(batched, single):
+        assert a.asset_id == b.asset_id and len(a.faces) == len(b.faces)
+        for fa, fb in zip(a.faces, b.faces):
+            assert fa["face_id"] == fb["face_id"] and fa["status"] == fb["status"]
+            assert [fa[k] for k in ("x1", "y1", "x2", "y2", "det_score")] == pytest.approx(
+                [fb[k] for k in ("x1", "y1", "x2", "y2", "det_score")], abs=1e-2)
+    # The cache now answers for every image of the batch.
+    assert all(cached for _, cached in analyse_images(batch, config, detector, store, cache))
+
+
+def test_an_empty_batch_is_fine(tmp_path):
+    assert analyse_images([], *funnel(tmp_path, "empty")) == []
