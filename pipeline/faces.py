@@ -99,12 +99,6 @@ def analyse_images(datas: list[bytes], config: IngestConfig, detector: Detector,
     return results
 
 
-def analyse_cached(data: bytes, config: IngestConfig, detector: Detector, store: ContentStore,
-                   cache: FunnelCache) -> tuple[ImageAnalysis, bool]:
-    """One image through the funnel and its cache; returns (analysis, was_cached)."""
-    return analyse_images([data], config, detector, store, cache)[0]
-
-
 def _faces(sha: str, decoded, detections, config: IngestConfig, detector: Detector, store: ContentStore) -> list[dict]:
     """Face rows of one decoded image: crop each detection at the enlarged rate, gate it, store the crop."""
     image = decoded.image

@@ -23,7 +23,7 @@ from pathlib import Path
 from pipeline.config import IngestConfig
 from pipeline.decode import EXTENSIONS, sniff_format
 from pipeline.detect import get_detector
-from pipeline.faces import FunnelCache, ImageAnalysis, analyse_cached, funnel_key
+from pipeline.faces import FunnelCache, ImageAnalysis, analyse_images, funnel_key
 from pipeline.shards import RunContext, asset_row, count_analysis, embed_kept, face_rows
 from pipeline.sources.downloader import Downloader, FetchResult, canonicalize_url
 from pipeline.sources.encyclopedia import PageShapeError, parse_characters
@@ -119,16 +119,32 @@ class _ImageIngest:
         self.cache = FunnelCache(ctx.data_root, funnel_key(ctx.config, self.detector))
         self.assets: list[dict] = []
         self.faces: list[dict] = []
+        self._queued: list[tuple[bytes, tuple]] = []
+
+    def queue(self, data: bytes, album_id: str, source: str, kind: str, character: str | None,
+              query: str | None) -> None:
+        """Analyse later, in one detector batch with the next images (detect_batch_size at a time)."""
+        self._queued.append((data, (album_id, source, kind, character, query)))
+        if len(self._queued) >= self.ctx.config.detect_batch_size:
+            self.flush()
 
     def add(self, data: bytes, album_id: str, source: str, kind: str, character: str | None,
             query: str | None) -> ImageAnalysis:
-        analysis, cached = analyse_cached(data, self.ctx.config, self.detector, self.ctx.store, self.cache)
-        count_analysis(self.counts, analysis, cached)
-        row = asset_row(analysis, self.ctx, album_id, source, kind)
-        row.update(character=character, query=query)
-        self.assets.append(row)
-        self.faces.extend(face_rows(analysis, album_id, self.ctx.run_id))
-        return analysis
+        """Analyse now (with whatever is queued) and return this image's analysis."""
+        self._queued.append((data, (album_id, source, kind, character, query)))
+        return self.flush()[-1]
+
+    def flush(self) -> list[ImageAnalysis]:
+        queued, self._queued = self._queued, []
+        results = analyse_images([data for data, _ in queued], self.ctx.config, self.detector, self.ctx.store,
+                                 self.cache)
+        for (_, (album_id, source, kind, character, query)), (analysis, cached) in zip(queued, results):
+            count_analysis(self.counts, analysis, cached)
+            row = asset_row(analysis, self.ctx, album_id, source, kind)
+            row.update(character=character, query=query)
+            self.assets.append(row)
+            self.faces.extend(face_rows(analysis, album_id, self.ctx.run_id))
+        return [analysis for analysis, _ in results]
 
 
 def _fetch_page(dl: Downloader, url: str, parse, purpose: str, album_id: str, ctx: RunContext,
@@ -279,7 +295,7 @@ def download_images(shard: WebShard, ctx: RunContext) -> dict[str, int]:
         data = _cached_bytes(url_cache, ctx, job.url)
         if data is not None:
             counts["downloads_cached"] += 1
-            images.add(data, job.album_id, job.url, "web", job.character, job.query)
+            images.queue(data, job.album_id, job.url, "web", job.character, job.query)
             continue
         try:
             pending.setdefault(canonicalize_url(job.url), []).append(job)
@@ -292,7 +308,8 @@ def download_images(shard: WebShard, ctx: RunContext) -> dict[str, int]:
         data = _record_fetch(res, url_cache, ctx, shard.album_id, "image", downloads, counts)
         if data is not None:
             for job in jobs:
-                images.add(data, job.album_id, job.url, "web", job.character, job.query)
+                images.queue(data, job.album_id, job.url, "web", job.character, job.query)
+    images.flush()
     embed_kept(images.faces, ctx)
     staging = ctx.staging()
     staging.write("downloads", shard.name, downloads)

@@ -106,7 +106,9 @@ def albums_file(tmp_path, site):
     return path
 
 
-CONFIG = {"web_allow_private_hosts": ["127.0.0.1"], "web_min_interval_s": 0.0, "web_timeout_s": 10}
+# Detector batches of 4: the 6 searched images are analysed as one full batch and one partial one.
+CONFIG = {"web_allow_private_hosts": ["127.0.0.1"], "web_min_interval_s": 0.0, "web_timeout_s": 10,
+          "detect_batch_size": 4}
 
 
 def test_characters_references_and_searched_images(tmp_path, site):

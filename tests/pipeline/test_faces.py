@@ -5,7 +5,7 @@ import pytest
 
 from pipeline.config import IngestConfig
 from pipeline.detect import get_detector
-from pipeline.faces import FunnelCache, analyse_cached, analyse_images, funnel_key
+from pipeline.faces import FunnelCache, analyse_images, funnel_key
 from pipeline.store import ContentStore
 from tests.conftest import CAVA_DEXTER
 
@@ -25,7 +25,7 @@ def test_a_batch_gives_the_same_faces_as_one_image_at_a_time(tmp_path):
     batched = analyse_images(batch, config, detector, store, cache)
 
     config, detector, store, cache = funnel(tmp_path, "single")
-    single = [analyse_cached(data, config, detector, store, cache) for data in batch]
+    single = [analyse_images([data], config, detector, store, cache)[0] for data in batch]
 
     assert [cached for _, cached in batched] == [cached for _, cached in single] == [False] * 7 + [True]
     assert batched[3][0].drop_reason == single[3][0].drop_reason is not None
