@@ -144,13 +144,13 @@ def bench_crops(paths: list[Path], boxes: dict[Path, list], use_centre: bool, cf
             encode_seconds += time.perf_counter() - t1
     finally:
         cv2.setNumThreads(threads_before)
-    source = "centred 40% box" if use_centre else "animeface boxes"
+    source = "centred 40% box" if use_centre else "detector boxes"
     print(f"(c) crop+gate: {crops} crops in {seconds:.3f} s = {rate(crops, seconds):.1f} crops/s per core "
           f"(cv2.setNumThreads(1), one process; enlarge_rate={cfg.enlarge_rate}, boxes: {source}); {dict(outcomes)}")
     print(f"    with the JPEG encode of each crop: {rate(crops, seconds + encode_seconds):.1f} crops/s per core")
     return {"crops": crops, "seconds": round(seconds, 4), "crops_per_s_per_core": round(rate(crops, seconds), 1),
             "with_encode_per_s_per_core": round(rate(crops, seconds + encode_seconds), 1),
-            "box_source": "centre" if use_centre else "animeface", "outcomes": dict(outcomes),
+            "box_source": "centre" if use_centre else "detector", "outcomes": dict(outcomes),
             "cv2_threads": 1}
 
 
