@@ -17,8 +17,10 @@ spike early). ``--init-embedder FILE`` starts a ResNet-18 body from our identity
 Determinism: ``--seed`` fixes the initial weights, each epoch's order and every sample's augmentation
 (drawn from (seed, epoch, position)), so a CPU run is repeatable and a resumed run sees the same data.
 CUDA runs use bf16 autocast and channels_last (seeded, not bitwise repeatable).
-``--checkpoint`` is rewritten after every epoch and when ``--max-minutes`` stops the run; a rerun with
-the same arguments resumes from it. The final weights go to ``--out`` (fp16 safetensors + metadata).
+``--checkpoint`` is rewritten after every epoch, every ``--checkpoint-minutes`` within one, and when
+``--max-minutes`` stops the run; a rerun with the same arguments resumes from it, even after a kill.
+An unreadable image is left out of its batch and named in the epoch's log entry.
+``--init-detector WEIGHTS`` starts from a trained detector (to continue training, or to fine-tune). The final weights go to ``--out`` (fp16 safetensors + metadata).
 """
 from __future__ import annotations
 
@@ -102,8 +104,9 @@ def train(train_items: Sequence[BoxedImage], *, val_sets: dict[str, list[BoxedIm
           backbone: str = DEFAULT_BACKBONE, size: int = DEFAULT_SIZE, epochs: int = 12, batch_size: int = 8,
           lr: float | None = None, weight_decay: float = 1e-4, warmup_steps: int = 300, seed: int = 0,
           device: str = "auto", out: str | Path | None = None, checkpoint: str | Path | None = None,
-          max_minutes: float | None = None, checkpoint_minutes: float = 10.0, max_steps: int | None = None, workers: int | None = None,
-          init_embedder: str | Path | None = None, init_detector: str | Path | None = None, threshold: float = DEFAULT_OPERATING_THRESHOLD,
+          max_minutes: float | None = None, checkpoint_minutes: float = 10.0, max_steps: int | None = None,
+          workers: int | None = None, init_embedder: str | Path | None = None,
+          init_detector: str | Path | None = None, threshold: float = DEFAULT_OPERATING_THRESHOLD,
           augment: bool = True, log=print) -> dict:
     """Train; returns {"model", "history", "step_losses", "steps", "stopped_early", "seconds"}."""
     dev = resolve_device(device)
@@ -293,7 +296,8 @@ def run(args: argparse.Namespace) -> int:
                    warmup_steps=args.warmup_steps, seed=args.seed, device=args.device, out=args.out,
                    checkpoint=args.checkpoint, max_minutes=args.max_minutes,
                    checkpoint_minutes=args.checkpoint_minutes, max_steps=args.max_steps,
-                   workers=args.workers, init_embedder=args.init_embedder, init_detector=args.init_detector, threshold=args.threshold,
+                   workers=args.workers, init_embedder=args.init_embedder, init_detector=args.init_detector,
+                   threshold=args.threshold,
                    augment=args.augment,
                    log=lambda m: print(m, flush=True))
     print(json.dumps({"steps": result["steps"], "seconds": round(result["seconds"], 1),
