@@ -63,15 +63,30 @@ def funnel_key(config: IngestConfig, detector: Detector) -> str:
     return f"{config.hash(IngestConfig.FACE_FIELDS)}-{hashlib.sha256(detector.model_id.encode()).hexdigest()[:8]}"
 
 
+# Decoded pixels one detector call may hold (~300 MB as BGR): a batch of huge web images is split
+# instead of holding detect_batch_size full-resolution images at once.
+MAX_BATCH_PIXELS = 100_000_000
+
+
 def analyse_images(datas: list[bytes], config: IngestConfig, detector: Detector, store: ContentStore,
-                   cache: FunnelCache) -> list[tuple[ImageAnalysis, bool]]:
-    """Run the funnel on several images' bytes: one batched detector call for all that are not cached.
-    Returns (analysis, was_cached) per image, in order. Never raises on bad input: a bad image gets a
-    drop reason. Callers bound memory by passing at most ``config.detect_batch_size`` images."""
+                   cache: FunnelCache, max_batch_pixels: int = MAX_BATCH_PIXELS) -> list[tuple[ImageAnalysis, bool]]:
+    """Run the funnel on several images' bytes: batched detector calls for those not cached (one call
+    unless their decoded pixels exceed ``max_batch_pixels``). Returns (analysis, was_cached) per image,
+    in order. Never raises on bad input: a bad image gets a drop reason. Callers pass at most
+    ``config.detect_batch_size`` images."""
     shas = [sha256_bytes(data) for data in datas]
     results: list[tuple[ImageAnalysis, bool] | None] = []
-    to_detect = []  # (position, sha, decoded) of readable images not in the cache
+    pending: list = []  # (position, sha, decoded) of readable images not in the cache, awaiting detection
     first_seen: dict[str, int] = {}  # the same bytes twice in one batch: analysed once, then a cache hit
+
+    def detect_pending() -> None:
+        found = detector.detect_many([decoded.image for _, _, decoded in pending])
+        for (position, sha, decoded), detections in zip(pending, found):
+            results[position] = (ImageAnalysis(sha, len(datas[position]), decoded.fmt, decoded.width, decoded.height,
+                                               None, "", _faces(sha, decoded, detections, config, detector, store)),
+                                  False)
+        pending.clear()
+
     for position, (data, sha) in enumerate(zip(datas, shas)):
         hit = cache.get(sha)
         if hit is not None or sha in first_seen:
@@ -85,12 +100,12 @@ def analyse_images(datas: list[bytes], config: IngestConfig, detector: Detector,
             continue
         store.put(data, EXTENSIONS[decoded.fmt])
         results.append(None)
-        to_detect.append((position, sha, decoded))
-    found = detector.detect_many([decoded.image for _, _, decoded in to_detect]) if to_detect else []
-    for (position, sha, decoded), detections in zip(to_detect, found):
-        analysis = ImageAnalysis(sha, len(datas[position]), decoded.fmt, decoded.width, decoded.height, None, "",
-                                 _faces(sha, decoded, detections, config, detector, store))
-        results[position] = (analysis, False)
+        held = sum(d.width * d.height for _, _, d in pending)
+        if pending and held + decoded.width * decoded.height > max_batch_pixels:
+            detect_pending()
+        pending.append((position, sha, decoded))
+    if pending:
+        detect_pending()
     for position, (analysis, cached) in enumerate(results):
         if analysis is None:  # a repeat within this batch
             results[position] = (results[first_seen[shas[position]]][0], True)

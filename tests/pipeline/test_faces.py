@@ -12,17 +12,31 @@ from tests.conftest import CAVA_DEXTER
 FRAMES = sorted((CAVA_DEXTER / "images" / "val").glob("*.jpg"))[:6]
 
 
+class CountingDetector:
+    """The real detector, recording how many images each call got."""
+
+    def __init__(self, detector):
+        self.detector, self.name, self.model_id, self.calls = detector, detector.name, detector.model_id, []
+
+    def detect_many(self, images):
+        self.calls.append(len(images))
+        return self.detector.detect_many(images)
+
+
 def funnel(tmp_path, name):
     config = IngestConfig()
     detector = get_detector(config.detector, config.detector_weights)
-    return config, detector, ContentStore(tmp_path / name / "store"), FunnelCache(tmp_path / name, funnel_key(config, detector))
+    store, cache = ContentStore(tmp_path / name / "store"), FunnelCache(tmp_path / name, funnel_key(config, detector))
+    return config, detector, store, cache
 
 
 def test_a_batch_gives_the_same_faces_as_one_image_at_a_time(tmp_path):
     datas = [p.read_bytes() for p in FRAMES]
     batch = datas[:3] + [b"\xff\xd8 not really a jpeg"] + datas[3:] + [datas[0]]
     config, detector, store, cache = funnel(tmp_path, "batched")
-    batched = analyse_images(batch, config, detector, store, cache)
+    counting = CountingDetector(detector)
+    batched = analyse_images(batch, config, counting, store, cache)
+    assert counting.calls == [6]  # the 6 distinct readable frames, in one call
 
     config, detector, store, cache = funnel(tmp_path, "single")
     single = [analyse_images([data], config, detector, store, cache)[0] for data in batch]
@@ -36,6 +50,12 @@ def test_a_batch_gives_the_same_faces_as_one_image_at_a_time(tmp_path):
             assert fa["face_id"] == fb["face_id"] and fa["status"] == fb["status"]
             assert [fa[k] for k in ("x1", "y1", "x2", "y2", "det_score")] == pytest.approx(
                 [fb[k] for k in ("x1", "y1", "x2", "y2", "det_score")], abs=1e-2)
+    # A pixel budget below two frames splits the batch into one detector call per image: same faces.
+    config, detector, store, cache = funnel(tmp_path, "split")
+    counting = CountingDetector(detector)
+    split = analyse_images(batch, config, counting, store, cache, max_batch_pixels=480 * 360 + 1)
+    assert counting.calls == [1] * 6
+    assert [[f["face_id"] for f in a.faces] for a, _ in split] == [[f["face_id"] for f in a.faces] for a, _ in batched]
     # The cache now answers for every image of the batch.
     assert all(cached for _, cached in analyse_images(batch, config, detector, store, cache))
 
