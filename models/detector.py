@@ -276,8 +276,11 @@ class FaceDetector:
             chunk = images_bgr[i:i + batch_size]
             boxed = [letterbox(img, self.size) for img in chunk]
             batch = np.stack([b for b, _ in boxed])
-            if len(batch) < batch_size:  # one batch shape: CPU kernel caches stop growing (see Embedder.embed)
-                batch = np.concatenate([batch, np.repeat(batch[-1:], batch_size - len(batch), 0)])
+            # A short batch is padded to the next power of two (at most batch_size): few distinct shapes keep
+            # the CPU kernel caches from growing (see Embedder.embed), and one image does not cost a full batch.
+            padded = min(batch_size, 1 << (len(batch) - 1).bit_length())
+            if len(batch) < padded:
+                batch = np.concatenate([batch, np.repeat(batch[-1:], padded - len(batch), 0)])
             rows = self.forward_letterboxed(to_tensor(batch), score_thresh=thresh)
             for (_, scale), img, r in zip(boxed, chunk, rows):
                 r = r.float().cpu().numpy()

@@ -121,7 +121,7 @@ def train(train_items: Sequence[BoxedImage], *, val_sets: dict[str, list[BoxedIm
         trained = load_detector(init_detector)
         if trained.backbone != backbone:
             raise ValueError(f"{init_detector} is a {trained.backbone} detector, not {backbone}")
-        model.load_state_dict(trained.model.float().state_dict())
+        model.load_state_dict(trained.model.state_dict())  # load_detector builds it in fp32
         log(f"initialised from detector {trained.model_id}")
     model.to(dev).train()
     use_bf16 = dev.type == "cuda"

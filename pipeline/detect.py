@@ -29,7 +29,8 @@ class Detector(Protocol):
 
     def detect(self, image_bgr: np.ndarray) -> list[Detection]: ...
 
-    def detect_many(self, images_bgr: list[np.ndarray]) -> list[list[Detection]]: ...
+    def detect_many(self, images_bgr: list[np.ndarray], score_threshold: float | None = None) -> list[list[Detection]]:
+        """``score_threshold`` None: the detector's own operating threshold."""
 
 
 class AnimeFaceDetector:
@@ -95,14 +96,8 @@ class RetinaNetDetector:
         return self.detect_many([image_bgr])[0]
 
     def detect_many(self, images_bgr: list[np.ndarray], score_threshold: float | None = None) -> list[list[Detection]]:
-        """Batched forwards of up to MAX_BATCH images; threshold default: the one stored with the weights.
-        A short batch is padded to the next power of two: few distinct shapes keep the CPU kernel
-        caches from growing (see Embedder.embed), without making a single image cost a full batch."""
-        found = []
-        for i in range(0, len(images_bgr), self.MAX_BATCH):
-            chunk = images_bgr[i:i + self.MAX_BATCH]
-            padded = 1 << (len(chunk) - 1).bit_length()
-            found += self._model.detect_many(chunk, batch_size=padded, score_threshold=score_threshold)
+        """Batched forwards of up to MAX_BATCH images; threshold default: the one stored with the weights."""
+        found = self._model.detect_many(images_bgr, batch_size=self.MAX_BATCH, score_threshold=score_threshold)
         return [[Detection(*map(float, row)) for row in rows] for rows in found]
 
 
