@@ -84,6 +84,22 @@ FACES = pa.schema([
     ("run_id", pa.string()),
 ])
 
+PRELABELS = pa.schema([                 # later pre-labels of published faces (pipeline/identity.py)
+    # A face's pre-label is first written on its faces row. When a later run's reference set
+    # differs (new characters, new typical images, another threshold) every published candidate is
+    # matched again and a row is added here for each face whose result changed. The row of the
+    # latest run is the pre-label in force: `pipeline.identity.current_prelabels`.
+    ("face_id", pa.string()),
+    ("prelabel", pa.string()),
+    ("prelabel_score", pa.float64()),
+    ("runner_up", pa.string()),
+    ("runner_up_score", pa.float64()),
+    ("prelabel_margin", pa.float64()),
+    ("embedder", pa.string()),
+    ("reference_set", pa.string()),     # fingerprint of embedder, threshold and reference faces used
+    ("run_id", pa.string()),
+])
+
 IDENTITIES = pa.schema([                # the reference set, per embedding model
     ("identity", pa.string()),          # "<album_id>/<character>"
     ("album_id", pa.string()),
@@ -162,5 +178,6 @@ TABLES: dict[str, tuple[pa.Schema, tuple[str, ...]]] = {
     "characters": (CHARACTERS, ("album_id", "name", "source_url")),
     "downloads": (DOWNLOADS, ("url", "purpose", "run_id")),
     "identities": (IDENTITIES, ("identity", "embedder", "reference_faces")),
+    "prelabels": (PRELABELS, ("face_id", "run_id")),
     "labels": (LABELS, ("face_id", "identity", "decision_id")),
 }

@@ -17,7 +17,6 @@ from prefect.futures import as_completed
 from pipeline.provenance import git_commit
 from data_manifest.store import Manifest, file_lock
 from flows.runners import make_task_runner
-import pandas as pd
 
 from pipeline import identity as identity_module
 from pipeline.config import IngestConfig
@@ -56,21 +55,6 @@ def _published_runs(manifest: Manifest) -> dict[str, int]:
     return dict(zip(hist["run_id"], hist["manifest_version"].astype(int)))
 
 
-def _published_references(manifest: Manifest) -> pd.DataFrame:
-    """Kept faces of the typical images already published: the standing reference set."""
-    columns = ["face_id", "asset_id", "crop_sha", "album_id", "character", "crop_w", "crop_h"]
-    empty = pd.DataFrame(columns=columns)
-    if manifest.latest_version() is None:
-        return empty
-    assets = manifest.read("assets", columns=["asset_id", "kind", "character"])
-    refs = assets[assets["kind"] == "reference"].drop_duplicates("asset_id")
-    if refs.empty:
-        return empty
-    faces = manifest.read("faces", columns=["face_id", "asset_id", "crop_sha", "album_id", "status", "crop_w", "crop_h"])
-    faces = faces[(faces["status"] == "kept")].merge(refs[["asset_id", "character"]], on="asset_id")
-    return faces[columns]
-
-
 @task(name="identity", cache_policy=NO_CACHE)
 def identity_stage(staging, manifest: Manifest, cfg: IngestConfig, ctx: RunContext):
     """Run-wide: near-duplicates against everything published, references, pre-labels."""
@@ -79,13 +63,14 @@ def identity_stage(staging, manifest: Manifest, cfg: IngestConfig, ctx: RunConte
     _, meta = identity_module.load(cfg.embedder)
     dedup, prelabel = identity_module.thresholds(meta, cfg.dedup_threshold, cfg.prelabel_threshold)
     outcome = identity_module.run_identity_stage(
-        faces, assets, _published_references(manifest), cfg.embedder, ctx.data_root, dedup, prelabel, ctx.run_id,
-        already_published={k[0] for k in manifest.existing_keys("faces")})
+        faces, assets, identity_module.Published.read(manifest), cfg.embedder, ctx.data_root, dedup, prelabel,
+        ctx.run_id)
     if outcome is None:
         return None
     records = outcome.faces.astype(object).where(outcome.faces.notna(), None).to_dict("records")
     staging.replace("faces", records)
     staging.write("identities", "identity", outcome.identities)
+    staging.write("prelabels", "identity", outcome.prelabels)
     return outcome
 
 
@@ -94,6 +79,7 @@ def _count_identity(counts: dict, outcome) -> None:
     duplicates = int((faces["drop_reason"] == "near_duplicate").sum())
     counts.update({"near_duplicates": duplicates, "drop.face.near_duplicate": duplicates,
                    "prelabelled": int(faces["prelabel"].notna().sum()), "identities": len(outcome.identities),
+                   "prelabels_updated": len(outcome.prelabels),
                    "identity_conflicts": sum(1 for r in outcome.identities if r["conflicts"] != "[]")})
     # crops that passed the quality gate but were near-duplicates are no longer kept
     counts["crops_kept"] = counts.get("crops_kept", 0) - duplicates

@@ -7,6 +7,7 @@ written on every row this stage touches and into the run's metadata.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import threading
@@ -119,11 +120,159 @@ def embed_crops(crop_shas: list[str], setting: str, data_root: str | Path, batch
     return vectors
 
 
+PRELABEL_COLUMNS = ("prelabel", "prelabel_score", "runner_up", "runner_up_score", "prelabel_margin")
+REFERENCE_COLUMNS = ["face_id", "asset_id", "crop_sha", "album_id", "character", "crop_w", "crop_h"]
+
+
+@dataclasses.dataclass
+class Published:
+    """What earlier manifest versions hold that the identity stage needs."""
+    references: pd.DataFrame     # kept faces of typical images (REFERENCE_COLUMNS): the standing reference set
+    face_ids: set[str]           # faces decided by an earlier version (a rerun meets them again: left as they are)
+    prelabels: pd.DataFrame      # face_id, PRELABEL_COLUMNS, embedder: the pre-label in force of every published face
+    reference_set: str | None    # fingerprint of the reference set the latest ingest run matched against
+    labels: pd.DataFrame         # the `labels` table (verification verdicts)
+
+    @classmethod
+    def nothing(cls) -> "Published":
+        from data_manifest.schema import LABELS
+
+        return cls(pd.DataFrame(columns=REFERENCE_COLUMNS), set(),
+                   pd.DataFrame(columns=["face_id", *PRELABEL_COLUMNS, "embedder"]), None, LABELS.empty_table().to_pandas())
+
+    @classmethod
+    def read(cls, manifest) -> "Published":
+        """From the latest version of a `data_manifest.Manifest`."""
+        if manifest.latest_version() is None:
+            return cls.nothing()
+        faces = faces_with_current_prelabels(manifest, columns=[
+            "face_id", "asset_id", "crop_sha", "album_id", "status", "crop_w", "crop_h", "embedder", *PRELABEL_COLUMNS])
+        assets = manifest.read("assets", columns=["asset_id", "kind", "character"])
+        refs = assets[assets["kind"] == "reference"].drop_duplicates("asset_id")
+        references = faces[faces["status"] == "kept"].merge(refs[["asset_id", "character"]], on="asset_id")
+        reference_set = None
+        for calibration in manifest.history()["calibration"][::-1]:
+            reference_set = json.loads(calibration or "{}").get("reference_set")
+            if reference_set:
+                break
+        return cls(references[REFERENCE_COLUMNS].reset_index(drop=True), set(faces["face_id"]),
+                   faces[["face_id", *PRELABEL_COLUMNS, "embedder"]], reference_set, manifest.read("labels"))
+
+
+def faces_with_current_prelabels(manifest, version: int | None = None, columns: list[str] | None = None) -> pd.DataFrame:
+    """The `faces` table at a version with each face's pre-label columns (and `embedder`) replaced
+    by its latest `prelabels` row, if any: the pre-labels in force at that version."""
+    faces = manifest.read("faces", version=version, columns=columns)
+    prelabels = manifest.read("prelabels", version=version)
+    if prelabels.empty:
+        return faces
+    order = dict(zip(manifest.history()["run_id"], manifest.history()["manifest_version"]))
+    latest = (prelabels.assign(_version=prelabels["run_id"].map(order)).sort_values("_version", kind="stable")
+              .drop_duplicates("face_id", keep="last").set_index("face_id"))
+    faces = faces.copy()
+    hit = faces["face_id"].isin(latest.index).to_numpy()
+    for column in (*PRELABEL_COLUMNS, "embedder"):
+        if column in faces.columns:
+            faces[column] = faces[column].astype(object)
+            faces.loc[hit, column] = latest.loc[faces.loc[hit, "face_id"], column].to_numpy()
+    return faces
+
+
+def reference_set_id(model_id: str, threshold: float, references: pd.DataFrame) -> str:
+    """Fingerprint of what pre-labels depend on besides the crop: model, threshold, (face, identity) pairs."""
+    pairs = sorted(zip(references["face_id"], references["identity"])) if len(references) else []
+    blob = json.dumps([model_id, round(float(threshold), 6), pairs]).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def nearest_identities(matrix: np.ndarray, ref_matrix: np.ndarray, ref_identities, threshold: float,
+                       chunk: int = 65536) -> pd.DataFrame:
+    """Per row of `matrix` (normalised embeddings): the nearest identity (its most similar reference)
+    as `prelabel` when the similarity is above `threshold`, that similarity, the runner-up identity,
+    its similarity and the margin between the two. Columns PRELABEL_COLUMNS, one row per vector."""
+    n = len(matrix)
+    out = {"prelabel": np.full(n, None, object), "prelabel_score": np.full(n, np.nan),
+           "runner_up": np.full(n, None, object), "runner_up_score": np.full(n, np.nan),
+           "prelabel_margin": np.full(n, np.nan)}
+    names = np.asarray(ref_identities, dtype=object)
+    order = sorted(set(names))
+    if n == 0 or not order:
+        return _frame(out)
+    masks = [names == name for name in order]
+    for start in range(0, n, chunk):  # bounded memory for a large published set
+        sims = matrix[start:start + chunk] @ ref_matrix.T
+        per_identity = np.stack([sims[:, m].max(axis=1) for m in masks], axis=1)
+        top = np.argsort(-per_identity, axis=1, kind="stable")
+        rows = np.arange(len(sims))
+        best = per_identity[rows, top[:, 0]]
+        part = slice(start, start + len(sims))
+        out["prelabel_score"][part] = best
+        out["prelabel"][part] = [order[i] if b > threshold else None for i, b in zip(top[:, 0], best)]
+        if len(order) > 1:
+            second = per_identity[rows, top[:, 1]]
+            out["runner_up"][part] = [order[i] for i in top[:, 1]]
+            out["runner_up_score"][part] = second
+            out["prelabel_margin"][part] = best - second
+    return _frame(out)
+
+
+def _frame(columns: dict) -> pd.DataFrame:
+    frame = pd.DataFrame(columns)
+    for name in ("prelabel", "runner_up"):  # pandas turns None into NaN in object columns; keep None
+        frame[name] = frame[name].astype(object).where(frame[name].notna(), None)
+    return frame
+
+
+def _changed(old: pd.DataFrame, new: pd.DataFrame) -> np.ndarray:
+    """Rows whose pre-label differs (names, or a score by more than float noise)."""
+    changed = np.zeros(len(new), bool)
+    for column in ("prelabel", "runner_up"):
+        changed |= old[column].fillna("").astype(str).to_numpy() != new[column].fillna("").astype(str).to_numpy()
+    for column in ("prelabel_score", "runner_up_score"):
+        a, b = old[column].astype(float).to_numpy(), new[column].astype(float).to_numpy()
+        changed |= ~(np.isclose(a, b, atol=1e-5) | (np.isnan(a) & np.isnan(b)))
+    return changed
+
+
+def prelabel_quality(current: pd.DataFrame, labels: pd.DataFrame, threshold: float) -> dict:
+    """The pre-labels in force (`current`: face_id, prelabel, prelabel_score) against the verification
+    labels in force: precision = right / (right + wrong) over pre-labelled faces with a verdict about
+    them, recall = right / faces verified as some identity. Also at stricter thresholds, to choose one.
+
+    The labelling page shows pre-labelled faces, so the verified faces are mostly pre-labelled ones:
+    recall here is measured on them and reads high; precision is the figure to trust."""
+    from pipeline.annotate.catalogue import latest_labels, verified_faces
+
+    in_force = latest_labels(labels)
+    truth = verified_faces(labels)
+    rejected = set(zip(in_force.loc[in_force["verdict"] == "rejected", "face_id"],
+                       in_force.loc[in_force["verdict"] == "rejected", "identity"])) if len(in_force) else set()
+    out = {"verified_faces": len(truth), "sweep": []}
+    if current.empty or not (truth or rejected):
+        return out
+    faces = current[["face_id", "prelabel", "prelabel_score"]].drop_duplicates("face_id")
+    ids, names = faces["face_id"].to_numpy(), faces["prelabel"].to_numpy()
+    scores = faces["prelabel_score"].astype(float).fillna(-1.0).to_numpy()
+    known = np.array([truth.get(f) for f in ids], dtype=object)
+    is_rejected = np.array([(f, n) in rejected for f, n in zip(ids, names)])
+    for t in [threshold] + [x for x in (0.7, 0.8, 0.9) if x > threshold + 1e-9]:
+        labelled = np.array([n is not None for n in names]) & (scores > t)
+        right = labelled & (known == names)
+        wrong = labelled & ~right & ((known != None) | is_rejected)  # noqa: E711 (element-wise)
+        judged = int(right.sum() + wrong.sum())
+        out["sweep"].append({"threshold": round(t, 4), "judged": judged, "right": int(right.sum()),
+                             "precision": round(right.sum() / judged, 4) if judged else None,
+                             "recall": round(right.sum() / len(truth), 4) if truth else None})
+    out.update({k: out["sweep"][0][k] for k in ("judged", "precision", "recall")})
+    return out
+
+
 @dataclasses.dataclass
 class IdentityOutcome:
     faces: pd.DataFrame          # the run's faces with identity columns filled
     identities: list[dict]       # rows of the identities table
-    calibration: dict            # histograms for the run's metadata
+    prelabels: list[dict]        # rows of the prelabels table: published faces whose pre-label changed
+    calibration: dict            # thresholds, histograms, pre-label quality, for the run's metadata
     new_vectors: np.ndarray      # kept, non-duplicate crops of this run (for the published index)
     new_ids: list[str]
 
@@ -137,12 +286,10 @@ def _histogram(values) -> dict:
     return {"bins": HIST_BINS.tolist(), "counts": counts.tolist(), "n": int(len(values))}
 
 
-def run_identity_stage(faces: pd.DataFrame, assets: pd.DataFrame, published_refs: pd.DataFrame,
-                       setting: str, data_root: str | Path, dedup_threshold: float, prelabel_threshold: float,
-                       run_id: str, already_published: set[str] = frozenset()) -> IdentityOutcome | None:
-    """`faces`/`assets`: this run's staged rows; `published_refs`: published faces of typical images
-    (face_id, asset_id, crop_sha, album_id, character, crop_w, crop_h) from earlier versions; `already_published`: face ids
-    decided by an earlier version (a rerun meets them again): left as they are."""
+def run_identity_stage(faces: pd.DataFrame, assets: pd.DataFrame, published: Published, setting: str,
+                       data_root: str | Path, dedup_threshold: float, prelabel_threshold: float,
+                       run_id: str) -> IdentityOutcome | None:
+    """`faces`/`assets`: this run's staged rows; `published`: what earlier versions hold."""
     loaded = load(setting)
     if loaded is None:
         return None
@@ -161,9 +308,8 @@ def run_identity_stage(faces: pd.DataFrame, assets: pd.DataFrame, published_refs
 
     # References: kept faces of typical images (this run's and published ones), by character.
     characters = assets.loc[assets["kind"] == "reference", ["asset_id", "character", "album_id"]].drop_duplicates("asset_id")
-    columns = ["face_id", "asset_id", "crop_sha", "album_id", "character", "crop_w", "crop_h"]
     ref_faces = faces[kept].merge(characters[["asset_id", "character"]], on="asset_id")
-    ref_faces = pd.concat([ref_faces[columns], published_refs[columns]], ignore_index=True)
+    ref_faces = pd.concat([ref_faces[REFERENCE_COLUMNS], published.references[REFERENCE_COLUMNS]], ignore_index=True)
     # A typical image shows its character; when it has several faces, the largest is taken to be them.
     ref_faces = (ref_faces.assign(area=ref_faces["crop_w"] * ref_faces["crop_h"])
                  .sort_values(["area", "face_id"], ascending=[False, True])
@@ -176,13 +322,13 @@ def run_identity_stage(faces: pd.DataFrame, assets: pd.DataFrame, published_refs
     identities = _identities(ref_faces, ref_matrix, dedup_threshold, model_id, run_id)
 
     # Near-duplicates among this run's candidates and against everything published.
-    candidates = faces[kept & ~faces["face_id"].isin(ref_faces["face_id"]) & ~faces["face_id"].isin(already_published)]
+    candidates = faces[kept & ~faces["face_id"].isin(ref_faces["face_id"]) & ~faces["face_id"].isin(published.face_ids)]
     index = PublishedIndex(data_root, model_id)
-    published, published_ids = index.load()
+    published_vectors, published_ids = index.load()
     cand_matrix = np.stack([vectors[s] for s in candidates["crop_sha"]]) if len(candidates) else np.zeros((0, 1))
     quality = candidates["sharpness"].to_numpy() * 1e6 + (candidates["crop_w"] * candidates["crop_h"]).to_numpy()
     result = greedy_dedup(cand_matrix, candidates["face_id"].tolist(), quality, dedup_threshold,
-                          published if len(published_ids) else None, published_ids)
+                          published_vectors if len(published_ids) else None, published_ids)
     dup = candidates.index[~result.kept]
     faces.loc[dup, "status"] = "dropped"
     faces.loc[dup, "drop_reason"] = "near_duplicate"
@@ -192,28 +338,37 @@ def run_identity_stage(faces: pd.DataFrame, assets: pd.DataFrame, published_refs
     # Pre-label the surviving candidates with their nearest reference identity.
     survivors = candidates.index[result.kept]
     surv_matrix = cand_matrix[result.kept] if len(candidates) else cand_matrix
-    if len(ref_faces) and len(survivors):
-        sims = surv_matrix @ ref_matrix.T
-        names = ref_faces["identity"].to_numpy()
-        order = sorted(set(names))
-        per_identity = np.stack([sims[:, names == n].max(axis=1) for n in order], axis=1)
-        top = np.argsort(-per_identity, axis=1)
-        best = per_identity[np.arange(len(survivors)), top[:, 0]]
-        faces.loc[survivors, "prelabel_score"] = best
-        labelled = best > prelabel_threshold
-        faces.loc[survivors[labelled], "prelabel"] = [order[i] for i in top[labelled, 0]]
-        if len(order) > 1:
-            second = per_identity[np.arange(len(survivors)), top[:, 1]]
-            faces.loc[survivors, "runner_up"] = [order[i] for i in top[:, 1]]
-            faces.loc[survivors, "runner_up_score"] = second
-            faces.loc[survivors, "prelabel_margin"] = best - second
+    if len(ref_faces):
+        found = nearest_identities(surv_matrix, ref_matrix, ref_faces["identity"], prelabel_threshold)
+        for column in PRELABEL_COLUMNS:
+            faces.loc[survivors, column] = found[column].to_numpy()
+
+    # Published candidates are matched again when the reference set changed since the last run
+    # (a character's typical image arrived after its faces did), so none stays unlabelled for ever.
+    reference_set = reference_set_id(model_id, prelabel_threshold, ref_faces)
+    current = published.prelabels
+    relabels: list[dict] = []
+    if reference_set != published.reference_set and len(published_ids) and len(ref_faces):
+        again = nearest_identities(published_vectors, ref_matrix, ref_faces["identity"], prelabel_threshold)
+        again.insert(0, "face_id", published_ids)
+        old = (current.drop_duplicates("face_id").set_index("face_id")
+               .reindex(published_ids)[list(PRELABEL_COLUMNS) + ["embedder"]].reset_index())
+        changed = _changed(old, again) | (old["embedder"].fillna("").to_numpy() != model_id)
+        again = again[changed].assign(embedder=model_id, reference_set=reference_set, run_id=run_id)
+        relabels = again.astype(object).where(again.notna(), None).to_dict("records")
+        current = pd.concat([current[~current["face_id"].isin(again["face_id"])], again], ignore_index=True)
+    this_run = faces.loc[faces.index.isin(survivors), ["face_id", *PRELABEL_COLUMNS]]
+    current = pd.concat([current[~current["face_id"].isin(this_run["face_id"])], this_run], ignore_index=True)
+
     calibration = {
         "embedder": model_id, "dedup_threshold": dedup_threshold, "prelabel_threshold": prelabel_threshold,
+        "reference_set": reference_set, "prelabels_updated": len(relabels),
         "duplicate_similarity": _histogram(faces["duplicate_similarity"]),
         "prelabel_score": _histogram(faces["prelabel_score"]),
+        "prelabel_vs_verified": prelabel_quality(current, published.labels, prelabel_threshold),
     }
     keep_ids = [i for i, k in zip(candidates["face_id"], result.kept) if k]
-    return IdentityOutcome(faces, identities, calibration, surv_matrix.astype(np.float32), keep_ids)
+    return IdentityOutcome(faces, identities, relabels, calibration, surv_matrix.astype(np.float32), keep_ids)
 
 
 def _identities(ref_faces: pd.DataFrame, ref_matrix: np.ndarray, threshold: float, model_id: str,

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from data_manifest import Manifest
+from pipeline.identity import faces_with_current_prelabels
 
 ORDERS = ("score-desc", "score-asc", "margin")
 MAX_REFS = 5
@@ -129,7 +130,7 @@ def load_catalogue(data_root: str | Path, version: int | None = None) -> Catalog
     manifest = Manifest(data_root)
     run = manifest.resolve_version(version)
     version = int(run["manifest_version"])
-    faces = manifest.read("faces", version=version)
+    faces = faces_with_current_prelabels(manifest, version)
     identities = manifest.read("identities", version=version)
     labels = manifest.read("labels", version=version)
 

@@ -17,10 +17,13 @@ import secrets
 from collections import defaultdict
 from pathlib import Path
 
+import pandas as pd
+
 from pipeline.provenance import git_commit
 from data_manifest import Manifest
 from pipeline.annotate.db import AnnotationDB, db_path
 from pipeline.annotate.log import DecisionLog
+from pipeline.identity import faces_with_current_prelabels, prelabel_quality
 
 def _ts(value: str) -> dt.datetime:
     return dt.datetime.fromisoformat(value).astimezone(dt.timezone.utc)
@@ -96,5 +99,21 @@ def merge_decisions(data_root: str | Path) -> int:
         "config_hash": hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16],
         "config": config, "model_ids": {"embedder": ",".join(embedders)} if embedders else {},
         "counts": counts, "library": str(latest["library"] or ""),
+        "calibration": _calibration(manifest, rows),
     }
     return manifest.publish(staging, run_info)
+
+
+def _calibration(manifest: Manifest, new_rows: list[dict]) -> dict:
+    """How the pre-labels in force compare with the labels once these rows are in (the same report
+    an ingest run writes), at the pre-label threshold of the latest ingest run."""
+    threshold = None
+    for calibration in manifest.history()["calibration"][::-1]:
+        threshold = json.loads(calibration or "{}").get("prelabel_threshold")
+        if threshold is not None:
+            break
+    if threshold is None:
+        return {}
+    labels = pd.concat([manifest.read("labels"), pd.DataFrame(new_rows)], ignore_index=True)
+    current = faces_with_current_prelabels(manifest, columns=["face_id", "prelabel", "prelabel_score"])
+    return {"prelabel_threshold": threshold, "prelabel_vs_verified": prelabel_quality(current, labels, threshold)}

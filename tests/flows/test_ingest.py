@@ -9,9 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from data_manifest import Manifest
 from flows.ingest import ingest
+from pipeline.annotate.catalogue import load_catalogue
+from pipeline.identity import faces_with_current_prelabels
 from pipeline.sample import make_sample_library
 from tests.conftest import CAVA_DEXTER, PROJECT, VIDEOS
 
@@ -100,6 +103,42 @@ def test_rerun_adds_nothing_and_a_new_episode_adds_only_its_frames(sample_librar
     assert set(new_assets["change"]) == {"added"}
     assert set(new_assets["episode_path"]) == {"ep_new.mp4"}
     assert third["counts"]["images_analysed"] == 2  # nothing else was decoded or detected again
+
+
+def test_faces_published_before_their_characters_are_prelabelled_when_the_references_arrive(sample_library, tmp_path):
+    library = copy_library(sample_library, tmp_path / "lib")
+    albums_file = library / "albums.yaml"
+    with_characters = albums_file.read_text()
+    albums = yaml.safe_load(with_characters)
+    for album in albums["albums"]:
+        album.pop("characters", None)
+    albums_file.write_text(yaml.safe_dump(albums))
+    data = tmp_path / "data"
+    ingest(library=str(library), data_root=str(data))          # night 1: no character is known yet
+    m = Manifest(data)
+    night_1 = m.read("faces")
+    assert night_1["prelabel"].isna().all() and m.read("identities").empty
+    assert not load_catalogue(data).candidates                 # nothing to verify
+
+    albums_file.write_text(with_characters)                    # night 2: Hana and Kai, with typical images
+    second = ingest(library=str(library), data_root=str(data))
+    assert second["counts"].get("images_analysed", 0) == 0     # no image was detected again
+    updates = m.read("prelabels")
+    assert len(updates) == second["counts"]["prelabels_updated"] > 0
+    assert set(updates["face_id"]) <= set(night_1["face_id"]) and (updates["run_id"] == second["run_id"]).all()
+    calibration = json.loads(m.history()["calibration"][1])
+    assert calibration["reference_set"] == updates["reference_set"].iloc[0]
+    # night 1's faces are now pre-labelled in force, and the labelling page offers them
+    current = faces_with_current_prelabels(m).set_index("face_id")
+    labelled = current.loc[list(night_1["face_id"])]["prelabel"].dropna()
+    assert len(labelled) > 0 and set(labelled) <= {"sunny_school/Hana", "sunny_school/Kai"}
+    catalogue = load_catalogue(data)
+    assert catalogue.candidates and catalogue.candidates <= set(night_1["face_id"])
+    assert all(catalogue.faces[f]["prelabel"] == current.loc[f, "prelabel"] for f in catalogue.candidates)
+    assert m.read("faces", version=0)["prelabel"].isna().all()  # what night 1 published is unchanged
+
+    third = ingest(library=str(library), data_root=str(data))  # same references: nothing to redo
+    assert third["counts"]["prelabels_updated"] == 0 and len(m.read("prelabels")) == len(updates)
 
 
 def test_a_run_killed_midway_then_rerun_is_complete_without_duplicates(sample_library, tmp_path):

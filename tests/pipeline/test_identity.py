@@ -5,7 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.identity import DEFAULT_WEIGHTS, embed_crops, run_identity_stage
+from pipeline.dedup import PublishedIndex
+from pipeline.identity import (DEFAULT_WEIGHTS, PRELABEL_COLUMNS, Published, embed_crops, nearest_identities,
+                               prelabel_quality, run_identity_stage)
 from pipeline.store import ContentStore
 from tests.conftest import SHARED
 
@@ -36,11 +38,23 @@ class Run:
                            "crop_w": image.shape[1], "crop_h": image.shape[0]})
         return face_id
 
-    def identity(self, published_refs=None, **kw):
-        refs = published_refs if published_refs is not None else pd.DataFrame(
-            columns=["face_id", "asset_id", "crop_sha", "album_id", "character", "crop_w", "crop_h"])
-        return run_identity_stage(pd.DataFrame(self.faces), pd.DataFrame(self.assets), refs, "default",
-                                  self.root, kw.get("dedup", 0.95), kw.get("prelabel", 0.6), "run")
+    def identity(self, published=None, run_id="run", **kw):
+        return run_identity_stage(pd.DataFrame(self.faces), pd.DataFrame(self.assets), published or Published.nothing(),
+                                  "default", self.root, kw.get("dedup", 0.95), kw.get("prelabel", 0.6), run_id)
+
+    def publish(self, outcome, published=None, version=0):
+        """What a manifest version would make of the outcome: the index gets its vectors, its faces
+        and references become the published state of the next run."""
+        published = published or Published.nothing()
+        PublishedIndex(self.root, outcome.faces["embedder"].iloc[0]).commit(outcome.new_vectors, outcome.new_ids, version)
+        faces = outcome.faces
+        refs = faces.merge(pd.DataFrame(self.assets).query("kind == 'reference'")[["asset_id", "character"]],
+                           on="asset_id")
+        prelabels = pd.concat([published.prelabels, faces[["face_id", *PRELABEL_COLUMNS, "embedder"]],
+                               pd.DataFrame(outcome.prelabels)], ignore_index=True).drop_duplicates("face_id", keep="last")
+        return Published(pd.concat([published.references, refs[published.references.columns]], ignore_index=True),
+                         published.face_ids | set(faces["face_id"]), prelabels[["face_id", *PRELABEL_COLUMNS, "embedder"]],
+                         outcome.calibration["reference_set"], published.labels)
 
 
 def test_prelabels_real_crops_with_their_reference_identity(tmp_path):
@@ -97,3 +111,64 @@ def test_embeddings_are_cached_per_crop(tmp_path):
     cached = list((tmp_path / "cache" / "embeddings").rglob("*.npy"))
     assert len(cached) == 1
     assert np.array_equal(embed_crops([sha], "default", tmp_path)[sha], first[sha])
+
+
+def test_published_faces_are_prelabelled_again_when_their_reference_arrives(tmp_path):
+    run = Run(tmp_path)
+    truth = {}
+    for name in ("ame", "gura"):
+        for path in crops_of(name, 4, start=20):
+            truth[run.add(cv2.imread(str(path)))] = f"holo/{name}"
+    first = run.identity(dedup=0.98)
+    assert first.faces["prelabel"].isna().all() and first.prelabels == []   # no reference yet
+    published = run.publish(first)
+
+    # The next night the characters' typical images arrive; nothing else is new.
+    later = Run(tmp_path)
+    later.faces, later.assets = [], []
+    for name in ("ame", "gura"):
+        later.add(cv2.imread(str(crops_of(name, 1)[0])), character=name, kind="reference")
+    second = later.identity(published, run_id="run-2", dedup=0.98)
+    rows = {r["face_id"]: r for r in second.prelabels}
+    assert set(rows) <= set(truth) and len(rows) >= len(first.new_ids) - 1
+    right = sum(rows[f]["prelabel"] == truth[f] for f in rows)
+    assert right >= len(rows) * 3 // 4
+    assert all(r["run_id"] == "run-2" and r["reference_set"] == second.calibration["reference_set"] for r in rows.values())
+    assert second.calibration["prelabels_updated"] == len(rows)
+
+    # Another run with the same reference set changes nothing and writes nothing.
+    published = later.publish(second, published, version=1)
+    third_run = Run(tmp_path)
+    third_run.add(cv2.imread(str(crops_of("kiara", 1)[0])))
+    third = third_run.identity(published, run_id="run-3", dedup=0.98)
+    assert third.prelabels == [] and third.calibration["reference_set"] == second.calibration["reference_set"]
+
+
+def test_nearest_identities_hand_computed():
+    refs = np.array([[1.0, 0.0, 0.0], [0.8, 0.6, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    names = ["a", "a", "b", "c"]
+    probes = np.array([[0.6, 0.8, 0.0],     # a (via its 2nd reference) 0.96, b 0.8
+                       [0.0, 0.6, 0.8],     # c 0.8, b 0.6
+                       [0.5, 0.5, 0.70710678]])  # c 0.707 < 0.75: no pre-label; a 0.7 runner-up
+    out = nearest_identities(probes, refs, names, threshold=0.75, chunk=2)
+    assert out["prelabel"].tolist() == ["a", "c", None]
+    assert out["prelabel_score"].round(4).tolist() == [0.96, 0.8, 0.7071]
+    assert out["runner_up"].tolist() == ["b", "b", "a"]
+    assert out["prelabel_margin"].round(4).tolist() == [0.16, 0.2, 0.0071]
+
+
+def test_prelabel_quality_against_verified_labels():
+    current = pd.DataFrame({"face_id": ["f1", "f2", "f3", "f4", "f5"],
+                            "prelabel": ["x/a", "x/a", "x/b", None, "x/b"],
+                            "prelabel_score": [0.9, 0.65, 0.75, 0.5, 0.95]})
+    labels = pd.DataFrame({
+        "face_id": ["f1", "f2", "f2", "f3", "f4"], "identity": ["x/a", "x/b", "x/a", "x/b", "x/a"],
+        "verdict": ["verified", "verified", "rejected", "rejected", "verified"],
+        "decided_at": pd.to_datetime(["2026-01-01"] * 5, utc=True), "decision_id": ["d1", "d2", "d3", "d4", "d5"]})
+    q = prelabel_quality(current, labels, 0.6)
+    # f1 right; f2 wrong (verified as b); f3 wrong (rejected); f4 verified but not pre-labelled; f5 unjudged
+    assert q["verified_faces"] == 3 and q["judged"] == 3
+    assert q["precision"] == pytest.approx(1 / 3, abs=1e-4) and q["recall"] == pytest.approx(1 / 3, abs=1e-4)
+    at_07 = next(s for s in q["sweep"] if s["threshold"] == 0.7)
+    assert at_07["judged"] == 2 and at_07["precision"] == 0.5             # f2 (0.65) is no longer pre-labelled
+    assert prelabel_quality(current, labels.iloc[0:0], 0.6)["sweep"] == []

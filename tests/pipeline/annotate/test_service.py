@@ -140,6 +140,9 @@ def test_merge_publishes_majority_verdicts_once(data_root):
     assert (labels["embedder"] == "emb-test-0001").all() and labels["decision_id"].notna().all()
     run = Manifest(root).history().iloc[-1]
     assert json.loads(run["counts"])["labels"] == 3 and json.loads(run["model_ids"]) == {"embedder": "emb-test-0001"}
+    # the version reports how the pre-labels fared: p0's was right, p2's (alice, relabelled bob) wrong
+    quality = json.loads(run["calibration"])["prelabel_vs_verified"]
+    assert (quality["verified_faces"], quality["judged"], quality["precision"], quality["recall"]) == (2, 2, 0.5, 0.5)
     assert merge_decisions(root) == 1                   # nothing new: no new version
     svc.decide("c", "p1", "toon/bob", "different")       # the tie is broken
     assert merge_decisions(root) == 2
