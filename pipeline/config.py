@@ -51,6 +51,7 @@ class IngestConfig:
     web_obey_robots: bool = True
     web_timeout_s: float = 60.0
     web_max_results_per_query: int = 50
+    encyclopedia_max_pages: int = 50         # listing pages followed per encyclopedia URL (200 names each)
     # Hosts that may resolve to private/loopback addresses (none by default: no SSRF).
     web_allow_private_hosts: tuple[str, ...] = ()
 

@@ -26,7 +26,7 @@ from pipeline.detect import get_detector
 from pipeline.faces import FunnelCache, ImageAnalysis, analyse_images, funnel_key
 from pipeline.shards import RunContext, asset_row, count_analysis, embed_kept, face_rows
 from pipeline.sources.downloader import Downloader, FetchResult, canonicalize_url
-from pipeline.sources.encyclopedia import PageShapeError, parse_characters
+from pipeline.sources.encyclopedia import PageShapeError, next_page_url, parse_characters
 from pipeline.sources.image_search import character_query, parse_search, read_url_list, search_url
 from pipeline.sources.library import Album
 from pipeline.store import atomic_write, sha256_bytes
@@ -147,8 +147,15 @@ class _ImageIngest:
         return [analysis for analysis, _ in results]
 
 
+@dataclasses.dataclass
+class _Page:
+    records: list
+    text: str
+    url: str                     # where the page was finally fetched from (after redirects)
+
+
 def _fetch_page(dl: Downloader, url: str, parse, purpose: str, album_id: str, ctx: RunContext,
-                downloads: list, counts: collections.Counter) -> list | None:
+                downloads: list, counts: collections.Counter) -> _Page | None:
     """Fetch a page and parse it; a failed fetch or an unrecognised page is a `downloads` row with
     its reason, never an empty success."""
     res = dl.fetch(url, expect="html" if purpose == "encyclopedia" else "any")
@@ -157,23 +164,24 @@ def _fetch_page(dl: Downloader, url: str, parse, purpose: str, album_id: str, ct
         counts[f"drop.{purpose}.{res.reason}"] += 1
         downloads.append(_download_row(res, album_id, purpose, ctx.run_id))
         return None
+    text = _text(res)
     try:
-        records = parse(_text(res), res.final_url)
+        records = parse(text, res.final_url)
     except PageShapeError as exc:
         counts[f"drop.{purpose}.page_shape_not_recognised"] += 1
         downloads.append(_download_row(res, album_id, purpose, ctx.run_id,
                                        reason="page_shape_not_recognised", detail=str(exc)))
         return None
     downloads.append(_download_row(res, album_id, purpose, ctx.run_id, detail=f"{len(records)} records"))
-    return records
+    return _Page(records, text, res.final_url)
 
 
 def _collect_characters(album: Album, dl: Downloader, ctx: RunContext, downloads: list,
                         counts: collections.Counter) -> dict[str, dict]:
     """name -> {aliases, images, source_url, origin}, from the encyclopedia pages and the albums file."""
     found: dict[str, dict] = {}
-    for page in album.encyclopedia:
-        for ch in _fetch_page(dl, page, parse_characters, "encyclopedia", album.album_id, ctx, downloads, counts) or []:
+    for first in album.encyclopedia:
+        for ch in encyclopedia_listing(first, dl, album, ctx, downloads, counts):
             entry = found.setdefault(ch.name, {"aliases": list(ch.aliases), "images": [], "source_url": ch.source_url,
                                                "origin": "encyclopedia"})
             if ch.image_url:
@@ -184,6 +192,35 @@ def _collect_characters(album: Album, dl: Downloader, ctx: RunContext, downloads
         entry["images"].extend(named.images)
     counts["characters"] += len(found)
     return found
+
+
+def encyclopedia_listing(url: str, dl: Downloader, album: Album, ctx: RunContext, downloads: list,
+             counts: collections.Counter) -> list:
+    """The characters of an encyclopedia page and of the pages its listing continues on (a category
+    of more than 200 members), up to `encyclopedia_max_pages` pages. A next link that leads back to
+    a page already read ends the listing (counted as `drop.encyclopedia.page_loop`)."""
+    def key(u: str) -> str:
+        try:
+            return canonicalize_url(u)
+        except ValueError:  # the fetch records why such a URL is unusable
+            return u
+
+    characters, seen = [], set()
+    while True:
+        seen.add(key(url))
+        page = _fetch_page(dl, url, parse_characters, "encyclopedia", album.album_id, ctx, downloads, counts)
+        if page is None:
+            return characters
+        characters += page.records
+        url = next_page_url(page.text, page.url)
+        if url is None:
+            return characters
+        if key(url) in seen:
+            counts["drop.encyclopedia.page_loop"] += 1
+            return characters
+        if len(seen) >= ctx.config.encyclopedia_max_pages:
+            counts["drop.encyclopedia.page_limit"] += 1
+            return characters
 
 
 def crawl_album(album: Album, ctx: RunContext) -> tuple[list[ImageJob], dict[str, int]]:
@@ -221,8 +258,8 @@ def crawl_album(album: Album, ctx: RunContext) -> tuple[list[ImageJob], dict[str
             query = character_query(name, album.name)
             for page in range(album.search_pages):
                 url = _with_base(search_url(engine, query, page), base)
-                results = _fetch_page(dl, url, parse, "search", album.album_id, ctx, downloads, counts) or []
-                for r in results[: ctx.config.web_max_results_per_query]:
+                page = _fetch_page(dl, url, parse, "search", album.album_id, ctx, downloads, counts)
+                for r in (page.records if page else [])[: ctx.config.web_max_results_per_query]:
                     _add_job(jobs, r.image_url, album.album_id, name, query)
     for url_list in album.url_lists:
         for r in read_url_list(url_list):

@@ -16,7 +16,8 @@ MediaWiki family (Wikipedia, Fandom/Wikia, Bulbapedia, ...), in this order:
   * a category page: the Oasis (2016) `div.category-gallery-item` gallery, Fandom's
     `li.category-page__member` rows (lazy-loaded thumbnails) and the classic `#mw-pages` list.
     Gallery characters come first (the wiki's own pick of its most visited pages), then the rest
-    in listing order. Only the one page of the listing that was saved is read (no "next 200").
+    in listing order. A listing longer than one page (200 members) links its next page ("next
+    200", Fandom's pagination arrow): `next_page_url` gives it, and the crawler follows it.
   * a list of characters (title says "characters"/"cast"/角色/登场人物, as Wikipedia's "List of
     ... characters"): one character per heading, where headings whose title names a group
     ("Main characters", "The Smith family") or whose sub-headings are not aspects of one person
@@ -134,6 +135,27 @@ def parse_characters(html: str, page_url: str, kind: str = "auto",
     if kind == "baike":
         return _parse_baike(soup, base)
     return _parse_mediawiki(soup, base, page_url, section)
+
+
+def next_page_url(html: str, page_url: str) -> str | None:
+    """The next page of a MediaWiki category listing, as an absolute URL; None on the last page and
+    on any other kind of page. Classic MediaWiki and the Oasis skin link it as "next 200" with a
+    `pagefrom=` (old wikis: `from=`) query; the previous page uses `pageuntil=`/`until=` and is never
+    taken. Fandom's 2019- skin has `a.category-page__pagination-next`."""
+    soup = BeautifulSoup(html, "lxml")
+    if not _is_mediawiki(soup) or not _is_category(soup, _page_title(soup)):
+        return None
+    base = _base_url(soup, page_url)
+    link = soup.select_one("a.category-page__pagination-next[href]")
+    if link is None:
+        for a in soup.select("#mw-pages a[href]"):
+            query = parse_qs(urlsplit(a["href"]).query)
+            if ("pagefrom" in query or "from" in query) and not ({"pageuntil", "until"} & set(query)):
+                link = a
+                break
+    if link is None:
+        return None
+    return _without_fragment(absolute_url(link["href"], base))
 
 
 # --------------------------------------------------------------------------- URLs and images

@@ -1,5 +1,6 @@
 """Web sources through the ingest flow, against a real HTTP server on 127.0.0.1: an encyclopedia
 category page, typical images, a Bing-shaped search page, images (some broken or forbidden)."""
+import collections
 import html
 import json
 import threading
@@ -13,7 +14,11 @@ import pytest
 
 from data_manifest import Manifest
 from flows.ingest import ingest
+from pipeline.config import IngestConfig
 from pipeline.sample import make_still_image
+from pipeline.shards import RunContext
+from pipeline.sources.library import Album
+from pipeline.web import downloader_for, encyclopedia_listing
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -56,12 +61,19 @@ class Site:
         if url.path == "/robots.txt":
             return 200, "text/plain", b"User-agent: *\nDisallow: /private/\n"
         if url.path == "/wiki/Category:Characters":
-            items = "".join(
-                f'<div class="category-gallery-item"><a href="/wiki/{n}" title="{n}">'
-                f'<img src="/img/{n}.jpg" width="200"></a></div>' for n in CHARACTERS)
+            # A listing on two pages, as MediaWiki paginates a category of over 200 members: Hana
+            # on the first, Kai on the second, whose "next" link lies (it points to itself).
+            second = parse_qs(url.query).get("pagefrom") == ["Kai"]
+            name = "Kai" if second else "Hana"
+            paging = ('(<a href="/wiki/Category:Characters?pageuntil=Kai#mw-pages">previous 200</a>) '
+                      '(<a href="/wiki/Category:Characters?pagefrom=Kai#mw-pages">next 200</a>)' if second else
+                      '(previous 200) (<a href="/wiki/Category:Characters?pagefrom=Kai#mw-pages">next 200</a>)')
             page = (f'<html><head><meta name="generator" content="MediaWiki 1.19.24"></head>'
                     f'<body class="mediawiki ns-14"><h1 id="firstHeading">Category:Characters</h1>'
-                    f'<div class="category-gallery">{items}</div></body></html>')
+                    f'<div class="category-gallery"><div class="category-gallery-item"><a href="/wiki/{name}" '
+                    f'title="{name}"><img src="/img/{name}.jpg" width="200"></a></div></div>'
+                    f'<div id="mw-pages">{paging}<ul><li><a href="/wiki/{name}" title="{name}">{name}</a></li></ul>'
+                    f'</div></body></html>')
             return 200, "text/html; charset=utf-8", page.encode()
         if url.path == "/wiki/Changed":
             return 200, "text/html", b"<html><body><p>We moved everything around.</p></body></html>"
@@ -139,6 +151,11 @@ def test_characters_references_and_searched_images(tmp_path, site):
     }
     assert "/private/secret.jpg" not in site.requests
     assert summary["counts"]["drop.download.not_an_image"] == 1
+    # both listing pages were read once; the second one's lying link to itself ended the listing
+    listing = [p for p in site.requests if p.startswith("/wiki/Category:")]
+    assert listing == ["/wiki/Category:Characters", "/wiki/Category:Characters?pagefrom=Kai"]
+    assert summary["counts"]["drop.encyclopedia.page_loop"] == 1
+    assert summary["counts"]["encyclopedia_pages"] == 3  # two listing pages and the changed one
 
     # A rerun fetches only what failed (and the pages and searches), never a stored image again.
     before = len(site.requests)
@@ -181,3 +198,19 @@ def test_a_crawl_killed_midway_resumes_without_fetching_stored_images_again(tmp_
     # in flight at the kill, answered by the server but never stored by the client, is fetched again).
     assert len(set(fetched)) == 6 and len(fetched) - 6 <= 1
     assert len(Manifest(data).read("assets").query("kind == 'web'")) == 6
+
+
+def test_a_listing_is_followed_up_to_the_page_limit(tmp_path, site):
+    album = Album("toon", "Toon Town", encyclopedia=(f"{site.base}/wiki/Category:Characters",))
+
+    def read(max_pages):
+        counts, downloads = collections.Counter(), []
+        ctx = RunContext(str(tmp_path), "run", IngestConfig.from_dict({**CONFIG, "encyclopedia_max_pages": max_pages}))
+        found = encyclopedia_listing(album.encyclopedia[0], downloader_for(ctx.config), album, ctx, downloads, counts)
+        return [c.name for c in found], counts, downloads
+
+    names, counts, downloads = read(1)
+    assert names == ["Hana"] and counts["drop.encyclopedia.page_limit"] == 1 and len(downloads) == 1
+    names, counts, downloads = read(50)
+    assert names == ["Hana", "Kai"] and counts["drop.encyclopedia.page_loop"] == 1
+    assert [d["ok"] for d in downloads] == [True, True]

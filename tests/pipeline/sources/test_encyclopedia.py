@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from bs4 import BeautifulSoup
 
-from pipeline.sources.encyclopedia import (Character, PageShapeError, detect_site, full_size_url,
+from pipeline.sources.encyclopedia import (Character, next_page_url, PageShapeError, detect_site, full_size_url,
                                            image_url, parse_characters)
 from tests.conftest import SHARED
 
@@ -420,3 +420,26 @@ def test_search_page_is_not_an_encyclopedia_page():
     html = _fixture("baidu_image_search_python_2020.html")
     with pytest.raises(PageShapeError, match="^page shape not recognised: a baidu search page"):
         parse_characters(html, "")
+
+
+def test_next_page_of_a_category_listing():
+    html = _fixture("wikia_rick_and_morty_category_characters_2016.html")  # "200 pages ... out of 206 total"
+    assert next_page_url(html, WIKIA_URL) == "http://rickandmorty.wikia.com/wiki/Category:Characters?pagefrom=Uncle+Steve"
+    last = html.replace('(<a href="/wiki/Category:Characters?pagefrom=Uncle+Steve#mw-pages" '
+                        'title="Category:Characters">next 200</a>)', "(next 200)")
+    assert last != html and next_page_url(last, WIKIA_URL) is None
+    # the previous page is never taken for the next one
+    previous_only = last.replace("(previous 200)", '(<a href="/wiki/Category:Characters?pageuntil=A#mw-pages">previous 200</a>)')
+    assert next_page_url(previous_only, WIKIA_URL) is None
+    assert next_page_url(_fixture("bulbapedia_character_ghetsis_2026.html"),
+                         "https://bulbapedia.bulbagarden.net/wiki/Ghetsis_(anime)") is None
+
+
+def test_next_page_of_a_fandom_ucp_category():
+    page = ('<html><body class="mediawiki ns-14"><h1 class="page-header__title">Category:Characters</h1>'
+            '<ul class="category-page__members-for-char"><li class="category-page__member">'
+            '<a class="category-page__member-link" href="/wiki/Finn" title="Finn">Finn</a></li></ul>'
+            '<div class="category-page__pagination"><a class="category-page__pagination-next wds-button" '
+            'href="https://adventuretime.fandom.com/wiki/Category:Characters?from=Ice+King">Next</a></div></body></html>')
+    assert next_page_url(page, "https://adventuretime.fandom.com/wiki/Category:Characters") == \
+        "https://adventuretime.fandom.com/wiki/Category:Characters?from=Ice+King"
