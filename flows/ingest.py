@@ -146,8 +146,13 @@ def ingest(library: str, albums: str | None = None, data_root: str = "data",
     detector = get_detector(cfg.detector, cfg.detector_weights)  # fail fast on a bad detector or embedder, before any work
     embedder = identity_module.load(cfg.embedder)
     embedder_meta = embedder[1] if embedder else None
+    indexed = 0
     if embedder_meta:  # vectors of a run that died after publishing join the index now
         PublishedIndex(str(Path(data_root).resolve()), embedder_meta["model_id"]).promote(_published_runs(manifest))
+        # and crops published under another embedder (or none) join it, embedded by this one
+        indexed = identity_module.complete_published_index(manifest, cfg.embedder, str(Path(data_root).resolve()))
+        if indexed:
+            logger.info("embedded %d published crops into the index of %s", indexed, embedder_meta["model_id"])
     ctx = RunContext(str(Path(data_root).resolve()), run_id, cfg)
     staging = manifest.staging(run_id)
     staging.dir.mkdir(parents=True, exist_ok=True)
@@ -160,6 +165,8 @@ def ingest(library: str, albums: str | None = None, data_root: str = "data",
         parts = _run_shards(plan, [a for a in album_list if a.has_web_sources], ctx, progress)
         counts = merge_counts(parts)
         counts.update(albums=len(album_list))
+        if indexed:
+            counts["published_crops_indexed"] = indexed
         model_ids = {detector.name: detector.model_id}
         identity = identity_stage(staging, manifest, cfg, ctx) if embedder_meta else None
         if identity is not None:

@@ -159,6 +159,30 @@ class Published:
                    faces[["face_id", *PRELABEL_COLUMNS, "embedder"]], reference_set, manifest.read("labels"))
 
 
+def complete_published_index(manifest, setting: str, data_root: str | Path) -> int:
+    """Make the embedder's index of published crops hold every published kept crop (references
+    aside), so that new crops are checked against the whole dataset and old ones can be pre-labelled
+    again. It lacks crops after a switch to another embedder (indexes are per model) or after runs
+    made with `embedder=none`; those are embedded now (cached) and added. Returns how many."""
+    loaded = load(setting)
+    version = manifest.latest_version()
+    if loaded is None or version is None:
+        return 0
+    index = PublishedIndex(data_root, loaded[1]["model_id"])
+    faces = manifest.read("faces", columns=["face_id", "asset_id", "crop_sha", "status"])
+    assets = manifest.read("assets", columns=["asset_id", "kind"])
+    references = set(assets.loc[assets["kind"] == "reference", "asset_id"])
+    _, indexed = index.load()
+    missing = faces[(faces["status"] == "kept") & faces["crop_sha"].notna() & ~faces["asset_id"].isin(references)
+                    & ~faces["face_id"].isin(set(indexed))].drop_duplicates("face_id")
+    vectors = embed_crops(missing["crop_sha"].tolist(), setting, data_root)
+    missing = missing[missing["crop_sha"].isin(list(vectors))]
+    if missing.empty:
+        return 0
+    index.commit(np.stack([vectors[s] for s in missing["crop_sha"]]), missing["face_id"].tolist(), version)
+    return len(missing)
+
+
 def faces_with_current_prelabels(manifest, version: int | None = None, columns: list[str] | None = None) -> pd.DataFrame:
     """The `faces` table at a version with each face's pre-label columns (and `embedder`) replaced
     by its latest `prelabels` row, if any: the pre-labels in force at that version."""

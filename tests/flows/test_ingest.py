@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import pytest
 import yaml
 
@@ -139,6 +140,34 @@ def test_faces_published_before_their_characters_are_prelabelled_when_the_refere
 
     third = ingest(library=str(library), data_root=str(data))  # same references: nothing to redo
     assert third["counts"]["prelabels_updated"] == 0 and len(m.read("prelabels")) == len(updates)
+
+
+def test_crops_published_without_an_embedder_are_indexed_by_the_next_one(sample_library, tmp_path):
+    library = copy_library(sample_library, tmp_path / "lib")
+    data = tmp_path / "data"
+    ingest(library=str(library), data_root=str(data), config={"embedder": "none"})  # no identity stage
+    m = Manifest(data)
+    night_1 = m.read("faces")
+    assets_1 = m.read("assets")
+    assert night_1["embedder"].isna().all()
+    references = assets_1.loc[assets_1["kind"] == "reference", "asset_id"]
+    indexable = night_1[(night_1["status"] == "kept") & ~night_1["asset_id"].isin(references)]
+
+    # The next night the identity stage is on, and a re-encoded copy of a published still arrives.
+    stills = library / "sunny_school" / "stills"
+    cv2.imwrite(str(stills / "still_03_copy.jpg"), cv2.imread(str(stills / "still_03.jpg")),
+                [cv2.IMWRITE_JPEG_QUALITY, 85])
+    second = ingest(library=str(library), data_root=str(data))
+    assert second["counts"]["published_crops_indexed"] == indexable["face_id"].nunique() > 0
+    assets = m.read("assets")
+    copy_asset = assets.loc[assets["source"] == "sunny_school/still_03_copy.jpg", "asset_id"].iloc[0]
+    copies = m.read("faces").query("asset_id == @copy_asset")
+    assert len(copies) > 0 and (copies["drop_reason"] == "near_duplicate").all()
+    assert copies["duplicate_of"].isin(night_1["face_id"]).all()  # a crop published the night before
+    # night 1's crops are pre-labelled against the albums file's references now
+    updates = m.read("prelabels")
+    assert len(updates) > 0 and set(updates["face_id"]) <= set(indexable["face_id"])
+    assert (updates["embedder"] == json.loads(m.history()["model_ids"][1])["embedder"]).all()
 
 
 def test_a_run_killed_midway_then_rerun_is_complete_without_duplicates(sample_library, tmp_path):
