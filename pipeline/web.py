@@ -57,16 +57,21 @@ _downloaders: dict[tuple, Downloader] = {}
 _downloaders_lock = threading.Lock()
 
 
-def downloader_for(config: IngestConfig) -> Downloader:
+def downloader_for(ctx: RunContext) -> Downloader:
+    """The process's downloader for these settings. Its per-domain spacing is booked in files under
+    `<data_root>/cache/ratelimit`, so the processes of a scaled-out run (Dask workers) share it."""
+    config = ctx.config
+    rate_limit_dir = Path(ctx.data_root) / "cache" / "ratelimit"
     key = (config.web_user_agent, config.web_min_interval_s, config.web_max_workers, config.web_obey_robots,
-           tuple(config.web_allow_private_hosts), config.web_timeout_s)
+           tuple(config.web_allow_private_hosts), config.web_timeout_s, str(rate_limit_dir))
     with _downloaders_lock:
         if key not in _downloaders:
             _downloaders[key] = Downloader(
                 user_agent=config.web_user_agent, min_interval_s=config.web_min_interval_s,
                 max_workers=config.web_max_workers, obey_robots=config.web_obey_robots,
                 allow_private_hosts=config.web_allow_private_hosts, total_timeout=config.web_timeout_s,
-                read_timeout=min(20.0, config.web_timeout_s), connect_timeout=min(10.0, config.web_timeout_s))
+                read_timeout=min(20.0, config.web_timeout_s), connect_timeout=min(10.0, config.web_timeout_s),
+                rate_limit_dir=rate_limit_dir)
         return _downloaders[key]
 
 
@@ -225,7 +230,7 @@ def encyclopedia_listing(url: str, dl: Downloader, album: Album, ctx: RunContext
 
 def crawl_album(album: Album, ctx: RunContext) -> tuple[list[ImageJob], dict[str, int]]:
     """Characters and references of an album, and the image URLs its searches and lists give."""
-    dl = downloader_for(ctx.config)
+    dl = downloader_for(ctx)
     counts: collections.Counter = collections.Counter()
     downloads: list[dict] = []
     found = _collect_characters(album, dl, ctx, downloads, counts)
@@ -322,7 +327,7 @@ def _record_fetch(res: FetchResult, url_cache: UrlCache, ctx: RunContext, album_
 
 def download_images(shard: WebShard, ctx: RunContext) -> dict[str, int]:
     """Download one shard of image URLs and run each image through the face funnel."""
-    dl = downloader_for(ctx.config)
+    dl = downloader_for(ctx)
     url_cache = UrlCache(ctx.data_root)
     counts: collections.Counter = collections.Counter()
     images = _ImageIngest(ctx, counts)

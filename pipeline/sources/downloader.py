@@ -51,8 +51,10 @@ Known limits
   record is picked up only after that.
 * The HTTP-date form of Retry-After has 1 s resolution.
 * HTML `<meta name="robots">` tags are not read (only the `X-Robots-Tag` header).
-* The rate limit and robots cache live in one Downloader (one process): several processes or
-  machines crawling the same site do not coordinate. Spacing is enforced on request *starts* in the
+* The rate limit and robots cache live in one Downloader (one process), unless `rate_limit_dir`
+  names a folder: then the spacing of request starts per domain is shared (through locked files) by
+  every process that uses that folder, e.g. the workers of a local Dask cluster. Machines that do not
+  share a filesystem with working locks do not coordinate, nor does the in-flight limit. Spacing is enforced on request *starts* in the
   client; what the server sees can differ by the send jitter (a few ms).
 * No HTTP proxy support (a proxy would defeat the address pin).
 * `total_timeout` can be overrun while the system resolver is blocked (see above) or while response
@@ -67,6 +69,7 @@ import dataclasses
 import email.utils
 import http.cookiejar
 import ipaddress
+import os
 import random
 import re
 import socket
@@ -75,6 +78,7 @@ import threading
 import time
 import urllib.parse
 from collections import deque
+from pathlib import Path
 from typing import Iterable, Iterator
 
 import requests
@@ -527,11 +531,17 @@ class _DomainLimiter:
 
     `slot(key)` waits until fewer than `max_per_domain` requests to that domain are active, reserves
     the next start time (>= the previous reservation + interval, >= any deferral), sleeps until it
-    and holds the slot for the duration of the request."""
+    and holds the slot for the duration of the request.
 
-    def __init__(self, interval_s: float, max_per_domain: int):
+    With `shared_dir`, start times are also reserved in one file per domain under that folder,
+    under an exclusive lock (flock), so every process on the machine that uses the same folder (the
+    workers of a local Dask cluster, several flow runs) keeps the same spacing. The concurrency
+    limit stays per process."""
+
+    def __init__(self, interval_s: float, max_per_domain: int, shared_dir: str | os.PathLike | None = None):
         self.default_interval = interval_s
         self.max_per_domain = max_per_domain
+        self.shared_dir = Path(shared_dir) if shared_dir else None
         self._cv = threading.Condition()
         self._next: dict[tuple, float] = {}
         self._active: dict[tuple, int] = {}
@@ -552,6 +562,32 @@ class _DomainLimiter:
         with self._cv:
             if until > self._next.get(key, 0.0):
                 self._next[key] = until
+            self._shared(key, until, 0.0)
+
+    def _shared(self, key: tuple, start: float, interval: float) -> float:
+        """Reserve `start` (monotonic) or the next free time after it in the domain's shared file,
+        which then holds that time + interval. Returns the reserved start (monotonic)."""
+        if self.shared_dir is None:
+            return start
+        import fcntl
+
+        self.shared_dir.mkdir(parents=True, exist_ok=True)
+        name = sha256_bytes(repr(key).encode())[:32]
+        offset = time.time() - time.monotonic()  # the file holds wall-clock times, shared between processes
+        with open(self.shared_dir / name, "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            fh.seek(0)
+            try:
+                booked = float(fh.read().strip() or 0.0)
+            except ValueError:  # a torn or foreign file: start afresh
+                booked = 0.0
+            wall = max(start + offset, booked)
+            if interval or wall > booked:
+                fh.seek(0)
+                fh.truncate()
+                fh.write(repr(wall + interval))
+                fh.flush()
+        return wall - offset
 
     @contextlib.contextmanager
     def slot(self, key: tuple):
@@ -560,6 +596,7 @@ class _DomainLimiter:
                 self._cv.wait()
             self._active[key] = self._active.get(key, 0) + 1
             start = max(time.monotonic(), self._next.get(key, 0.0))
+            start = self._shared(key, start, self.interval(key))
             self._next[key] = start + self.interval(key)
         try:
             delay = start - time.monotonic()
@@ -802,6 +839,8 @@ class Downloader:
       dns_cache_ttl_s     lifetime of a vetted DNS answer (30 s; 0 = resolve every time)
       lookahead           URLs fetch_many reads ahead to find domains that are ready
       verify              TLS verification: True (certifi bundle) or a CA bundle path
+      rate_limit_dir      a folder shared by every process that crawls from this machine: the
+                          per-domain spacing then holds across all of them (None: this process only)
     """
 
     def __init__(
@@ -828,6 +867,7 @@ class Downloader:
         dns_cache_ttl_s: float = 30.0,
         lookahead: int | None = None,
         verify: bool | str = True,
+        rate_limit_dir: str | os.PathLike | None = None,
     ):
         if max_workers < 1 or max_per_domain < 1:
             raise ValueError("max_workers and max_per_domain must be >= 1")
@@ -858,7 +898,7 @@ class Downloader:
 
         self._guard = _AddressGuard(allow_private_hosts, dns_cache_ttl_s)
         self.allow_private_hosts = self._guard.allow
-        self._limiter = _DomainLimiter(self.min_interval_s, self.max_per_domain)
+        self._limiter = _DomainLimiter(self.min_interval_s, self.max_per_domain, rate_limit_dir)
         self._robots: dict[tuple, _RobotsSlot] = {}
         self._robots_lock = threading.Lock()
         self._rng = random.Random()

@@ -206,7 +206,7 @@ def test_a_listing_is_followed_up_to_the_page_limit(tmp_path, site):
     def read(max_pages):
         counts, downloads = collections.Counter(), []
         ctx = RunContext(str(tmp_path), "run", IngestConfig.from_dict({**CONFIG, "encyclopedia_max_pages": max_pages}))
-        found = encyclopedia_listing(album.encyclopedia[0], downloader_for(ctx.config), album, ctx, downloads, counts)
+        found = encyclopedia_listing(album.encyclopedia[0], downloader_for(ctx), album, ctx, downloads, counts)
         return [c.name for c in found], counts, downloads
 
     names, counts, downloads = read(1)

@@ -10,6 +10,7 @@ import email.utils
 import datetime
 import re
 import ssl
+import subprocess
 import sys
 import threading
 import time
@@ -22,6 +23,7 @@ import numpy as np
 import pytest
 
 from pipeline.sources import downloader as dlmod
+from tests.conftest import PROJECT
 from pipeline.sources.downloader import (
     REASONS, Downloader, FetchResult, canonicalize_url, is_public_address, is_reason,
 )
@@ -622,6 +624,39 @@ def test_rate_limit_per_domain_across_threads():
         assert elapsed < 14 * interval * 1.5, elapsed
         paths = srv.paths()
         assert paths.count("/robots.txt") == 2
+    finally:
+        srv.close()
+
+
+CRAWLER = """
+import sys, time
+from pipeline.sources.downloader import Downloader
+base, start_at, shared, tag = sys.argv[1], float(sys.argv[2]), sys.argv[3] or None, sys.argv[4]
+dl = Downloader(min_interval_s=0.25, retries=0, obey_robots=False, allow_private_hosts={"127.0.0.1"},
+                rate_limit_dir=shared)
+time.sleep(max(0.0, start_at - time.time()))
+for i in range(4):
+    assert dl.fetch(f"{base}/img/{tag}{i}.jpg").ok
+"""
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_rate_limit_shared_by_processes_through_a_folder(tmp_path, shared):
+    """Two crawler processes start at the same moment. With a shared rate-limit folder the server
+    sees the per-domain spacing across both; without one (the control) each keeps only its own."""
+    srv = FaultServer()
+    try:
+        start_at = time.time() + 3.0  # both are up and waiting by then
+        procs = [subprocess.Popen([sys.executable, "-c", CRAWLER, srv.url(""), str(start_at),
+                                   str(tmp_path / "ratelimit") if shared else "", tag], cwd=PROJECT)
+                 for tag in ("a", "b")]
+        assert [p.wait(60) for p in procs] == [0, 0]
+        gaps = np.diff(srv.times())
+        assert len(gaps) == 7
+        if shared:
+            assert gaps.min() >= 0.25 - 0.01, gaps.round(3).tolist()
+        else:
+            assert gaps.min() < 0.1, gaps.round(3).tolist()
     finally:
         srv.close()
 
