@@ -41,6 +41,7 @@ import numpy as np
 DEFAULT_WEIGHTS = "models/weights/embedder.safetensors"
 PRELABEL_THRESHOLD = 0.6
 SWEEP_THRESHOLDS = tuple(round(0.30 + 0.05 * i, 2) for i in range(14))  # 0.30 .. 0.95
+MARGIN_SWEEP = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3)
 UNKNOWN = "unknown"
 CMC_MAX_RANK = 10
 DEFAULT_PAIRS = 3000  # the paper's verification set: 3,000 positive and 3,000 negative pairs
@@ -343,13 +344,13 @@ def verification(emb, labels, seed: int = 0, pairs: int | None = None, folds: in
 
 # ------------------------------------------------------------------------------------------ pre-label
 
-def _prelabel_counts(best: np.ndarray, pred: np.ndarray, truth: np.ndarray, known: np.ndarray,
-                     threshold: float) -> dict:
-    labelled = best > threshold
+def _prelabel_counts(best: np.ndarray, margin: np.ndarray, pred: np.ndarray, truth: np.ndarray,
+                     known: np.ndarray, threshold: float, min_margin: float = 0.0) -> dict:
+    labelled = (best > threshold) & (margin >= min_margin)
     correct = labelled & known & (pred == truth)
     n_lab, n_ok, n_known = int(labelled.sum()), int(correct.sum()), int(known.sum())
     return {
-        "threshold": float(threshold),
+        "threshold": float(threshold), "min_margin": float(min_margin),
         "precision": (n_ok / n_lab) if n_lab else None,
         "recall": (n_ok / n_known) if n_known else None,
         "labelled": n_lab, "correct": n_ok,
@@ -359,15 +360,19 @@ def _prelabel_counts(best: np.ndarray, pred: np.ndarray, truth: np.ndarray, know
 
 
 def prelabel_precision_recall(ref_emb, ref_labels, probe_emb, probe_labels,
-                              threshold: float = PRELABEL_THRESHOLD,
-                              sweep: Sequence[float] = SWEEP_THRESHOLDS) -> dict:
-    """The paper's pre-labelling: a probe takes the label of its nearest reference when the cosine
-    similarity is greater than ``threshold``, else stays unlabelled.
+                              threshold: float = PRELABEL_THRESHOLD, min_margin: float = 0.0,
+                              sweep: Sequence[float] = SWEEP_THRESHOLDS,
+                              margin_sweep: Sequence[float] = MARGIN_SWEEP) -> dict:
+    """The paper's pre-labelling: a probe takes the identity of its most similar reference when the
+    cosine similarity is greater than ``threshold``, else stays unlabelled. With ``min_margin`` > 0 it
+    also needs that similarity to beat the runner-up identity's by ``min_margin`` (as the pipeline's
+    ``prelabel_min_margin``).
 
     precision = correct / labelled; recall = correct / probes whose identity has a reference (those
     should be labelled). Probes whose identity has no reference should stay unlabelled: labels given to
     them are counted in ``false_labels_on_unknowns`` (they also lower precision). ``sweep`` repeats the
-    counts for each threshold. Precision or recall is None when its denominator is 0.
+    counts for each threshold (at ``min_margin``), ``margin_sweep`` for each margin (at ``threshold``).
+    Precision or recall is None when its denominator is 0.
     """
     ref, ref_labels = _as_inputs(ref_emb, ref_labels)
     probe, probe_labels = _as_inputs(probe_emb, probe_labels)
@@ -375,18 +380,26 @@ def prelabel_precision_recall(ref_emb, ref_labels, probe_emb, probe_labels,
         raise ValueError("no reference images")
     if ref.shape[1] != probe.shape[1]:
         raise ValueError(f"reference dim {ref.shape[1]} != probe dim {probe.shape[1]}")
+    names = np.unique(ref_labels)
+    columns = [ref_labels == name for name in names]
     best = np.empty(len(probe))
+    margin = np.full(len(probe), np.inf)   # one identity: no runner-up to beat
     nearest = np.empty(len(probe), dtype=np.int64)
     for s in range(0, len(probe), _BLOCK):
         sims = probe[s:s + _BLOCK] @ ref.T
         nearest[s:s + _BLOCK] = sims.argmax(axis=1)
         best[s:s + _BLOCK] = sims.max(axis=1)
+        if len(names) > 1:
+            per_identity = np.sort(np.stack([sims[:, c].max(axis=1) for c in columns], axis=1), axis=1)
+            margin[s:s + _BLOCK] = per_identity[:, -1] - per_identity[:, -2]
     pred = ref_labels[nearest]
-    known = np.isin(probe_labels, np.unique(ref_labels)) if len(probe) else np.zeros(0, bool)
-    out = _prelabel_counts(best, pred, probe_labels, known, threshold)
+    known = np.isin(probe_labels, names) if len(probe) else np.zeros(0, bool)
+    out = _prelabel_counts(best, margin, pred, probe_labels, known, threshold, min_margin)
     out.update({"probes": len(probe), "known_probes": int(known.sum()),
                 "unknown_probes": int((~known).sum()), "references": len(ref),
-                "sweep": [_prelabel_counts(best, pred, probe_labels, known, t) for t in sweep],
+                "sweep": [_prelabel_counts(best, margin, pred, probe_labels, known, t, min_margin) for t in sweep],
+                "margin_sweep": [_prelabel_counts(best, margin, pred, probe_labels, known, threshold, m)
+                                 for m in margin_sweep],
                 "_nearest": nearest, "_similarity": best})
     return out
 
@@ -432,6 +445,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help=f"verification pairs of each kind (default min({DEFAULT_PAIRS}, available))")
     p.add_argument("--folds", type=int, default=10)
     p.add_argument("--prelabel-threshold", type=float, default=PRELABEL_THRESHOLD)
+    p.add_argument("--prelabel-min-margin", type=float, default=0.0,
+                   help="a pre-label also needs this margin over the runner-up identity (default 0: the paper)")
     p.add_argument("--prelabel-reference", choices=("first", "random"), default="first",
                    help="reference per identity: first image in path order, or a seeded random one")
     p.add_argument("--device", default="cpu", help="cpu|cuda|auto (default cpu)")
@@ -455,7 +470,8 @@ def _embed_samples(model, samples, batch_size: int) -> np.ndarray:
 
 def evaluate(emb: np.ndarray, labels: Sequence[str], *, unknown_labels: Iterable[str] = (), seed: int = 0,
              probes_per_identity: tuple[int, int] = (3, 7), pairs: int | None = None, folds: int = 10,
-             prelabel_threshold: float = PRELABEL_THRESHOLD, prelabel_reference: str = "first") -> dict:
+             prelabel_threshold: float = PRELABEL_THRESHOLD, prelabel_reference: str = "first",
+             prelabel_min_margin: float = 0.0) -> dict:
     """All three protocols on one set of embeddings (``labels`` in the order of ``emb``; for the
     'first' reference choice, pass them sorted by path). ``unknown_labels``: distractors in
     identification, probes without reference in pre-labelling, ignored in verification."""
@@ -470,7 +486,8 @@ def evaluate(emb: np.ndarray, labels: Sequence[str], *, unknown_labels: Iterable
     refs, probes = reference_split(labels, prelabel_reference, seed, no_reference=unknown)
     lab = np.asarray(labels, dtype=object)
     emb = np.asarray(emb)
-    pre = prelabel_precision_recall(emb[refs], lab[refs], emb[probes], lab[probes], prelabel_threshold)
+    pre = prelabel_precision_recall(emb[refs], lab[refs], emb[probes], lab[probes], prelabel_threshold,
+                                    prelabel_min_margin)
     pre["reference"] = prelabel_reference
     return {"identification": ident, "verification": verif, "prelabel": pre}
 
@@ -507,7 +524,8 @@ def run(args: argparse.Namespace) -> int:
     labels = [s.identity for s in samples]
     res = evaluate(emb, labels, unknown_labels=unknown, seed=args.seed,
                    probes_per_identity=(args.probes_min, args.probes_max), pairs=args.pairs, folds=args.folds,
-                   prelabel_threshold=args.prelabel_threshold, prelabel_reference=args.prelabel_reference)
+                   prelabel_threshold=args.prelabel_threshold, prelabel_reference=args.prelabel_reference,
+                   prelabel_min_margin=args.prelabel_min_margin)
     known = {lab for lab in labels if lab not in unknown}
     report = {"model_id": meta["model_id"], "weights": str(args.weights), "sources": sources,
               "images": len(samples), "identities": len(known),

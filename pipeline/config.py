@@ -41,6 +41,9 @@ class IngestConfig:
     embedder: str = "default"
     dedup_threshold: float | None = None
     prelabel_threshold: float | None = None
+    # A pre-label also needs its identity this much more similar than the runner-up's (0: the paper's
+    # rule alone). Raising it trades recall for precision; see the embedder's model card.
+    prelabel_min_margin: float = 0.0
     # Stills (and downloaded web images) are processed in shards of this many (one Prefect task each).
     stills_per_shard: int = 1000
     web_images_per_shard: int = 1000

@@ -202,18 +202,19 @@ def faces_with_current_prelabels(manifest, version: int | None = None, columns: 
     return faces
 
 
-def reference_set_id(model_id: str, threshold: float, references: pd.DataFrame) -> str:
-    """Fingerprint of what pre-labels depend on besides the crop: model, threshold, (face, identity) pairs."""
+def reference_set_id(model_id: str, threshold: float, references: pd.DataFrame, min_margin: float = 0.0) -> str:
+    """Fingerprint of what pre-labels depend on besides the crop: model, rule, (face, identity) pairs."""
     pairs = sorted(zip(references["face_id"], references["identity"])) if len(references) else []
-    blob = json.dumps([model_id, round(float(threshold), 6), pairs]).encode()
+    blob = json.dumps([model_id, round(float(threshold), 6), round(float(min_margin), 6), pairs]).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def nearest_identities(matrix: np.ndarray, ref_matrix: np.ndarray, ref_identities, threshold: float,
-                       chunk: int = 65536) -> pd.DataFrame:
+                       min_margin: float = 0.0, chunk: int = 65536) -> pd.DataFrame:
     """Per row of `matrix` (normalised embeddings): the nearest identity (its most similar reference)
-    as `prelabel` when the similarity is above `threshold`, that similarity, the runner-up identity,
-    its similarity and the margin between the two. Columns PRELABEL_COLUMNS, one row per vector."""
+    as `prelabel` when the similarity is above `threshold` (the paper's rule) and at least
+    `min_margin` above the runner-up identity's (0: the paper's rule alone), that similarity, the
+    runner-up identity, its similarity and the margin. Columns PRELABEL_COLUMNS, one row per vector."""
     n = len(matrix)
     out = {"prelabel": np.full(n, None, object), "prelabel_score": np.full(n, np.nan),
            "runner_up": np.full(n, None, object), "runner_up_score": np.full(n, np.nan),
@@ -229,11 +230,12 @@ def nearest_identities(matrix: np.ndarray, ref_matrix: np.ndarray, ref_identitie
         top = np.argsort(-per_identity, axis=1, kind="stable")
         rows = np.arange(len(sims))
         best = per_identity[rows, top[:, 0]]
+        second = per_identity[rows, top[:, 1]] if len(order) > 1 else np.full(len(sims), -np.inf)
         part = slice(start, start + len(sims))
         out["prelabel_score"][part] = best
-        out["prelabel"][part] = [order[i] if b > threshold else None for i, b in zip(top[:, 0], best)]
+        sure = (best > threshold) & (best - second >= min_margin)
+        out["prelabel"][part] = [order[i] if ok else None for i, ok in zip(top[:, 0], sure)]
         if len(order) > 1:
-            second = per_identity[rows, top[:, 1]]
             out["runner_up"][part] = [order[i] for i in top[:, 1]]
             out["runner_up_score"][part] = second
             out["prelabel_margin"][part] = best - second
@@ -312,7 +314,7 @@ def _histogram(values) -> dict:
 
 def run_identity_stage(faces: pd.DataFrame, assets: pd.DataFrame, published: Published, setting: str,
                        data_root: str | Path, dedup_threshold: float, prelabel_threshold: float,
-                       run_id: str) -> IdentityOutcome | None:
+                       run_id: str, prelabel_min_margin: float = 0.0) -> IdentityOutcome | None:
     """`faces`/`assets`: this run's staged rows; `published`: what earlier versions hold."""
     loaded = load(setting)
     if loaded is None:
@@ -363,17 +365,19 @@ def run_identity_stage(faces: pd.DataFrame, assets: pd.DataFrame, published: Pub
     survivors = candidates.index[result.kept]
     surv_matrix = cand_matrix[result.kept] if len(candidates) else cand_matrix
     if len(ref_faces):
-        found = nearest_identities(surv_matrix, ref_matrix, ref_faces["identity"], prelabel_threshold)
+        found = nearest_identities(surv_matrix, ref_matrix, ref_faces["identity"], prelabel_threshold,
+                                   prelabel_min_margin)
         for column in PRELABEL_COLUMNS:
             faces.loc[survivors, column] = found[column].to_numpy()
 
     # Published candidates are matched again when the reference set changed since the last run
     # (a character's typical image arrived after its faces did), so none stays unlabelled for ever.
-    reference_set = reference_set_id(model_id, prelabel_threshold, ref_faces)
+    reference_set = reference_set_id(model_id, prelabel_threshold, ref_faces, prelabel_min_margin)
     current = published.prelabels
     relabels: list[dict] = []
     if reference_set != published.reference_set and len(published_ids) and len(ref_faces):
-        again = nearest_identities(published_vectors, ref_matrix, ref_faces["identity"], prelabel_threshold)
+        again = nearest_identities(published_vectors, ref_matrix, ref_faces["identity"], prelabel_threshold,
+                                   prelabel_min_margin)
         again.insert(0, "face_id", published_ids)
         old = (current.drop_duplicates("face_id").set_index("face_id")
                .reindex(published_ids)[list(PRELABEL_COLUMNS) + ["embedder"]].reset_index())
@@ -386,7 +390,7 @@ def run_identity_stage(faces: pd.DataFrame, assets: pd.DataFrame, published: Pub
 
     calibration = {
         "embedder": model_id, "dedup_threshold": dedup_threshold, "prelabel_threshold": prelabel_threshold,
-        "reference_set": reference_set, "prelabels_updated": len(relabels),
+        "prelabel_min_margin": prelabel_min_margin, "reference_set": reference_set, "prelabels_updated": len(relabels),
         "duplicate_similarity": _histogram(faces["duplicate_similarity"]),
         "prelabel_score": _histogram(faces["prelabel_score"]),
         "prelabel_vs_verified": prelabel_quality(current, published.labels, prelabel_threshold),

@@ -228,6 +228,13 @@ def test_prelabel_hand_made_example():
     # "greater than" the threshold: 0.95 exactly is not enough.
     assert sweep[0.95]["labelled"] == 0 and sweep[0.95]["precision"] is None and sweep[0.95]["recall"] == 0.0
     assert sweep[0.6] == {k: r[k] for k in sweep[0.6]}
+    # A margin over the runner-up identity: the wrong A -> B (0.80 against A's 0.60, margin 0.2) goes.
+    margins = {row["min_margin"]: row for row in r["margin_sweep"]}
+    assert margins[0.0] == sweep[0.6] | {"min_margin": 0.0}
+    assert (margins[0.3]["labelled"], margins[0.3]["correct"], margins[0.3]["false_labels_on_unknowns"]) == (3, 2, 1)
+    strict = prelabel_precision_recall(ref, ["A", "B"], probes, ["A", "A", "B", "C", "C", "B"], threshold=0.6,
+                                       min_margin=0.3)
+    assert strict["precision"] == 2 / 3 and strict["recall"] == 0.5
 
 
 def test_reference_split():

@@ -155,6 +155,10 @@ def test_nearest_identities_hand_computed():
     assert out["prelabel_score"].round(4).tolist() == [0.96, 0.8, 0.7071]
     assert out["runner_up"].tolist() == ["b", "b", "a"]
     assert out["prelabel_margin"].round(4).tolist() == [0.16, 0.2, 0.0071]
+    # with a minimum margin over the runner-up, the close call (0.96 against 0.8) stays unlabelled
+    strict = nearest_identities(probes, refs, names, threshold=0.75, min_margin=0.18)
+    assert strict["prelabel"].tolist() == [None, "c", None]
+    assert strict["prelabel_score"].equals(out["prelabel_score"])
 
 
 def test_prelabel_quality_against_verified_labels():
