@@ -18,6 +18,7 @@ import datetime as dt
 import functools
 import json
 import threading
+import unicodedata
 from pathlib import Path
 
 from pipeline.config import IngestConfig
@@ -181,22 +182,61 @@ def _fetch_page(dl: Downloader, url: str, parse, purpose: str, album_id: str, ct
     return _Page(records, text, res.final_url)
 
 
+def name_key(name: str) -> str:
+    """How character names are compared: NFKC (full-width forms), case and spacing do not count."""
+    return " ".join(unicodedata.normalize("NFKC", name).casefold().split())
+
+
+class CharacterBook:
+    """An album's characters from all its sources, one entry per character.
+
+    Names that differ only in case, spacing or character width are one character. A name from the
+    albums file that is the alias of exactly one encyclopedia character (the user's "Rick" for the
+    wiki's "Rick Sanchez") joins that character. Encyclopedia entries never merge by alias: two
+    characters can share a nickname. Anything else stays apart; look-alike references under two
+    names are reported by the identity stage as conflicts, never merged."""
+
+    def __init__(self):
+        self.entries: dict[str, dict] = {}          # display name -> {aliases, images, source_url, origin}
+        self._names: dict[str, str] = {}            # name_key -> display name
+        self._aliases: dict[str, set[str]] = collections.defaultdict(set)  # name_key of an alias -> display names
+        self.merged = 0
+
+    def add(self, name: str, aliases, images, source_url: str, origin: str) -> str:
+        """Record a character; returns the display name of the entry it went to."""
+        key = name_key(name)
+        display = self._names.get(key)
+        if display is None and origin == "albums_file" and len(self._aliases.get(key, ())) == 1:
+            display = next(iter(self._aliases[key]))
+        if display is None:
+            display = name
+            self.entries[display] = {"aliases": [], "images": [], "source_url": source_url, "origin": origin}
+            self._names[key] = display
+        else:
+            self.merged += 1
+        entry = self.entries[display]
+        for other in [name, *aliases]:
+            if name_key(other) != name_key(display) and other not in entry["aliases"]:
+                entry["aliases"].append(other)
+        for alias in aliases:
+            self._aliases[name_key(alias)].add(display)
+        entry["images"].extend(i for i in images if i not in entry["images"])
+        return display
+
+
 def _collect_characters(album: Album, dl: Downloader, ctx: RunContext, downloads: list,
                         counts: collections.Counter) -> dict[str, dict]:
     """name -> {aliases, images, source_url, origin}, from the encyclopedia pages and the albums file."""
-    found: dict[str, dict] = {}
+    book = CharacterBook()
     for first in album.encyclopedia:
         for ch in encyclopedia_listing(first, dl, album, ctx, downloads, counts):
-            entry = found.setdefault(ch.name, {"aliases": list(ch.aliases), "images": [], "source_url": ch.source_url,
-                                               "origin": "encyclopedia"})
-            if ch.image_url:
-                entry["images"].append(ch.image_url)
+            book.add(ch.name, ch.aliases, [ch.image_url] if ch.image_url else [], ch.source_url, "encyclopedia")
     for named in album.characters:
-        entry = found.setdefault(named.name, {"aliases": list(named.aliases), "images": [],
-                                              "source_url": "albums-file", "origin": "albums_file"})
-        entry["images"].extend(named.images)
-    counts["characters"] += len(found)
-    return found
+        book.add(named.name, named.aliases, named.images, "albums-file", "albums_file")
+    counts["characters"] += len(book.entries)
+    if book.merged:
+        counts["characters_merged"] += book.merged
+    return book.entries
 
 
 def encyclopedia_listing(url: str, dl: Downloader, album: Album, ctx: RunContext, downloads: list,
