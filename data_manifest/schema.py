@@ -88,7 +88,7 @@ PRELABELS = pa.schema([                 # later pre-labels of published faces (p
     # A face's pre-label is first written on its faces row. When a later run's reference set
     # differs (new characters, new typical images, another threshold) every published candidate is
     # matched again and a row is added here for each face whose result changed. The row of the
-    # latest run is the pre-label in force: `pipeline.identity.current_prelabels`.
+    # latest run is the pre-label in force: `pipeline.identity.faces_with_current_prelabels`.
     ("face_id", pa.string()),
     ("prelabel", pa.string()),
     ("prelabel_score", pa.float64()),

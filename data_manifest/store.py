@@ -119,6 +119,11 @@ class Manifest:
             return pd.DataFrame({f.name: pd.Series(dtype=object) for f in RUNS})
         return runs.to_pandas().sort_values("manifest_version").reset_index(drop=True)
 
+    def run_versions(self) -> dict[str, int]:
+        """run_id -> the manifest version that run published."""
+        hist = self.history()
+        return dict(zip(hist["run_id"], hist["manifest_version"].astype(int)))
+
     def latest_version(self) -> int | None:
         hist = self.history()
         return None if hist.empty else int(hist["manifest_version"].iloc[-1])

@@ -50,11 +50,6 @@ def web_shard(shard: WebShard, ctx: RunContext) -> dict[str, int]:
     return download_images(shard, ctx)
 
 
-def _published_runs(manifest: Manifest) -> dict[str, int]:
-    hist = manifest.history()
-    return dict(zip(hist["run_id"], hist["manifest_version"].astype(int)))
-
-
 @task(name="identity", cache_policy=NO_CACHE)
 def identity_stage(staging, manifest: Manifest, cfg: IngestConfig, ctx: RunContext):
     """Run-wide: near-duplicates against everything published, references, pre-labels."""
@@ -148,7 +143,7 @@ def ingest(library: str, albums: str | None = None, data_root: str = "data",
     embedder_meta = embedder[1] if embedder else None
     indexed = 0
     if embedder_meta:  # vectors of a run that died after publishing join the index now
-        PublishedIndex(str(Path(data_root).resolve()), embedder_meta["model_id"]).promote(_published_runs(manifest))
+        PublishedIndex(str(Path(data_root).resolve()), embedder_meta["model_id"]).promote(manifest.run_versions())
         # and crops published under another embedder (or none) join it, embedded by this one
         indexed = identity_module.complete_published_index(manifest, cfg.embedder, str(Path(data_root).resolve()))
         if indexed:
@@ -183,7 +178,7 @@ def ingest(library: str, albums: str | None = None, data_root: str = "data",
         }
         version = manifest.publish(staging, run_info)
         if embedder_meta:
-            PublishedIndex(ctx.data_root, embedder_meta["model_id"]).promote(_published_runs(manifest))
+            PublishedIndex(ctx.data_root, embedder_meta["model_id"]).promote(manifest.run_versions())
     sheet = contact_sheet(kept_shas, ctx.store, Path(data_root) / "reports" / run_id / "contact_sheet.jpg")
     _publish_artifacts(run_id, version, counts, sheet, len(kept_shas))
     summary = {"run_id": run_id, "manifest_version": version, "counts": counts,

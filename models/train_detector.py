@@ -20,7 +20,8 @@ CUDA runs use bf16 autocast and channels_last (seeded, not bitwise repeatable).
 ``--checkpoint`` is rewritten after every epoch, every ``--checkpoint-minutes`` within one, and when
 ``--max-minutes`` stops the run; a rerun with the same arguments resumes from it, even after a kill.
 An unreadable image is left out of its batch and named in the epoch's log entry.
-``--init-detector WEIGHTS`` starts from a trained detector (to continue training, or to fine-tune). The final weights go to ``--out`` (fp16 safetensors + metadata).
+``--init-detector WEIGHTS`` starts from a trained detector (to continue training, or to fine-tune).
+The final weights go to ``--out`` (fp16 safetensors + metadata).
 """
 from __future__ import annotations
 

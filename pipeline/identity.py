@@ -150,13 +150,19 @@ class Published:
         assets = manifest.read("assets", columns=["asset_id", "kind", "character"])
         refs = assets[assets["kind"] == "reference"].drop_duplicates("asset_id")
         references = faces[faces["status"] == "kept"].merge(refs[["asset_id", "character"]], on="asset_id")
-        reference_set = None
-        for calibration in manifest.history()["calibration"][::-1]:
-            reference_set = json.loads(calibration or "{}").get("reference_set")
-            if reference_set:
-                break
         return cls(references[REFERENCE_COLUMNS].reset_index(drop=True), set(faces["face_id"]),
-                   faces[["face_id", *PRELABEL_COLUMNS, "embedder"]], reference_set, manifest.read("labels"))
+                   faces[["face_id", *PRELABEL_COLUMNS, "embedder"]], latest_calibration(manifest, "reference_set"),
+                   manifest.read("labels"))
+
+
+def latest_calibration(manifest, key: str):
+    """The value of `key` in the calibration of the latest version that has it (versions made by
+    `annotate merge` carry only some keys), else None."""
+    for calibration in manifest.history()["calibration"][::-1]:
+        value = json.loads(calibration or "{}").get(key)
+        if value is not None:
+            return value
+    return None
 
 
 def complete_published_index(manifest, setting: str, data_root: str | Path) -> int:
@@ -190,8 +196,7 @@ def faces_with_current_prelabels(manifest, version: int | None = None, columns: 
     prelabels = manifest.read("prelabels", version=version)
     if prelabels.empty:
         return faces
-    order = dict(zip(manifest.history()["run_id"], manifest.history()["manifest_version"]))
-    latest = (prelabels.assign(_version=prelabels["run_id"].map(order)).sort_values("_version", kind="stable")
+    latest = (prelabels.assign(_version=prelabels["run_id"].map(manifest.run_versions())).sort_values("_version", kind="stable")
               .drop_duplicates("face_id", keep="last").set_index("face_id"))
     faces = faces.copy()
     hit = faces["face_id"].isin(latest.index).to_numpy()

@@ -23,7 +23,7 @@ from pipeline.provenance import git_commit
 from data_manifest import Manifest
 from pipeline.annotate.db import AnnotationDB, db_path
 from pipeline.annotate.log import DecisionLog
-from pipeline.identity import faces_with_current_prelabels, prelabel_quality
+from pipeline.identity import faces_with_current_prelabels, latest_calibration, prelabel_quality
 
 def _ts(value: str) -> dt.datetime:
     return dt.datetime.fromisoformat(value).astimezone(dt.timezone.utc)
@@ -107,11 +107,7 @@ def merge_decisions(data_root: str | Path) -> int:
 def _calibration(manifest: Manifest, new_rows: list[dict]) -> dict:
     """How the pre-labels in force compare with the labels once these rows are in (the same report
     an ingest run writes), at the pre-label threshold of the latest ingest run."""
-    threshold = None
-    for calibration in manifest.history()["calibration"][::-1]:
-        threshold = json.loads(calibration or "{}").get("prelabel_threshold")
-        if threshold is not None:
-            break
+    threshold = latest_calibration(manifest, "prelabel_threshold")
     if threshold is None:
         return {}
     labels = pd.concat([manifest.read("labels"), pd.DataFrame(new_rows)], ignore_index=True)
