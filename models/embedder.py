@@ -20,7 +20,14 @@ Files: ``save_embedder`` writes safetensors with the weights in fp16 (DenseNet-1
 model card fields as safetensors metadata strings; ``load_embedder`` rebuilds the model in fp32.
 ``weights_sha256`` hashes the tensors only (name, dtype, shape, bytes, in name order), so the id does
 not change when metadata strings change or the file is re-saved; ``model_id`` is
-``embedder-<backbone>-<first 12 hex of weights_sha256>``.
+``embedder-<backbone>-<first 12 hex of weights_sha256>``, plus ``-flip`` for a file whose
+``flip_average`` is on.
+
+``flip_average`` (stored in the file): ``embed`` averages the embeddings of each crop and of its mirror
+image, then normalises again. A face and its mirror image are the same character, training already
+flips at random, and the average is steadier than either view (on the shipped weights it raised
+pre-label recall at equal precision; see the model card). It changes every vector, so it is part of
+the model id: an index built without it is never mixed with vectors made with it.
 """
 from __future__ import annotations
 
@@ -69,8 +76,10 @@ class Embedder(nn.Module):
     """CNN trunk -> GAP -> dropout -> Linear -> BatchNorm1d -> L2-normalised ``dim``-d embedding."""
 
     def __init__(self, backbone: str = DEFAULT_BACKBONE, dim: int = DEFAULT_DIM,
-                 input_size: int = DEFAULT_INPUT_SIZE, dropout: float = DEFAULT_DROPOUT):
+                 input_size: int = DEFAULT_INPUT_SIZE, dropout: float = DEFAULT_DROPOUT,
+                 flip_average: bool = False):
         super().__init__()
+        self.flip_average = bool(flip_average)
         self.backbone = backbone
         self.dim = int(dim)
         self.input_size = int(input_size)
@@ -92,7 +101,8 @@ class Embedder(nn.Module):
 
     @torch.no_grad()
     def embed(self, images_bgr: Sequence[np.ndarray], batch_size: int = 64) -> np.ndarray:
-        """Embeddings of BGR images (as cv2 reads them), float32 (N, dim), unit rows. Uses eval mode."""
+        """Embeddings of BGR images (as cv2 reads them), float32 (N, dim), unit rows. Uses eval mode.
+        With ``flip_average``, each row is the normalised mean of the image's and its mirror's embedding."""
         was_training = self.training
         self.eval()
         device = next(self.parameters()).device
@@ -105,7 +115,11 @@ class Embedder(nn.Module):
                     # Always the same batch shape: each new shape makes the CPU kernels cache more
                     # memory, and a long ingest (a short last batch per shard) would keep growing.
                     x = torch.cat([x, x[-1:].expand(batch_size - n, -1, -1, -1)])
-                out.append(self(x.to(device)).float().cpu()[:n])
+                x = x.to(device)
+                e = self(x)
+                if self.flip_average:
+                    e = F.normalize(e + self(x.flip(3)), dim=1)  # flip(3): mirror left-right
+                out.append(e.float().cpu()[:n])
         finally:
             self.train(was_training)
         if not out:
@@ -151,6 +165,7 @@ def _meta_strings(model: Embedder, meta: dict) -> dict[str, str]:
         "dim": str(model.dim),
         "input_size": str(model.input_size),
         "dropout": str(model.dropout_p),
+        "flip_average": json.dumps(model.flip_average),
         "mean_rgb": json.dumps(list(MEAN_RGB)),
         "std_rgb": json.dumps(list(STD_RGB)),
     })
@@ -212,9 +227,13 @@ def weights_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def _model_id(meta: dict, digest: str) -> str:
+    return f"embedder-{meta['backbone']}-{digest[:12]}" + ("-flip" if meta.get("flip_average") else "")
+
+
 def model_id(path: str | Path) -> str:
-    """``embedder-<backbone>-<first 12 hex of weights_sha256>``."""
-    return f"embedder-{read_meta(path)['backbone']}-{weights_sha256(path)[:12]}"
+    """``embedder-<backbone>-<first 12 hex of weights_sha256>``, plus ``-flip`` with ``flip_average``."""
+    return _model_id(read_meta(path), weights_sha256(path))
 
 
 def load_embedder(path: str | Path, device: str | torch.device = "cpu") -> tuple[Embedder, dict]:
@@ -226,7 +245,8 @@ def load_embedder(path: str | Path, device: str | torch.device = "cpu") -> tuple
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path}: not a toonface embedder file (format={meta.get('format')!r})")
     model = Embedder(backbone=meta["backbone"], dim=int(meta["dim"]), input_size=int(meta["input_size"]),
-                     dropout=float(meta.get("dropout", DEFAULT_DROPOUT)))
+                     dropout=float(meta.get("dropout", DEFAULT_DROPOUT)),
+                     flip_average=bool(meta.get("flip_average", False)))
     state = load_file(str(path))
     ref = model.state_dict()
     state = {k: (v.to(ref[k].dtype) if k in ref else v) for k, v in state.items()}
@@ -234,5 +254,5 @@ def load_embedder(path: str | Path, device: str | torch.device = "cpu") -> tuple
     model.eval().to(device)
     digest = weights_sha256(path)
     meta["weights_sha256"] = digest
-    meta["model_id"] = f"embedder-{meta['backbone']}-{digest[:12]}"
+    meta["model_id"] = _model_id(meta, digest)
     return model, meta

@@ -380,19 +380,14 @@ def prelabel_precision_recall(ref_emb, ref_labels, probe_emb, probe_labels,
         raise ValueError("no reference images")
     if ref.shape[1] != probe.shape[1]:
         raise ValueError(f"reference dim {ref.shape[1]} != probe dim {probe.shape[1]}")
+    from pipeline.identity import nearest_identities  # the pipeline's own rule, so both agree
+
     names = np.unique(ref_labels)
-    columns = [ref_labels == name for name in names]
-    best = np.empty(len(probe))
-    margin = np.full(len(probe), np.inf)   # one identity: no runner-up to beat
-    nearest = np.empty(len(probe), dtype=np.int64)
-    for s in range(0, len(probe), _BLOCK):
-        sims = probe[s:s + _BLOCK] @ ref.T
-        nearest[s:s + _BLOCK] = sims.argmax(axis=1)
-        best[s:s + _BLOCK] = sims.max(axis=1)
-        if len(names) > 1:
-            per_identity = np.sort(np.stack([sims[:, c].max(axis=1) for c in columns], axis=1), axis=1)
-            margin[s:s + _BLOCK] = per_identity[:, -1] - per_identity[:, -2]
-    pred = ref_labels[nearest]
+    # Threshold -inf: every probe gets its nearest identity; the counts below apply each threshold.
+    nearest = nearest_identities(probe, ref, ref_labels, threshold=-np.inf)
+    pred = nearest["prelabel"].to_numpy(dtype=object)
+    best = nearest["prelabel_score"].to_numpy()
+    margin = nearest["prelabel_margin"].fillna(np.inf).to_numpy()  # one identity: no runner-up to beat
     known = np.isin(probe_labels, names) if len(probe) else np.zeros(0, bool)
     out = _prelabel_counts(best, margin, pred, probe_labels, known, threshold, min_margin)
     out.update({"probes": len(probe), "known_probes": int(known.sum()),
@@ -400,7 +395,7 @@ def prelabel_precision_recall(ref_emb, ref_labels, probe_emb, probe_labels,
                 "sweep": [_prelabel_counts(best, margin, pred, probe_labels, known, t, min_margin) for t in sweep],
                 "margin_sweep": [_prelabel_counts(best, margin, pred, probe_labels, known, threshold, m)
                                  for m in margin_sweep],
-                "_nearest": nearest, "_similarity": best})
+                "_prediction": pred, "_similarity": best})
     return out
 
 

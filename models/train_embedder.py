@@ -258,9 +258,12 @@ def train(samples: Sequence[Sample], *, head: str = "cosface", epochs: int = 30,
           out: str | Path | None = None, device: str = "auto", max_minutes: float | None = None,
           checkpoint: str | Path | None = None, workers: int | None = None, momentum: float = 0.9,
           weight_decay: float = 5e-4, warmup_steps: int | None = None, head_kwargs: dict | None = None,
-          max_steps: int | None = None, sources: Sequence[str] = (),
+          max_steps: int | None = None, sources: Sequence[str] = (), flip_average: bool = True,
           log: Callable[[str], None] = print) -> TrainResult:
     """Train an ``Embedder`` + margin head on ``samples``; save to ``out`` (safetensors) when given.
+
+    ``flip_average`` is stored in the saved file: the model's ``embed`` then averages each crop with its
+    mirror image (``models.embedder``); training itself is unaffected.
 
     ``max_steps`` (for tests and smoke runs) stops after that many optimiser steps in this call, like
     ``max_minutes`` does after that much time; both save ``out`` and ``checkpoint`` before returning.
@@ -307,7 +310,7 @@ def train(samples: Sequence[Sample], *, head: str = "cosface", epochs: int = 30,
         "input_size": input_size, "backbone": backbone, "dim": dim, "dropout": dropout, "seed": seed,
         "augmentation": "rotate +-10, random resized crop 0.7-1.0 ratio 3/4-4/3, hflip, "
                         "colour jitter 0.3/0.3/0.3/0.05",
-        "enlarge_rate": ENLARGE_RATE, "sources": list(sources), "samples": n,
+        "enlarge_rate": ENLARGE_RATE, "sources": list(sources), "samples": n, "flip_average": flip_average,
     }
 
     start_epoch, start_batch, step, history = 0, 0, 0, []
@@ -418,6 +421,7 @@ def train(samples: Sequence[Sample], *, head: str = "cosface", epochs: int = 30,
             break
 
     model.eval()
+    model.flip_average = flip_average
     seconds = time.monotonic() - t_start
     if out is not None:
         recipe = dict(config, steps=step, epochs_done=sum(1 for h in history if h["complete"]),
@@ -458,6 +462,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="resume from PATH when it exists; rewritten every epoch and on stop")
     p.add_argument("--workers", type=int, default=None, help="data loader processes (default 0 on CPU, 8 on CUDA)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
+    p.add_argument("--no-flip-average", dest="flip_average", action="store_false",
+                   help="the saved model embeds each crop once, not averaged with its mirror image "
+                        "(half the embedding cost)")
     return p
 
 
@@ -478,7 +485,7 @@ def run(args: argparse.Namespace) -> int:
     train(samples, head=args.head, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
           input_size=args.input_size, backbone=args.backbone, dim=args.dim, seed=args.seed, out=args.out,
           device=args.device, max_minutes=args.max_minutes, checkpoint=args.checkpoint, workers=args.workers,
-          sources=sources, log=lambda s: print(s, flush=True))
+          sources=sources, flip_average=args.flip_average, log=lambda s: print(s, flush=True))
     return 0
 
 

@@ -120,3 +120,32 @@ def test_load_rejects_other_safetensors(tmp_path):
     save_file({"w": torch.zeros(2)}, str(p))
     with pytest.raises(ValueError):
         load_embedder(p)
+
+
+def test_flip_average_is_mirror_invariant_and_part_of_the_model_id(tmp_path):
+    torch.manual_seed(0)
+    net = Embedder("resnet18", dim=32, input_size=64)
+    plain_path = save_embedder(net, tmp_path / "plain.safetensors")
+    net.flip_average = True
+    flip_path = save_embedder(net, tmp_path / "flip.safetensors")
+    plain, _ = load_embedder(plain_path)
+    model, meta = load_embedder(flip_path)
+    assert plain.flip_average is False
+    assert model.flip_average and read_meta(flip_path)["flip_average"] is True
+
+    crops = real_crops(4)
+    mirrored = [np.ascontiguousarray(c[:, ::-1]) for c in crops]
+    # One view: a crop and its mirror image embed differently (an untrained net is not symmetric).
+    one, one_mirrored = plain.embed(crops), plain.embed(mirrored)
+    assert np.abs(one - one_mirrored).max() > 1e-3
+
+    # Averaged: the normalised mean of both views, so a crop and its mirror get the same vector.
+    both = model.embed(crops)
+    expected = (one + one_mirrored) / np.linalg.norm(one + one_mirrored, axis=1, keepdims=True)
+    np.testing.assert_allclose(both, expected, atol=1e-5)
+    np.testing.assert_allclose(model.embed(mirrored), both, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(both, axis=1), 1.0, atol=1e-5)
+
+    # Same tensors, other vectors: the id says which, so the two never share a published index.
+    assert weights_sha256(flip_path) == weights_sha256(plain_path)
+    assert meta["model_id"] == model_id(flip_path) == model_id(plain_path) + "-flip"

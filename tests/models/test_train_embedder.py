@@ -104,6 +104,7 @@ def test_short_training_lowers_loss(tmp_path):
     model, meta = load_embedder(out)
     assert meta["identities"] == ["ame", "gura", "kiara"]
     assert meta["recipe"]["head"] == "cosface" and meta["recipe"]["steps"] == 30
+    assert model.flip_average and meta["model_id"].endswith("-flip")  # the default: crop and mirror averaged
 
 
 def test_seeded_run_resumes_exactly(tmp_path):
@@ -151,8 +152,23 @@ def test_cli_trains_stops_on_time_and_resumes(tmp_path, capsys):
     assert meta["recipe"]["stopped_early"] is False and meta["recipe"]["steps"] == 6
     assert meta["identities"] == ["ame", "gura", "kiara"]
     assert (model.backbone, model.dim, model.input_size) == ("resnet18", 32, 64)
+    assert model.flip_average
     log = json.loads(out.with_name("m.train_log.json").read_text())
     assert log["history"][-1]["complete"] and log["history"][-1]["epoch"] == 2
+
+
+def test_cli_no_flip_average(tmp_path):
+    data = tmp_path / "crops"
+    for s in three_identities(2):
+        d = data / s.identity
+        d.mkdir(parents=True, exist_ok=True)
+        (d / (s.identity + "_" + s.path.rsplit("/", 1)[1])).symlink_to(s.path)
+    out = tmp_path / "one_view.safetensors"
+    assert main(["--data", str(data), "--epochs", "1", "--batch-size", "6", "--input-size", "64", "--backbone",
+                 "resnet18", "--dim", "32", "--device", "cpu", "--out", str(out), "--no-flip-average"]) == 0
+    model, meta = load_embedder(out)
+    assert not model.flip_average and not meta["model_id"].endswith("-flip")
+    assert meta["recipe"]["flip_average"] is False
 
 
 def test_cli_needs_data(tmp_path, capsys):
