@@ -62,6 +62,9 @@ def identity_stage(staging, manifest: Manifest, cfg: IngestConfig, ctx: RunConte
         ctx.run_id, cfg.prelabel_min_margin)
     if outcome is None:
         return None
+    if outcome.published_crops_indexed:
+        get_run_logger().info("embedded %d published crops into the index of %s", outcome.published_crops_indexed,
+                              meta["model_id"])
     records = outcome.faces.astype(object).where(outcome.faces.notna(), None).to_dict("records")
     staging.replace("faces", records)
     staging.write("identities", "identity", outcome.identities)
@@ -76,6 +79,8 @@ def _count_identity(counts: dict, outcome) -> None:
                    "prelabelled": int(faces["prelabel"].notna().sum()), "identities": len(outcome.identities),
                    "prelabels_updated": len(outcome.prelabels),
                    "identity_conflicts": sum(1 for r in outcome.identities if r["conflicts"] != "[]")})
+    if outcome.published_crops_indexed:  # crops published under another embedder (or none), embedded by this one
+        counts["published_crops_indexed"] = outcome.published_crops_indexed
     # crops that passed the quality gate but were near-duplicates are no longer kept
     counts["crops_kept"] = counts.get("crops_kept", 0) - duplicates
     counts["crops_dropped"] = counts.get("crops_dropped", 0) + duplicates
@@ -141,13 +146,8 @@ def ingest(library: str, albums: str | None = None, data_root: str = "data",
     detector = get_detector(cfg.detector, cfg.detector_weights)  # fail fast on a bad detector or embedder, before any work
     embedder = identity_module.load(cfg.embedder)
     embedder_meta = embedder[1] if embedder else None
-    indexed = 0
     if embedder_meta:  # vectors of a run that died after publishing join the index now
         PublishedIndex(str(Path(data_root).resolve()), embedder_meta["model_id"]).promote(manifest.run_versions())
-        # and crops published under another embedder (or none) join it, embedded by this one
-        indexed = identity_module.complete_published_index(manifest, cfg.embedder, str(Path(data_root).resolve()))
-        if indexed:
-            logger.info("embedded %d published crops into the index of %s", indexed, embedder_meta["model_id"])
     ctx = RunContext(str(Path(data_root).resolve()), run_id, cfg)
     staging = manifest.staging(run_id)
     staging.dir.mkdir(parents=True, exist_ok=True)
@@ -160,8 +160,6 @@ def ingest(library: str, albums: str | None = None, data_root: str = "data",
         parts = _run_shards(plan, [a for a in album_list if a.has_web_sources], ctx, progress)
         counts = merge_counts(parts)
         counts.update(albums=len(album_list))
-        if indexed:
-            counts["published_crops_indexed"] = indexed
         model_ids = {detector.name: detector.model_id}
         identity = identity_stage(staging, manifest, cfg, ctx) if embedder_meta else None
         if identity is not None:

@@ -132,27 +132,34 @@ class Published:
     prelabels: pd.DataFrame      # face_id, PRELABEL_COLUMNS, embedder: the pre-label in force of every published face
     reference_set: str | None    # fingerprint of the reference set the latest ingest run matched against
     labels: pd.DataFrame         # the `labels` table (verification verdicts)
+    crops: pd.DataFrame          # face_id, crop_sha of every kept face but references: what the index must hold
+    version: int | None          # the latest version (None: nothing published)
 
     @classmethod
     def nothing(cls) -> "Published":
         from data_manifest.schema import LABELS
 
         return cls(pd.DataFrame(columns=REFERENCE_COLUMNS), set(),
-                   pd.DataFrame(columns=["face_id", *PRELABEL_COLUMNS, "embedder"]), None, LABELS.empty_table().to_pandas())
+                   pd.DataFrame(columns=["face_id", *PRELABEL_COLUMNS, "embedder"]), None, LABELS.empty_table().to_pandas(),
+                   pd.DataFrame(columns=["face_id", "crop_sha"]), None)
 
     @classmethod
     def read(cls, manifest) -> "Published":
-        """From the latest version of a `data_manifest.Manifest`."""
-        if manifest.latest_version() is None:
+        """From the latest version of a `data_manifest.Manifest` (one read of `faces` and `assets`)."""
+        version = manifest.latest_version()
+        if version is None:
             return cls.nothing()
-        faces = faces_with_current_prelabels(manifest, columns=[
+        faces = faces_with_current_prelabels(manifest, version, columns=[
             "face_id", "asset_id", "crop_sha", "album_id", "status", "crop_w", "crop_h", "embedder", *PRELABEL_COLUMNS])
-        assets = manifest.read("assets", columns=["asset_id", "kind", "character"])
+        assets = manifest.read("assets", version=version, columns=["asset_id", "kind", "character"])
         refs = assets[assets["kind"] == "reference"].drop_duplicates("asset_id")
-        references = faces[faces["status"] == "kept"].merge(refs[["asset_id", "character"]], on="asset_id")
+        kept = faces[faces["status"] == "kept"]
+        references = kept.merge(refs[["asset_id", "character"]], on="asset_id")
+        crops = kept[kept["crop_sha"].notna() & ~kept["asset_id"].isin(set(refs["asset_id"]))]
         return cls(references[REFERENCE_COLUMNS].reset_index(drop=True), set(faces["face_id"]),
                    faces[["face_id", *PRELABEL_COLUMNS, "embedder"]], latest_calibration(manifest, "reference_set"),
-                   manifest.read("labels"))
+                   manifest.read("labels", version=version),
+                   crops[["face_id", "crop_sha"]].drop_duplicates("face_id").reset_index(drop=True), version)
 
 
 def latest_calibration(manifest, key: str):
@@ -165,27 +172,22 @@ def latest_calibration(manifest, key: str):
     return None
 
 
-def complete_published_index(manifest, setting: str, data_root: str | Path) -> int:
+def complete_published_index(published: Published, setting: str, data_root: str | Path) -> int:
     """Make the embedder's index of published crops hold every published kept crop (references
     aside), so that new crops are checked against the whole dataset and old ones can be pre-labelled
     again. It lacks crops after a switch to another embedder (indexes are per model) or after runs
     made with `embedder=none`; those are embedded now (cached) and added. Returns how many."""
     loaded = load(setting)
-    version = manifest.latest_version()
-    if loaded is None or version is None:
+    if loaded is None or published.version is None:
         return 0
     index = PublishedIndex(data_root, loaded[1]["model_id"])
-    faces = manifest.read("faces", columns=["face_id", "asset_id", "crop_sha", "status"])
-    assets = manifest.read("assets", columns=["asset_id", "kind"])
-    references = set(assets.loc[assets["kind"] == "reference", "asset_id"])
     _, indexed = index.load()
-    missing = faces[(faces["status"] == "kept") & faces["crop_sha"].notna() & ~faces["asset_id"].isin(references)
-                    & ~faces["face_id"].isin(set(indexed))].drop_duplicates("face_id")
+    missing = published.crops[~published.crops["face_id"].isin(set(indexed))]
     vectors = embed_crops(missing["crop_sha"].tolist(), setting, data_root)
     missing = missing[missing["crop_sha"].isin(list(vectors))]
     if missing.empty:
         return 0
-    index.commit(np.stack([vectors[s] for s in missing["crop_sha"]]), missing["face_id"].tolist(), version)
+    index.commit(np.stack([vectors[s] for s in missing["crop_sha"]]), missing["face_id"].tolist(), published.version)
     return len(missing)
 
 
@@ -306,6 +308,7 @@ class IdentityOutcome:
     calibration: dict            # thresholds, histograms, pre-label quality, for the run's metadata
     new_vectors: np.ndarray      # kept, non-duplicate crops of this run (for the published index)
     new_ids: list[str]
+    published_crops_indexed: int = 0  # published crops this model's index lacked, embedded into it first
 
 
 HIST_BINS = np.round(np.linspace(0.0, 1.0, 21), 2)
@@ -353,6 +356,7 @@ def run_identity_stage(faces: pd.DataFrame, assets: pd.DataFrame, published: Pub
     identities = _identities(ref_faces, ref_matrix, dedup_threshold, model_id, run_id)
 
     # Near-duplicates among this run's candidates and against everything published.
+    indexed = complete_published_index(published, setting, data_root)
     candidates = faces[kept & ~faces["face_id"].isin(ref_faces["face_id"]) & ~faces["face_id"].isin(published.face_ids)]
     index = PublishedIndex(data_root, model_id)
     published_vectors, published_ids = index.load()
@@ -401,7 +405,8 @@ def run_identity_stage(faces: pd.DataFrame, assets: pd.DataFrame, published: Pub
         "prelabel_vs_verified": prelabel_quality(current, published.labels, prelabel_threshold),
     }
     keep_ids = [i for i, k in zip(candidates["face_id"], result.kept) if k]
-    return IdentityOutcome(faces, identities, relabels, calibration, surv_matrix.astype(np.float32), keep_ids)
+    return IdentityOutcome(faces, identities, relabels, calibration, surv_matrix.astype(np.float32), keep_ids,
+                           indexed)
 
 
 def _identities(ref_faces: pd.DataFrame, ref_matrix: np.ndarray, threshold: float, model_id: str,

@@ -54,7 +54,9 @@ class Run:
                                pd.DataFrame(outcome.prelabels)], ignore_index=True).drop_duplicates("face_id", keep="last")
         return Published(pd.concat([published.references, refs[published.references.columns]], ignore_index=True),
                          published.face_ids | set(faces["face_id"]), prelabels[["face_id", *PRELABEL_COLUMNS, "embedder"]],
-                         outcome.calibration["reference_set"], published.labels)
+                         outcome.calibration["reference_set"], published.labels,
+                         pd.concat([published.crops, faces.loc[faces["face_id"].isin(outcome.new_ids), ["face_id", "crop_sha"]]],
+                                   ignore_index=True), version)
 
 
 def test_prelabels_real_crops_with_their_reference_identity(tmp_path):
@@ -142,6 +144,32 @@ def test_published_faces_are_prelabelled_again_when_their_reference_arrives(tmp_
     third_run.add(cv2.imread(str(crops_of("kiara", 1)[0])))
     third = third_run.identity(published, run_id="run-3", dedup=0.98)
     assert third.prelabels == [] and third.calibration["reference_set"] == second.calibration["reference_set"]
+
+
+def test_published_crops_missing_from_the_index_are_embedded_before_dedup(tmp_path):
+    """Crops published without this embedder (another model, or `embedder=none`) are not in its index:
+    the stage embeds them first, so a copy of one of them is still caught."""
+    night1 = Run(tmp_path)
+    original = cv2.imread(str(crops_of("gura", 1)[0]))
+    published_ids = [night1.add(original, sharpness=300.0), night1.add(cv2.imread(str(crops_of("ame", 1)[0])))]
+    published = Published.nothing()
+    published = Published(published.references, set(published_ids), published.prelabels, None, published.labels,
+                          pd.DataFrame(night1.faces)[["face_id", "crop_sha"]], 0)  # version 0, nothing indexed
+
+    night2 = Run(tmp_path)
+    night2.faces, night2.assets = [], []
+    copy = cv2.resize(original, (200, 200))
+    night2.faces.append(dict(night1.faces[0], face_id="copy", sharpness=900.0))  # sharper, yet published first
+    night2.faces[-1]["crop_sha"] = night2.store.put(cv2.imencode(".jpg", copy)[1].tobytes(), ".jpg")
+    night2.assets.append(night1.assets[0])
+    out = night2.identity(published, run_id="night-2")
+    assert out.published_crops_indexed == 2
+    assert sorted(PublishedIndex(tmp_path, out.faces["embedder"].iloc[0]).load()[1]) == sorted(published_ids)
+    face = out.faces.set_index("face_id").loc["copy"]
+    assert face["drop_reason"] == "near_duplicate" and face["duplicate_of"] == published_ids[0]
+
+    # Indexed once: the next run finds them there.
+    assert night2.identity(published, run_id="night-3").published_crops_indexed == 0
 
 
 def test_nearest_identities_hand_computed():
