@@ -399,18 +399,26 @@ def prelabel_precision_recall(ref_emb, ref_labels, probe_emb, probe_labels,
     return out
 
 
-def reference_split(labels, choice: str = "first", seed: int = 0,
-                    no_reference: Iterable = ()) -> tuple[np.ndarray, np.ndarray]:
+def reference_split(labels, choice: str = "first", seed: int = 0, no_reference: Iterable = (),
+                    per_identity: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """``(reference_index, probe_index)``: one reference per identity -- its first image in the given
     order (``choice="first"``; the CLI passes samples sorted by path) or a seeded random one -- and every
-    other image as a probe. Labels in ``no_reference`` (e.g. 'unknown') are probes only."""
+    other image as a probe. Labels in ``no_reference`` (e.g. 'unknown') are probes only.
+
+    ``per_identity`` > 1 adds that many minus one seeded random images of the identity as further
+    references (as faces people verified join the pipeline's references), always leaving one probe."""
     if choice not in ("first", "random"):
         raise ValueError(f"choice must be 'first' or 'random', got {choice!r}")
+    if per_identity < 1:
+        raise ValueError(f"per_identity must be at least 1, got {per_identity}")
     labels = np.array([str(x) for x in labels], dtype=object)
     rng = np.random.default_rng(seed)
     refs = []
     for _, idx in _by_identity(labels, {str(x) for x in no_reference}).items():
-        refs.append(int(idx[0]) if choice == "first" else int(idx[rng.integers(len(idx))]))
+        first = int(idx[0]) if choice == "first" else int(idx[rng.integers(len(idx))])
+        others = idx[idx != first]
+        more = min(per_identity - 1, len(others) - 1)
+        refs += [first] + (rng.choice(others, size=more, replace=False).tolist() if more > 0 else [])
     refs = np.asarray(sorted(refs), dtype=np.int64)
     probes = np.setdiff1d(np.arange(len(labels)), refs)
     return refs, probes
@@ -444,6 +452,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="a pre-label also needs this margin over the runner-up identity (default 0: the paper)")
     p.add_argument("--prelabel-reference", choices=("first", "random"), default="first",
                    help="reference per identity: first image in path order, or a seeded random one")
+    p.add_argument("--prelabel-references", type=int, default=1, metavar="K",
+                   help="references per identity: the one above plus K-1 seeded random images "
+                        "(as verified faces join the references; default 1: the paper)")
     p.add_argument("--device", default="cpu", help="cpu|cuda|auto (default cpu)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
@@ -466,7 +477,7 @@ def _embed_samples(model, samples, batch_size: int) -> np.ndarray:
 def evaluate(emb: np.ndarray, labels: Sequence[str], *, unknown_labels: Iterable[str] = (), seed: int = 0,
              probes_per_identity: tuple[int, int] = (3, 7), pairs: int | None = None, folds: int = 10,
              prelabel_threshold: float = PRELABEL_THRESHOLD, prelabel_reference: str = "first",
-             prelabel_min_margin: float = 0.0) -> dict:
+             prelabel_min_margin: float = 0.0, prelabel_references: int = 1) -> dict:
     """All three protocols on one set of embeddings (``labels`` in the order of ``emb``; for the
     'first' reference choice, pass them sorted by path). ``unknown_labels``: distractors in
     identification, probes without reference in pre-labelling, ignored in verification."""
@@ -478,12 +489,14 @@ def evaluate(emb: np.ndarray, labels: Sequence[str], *, unknown_labels: Iterable
         verif = verification(emb, labels, seed=seed, pairs=pairs, folds=folds, ignore_labels=unknown)
     except ValueError as e:
         verif = {"error": str(e)}
-    refs, probes = reference_split(labels, prelabel_reference, seed, no_reference=unknown)
+    refs, probes = reference_split(labels, prelabel_reference, seed, no_reference=unknown,
+                                   per_identity=prelabel_references)
     lab = np.asarray(labels, dtype=object)
     emb = np.asarray(emb)
     pre = prelabel_precision_recall(emb[refs], lab[refs], emb[probes], lab[probes], prelabel_threshold,
                                     prelabel_min_margin)
     pre["reference"] = prelabel_reference
+    pre["references_per_identity"] = prelabel_references
     return {"identification": ident, "verification": verif, "prelabel": pre}
 
 
@@ -520,7 +533,7 @@ def run(args: argparse.Namespace) -> int:
     res = evaluate(emb, labels, unknown_labels=unknown, seed=args.seed,
                    probes_per_identity=(args.probes_min, args.probes_max), pairs=args.pairs, folds=args.folds,
                    prelabel_threshold=args.prelabel_threshold, prelabel_reference=args.prelabel_reference,
-                   prelabel_min_margin=args.prelabel_min_margin)
+                   prelabel_min_margin=args.prelabel_min_margin, prelabel_references=args.prelabel_references)
     known = {lab for lab in labels if lab not in unknown}
     report = {"model_id": meta["model_id"], "weights": str(args.weights), "sources": sources,
               "images": len(samples), "identities": len(known),

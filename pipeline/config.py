@@ -44,6 +44,9 @@ class IngestConfig:
     # A pre-label also needs its identity this much more similar than the runner-up's (0: the paper's
     # rule alone). Raising it trades recall for precision; see the embedder's model card.
     prelabel_min_margin: float = 0.0
+    # Faces people verified as an identity join its references (beside the typical images), so each
+    # night's pre-labels learn from the last day's verification. False: typical images only (the paper).
+    verified_references: bool = True
     # Stills (and downloaded web images) are processed in shards of this many (one Prefect task each).
     stills_per_shard: int = 1000
     web_images_per_shard: int = 1000
@@ -82,6 +85,9 @@ class IngestConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown config keys: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        for f in dataclasses.fields(cls):  # "False" from a command line must not read as true
+            if f.type in (bool, "bool") and f.name in data and not isinstance(data[f.name], bool):
+                raise ValueError(f"{f.name} must be true or false, got {data[f.name]!r}")
         if isinstance(data.get("web_allow_private_hosts"), (list, str)):
             hosts = data["web_allow_private_hosts"]
             data["web_allow_private_hosts"] = tuple([hosts] if isinstance(hosts, str) else hosts)

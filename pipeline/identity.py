@@ -122,18 +122,21 @@ def embed_crops(crop_shas: list[str], setting: str, data_root: str | Path, batch
 
 PRELABEL_COLUMNS = ("prelabel", "prelabel_score", "runner_up", "runner_up_score", "prelabel_margin")
 REFERENCE_COLUMNS = ["face_id", "asset_id", "crop_sha", "album_id", "character", "crop_w", "crop_h"]
+VERIFIED_COLUMNS = ["face_id", "crop_sha", "identity"]
 
 
 @dataclasses.dataclass
 class Published:
     """What earlier manifest versions hold that the identity stage needs."""
-    references: pd.DataFrame     # kept faces of typical images (REFERENCE_COLUMNS): the standing reference set
+    references: pd.DataFrame     # the face of each typical image (REFERENCE_COLUMNS, `typical_faces`): the standing references
     face_ids: set[str]           # faces decided by an earlier version (a rerun meets them again: left as they are)
     prelabels: pd.DataFrame      # face_id, PRELABEL_COLUMNS, embedder: the pre-label in force of every published face
     reference_set: str | None    # fingerprint of the reference set the latest ingest run matched against
     labels: pd.DataFrame         # the `labels` table (verification verdicts)
-    crops: pd.DataFrame          # face_id, crop_sha of every kept face but references: what the index must hold
+    crops: pd.DataFrame          # face_id, crop_sha of every other kept face: what the index must hold
     version: int | None          # the latest version (None: nothing published)
+    verified: pd.DataFrame = dataclasses.field(  # kept faces whose label in force is verified: face_id, crop_sha, identity
+        default_factory=lambda: pd.DataFrame(columns=VERIFIED_COLUMNS))
 
     @classmethod
     def nothing(cls) -> "Published":
@@ -146,6 +149,8 @@ class Published:
     @classmethod
     def read(cls, manifest) -> "Published":
         """From the latest version of a `data_manifest.Manifest` (one read of `faces` and `assets`)."""
+        from pipeline.annotate.catalogue import verified_faces
+
         version = manifest.latest_version()
         if version is None:
             return cls.nothing()
@@ -154,12 +159,24 @@ class Published:
         assets = manifest.read("assets", version=version, columns=["asset_id", "kind", "character"])
         refs = assets[assets["kind"] == "reference"].drop_duplicates("asset_id")
         kept = faces[faces["status"] == "kept"]
-        references = kept.merge(refs[["asset_id", "character"]], on="asset_id")
-        crops = kept[kept["crop_sha"].notna() & ~kept["asset_id"].isin(set(refs["asset_id"]))]
+        references = typical_faces(kept.merge(refs[["asset_id", "character"]], on="asset_id"))
+        crops = kept[kept["crop_sha"].notna() & ~kept["face_id"].isin(set(references["face_id"]))]
+        labels = manifest.read("labels", version=version)
+        verified = pd.Series(verified_faces(labels), name="identity", dtype=object).rename_axis("face_id").reset_index()
+        verified = crops.drop_duplicates("face_id").merge(verified, on="face_id")[VERIFIED_COLUMNS]
         return cls(references[REFERENCE_COLUMNS].reset_index(drop=True), set(faces["face_id"]),
                    faces[["face_id", *PRELABEL_COLUMNS, "embedder"]], latest_calibration(manifest, "reference_set"),
-                   manifest.read("labels", version=version),
-                   crops[["face_id", "crop_sha"]].drop_duplicates("face_id").reset_index(drop=True), version)
+                   labels, crops[["face_id", "crop_sha"]].drop_duplicates("face_id").reset_index(drop=True), version,
+                   verified.reset_index(drop=True))
+
+
+def typical_faces(faces: pd.DataFrame) -> pd.DataFrame:
+    """Of the kept faces on typical images (with `character`), the one per image and character taken
+    to show that character: a typical image shows its character, and when it has several faces the
+    largest is taken to be them. The others are ordinary candidates."""
+    return (faces.assign(area=faces["crop_w"] * faces["crop_h"])
+            .sort_values(["area", "face_id"], ascending=[False, True])
+            .drop_duplicates(["asset_id", "character"]).drop_duplicates("face_id").drop(columns="area"))
 
 
 def latest_calibration(manifest, key: str):
@@ -322,8 +339,10 @@ def _histogram(values) -> dict:
 
 def run_identity_stage(faces: pd.DataFrame, assets: pd.DataFrame, published: Published, setting: str,
                        data_root: str | Path, dedup_threshold: float, prelabel_threshold: float,
-                       run_id: str, prelabel_min_margin: float = 0.0) -> IdentityOutcome | None:
-    """`faces`/`assets`: this run's staged rows; `published`: what earlier versions hold."""
+                       run_id: str, prelabel_min_margin: float = 0.0,
+                       verified_references: bool = True) -> IdentityOutcome | None:
+    """`faces`/`assets`: this run's staged rows; `published`: what earlier versions hold.
+    `verified_references`: faces people verified join their identity's references."""
     loaded = load(setting)
     if loaded is None:
         return None
@@ -344,14 +363,13 @@ def run_identity_stage(faces: pd.DataFrame, assets: pd.DataFrame, published: Pub
     characters = assets.loc[assets["kind"] == "reference", ["asset_id", "character", "album_id"]].drop_duplicates("asset_id")
     ref_faces = faces[kept].merge(characters[["asset_id", "character"]], on="asset_id")
     ref_faces = pd.concat([ref_faces[REFERENCE_COLUMNS], published.references[REFERENCE_COLUMNS]], ignore_index=True)
-    # A typical image shows its character; when it has several faces, the largest is taken to be them.
-    ref_faces = (ref_faces.assign(area=ref_faces["crop_w"] * ref_faces["crop_h"])
-                 .sort_values(["area", "face_id"], ascending=[False, True])
-                 .drop_duplicates(["asset_id", "character"]).drop_duplicates("face_id")
-                 .sort_values("face_id").reset_index(drop=True))
+    ref_faces = typical_faces(ref_faces)
+    ref_faces = ref_faces.assign(identity=ref_faces["album_id"] + "/" + ref_faces["character"])[VERIFIED_COLUMNS]
+    if verified_references:  # and faces verified as an identity by people
+        ref_faces = pd.concat([ref_faces, published.verified[VERIFIED_COLUMNS]], ignore_index=True).drop_duplicates("face_id")
+    ref_faces = ref_faces.sort_values("face_id").reset_index(drop=True)
     ref_vectors = embed_crops(ref_faces["crop_sha"].tolist(), setting, data_root)
     ref_faces = ref_faces[ref_faces["crop_sha"].isin(list(ref_vectors))].reset_index(drop=True)
-    ref_faces["identity"] = ref_faces["album_id"] + "/" + ref_faces["character"]
     ref_matrix = np.stack([ref_vectors[s] for s in ref_faces["crop_sha"]]) if len(ref_faces) else np.zeros((0, 1))
     identities = _identities(ref_faces, ref_matrix, dedup_threshold, model_id, run_id)
 
@@ -391,6 +409,9 @@ def run_identity_stage(faces: pd.DataFrame, assets: pd.DataFrame, published: Pub
         old = (current.drop_duplicates("face_id").set_index("face_id")
                .reindex(published_ids)[list(PRELABEL_COLUMNS) + ["embedder"]].reset_index())
         changed = _changed(old, again) | (old["embedder"].fillna("").to_numpy() != model_id)
+        # A verified face is a reference now and would match itself; its pre-label stays the one it had
+        # before people saw it, so prelabel_vs_verified keeps measuring real pre-labels.
+        changed &= ~again["face_id"].isin(set(ref_faces["face_id"])).to_numpy()
         again = again[changed].assign(embedder=model_id, reference_set=reference_set, run_id=run_id)
         relabels = again.astype(object).where(again.notna(), None).to_dict("records")
         current = pd.concat([current[~current["face_id"].isin(again["face_id"])], again], ignore_index=True)
@@ -400,6 +421,8 @@ def run_identity_stage(faces: pd.DataFrame, assets: pd.DataFrame, published: Pub
     calibration = {
         "embedder": model_id, "dedup_threshold": dedup_threshold, "prelabel_threshold": prelabel_threshold,
         "prelabel_min_margin": prelabel_min_margin, "reference_set": reference_set, "prelabels_updated": len(relabels),
+        "references": len(ref_faces), "verified_references": int(ref_faces["face_id"].isin(set(published.verified["face_id"])).sum())
+        if verified_references else 0,
         "duplicate_similarity": _histogram(faces["duplicate_similarity"]),
         "prelabel_score": _histogram(faces["prelabel_score"]),
         "prelabel_vs_verified": prelabel_quality(current, published.labels, prelabel_threshold),

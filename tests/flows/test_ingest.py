@@ -15,6 +15,8 @@ import yaml
 from data_manifest import Manifest
 from flows.ingest import ingest
 from pipeline.annotate.catalogue import load_catalogue
+from pipeline.annotate.merge import merge_decisions
+from pipeline.annotate.service import AnnotationService, Settings
 from pipeline.identity import faces_with_current_prelabels
 from pipeline.sample import make_sample_library
 from tests.conftest import CAVA_DEXTER, PROJECT, VIDEOS
@@ -142,6 +144,41 @@ def test_faces_published_before_their_characters_are_prelabelled_when_the_refere
     assert third["counts"]["prelabels_updated"] == 0 and len(m.read("prelabels")) == len(updates)
 
 
+def test_faces_people_verified_become_references_of_the_next_night(sample_library, tmp_path):
+    data = tmp_path / "data"
+    ingest(library=str(sample_library), data_root=str(data))
+    m = Manifest(data)
+    typical = json.loads(m.history()["calibration"][0])["references"]
+    # An annotator confirms two pre-labels on the verification page's service; the merge publishes them.
+    service = AnnotationService(data, Settings(gold_rate=0))
+    catalogue = load_catalogue(data)
+    chosen = [item["face_id"] for item in service.queue("ann", 2)]
+    assert len(chosen) == 2
+    for face in chosen:
+        service.decide("ann", face, catalogue.faces[face]["prelabel"], "same")
+    assert merge_decisions(data) == 1
+    before = faces_with_current_prelabels(m).set_index("face_id").loc[chosen, "prelabel"].tolist()
+
+    second = ingest(library=str(sample_library), data_root=str(data))  # nothing new, two more references
+    assert second["counts"].get("images_analysed", 0) == 0
+    calibration = json.loads(m.history()["calibration"][2])
+    assert calibration["verified_references"] == 2 and calibration["references"] == typical + 2
+    identities = m.read("identities")
+    faces_as_references = {f for row in identities[identities["run_id"] == second["run_id"]]["reference_faces"]
+                           for f in json.loads(row)}
+    assert set(chosen) <= faces_as_references
+    # A verified face would match itself now: its pre-label stays the one people judged, so the
+    # pre-label report still measures real pre-labels (both were right: precision 1).
+    assert not set(m.read("prelabels")["face_id"]) & set(chosen)
+    assert faces_with_current_prelabels(m).set_index("face_id").loc[chosen, "prelabel"].tolist() == before
+    assert calibration["prelabel_vs_verified"]["precision"] == 1.0
+
+    third = ingest(library=str(sample_library), data_root=str(data), config={"verified_references": False})
+    calibration = json.loads(m.history()["calibration"][3])
+    assert calibration["verified_references"] == 0 and calibration["references"] == typical
+    assert third["counts"]["identities"] == second["counts"]["identities"]
+
+
 def test_crops_published_without_an_embedder_are_indexed_by_the_next_one(sample_library, tmp_path):
     library = copy_library(sample_library, tmp_path / "lib")
     data = tmp_path / "data"
@@ -151,14 +188,16 @@ def test_crops_published_without_an_embedder_are_indexed_by_the_next_one(sample_
     assets_1 = m.read("assets")
     assert night_1["embedder"].isna().all()
     references = assets_1.loc[assets_1["kind"] == "reference", "asset_id"]
-    indexable = night_1[(night_1["status"] == "kept") & ~night_1["asset_id"].isin(references)]
+    kept = night_1[night_1["status"] == "kept"].drop_duplicates("face_id")
+    # every kept crop but each typical image's own face (its largest, which is the character's reference)
+    indexable = kept["face_id"].nunique() - kept.loc[kept["asset_id"].isin(references), "asset_id"].nunique()
 
     # The next night the identity stage is on, and a re-encoded copy of a published still arrives.
     stills = library / "sunny_school" / "stills"
     cv2.imwrite(str(stills / "still_03_copy.jpg"), cv2.imread(str(stills / "still_03.jpg")),
                 [cv2.IMWRITE_JPEG_QUALITY, 85])
     second = ingest(library=str(library), data_root=str(data))
-    assert second["counts"]["published_crops_indexed"] == indexable["face_id"].nunique() > 0
+    assert second["counts"]["published_crops_indexed"] == indexable > 0
     assets = m.read("assets")
     copy_asset = assets.loc[assets["source"] == "sunny_school/still_03_copy.jpg", "asset_id"].iloc[0]
     copies = m.read("faces").query("asset_id == @copy_asset")
@@ -166,7 +205,7 @@ def test_crops_published_without_an_embedder_are_indexed_by_the_next_one(sample_
     assert copies["duplicate_of"].isin(night_1["face_id"]).all()  # a crop published the night before
     # night 1's crops are pre-labelled against the albums file's references now
     updates = m.read("prelabels")
-    assert len(updates) > 0 and set(updates["face_id"]) <= set(indexable["face_id"])
+    assert len(updates) > 0 and set(updates["face_id"]) <= set(kept["face_id"])
     assert (updates["embedder"] == json.loads(m.history()["model_ids"][1])["embedder"]).all()
 
 

@@ -244,6 +244,13 @@ def test_reference_split():
     refs_r, probes_r = reference_split(labels, "random", seed=1, no_reference=["unknown"])
     assert sorted(np.asarray(labels)[refs_r]) == ["a", "b", "c"] and 5 in probes_r
     assert np.array_equal(refs_r, reference_split(labels, "random", seed=1, no_reference=["unknown"])[0])
+    # more references per identity (as verified faces add them), never the last probe of an identity
+    refs3, probes3 = reference_split(labels, "first", seed=2, no_reference=["unknown"], per_identity=3)
+    assert {0, 3, 6} <= set(refs3.tolist())
+    assert sorted(np.asarray(labels)[refs3]) == ["a", "a", "b", "c"] and 5 in probes3 and 4 in probes3
+    assert sorted(refs3.tolist() + probes3.tolist()) == list(range(7))
+    with pytest.raises(ValueError):
+        reference_split(labels, per_identity=0)
 
 
 # ------------------------------------------------------------------------------------------ real data

@@ -1,5 +1,7 @@
 """The identity stage with the shipped embedder on real cartoon crops: references, conflicts,
 near-duplicates of re-encoded copies, pre-labels."""
+import dataclasses
+
 import cv2
 import numpy as np
 import pandas as pd
@@ -22,16 +24,16 @@ def crops_of(identity, n, start=0):
 class Run:
     """Faces and assets rows of one run, with their crops in a real content store."""
 
-    def __init__(self, root):
-        self.root = root
+    def __init__(self, root, name="f"):
+        self.root, self.name = root, name  # name: face and asset ids of different runs must differ
         self.store = ContentStore(root / "store")
         self.faces, self.assets = [], []
 
     def add(self, image, album="holo", character=None, kind="still", sharpness=100.0):
         data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
         sha = self.store.put(data, ".jpg")
-        face_id = f"f{len(self.faces)}"
-        asset_id = f"a{len(self.assets)}"
+        face_id = f"{self.name}{len(self.faces)}"
+        asset_id = f"{self.name}-a{len(self.assets)}"
         self.assets.append({"asset_id": asset_id, "kind": kind, "character": character, "album_id": album})
         self.faces.append({"face_id": face_id, "asset_id": asset_id, "album_id": album, "crop_sha": sha,
                            "status": "kept", "drop_reason": None, "sharpness": sharpness,
@@ -126,8 +128,7 @@ def test_published_faces_are_prelabelled_again_when_their_reference_arrives(tmp_
     published = run.publish(first)
 
     # The next night the characters' typical images arrive; nothing else is new.
-    later = Run(tmp_path)
-    later.faces, later.assets = [], []
+    later = Run(tmp_path, "later")
     for name in ("ame", "gura"):
         later.add(cv2.imread(str(crops_of(name, 1)[0])), character=name, kind="reference")
     second = later.identity(published, run_id="run-2", dedup=0.98)
@@ -140,7 +141,7 @@ def test_published_faces_are_prelabelled_again_when_their_reference_arrives(tmp_
 
     # Another run with the same reference set changes nothing and writes nothing.
     published = later.publish(second, published, version=1)
-    third_run = Run(tmp_path)
+    third_run = Run(tmp_path, "third")
     third_run.add(cv2.imread(str(crops_of("kiara", 1)[0])))
     third = third_run.identity(published, run_id="run-3", dedup=0.98)
     assert third.prelabels == [] and third.calibration["reference_set"] == second.calibration["reference_set"]
@@ -156,8 +157,7 @@ def test_published_crops_missing_from_the_index_are_embedded_before_dedup(tmp_pa
     published = Published(published.references, set(published_ids), published.prelabels, None, published.labels,
                           pd.DataFrame(night1.faces)[["face_id", "crop_sha"]], 0)  # version 0, nothing indexed
 
-    night2 = Run(tmp_path)
-    night2.faces, night2.assets = [], []
+    night2 = Run(tmp_path, "night2")
     copy = cv2.resize(original, (200, 200))
     night2.faces.append(dict(night1.faces[0], face_id="copy", sharpness=900.0))  # sharper, yet published first
     night2.faces[-1]["crop_sha"] = night2.store.put(cv2.imencode(".jpg", copy)[1].tobytes(), ".jpg")
@@ -170,6 +170,36 @@ def test_published_crops_missing_from_the_index_are_embedded_before_dedup(tmp_pa
 
     # Indexed once: the next run finds them there.
     assert night2.identity(published, run_id="night-3").published_crops_indexed == 0
+
+
+def test_verified_faces_join_the_references_and_prelabel_more_faces_right(tmp_path):
+    names = ["ame", "gura", "kiara", "mumei", "irys", "sana"]
+    verified = Run(tmp_path, "verified")  # faces people verified on an earlier night: 3 per identity
+    rows = []
+    for name in names:
+        for path in crops_of(name, 3, start=5):
+            rows.append({"face_id": verified.add(cv2.imread(str(path))), "crop_sha": verified.faces[-1]["crop_sha"],
+                         "identity": f"holo/{name}"})
+    published = dataclasses.replace(Published.nothing(), verified=pd.DataFrame(rows))
+
+    tonight = Run(tmp_path, "tonight")  # one typical image per character, 8 new faces each
+    for name in names:
+        tonight.add(cv2.imread(str(crops_of(name, 1)[0])), character=name, kind="reference")
+    truth = {tonight.add(cv2.imread(str(path))): f"holo/{name}" for name in names for path in crops_of(name, 8, start=30)}
+
+    def right_and_wrong(verified_references):
+        out = run_identity_stage(pd.DataFrame(tonight.faces), pd.DataFrame(tonight.assets), published, "default",
+                                 tmp_path, 0.98, 0.6, "tonight", verified_references=verified_references)
+        labels = out.faces.set_index("face_id")["prelabel"]
+        given = [(labels[f], truth[f]) for f in truth if labels[f] is not None]
+        return out, sum(a == b for a, b in given), sum(a != b for a, b in given)
+
+    typical_only, right_before, wrong_before = right_and_wrong(False)
+    with_verified, right_after, wrong_after = right_and_wrong(True)
+    assert typical_only.calibration["references"] == 6 and typical_only.calibration["verified_references"] == 0
+    assert with_verified.calibration["references"] == 24 and with_verified.calibration["verified_references"] == 18
+    assert all(row["references"] == 4 for row in with_verified.identities)
+    assert right_after > right_before and wrong_after <= wrong_before, (right_before, right_after, wrong_before, wrong_after)
 
 
 def test_nearest_identities_hand_computed():
