@@ -128,12 +128,17 @@ def test_seeded_run_resumes_exactly(tmp_path):
         train(samples, checkpoint=ckpt, **dict(kw, head="cosface"))
 
 
-def test_cli_trains_stops_on_time_and_resumes(tmp_path, capsys):
-    data = tmp_path / "crops"
-    for s in three_identities(4):
+def crop_folders(data, per_identity):
+    """`<identity>/<image>` folders (links to shared crops), as `--data` reads them."""
+    for s in three_identities(per_identity):
         d = data / s.identity
         d.mkdir(parents=True, exist_ok=True)
         (d / (s.identity + "_" + s.path.rsplit("/", 1)[1])).symlink_to(s.path)
+    return data
+
+
+def test_cli_trains_stops_on_time_and_resumes(tmp_path, capsys):
+    data = crop_folders(tmp_path / "crops", 4)
     out = tmp_path / "m.safetensors"
     ckpt = tmp_path / "m.ckpt"
     args = ["--data", str(data), "--head", "arcface", "--epochs", "2", "--batch-size", "4", "--input-size", "64",
@@ -158,11 +163,7 @@ def test_cli_trains_stops_on_time_and_resumes(tmp_path, capsys):
 
 
 def test_cli_no_flip_average(tmp_path):
-    data = tmp_path / "crops"
-    for s in three_identities(2):
-        d = data / s.identity
-        d.mkdir(parents=True, exist_ok=True)
-        (d / (s.identity + "_" + s.path.rsplit("/", 1)[1])).symlink_to(s.path)
+    data = crop_folders(tmp_path / "crops", 2)
     out = tmp_path / "one_view.safetensors"
     assert main(["--data", str(data), "--epochs", "1", "--batch-size", "6", "--input-size", "64", "--backbone",
                  "resnet18", "--dim", "32", "--device", "cpu", "--out", str(out), "--no-flip-average"]) == 0
