@@ -99,7 +99,8 @@ def average_precision(detections: Sequence[np.ndarray], ground_truth: Sequence[n
             "recall": recall_at[0], "ap_per_iou": dict(zip([f"{t:.2f}" for t in IOU_THRESHOLDS], per_threshold))}
 
 
-def operating_point(detections: Sequence[np.ndarray], ground_truth: Sequence[np.ndarray], threshold: float) -> dict:
+def _counts(detections: Sequence[np.ndarray], ground_truth: Sequence[np.ndarray], threshold: float) -> tuple[int, int, int]:
+    """(true positives at IoU 0.5, detections, labelled faces) counting detections scored >= threshold."""
     tp = n_det = 0
     for d, g in zip(detections, ground_truth):
         d = np.asarray(d, np.float64).reshape(-1, 5)
@@ -107,9 +108,36 @@ def operating_point(detections: Sequence[np.ndarray], ground_truth: Sequence[np.
         d = d[np.argsort(-d[:, 4], kind="mergesort")]
         tp += int(_match(box_iou(d[:, :4], np.asarray(g, np.float64).reshape(-1, 4)), 0.5).sum())
         n_det += len(d)
-    n_gt = int(sum(len(g) for g in ground_truth))
+    return tp, n_det, int(sum(len(g) for g in ground_truth))
+
+
+def operating_point(detections: Sequence[np.ndarray], ground_truth: Sequence[np.ndarray], threshold: float) -> dict:
+    tp, n_det, n_gt = _counts(detections, ground_truth, threshold)
     return {"threshold": threshold, "precision_at_threshold": tp / n_det if n_det else 0.0,
             "recall_at_threshold": tp / n_gt if n_gt else 0.0, "detections_at_threshold": n_det}
+
+
+def _f1(tp: int, n_det: int, n_gt: int) -> float:
+    return 2 * tp / (n_det + n_gt) if n_det + n_gt else 0.0
+
+
+def held_out_operating_point(detections: Sequence[np.ndarray], ground_truth: Sequence[np.ndarray],
+                             grid: Sequence[float] = tuple(np.round(np.arange(0.05, 0.96, 0.05), 2))) -> dict:
+    """Precision and recall at a threshold chosen on *other* images: the images are split in two
+    halves (even and odd positions); on each half the best-F1 threshold of ``grid`` is chosen, and
+    precision/recall are counted on the other half with it. Both halves pooled give an estimate of
+    how a threshold picked this way does on unseen images, which a threshold chosen and reported on
+    the same images overstates."""
+    halves = [list(range(0, len(ground_truth), 2)), list(range(1, len(ground_truth), 2))]
+    tp = n_det = n_gt = 0
+    chosen = []
+    for pick, score in (halves, halves[::-1]):
+        pick_d, pick_g = [detections[i] for i in pick], [ground_truth[i] for i in pick]
+        t = max(grid, key=lambda g: (_f1(*_counts(pick_d, pick_g, g)), -g))  # ties: the lower one
+        chosen.append(float(t))
+        counts = _counts([detections[i] for i in score], [ground_truth[i] for i in score], t)
+        tp, n_det, n_gt = tp + counts[0], n_det + counts[1], n_gt + counts[2]
+    return {"thresholds": chosen, "precision": tp / n_det if n_det else 0.0, "recall": tp / n_gt if n_gt else 0.0}
 
 
 DetectFn = Callable[[list[np.ndarray]], list[np.ndarray]]
@@ -141,6 +169,7 @@ def evaluate(detect: DetectFn, images: Sequence[BoxedImage], threshold: float, b
     out["threshold_sweep"] = [{k: round(v, 4) if isinstance(v, float) else v
                                for k, v in operating_point(dets, gts, round(t, 2)).items()}
                               for t in np.arange(0.1, 0.95, 0.1)]
+    out["held_out_threshold"] = held_out_operating_point(dets, gts)
     out["images_per_s"] = len(gts) / seconds if seconds else None
     if unreadable:
         out["unreadable"] = unreadable

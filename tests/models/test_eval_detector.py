@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from models.det_data import read_yolo
-from models.eval_detector import average_precision, box_iou, operating_point
+from models.eval_detector import average_precision, box_iou, held_out_operating_point, operating_point
 from tests.conftest import SHARED
 
 ICF = SHARED / "data" / "icartoonface_det"
@@ -86,6 +86,19 @@ def test_perfect_and_empty_detectors():
     assert average_precision(none, gts)["ap50"] == 0.0
     op = operating_point(perfect, gts, threshold=0.5)
     assert op["precision_at_threshold"] == 1.0 and op["recall_at_threshold"] == 1.0
+
+
+def test_held_out_threshold_is_chosen_on_the_other_half():
+    face = np.array([[0, 0, 10, 10]], float)
+    # even images: the face at 0.9 and a false positive at 0.6 -> their best threshold is above 0.6
+    even = [np.array([[0, 0, 10, 10, 0.9], [50, 50, 60, 60, 0.6]])]
+    # odd images: the face at 0.5 only -> any threshold up to 0.5 is perfect there
+    odd = [np.array([[0, 0, 10, 10, 0.5]])]
+    dets = [even[0], odd[0], even[0], odd[0]]
+    result = held_out_operating_point(dets, [face] * 4)
+    assert result["thresholds"] == [0.65, 0.05]  # ties go to the lower threshold
+    # 0.65 on the odd images finds nothing; 0.05 on the even ones finds both faces and both false positives
+    assert result["precision"] == 0.5 and result["recall"] == 0.5
 
 
 def test_operating_point_counts_only_detections_above_threshold():
