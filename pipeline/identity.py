@@ -190,8 +190,8 @@ def latest_calibration(manifest, key: str):
 
 
 def complete_published_index(published: Published, setting: str, data_root: str | Path) -> int:
-    """Make the embedder's index of published crops hold every published kept crop (references
-    aside), so that new crops are checked against the whole dataset and old ones can be pre-labelled
+    """Make the embedder's index of published crops hold every published kept crop (each typical
+    image's own face aside: `Published.crops`), so that new crops are checked against the whole dataset and old ones can be pre-labelled
     again. It lacks crops after a switch to another embedder (indexes are per model) or after runs
     made with `embedder=none`; those are embedded now (cached) and added. Returns how many."""
     loaded = load(setting)
@@ -418,11 +418,11 @@ def run_identity_stage(faces: pd.DataFrame, assets: pd.DataFrame, published: Pub
     this_run = faces.loc[faces.index.isin(survivors), ["face_id", *PRELABEL_COLUMNS]]
     current = pd.concat([current[~current["face_id"].isin(this_run["face_id"])], this_run], ignore_index=True)
 
+    n_verified = int(ref_faces["face_id"].isin(set(published.verified["face_id"])).sum()) if verified_references else 0
     calibration = {
         "embedder": model_id, "dedup_threshold": dedup_threshold, "prelabel_threshold": prelabel_threshold,
         "prelabel_min_margin": prelabel_min_margin, "reference_set": reference_set, "prelabels_updated": len(relabels),
-        "references": len(ref_faces), "verified_references": int(ref_faces["face_id"].isin(set(published.verified["face_id"])).sum())
-        if verified_references else 0,
+        "references": len(ref_faces), "verified_references": n_verified,
         "duplicate_similarity": _histogram(faces["duplicate_similarity"]),
         "prelabel_score": _histogram(faces["prelabel_score"]),
         "prelabel_vs_verified": prelabel_quality(current, published.labels, prelabel_threshold),
