@@ -160,14 +160,13 @@ class Published:
         refs = assets[assets["kind"] == "reference"].drop_duplicates("asset_id")
         kept = faces[faces["status"] == "kept"]
         references = typical_faces(kept.merge(refs[["asset_id", "character"]], on="asset_id"))
-        crops = kept[kept["crop_sha"].notna() & ~kept["face_id"].isin(set(references["face_id"]))]
+        crops = (kept[kept["crop_sha"].notna() & ~kept["face_id"].isin(set(references["face_id"]))]
+                 .drop_duplicates("face_id")[["face_id", "crop_sha"]].reset_index(drop=True))
         labels = manifest.read("labels", version=version)
         verified = pd.Series(verified_faces(labels), name="identity", dtype=object).rename_axis("face_id").reset_index()
-        verified = crops.drop_duplicates("face_id").merge(verified, on="face_id")[VERIFIED_COLUMNS]
         return cls(references[REFERENCE_COLUMNS].reset_index(drop=True), set(faces["face_id"]),
                    faces[["face_id", *PRELABEL_COLUMNS, "embedder"]], latest_calibration(manifest, "reference_set"),
-                   labels, crops[["face_id", "crop_sha"]].drop_duplicates("face_id").reset_index(drop=True), version,
-                   verified.reset_index(drop=True))
+                   labels, crops, version, crops.merge(verified, on="face_id")[VERIFIED_COLUMNS])
 
 
 def typical_faces(faces: pd.DataFrame) -> pd.DataFrame:
