@@ -42,7 +42,7 @@ def one_size(batch_size: int, paths: list[str], large: int) -> dict:
         image = rng.integers(0, 255, (4000, 6000, 3), dtype=np.uint8)
         datas.append(cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 50])[1].tobytes())
     config = IngestConfig(detect_batch_size=batch_size)
-    detector = get_detector(config.detector, config.detector_weights)
+    detector = get_detector(config.detector, config.detector_weights, config.detector_size)
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     with tempfile.TemporaryDirectory() as scratch:
         store = ContentStore(Path(scratch) / "store")

@@ -93,7 +93,7 @@ def decode(path: Path):
 def bench_detect(paths: list[Path], cfg: IngestConfig) -> tuple[dict, dict[Path, list]]:
     """The ingest's detector as the funnel calls it (batches of cfg.detect_batch_size), and one image
     per call for comparison. Decoding is not part of either figure."""
-    detector = get_detector(cfg.detector, cfg.detector_weights)  # loaded before the clock starts
+    detector = get_detector(cfg.detector, cfg.detector_weights, cfg.detector_size)  # loaded before the clock starts
     images = [decode(path) for path in paths]
     result = {"detector": detector.model_id, "images": len(paths)}
     for batch in sorted({1, cfg.detect_batch_size}):

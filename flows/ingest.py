@@ -143,7 +143,7 @@ def ingest(library: str, albums: str | None = None, data_root: str = "data",
     if removed:
         logger.info("removed staging of %d runs that died before publishing: %s", len(removed), removed)
     album_list = discover_albums(library, albums)
-    detector = get_detector(cfg.detector, cfg.detector_weights)  # fail fast on a bad detector or embedder, before any work
+    detector = get_detector(cfg.detector, cfg.detector_weights, cfg.detector_size)  # fail fast on a bad detector or embedder, before any work
     embedder = identity_module.load(cfg.embedder)
     embedder_meta = embedder[1] if embedder else None
     if embedder_meta:  # vectors of a run that died after publishing join the index now

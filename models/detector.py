@@ -317,19 +317,32 @@ def save_detector(model: RetinaNet, path: str | Path, *, backbone: str, size: in
     return path
 
 
+def check_input_size(size: int) -> int:
+    """A letterbox side the network takes: a multiple of 32 (as in training), 128 to 2048."""
+    if isinstance(size, bool) or int(size) != size or size % 32 or not 128 <= size <= 2048:
+        raise ValueError(f"detector input size must be a multiple of 32 between 128 and 2048, got {size!r}")
+    return int(size)
+
+
 def load_detector(path: str | Path, device: str | torch.device = "cpu",
-                  score_threshold: float | None = None) -> FaceDetector:
+                  score_threshold: float | None = None, size: int | None = None) -> FaceDetector:
+    """``size`` (None/0: the size stored with the weights) runs the fully convolutional network at another
+    letterbox side: larger finds smaller faces, smaller runs faster. It changes the boxes, so a size other
+    than the stored one is part of the model id (``-<size>px``)."""
     from safetensors.torch import load_file
 
     meta = read_meta(path)
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path}: not a toonface detector file (format={meta.get('format')!r})")
-    model = build_retinanet(meta["backbone"], int(meta["size"]))
+    stored = int(meta["size"])
+    size = check_input_size(size) if size else stored
+    model = build_retinanet(meta["backbone"], size)
     ref = model.state_dict()
     state = {k: (v.to(ref[k].dtype) if k in ref else v) for k, v in load_file(str(path)).items()}
     model.load_state_dict(state, strict=True)
     digest = weights_sha256(path)
     meta["weights_sha256"] = digest
     thresh = float(meta.get("score_threshold", 0.5)) if score_threshold is None else float(score_threshold)
-    return FaceDetector(model, backbone=meta["backbone"], size=int(meta["size"]), score_threshold=thresh,
-                        model_id=f"retinanet-{meta['backbone']}-{digest[:12]}", device=device, meta=meta)
+    model_id = f"retinanet-{meta['backbone']}-{digest[:12]}" + (f"-{size}px" if size != stored else "")
+    return FaceDetector(model, backbone=meta["backbone"], size=size, score_threshold=thresh,
+                        model_id=model_id, device=device, meta=meta)

@@ -177,19 +177,20 @@ def evaluate(detect: DetectFn, images: Sequence[BoxedImage], threshold: float, b
 
 
 def detector_fn(name: str, weights: str | None = None, device: str = "cpu",
-                batch_size: int = 16) -> tuple[DetectFn, float, str]:
-    """(detect function, operating threshold, model id) for a registered detector name."""
+                batch_size: int = 16, size: int = 0) -> tuple[DetectFn, float, str]:
+    """(detect function, operating threshold, model id) for a registered detector name; ``size`` 0 runs
+    RetinaNet at its weights' own input size."""
     if name == "retinanet":
         from models.detector import CANDIDATE_SCORE, load_detector
         from pipeline.detect import default_detector_weights
 
-        det = load_detector(weights or default_detector_weights(), device=device)
+        det = load_detector(weights or default_detector_weights(), device=device, size=size or None)
         # AP needs the whole ranked list, so score everything above torchvision's candidate threshold.
         return (lambda imgs: det.detect_many(imgs, batch_size=batch_size, score_threshold=CANDIDATE_SCORE),
                 det.score_threshold, det.model_id)
     from pipeline.detect import get_detector
 
-    det = get_detector(name)
+    det = get_detector(name, size=size)
 
     def run(imgs):
         return [np.asarray([[d.x1, d.y1, d.x2, d.y2, d.score] for d in det.detect(img)], np.float32).reshape(-1, 5)
@@ -205,6 +206,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--split", help="only rows of this split (CSV with a split column)")
     p.add_argument("--detector", default="retinanet", help="retinanet (default) or animeface")
     p.add_argument("--weights", help="detector weights (default: the shipped models/weights/detector.safetensors)")
+    p.add_argument("--size", type=int, default=0,
+                   help="RetinaNet letterbox side, a multiple of 32 (default: the weights' own)")
     p.add_argument("--threshold", type=float, help="operating threshold (default: the detector's own)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int, default=16)
@@ -215,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         images = (read_yolo(args.images, args.yolo) if args.yolo
                   else read_boxes_file(args.boxes, args.images, args.split))
-        detect, threshold, mid = detector_fn(args.detector, args.weights, args.device, args.batch_size)
+        detect, threshold, mid = detector_fn(args.detector, args.weights, args.device, args.batch_size, args.size)
     except (ValueError, FileNotFoundError) as e:
         print(f"eval-detector: {e}", file=sys.stderr)
         return 2

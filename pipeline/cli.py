@@ -139,7 +139,7 @@ def cmd_detect(args) -> int:
     from pipeline.detect import get_detector
 
     try:
-        detector = get_detector(args.detector, args.weights)
+        detector = get_detector(args.detector, args.weights, args.size)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -256,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help='print [{"image", "boxes": [[x1,y1,x2,y2,score],...]}]')
     p.add_argument("--detector", default="retinanet", help="retinanet (default) or animeface")
     p.add_argument("--weights", default="default", help="detector weights (default: the shipped ones)")
+    p.add_argument("--size", type=int, default=0, help="RetinaNet letterbox side, a multiple of 32 (default: the weights' own)")
     p.add_argument("--threshold", type=float, help="score threshold (default: the detector's operating threshold)")
     p.add_argument("--batch-size", type=int, default=16)
     p.set_defaults(func=cmd_detect)

@@ -25,6 +25,10 @@ class IngestConfig:
     # The weights' hash is part of the detector's model_id, which keys caches and goes into manifests.
     detector: str = "retinanet"
     detector_weights: str = "default"
+    # RetinaNet letterbox side in pixels (a multiple of 32); 0: the size stored with the weights. Larger
+    # finds smaller faces and costs time (see models/weights/DETECTOR.md). It is part of the detector's
+    # model_id, so caches and manifests tell the sizes apart.
+    detector_size: int = 0
     min_detector_score: float = 0.0
     # Images per batched detector call (memory: this many decoded images at once). 8 suits a CPU;
     # raise it (64) on a GPU. Results do not depend on it.

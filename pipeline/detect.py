@@ -76,12 +76,13 @@ def default_detector_weights() -> Path:
 
 
 class RetinaNetDetector:
-    """Our RetinaNet (models/detector.py) at its stored input size and operating threshold."""
+    """Our RetinaNet (models/detector.py) at its operating threshold and its stored input size, or
+    ``size`` (the letterbox side; 0: the stored one)."""
 
     name = "retinanet"
     MAX_BATCH = 64
 
-    def __init__(self, weights: str | Path | None = None) -> None:
+    def __init__(self, weights: str | Path | None = None, size: int = 0) -> None:
         import torch
 
         from models.detector import load_detector
@@ -89,8 +90,8 @@ class RetinaNetDetector:
         path = Path(weights) if weights else default_detector_weights()
         if not path.exists():
             raise FileNotFoundError(f"detector weights not found: {path}")
-        self._model = load_detector(path, "cuda" if torch.cuda.is_available() else "cpu")
-        self.model_id = self._model.model_id
+        self._model = load_detector(path, "cuda" if torch.cuda.is_available() else "cpu", size=size or None)
+        self.model_id, self.size = self._model.model_id, self._model.size
 
     def detect(self, image_bgr: np.ndarray) -> list[Detection]:
         return self.detect_many([image_bgr])[0]
@@ -101,21 +102,27 @@ class RetinaNetDetector:
         return [[Detection(*map(float, row)) for row in rows] for rows in found]
 
 
-# Name -> factory(weights). A detector without weights (animeface ships its own) ignores the argument.
+def _animeface(weights: str | None = None, size: int = 0) -> AnimeFaceDetector:
+    if size:
+        raise ValueError("animeface has no input size to set (detector_size applies to retinanet)")
+    return AnimeFaceDetector()  # ships its own model: no weights to choose
+
+
+# Name -> factory(weights, size).
 DETECTORS: dict[str, Callable[..., Detector]] = {
     "retinanet": RetinaNetDetector,
-    "animeface": lambda weights=None: AnimeFaceDetector(),
+    "animeface": _animeface,
 }
-_loaded: dict[tuple[str, str], Detector] = {}
+_loaded: dict[tuple[str, str, int], Detector] = {}
 
 
-def get_detector(name: str, weights: str | None = None) -> Detector:
-    """One instance per process and (name, weights): models are loaded once, not once per shard.
-    ``weights`` None or "default" means the shipped weights."""
+def get_detector(name: str, weights: str | None = None, size: int = 0) -> Detector:
+    """One instance per process and (name, weights, size): models are loaded once, not once per shard.
+    ``weights`` None or "default" means the shipped weights; ``size`` 0 the weights' own input size."""
     if name not in DETECTORS:
         raise ValueError(f"unknown detector {name!r}; available: {', '.join(sorted(DETECTORS))}")
     weights = None if weights in (None, "", "default") else str(weights)
-    key = (name, weights or "")
+    key = (name, weights or "", int(size or 0))
     if key not in _loaded:
-        _loaded[key] = DETECTORS[name](weights)
+        _loaded[key] = DETECTORS[name](weights, int(size or 0))
     return _loaded[key]

@@ -101,7 +101,7 @@ def face_rows(analysis: ImageAnalysis, album_id: str, run_id: str) -> list[dict]
 
 def process_stills(shard: StillsShard, ctx: RunContext) -> dict[str, int]:
     config, store = ctx.config, ctx.store
-    detector = get_detector(config.detector, config.detector_weights)
+    detector = get_detector(config.detector, config.detector_weights, config.detector_size)
     cache = FunnelCache(ctx.data_root, funnel_key(config, detector))
     counts: collections.Counter = collections.Counter()
     assets, faces = [], []
@@ -193,7 +193,7 @@ def process_episode(shard: EpisodeShard, ctx: RunContext) -> dict[str, int]:
         if not extracted["frames"]:  # nothing usable; a partly decodable episode keeps its frames
             row.update(status="dropped", drop_reason=reason)
     row["frames"] = len(extracted["frames"])
-    detector = get_detector(config.detector, config.detector_weights)
+    detector = get_detector(config.detector, config.detector_weights, config.detector_size)
     cache = FunnelCache(ctx.data_root, funnel_key(config, detector))
     assets, faces = [], []
     for batch in chunks(extracted["frames"], config.detect_batch_size):

@@ -121,7 +121,7 @@ class _ImageIngest:
 
     def __init__(self, ctx: RunContext, counts: collections.Counter):
         self.ctx, self.counts = ctx, counts
-        self.detector = get_detector(ctx.config.detector, ctx.config.detector_weights)
+        self.detector = get_detector(ctx.config.detector, ctx.config.detector_weights, ctx.config.detector_size)
         self.cache = FunnelCache(ctx.data_root, funnel_key(ctx.config, self.detector))
         self.assets: list[dict] = []
         self.faces: list[dict] = []

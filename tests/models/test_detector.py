@@ -111,6 +111,28 @@ def test_boxes_come_back_in_original_pixels():
     assert iou.max(1).min() > 0.8
 
 
+def test_another_input_size_is_part_of_the_model_id_and_finds_the_same_faces():
+    stored = load_detector(DEFAULT_DETECTOR_WEIGHTS)
+    larger = load_detector(DEFAULT_DETECTOR_WEIGHTS, size=stored.size + 128)
+    same = load_detector(DEFAULT_DETECTOR_WEIGHTS, size=stored.size)
+    assert larger.size == stored.size + 128 and larger.model_id == f"{stored.model_id}-{larger.size}px"
+    assert same.model_id == stored.model_id  # asking for the stored size is the stored model
+    items = read_cava(CAVA_DEXTER / "boxes.csv", split="val")[:6]
+    images = [item.load()[0] for item in items]
+    at_stored = stored.detect_many(images, batch_size=2)
+    at_larger = larger.detect_many(images, batch_size=2)
+    confident = [b[b[:, 4] >= 0.6] for b in at_stored]
+    assert sum(len(b) for b in confident) >= 3
+    for img, a, b in zip(images, confident, at_larger):
+        h, w = img.shape[:2]
+        assert (b[:, [0, 2]] <= w).all() and (b[:, [1, 3]] <= h).all()  # still the original pixels
+        if len(a):  # every confident face at the stored size is found at the larger one too
+            assert len(b) and box_iou(a[:, :4], b[:, :4]).max(1).min() > 0.5
+    for bad in (100, 4096, 500):
+        with pytest.raises(ValueError, match="multiple of 32"):
+            load_detector(DEFAULT_DETECTOR_WEIGHTS, size=bad)
+
+
 def test_save_load_round_trip_keeps_the_id(tmp_path):
     torch.manual_seed(1)
     model = build_retinanet("resnet18", SIZE)

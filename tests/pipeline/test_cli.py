@@ -73,6 +73,10 @@ def test_detect_prints_boxes_per_image_in_argument_order(tmp_path):
     assert partial.returncode == 1 and "cannot read image" in partial.stderr
     assert [r["image"] for r in json.loads(partial.stdout)] == [images[0]]
     assert toonface("detect", "--detector", "yolo", images[0]).returncode == 2
+    bad_size = toonface("detect", "--size", "500", images[0])
+    assert bad_size.returncode == 2 and "multiple of 32" in bad_size.stderr
+    no_size = toonface("detect", "--detector", "animeface", "--size", "512", images[0])
+    assert no_size.returncode == 2 and "applies to retinanet" in no_size.stderr
 
 
 def test_eval_detector_prints_coco_style_figures():

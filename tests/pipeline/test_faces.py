@@ -23,9 +23,9 @@ class CountingDetector:
         return self.detector.detect_many(images)
 
 
-def funnel(tmp_path, name):
-    config = IngestConfig()
-    detector = get_detector(config.detector, config.detector_weights)
+def funnel(tmp_path, name, **settings):
+    config = IngestConfig(**settings)
+    detector = get_detector(config.detector, config.detector_weights, config.detector_size)
     store, cache = ContentStore(tmp_path / name / "store"), FunnelCache(tmp_path / name, funnel_key(config, detector))
     return config, detector, store, cache
 
@@ -62,3 +62,16 @@ def test_a_batch_gives_the_same_faces_as_one_image_at_a_time(tmp_path):
 
 def test_an_empty_batch_is_fine(tmp_path):
     assert analyse_images([], *funnel(tmp_path, "empty")) == []
+
+
+def test_the_detector_size_setting_reaches_the_face_rows_and_the_cache_key(tmp_path):
+    datas = [p.read_bytes() for p in FRAMES[:2]]
+    config, detector, store, cache = funnel(tmp_path, "stored")
+    at_stored = analyse_images(datas, config, detector, store, cache)
+    config, larger, store, cache = funnel(tmp_path, "larger", detector_size=detector.size + 64)
+    at_larger = analyse_images(datas, config, larger, store, cache)
+    assert larger.model_id == f"{detector.model_id}-{detector.size + 64}px"
+    assert funnel_key(config, larger) != funnel_key(config, detector)  # never answered from the other's cache
+    faces = [f for a, _ in at_larger for f in a.faces]
+    assert faces and {f["model_id"] for f in faces} == {larger.model_id}
+    assert not {f["face_id"] for f in faces} & {f["face_id"] for a, _ in at_stored for f in a.faces}
