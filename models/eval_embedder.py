@@ -424,6 +424,38 @@ def reference_split(labels, choice: str = "first", seed: int = 0, no_reference: 
     return refs, probes
 
 
+def prelabel_over_reference_draws(emb, labels, draws: int, *, seed: int = 0, no_reference: Iterable = (),
+                                  per_identity: int = 1, threshold: float = PRELABEL_THRESHOLD,
+                                  min_margin: float = 0.0, margin_sweep: Sequence[float] = MARGIN_SWEEP) -> dict:
+    """The pre-label protocol repeated with ``draws`` seeded random reference choices (seeds ``seed``,
+    ``seed``+1, ...). Which image is "the typical one" moves precision and recall a lot on a small set,
+    so one draw alone can flatter or wrong a model: this gives the mean, spread and worst draw, at
+    ``min_margin`` and for each margin of ``margin_sweep``."""
+    lab = np.asarray([str(x) for x in labels], dtype=object)
+    emb = np.asarray(emb)
+    per_draw = []
+    for d in range(draws):
+        refs, probes = reference_split(lab, "random", seed + d, no_reference=no_reference, per_identity=per_identity)
+        r = prelabel_precision_recall(emb[refs], lab[refs], emb[probes], lab[probes], threshold, min_margin,
+                                      sweep=(), margin_sweep=margin_sweep)
+        per_draw.append([(m["precision"], m["recall"]) for m in [r] + r["margin_sweep"]])
+
+    def summary(k: int, margin: float) -> dict:
+        out = {"min_margin": float(margin)}
+        for j, name in enumerate(("precision", "recall")):
+            # Precision is undefined (None) in a draw that labels nothing: such draws are left out.
+            v = np.array([draw[k][j] for draw in per_draw if draw[k][j] is not None], float)
+            out.update({f"{name}_mean": float(v.mean()) if len(v) else None,
+                        f"{name}_std": float(v.std()) if len(v) else None,
+                        f"{name}_min": float(v.min()) if len(v) else None})
+        return out
+
+    if not draws:
+        return {"draws": 0}
+    return {"draws": draws, "seeds": [seed, seed + draws - 1], "threshold": float(threshold),
+            **summary(0, min_margin), "margin_sweep": [summary(i + 1, m) for i, m in enumerate(margin_sweep)]}
+
+
 # ------------------------------------------------------------------------------------------------- CLI
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -455,6 +487,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--prelabel-references", type=int, default=1, metavar="K",
                    help="references per identity: the one above plus K-1 seeded random images "
                         "(as verified faces join the references; default 1: the paper)")
+    p.add_argument("--reference-draws", type=int, default=20, metavar="N",
+                   help="also repeat the pre-label with N seeded random reference choices and report mean, "
+                        "spread and worst draw (default 20; 0: off)")
     p.add_argument("--device", default="cpu", help="cpu|cuda|auto (default cpu)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
@@ -477,7 +512,7 @@ def _embed_samples(model, samples, batch_size: int) -> np.ndarray:
 def evaluate(emb: np.ndarray, labels: Sequence[str], *, unknown_labels: Iterable[str] = (), seed: int = 0,
              probes_per_identity: tuple[int, int] = (3, 7), pairs: int | None = None, folds: int = 10,
              prelabel_threshold: float = PRELABEL_THRESHOLD, prelabel_reference: str = "first",
-             prelabel_min_margin: float = 0.0, prelabel_references: int = 1) -> dict:
+             prelabel_min_margin: float = 0.0, prelabel_references: int = 1, reference_draws: int = 0) -> dict:
     """All three protocols on one set of embeddings (``labels`` in the order of ``emb``; for the
     'first' reference choice, pass them sorted by path). ``unknown_labels``: distractors in
     identification, probes without reference in pre-labelling, ignored in verification."""
@@ -497,6 +532,10 @@ def evaluate(emb: np.ndarray, labels: Sequence[str], *, unknown_labels: Iterable
                                     prelabel_min_margin)
     pre["reference"] = prelabel_reference
     pre["references_per_identity"] = prelabel_references
+    if reference_draws:
+        pre["over_reference_draws"] = prelabel_over_reference_draws(
+            emb, lab, reference_draws, seed=seed, no_reference=unknown, per_identity=prelabel_references,
+            threshold=prelabel_threshold, min_margin=prelabel_min_margin)
     return {"identification": ident, "verification": verif, "prelabel": pre}
 
 
@@ -533,7 +572,8 @@ def run(args: argparse.Namespace) -> int:
     res = evaluate(emb, labels, unknown_labels=unknown, seed=args.seed,
                    probes_per_identity=(args.probes_min, args.probes_max), pairs=args.pairs, folds=args.folds,
                    prelabel_threshold=args.prelabel_threshold, prelabel_reference=args.prelabel_reference,
-                   prelabel_min_margin=args.prelabel_min_margin, prelabel_references=args.prelabel_references)
+                   prelabel_min_margin=args.prelabel_min_margin, prelabel_references=args.prelabel_references,
+                   reference_draws=args.reference_draws)
     known = {lab for lab in labels if lab not in unknown}
     report = {"model_id": meta["model_id"], "weights": str(args.weights), "sources": sources,
               "images": len(samples), "identities": len(known),

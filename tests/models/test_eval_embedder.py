@@ -13,8 +13,8 @@ from sklearn.metrics import roc_auc_score
 from sklearn.metrics import roc_curve as sk_roc_curve
 
 from models.embedder import Embedder, save_embedder
-from models.eval_embedder import (SWEEP_THRESHOLDS, accuracy_at, auc, best_threshold, identification, main,
-                                  prelabel_precision_recall, public, reference_split, roc_curve, tar_at_far,
+from models.eval_embedder import (MARGIN_SWEEP, SWEEP_THRESHOLDS, accuracy_at, auc, best_threshold, identification, main,
+                                  prelabel_over_reference_draws, prelabel_precision_recall, public, reference_split, roc_curve, tar_at_far,
                                   verification)
 from models.train_embedder import identity_folders
 from tests.conftest import SHARED
@@ -251,6 +251,30 @@ def test_reference_split():
     assert sorted(refs3.tolist() + probes3.tolist()) == list(range(7))
     with pytest.raises(ValueError):
         reference_split(labels, per_identity=0)
+
+
+def test_prelabel_over_reference_draws_depends_on_which_image_is_the_reference():
+    # Identity A: two images on the x axis and an odd one that looks like B; identity B: three images on y.
+    # As a probe the odd image is mislabelled B; as A's reference it labels no other A image.
+    emb = np.array([[1.0, 0, 0], [1.0, 0, 0], _unit(0.3, 0.95), [0, 1.0, 0], [0, 1.0, 0], [0, 1.0, 0]])
+    labels = ["A", "A", "A", "B", "B", "B"]
+    draws = prelabel_over_reference_draws(emb, labels, 30, seed=0, threshold=0.6)
+    per_draw = []
+    for seed in range(30):  # the same draws, one at a time
+        refs, probes = reference_split(labels, "random", seed)
+        r = prelabel_precision_recall(emb[refs], np.array(labels)[refs], emb[probes], np.array(labels)[probes], 0.6)
+        per_draw.append((r["precision"], r["recall"]))
+    p, r = np.array(per_draw).T
+    assert draws["draws"] == 30 and draws["seeds"] == [0, 29]
+    assert draws["precision_mean"] == pytest.approx(p.mean()) and draws["recall_mean"] == pytest.approx(r.mean())
+    assert draws["precision_min"] == p.min() < 1.0 == p.max() and r.min() < r.max()
+    assert draws["precision_std"] > 0 and draws["recall_std"] > 0
+    assert [m["min_margin"] for m in draws["margin_sweep"]] == list(MARGIN_SWEEP)
+    assert draws["margin_sweep"][0] | {"min_margin": 0.0} == {k: v for k, v in draws.items()
+                                                             if k in draws["margin_sweep"][0]}
+    # Perfectly separated identities: every draw is perfect.
+    clean = prelabel_over_reference_draws(np.array([[1.0, 0], [1.0, 0], [0, 1.0], [0, 1.0]]), ["A", "A", "B", "B"], 5)
+    assert (clean["precision_mean"], clean["precision_std"], clean["recall_min"]) == (1.0, 0.0, 1.0)
 
 
 # ------------------------------------------------------------------------------------------ real data
