@@ -8,9 +8,11 @@ remove others, so there is no chaining: with A≈B, B≈C and A≉C, B goes and 
 into one cluster that way).
 
 Exact byte duplicates never get here (the content store dedups them first). The neighbours are
-found with a Faiss range search (exact inner product; faiss-gpu when installed) over this run's
-crops and a persisted index of every crop published before, so each run is checked against the
-whole dataset, not only itself.
+found with an exact range search over this run's crops and a persisted index of every crop published
+before, so each run is checked against the whole dataset, not only itself. On a CPU that is Faiss's
+range search. Faiss has no range search on GPU indexes (faiss-gpu included), so on a CUDA machine it
+runs as chunked torch matrix products: fp16 finds the candidates a little below the threshold, and
+each candidate's similarity is then computed again in fp32, so the result is the exact one either way.
 """
 from __future__ import annotations
 
@@ -32,40 +34,79 @@ class DedupResult:
     similarity: np.ndarray            # similarity to that crop (nan when kept)
 
 
-def _use_gpu(index: faiss.Index) -> faiss.Index:
-    if hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0:  # faiss-gpu installed and a GPU seen
-        return faiss.index_cpu_to_all_gpus(index)
-    return index
-
-
-def range_neighbours(queries: np.ndarray, database: np.ndarray, threshold: float,
-                     batch: int = 8192) -> list[tuple[np.ndarray, np.ndarray]]:
-    """For each query, (database indices, similarities) with inner product > threshold."""
+def range_neighbours(queries: np.ndarray, database: np.ndarray, threshold: float, batch: int = 8192,
+                     device: str = "auto") -> list[tuple[np.ndarray, np.ndarray]]:
+    """For each query, (database indices, similarities) with inner product > threshold, indices
+    ascending. ``device`` "auto": CUDA when torch sees a GPU (see torch_range_neighbours), else Faiss."""
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     database = np.ascontiguousarray(database, dtype=np.float32)
     if len(queries) == 0:
         return []
     if len(database) == 0:
         return [(np.empty(0, np.int64), np.empty(0, np.float32)) for _ in range(len(queries))]
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device != "cpu":
+        return torch_range_neighbours(queries, database, threshold, device=device)
     index = faiss.IndexFlatIP(database.shape[1])
     index.add(database)
     out: list[tuple[np.ndarray, np.ndarray]] = []
     for start in range(0, len(queries), batch):
         chunk = queries[start:start + batch]
-        try:
-            lims, sims, ids = index.range_search(chunk, threshold)
-        except RuntimeError:  # some GPU indexes lack range search: exact top-k fallback
-            k = min(len(database), 256)
-            sims_k, ids_k = _use_gpu(index).search(chunk, k)
-            for s, i in zip(sims_k, ids_k):
-                keep = s > threshold
-                out.append((i[keep].astype(np.int64), s[keep]))
-            continue
+        lims, sims, ids = index.range_search(chunk, threshold)
         for q in range(len(chunk)):
             lo, hi = lims[q], lims[q + 1]
             mask = sims[lo:hi] > threshold  # range_search keeps >=; the paper says "> 0.95"
-            out.append((ids[lo:hi][mask].astype(np.int64), sims[lo:hi][mask]))
+            order = np.argsort(ids[lo:hi][mask], kind="stable")
+            out.append((ids[lo:hi][mask][order].astype(np.int64), sims[lo:hi][mask][order]))
     return out
+
+
+# How far below the threshold a low-precision product may put a true neighbour, for unit vectors:
+# each input is rounded to 11 (fp16) or 8 (bf16) significant bits, products are summed in fp32.
+# fp32 gets a hair of slack too: the product and the recomputation sum in different orders.
+_SLACK = {"float16": 4e-3, "bfloat16": 3e-2, "float32": 1e-5}
+
+
+def torch_range_neighbours(queries: np.ndarray, database: np.ndarray, threshold: float, device: str = "cuda",
+                           dtype: str | None = None, max_elements: int | None = None
+                           ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """range_neighbours as chunked matrix products on a torch device (L2-normalised rows expected).
+
+    ``dtype`` (default fp16 on CUDA, fp32 elsewhere) is used to find candidates above threshold minus
+    a slack that covers its rounding; every candidate's similarity is then recomputed in fp32 and
+    kept when > threshold, so the result does not depend on ``dtype``. ``max_elements`` bounds one
+    chunk's similarity matrix (memory)."""
+    import torch
+
+    dev = torch.device(device)
+    dtype = dtype or ("float16" if dev.type == "cuda" else "float32")
+    slack = _SLACK[dtype]
+    max_elements = max_elements or (1 << 31 if dev.type == "cuda" else 1 << 26)
+    q32 = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32)).to(dev)
+    db32 = torch.from_numpy(np.ascontiguousarray(database, dtype=np.float32)).to(dev)
+    low = getattr(torch, dtype)
+    db_low = db32 if low == torch.float32 else db32.to(low)
+    chunk = max(1, min(len(q32), max_elements // max(1, len(db32))))
+    rows, cols, sims = [], [], []
+    with torch.no_grad():
+        for start in range(0, len(q32), chunk):
+            q = q32[start:start + chunk]
+            approx = (q if low == torch.float32 else q.to(low)) @ db_low.T
+            r, c = torch.nonzero(approx > threshold - slack, as_tuple=True)  # row-major: columns ascending
+            del approx
+            exact = (q[r] * db32[c]).sum(1)
+            keep = exact > threshold
+            rows.append((r[keep] + start).cpu())
+            cols.append(c[keep].cpu())
+            sims.append(exact[keep].float().cpu())
+    r = torch.cat(rows).numpy()
+    c = torch.cat(cols).numpy().astype(np.int64)
+    v = torch.cat(sims).numpy().astype(np.float32)
+    bounds = np.searchsorted(r, np.arange(len(queries) + 1))
+    return [(c[bounds[i]:bounds[i + 1]], v[bounds[i]:bounds[i + 1]]) for i in range(len(queries))]
 
 
 def greedy_dedup(vectors: np.ndarray, ids: list[str], quality: np.ndarray, threshold: float = 0.95,

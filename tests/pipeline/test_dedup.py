@@ -1,6 +1,8 @@
 import numpy as np
+import pytest
+import torch
 
-from pipeline.dedup import PublishedIndex, greedy_dedup, range_neighbours
+from pipeline.dedup import PublishedIndex, greedy_dedup, range_neighbours, torch_range_neighbours
 
 
 def unit(*rows):
@@ -63,3 +65,36 @@ def test_many_random_vectors_match_brute_force():
         assert not result.kept[i] and result.duplicate_of[i] == str(i - 300)
         assert abs(result.similarity[i] - sims[i, i - 300]) < 1e-4
     assert result.kept[:300].all()
+
+
+def near_threshold_vectors(n=600, dim=128, seed=0):
+    """Unit vectors with many pairs just above and just below 0.95 (and far ones)."""
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(n, dim))
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    noise = rng.normal(size=(n, dim))
+    noise -= (noise * base).sum(1, keepdims=True) * base  # orthogonal to its base vector
+    noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+    target = rng.uniform(0.93, 0.97, size=(n, 1))  # the copy's similarity to its base vector
+    copies = target * base + np.sqrt(1 - target ** 2) * noise
+    return np.concatenate([base, copies]).astype(np.float32)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_torch_range_search_equals_faiss_exactly(dtype):
+    # The GPU path (torch matrix products) run here on the CPU: low-precision candidates plus the fp32
+    # check give exactly Faiss's pairs, including the many pairs within 0.02 of the threshold.
+    vectors = near_threshold_vectors()
+    by_faiss = range_neighbours(vectors, vectors, 0.95, device="cpu")
+    by_torch = torch_range_neighbours(vectors, vectors, 0.95, device="cpu", dtype=dtype, max_elements=50_000)
+    near = sum(int(((s > 0.95) & (s < 0.97)).sum()) for _, s in by_faiss)
+    assert near >= 200  # the test really has pairs at the edge
+    assert len(by_torch) == len(by_faiss)
+    for (i_f, s_f), (i_t, s_t) in zip(by_faiss, by_torch):
+        assert i_t.tolist() == i_f.tolist()
+        np.testing.assert_allclose(s_t, s_f, atol=1e-5)
+    # bf16 alone would be wrong at the edge: the fp32 check is what makes it exact.
+    approx = torch.from_numpy(vectors).bfloat16() @ torch.from_numpy(vectors).bfloat16().T
+    exact = vectors @ vectors.T
+    assert ((approx.float().numpy() > 0.95) != (exact > 0.95)).any()
+
