@@ -424,9 +424,21 @@ def reference_split(labels, choice: str = "first", seed: int = 0, no_reference: 
     return refs, probes
 
 
+def reference_rows(emb, labels, refs, views=None) -> tuple[np.ndarray, np.ndarray]:
+    """The reference embeddings and their labels: one vector per reference image, or with ``views``
+    ((N, V, dim), as ``Embedder.embed_views`` gives) every view of it, each under the image's label
+    (as the pipeline's ``reference_views`` setting matches them)."""
+    labels = np.asarray(labels, dtype=object)
+    if views is None:
+        return np.asarray(emb)[refs], labels[refs]
+    chosen = np.asarray(views)[refs]
+    return chosen.reshape(-1, chosen.shape[-1]), np.repeat(labels[refs], chosen.shape[1])
+
+
 def prelabel_over_reference_draws(emb, labels, draws: int, *, seed: int = 0, no_reference: Iterable = (),
                                   per_identity: int = 1, threshold: float = PRELABEL_THRESHOLD,
-                                  min_margin: float = 0.0, margin_sweep: Sequence[float] = MARGIN_SWEEP) -> dict:
+                                  min_margin: float = 0.0, margin_sweep: Sequence[float] = MARGIN_SWEEP,
+                                  views=None) -> dict:
     """The pre-label protocol repeated with ``draws`` seeded random reference choices (seeds ``seed``,
     ``seed``+1, ...). Which image is "the typical one" moves precision and recall a lot on a small set,
     so one draw alone can flatter or wrong a model: this gives the mean, spread and worst draw, at
@@ -436,8 +448,8 @@ def prelabel_over_reference_draws(emb, labels, draws: int, *, seed: int = 0, no_
     per_draw = []
     for d in range(draws):
         refs, probes = reference_split(lab, "random", seed + d, no_reference=no_reference, per_identity=per_identity)
-        r = prelabel_precision_recall(emb[refs], lab[refs], emb[probes], lab[probes], threshold, min_margin,
-                                      sweep=(), margin_sweep=margin_sweep)
+        r = prelabel_precision_recall(*reference_rows(emb, lab, refs, views), emb[probes], lab[probes], threshold,
+                                      min_margin, sweep=(), margin_sweep=margin_sweep)
         per_draw.append([(m["precision"], m["recall"]) for m in [r] + r["margin_sweep"]])
 
     def summary(k: int, margin: float) -> dict:
@@ -490,6 +502,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--reference-draws", type=int, default=20, metavar="N",
                    help="also repeat the pre-label with N seeded random reference choices and report mean, "
                         "spread and worst draw (default 20; 0: off)")
+    p.add_argument("--reference-views", action="store_true",
+                   help="match pre-label references by the crop and its centred crops (the pipeline's "
+                        "reference_views setting); embeds every image 4 times")
     p.add_argument("--device", default="cpu", help="cpu|cuda|auto (default cpu)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
@@ -497,13 +512,14 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
-def _embed_samples(model, samples, batch_size: int) -> np.ndarray:
-    """Embeddings in chunks, so that only one chunk of images is in memory at a time."""
+def _embed_samples(model, samples, batch_size: int, views: bool = False) -> np.ndarray:
+    """Embeddings in chunks, so that only one chunk of images is in memory at a time: (N, dim), or
+    with ``views`` every image's reference views (N, V, dim)."""
     chunks = []
     step = max(1, batch_size) * 4
     for i in range(0, len(samples), step):
         images = [s.load() for s in samples[i:i + step]]
-        chunks.append(model.embed(images, batch_size=batch_size))
+        chunks.append(model.embed_views(images, batch_size) if views else model.embed(images, batch_size=batch_size))
     if not chunks:
         return np.zeros((0, model.dim), np.float32)
     return np.concatenate(chunks)
@@ -512,10 +528,12 @@ def _embed_samples(model, samples, batch_size: int) -> np.ndarray:
 def evaluate(emb: np.ndarray, labels: Sequence[str], *, unknown_labels: Iterable[str] = (), seed: int = 0,
              probes_per_identity: tuple[int, int] = (3, 7), pairs: int | None = None, folds: int = 10,
              prelabel_threshold: float = PRELABEL_THRESHOLD, prelabel_reference: str = "first",
-             prelabel_min_margin: float = 0.0, prelabel_references: int = 1, reference_draws: int = 0) -> dict:
+             prelabel_min_margin: float = 0.0, prelabel_references: int = 1, reference_draws: int = 0,
+             reference_views: np.ndarray | None = None) -> dict:
     """All three protocols on one set of embeddings (``labels`` in the order of ``emb``; for the
     'first' reference choice, pass them sorted by path). ``unknown_labels``: distractors in
-    identification, probes without reference in pre-labelling, ignored in verification."""
+    identification, probes without reference in pre-labelling, ignored in verification.
+    ``reference_views`` ((N, V, dim)): pre-label references are matched by all their views."""
     unknown = sorted({str(x) for x in unknown_labels})
     labels = [str(x) for x in labels]
     ident = identification(emb, labels, seed=seed, probes_per_identity=probes_per_identity,
@@ -528,14 +546,15 @@ def evaluate(emb: np.ndarray, labels: Sequence[str], *, unknown_labels: Iterable
                                    per_identity=prelabel_references)
     lab = np.asarray(labels, dtype=object)
     emb = np.asarray(emb)
-    pre = prelabel_precision_recall(emb[refs], lab[refs], emb[probes], lab[probes], prelabel_threshold,
-                                    prelabel_min_margin)
+    pre = prelabel_precision_recall(*reference_rows(emb, lab, refs, reference_views), emb[probes], lab[probes],
+                                    prelabel_threshold, prelabel_min_margin)
     pre["reference"] = prelabel_reference
     pre["references_per_identity"] = prelabel_references
+    pre["reference_views"] = 1 if reference_views is None else int(np.asarray(reference_views).shape[1])
     if reference_draws:
         pre["over_reference_draws"] = prelabel_over_reference_draws(
             emb, lab, reference_draws, seed=seed, no_reference=unknown, per_identity=prelabel_references,
-            threshold=prelabel_threshold, min_margin=prelabel_min_margin)
+            threshold=prelabel_threshold, min_margin=prelabel_min_margin, views=reference_views)
     return {"identification": ident, "verification": verif, "prelabel": pre}
 
 
@@ -567,13 +586,14 @@ def run(args: argparse.Namespace) -> int:
     # Sorted by path (then box) so that "first image of each identity" is well defined and stable.
     samples = sorted(samples, key=lambda s: (s.identity, s.path, s.box or ()))
     model, meta = load_embedder(args.weights, resolve_device(args.device))
-    emb = _embed_samples(model, samples, args.batch_size)
+    views = _embed_samples(model, samples, args.batch_size, views=True) if args.reference_views else None
+    emb = views[:, 0] if views is not None else _embed_samples(model, samples, args.batch_size)
     labels = [s.identity for s in samples]
     res = evaluate(emb, labels, unknown_labels=unknown, seed=args.seed,
                    probes_per_identity=(args.probes_min, args.probes_max), pairs=args.pairs, folds=args.folds,
                    prelabel_threshold=args.prelabel_threshold, prelabel_reference=args.prelabel_reference,
                    prelabel_min_margin=args.prelabel_min_margin, prelabel_references=args.prelabel_references,
-                   reference_draws=args.reference_draws)
+                   reference_draws=args.reference_draws, reference_views=views)
     known = {lab for lab in labels if lab not in unknown}
     report = {"model_id": meta["model_id"], "weights": str(args.weights), "sources": sources,
               "images": len(samples), "identities": len(known),

@@ -120,6 +120,46 @@ def embed_crops(crop_shas: list[str], setting: str, data_root: str | Path, batch
     return vectors
 
 
+def embed_reference_views(crop_shas: list[str], setting: str, data_root: str | Path,
+                          batch_size: int = 64) -> dict[str, np.ndarray]:
+    """Per crop sha, the embeddings of its `models.embedder.reference_views` (V, dim), cached beside
+    the plain embeddings under the model id plus the view set's name."""
+    from models.embedder import REFERENCE_VIEWS_ID
+
+    loaded = load(setting)
+    if loaded is None or not crop_shas:
+        return {}
+    model, meta = loaded
+    cache = EmbeddingCache(data_root, f"{meta['model_id']}-{REFERENCE_VIEWS_ID}")
+    unique = list(dict.fromkeys(crop_shas))
+    views = cache.get_many(unique)
+    missing = [s for s in unique if s not in views]
+    store = ContentStore(Path(data_root) / "store")
+    for start in range(0, len(missing), batch_size):
+        ok = [(s, im) for s in missing[start:start + batch_size]
+              if (im := cv2.imread(str(store.path_for(s, ".jpg")))) is not None]
+        if not ok:
+            continue
+        for (sha, _), vecs in zip(ok, model.embed_views([im for _, im in ok], batch_size=batch_size)):
+            cache.put(sha, vecs)
+            views[sha] = vecs
+    return views
+
+
+def reference_matrix(ref_faces: pd.DataFrame, vectors: dict[str, np.ndarray],
+                     views: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The rows pre-labels are matched against and the identity of each: one per reference face, or
+    with `views` every view of each (a reference face whose views are missing keeps its one vector)."""
+    rows, names = [], []
+    for sha, identity in zip(ref_faces["crop_sha"], ref_faces["identity"]):
+        block = views[sha] if views is not None and sha in views else vectors[sha][None]
+        rows.append(block)
+        names += [identity] * len(block)
+    if not rows:
+        return np.zeros((0, 1), np.float32), np.zeros(0, object)
+    return np.concatenate(rows).astype(np.float32), np.asarray(names, dtype=object)
+
+
 PRELABEL_COLUMNS = ("prelabel", "prelabel_score", "runner_up", "runner_up_score", "prelabel_margin")
 REFERENCE_COLUMNS = ["face_id", "asset_id", "crop_sha", "album_id", "character", "crop_w", "crop_h"]
 VERIFIED_COLUMNS = ["face_id", "crop_sha", "identity"]
@@ -225,10 +265,14 @@ def faces_with_current_prelabels(manifest, version: int | None = None, columns: 
     return faces
 
 
-def reference_set_id(model_id: str, threshold: float, references: pd.DataFrame, min_margin: float = 0.0) -> str:
+def reference_set_id(model_id: str, threshold: float, references: pd.DataFrame, min_margin: float = 0.0,
+                     views: bool = False) -> str:
     """Fingerprint of what pre-labels depend on besides the crop: model, rule, (face, identity) pairs."""
     pairs = sorted(zip(references["face_id"], references["identity"])) if len(references) else []
-    blob = json.dumps([model_id, round(float(threshold), 6), round(float(min_margin), 6), pairs]).encode()
+    from models.embedder import REFERENCE_VIEWS_ID
+
+    rule = [model_id, round(float(threshold), 6), round(float(min_margin), 6)] + ([REFERENCE_VIEWS_ID] if views else [])
+    blob = json.dumps([*rule, pairs]).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -339,9 +383,10 @@ def _histogram(values) -> dict:
 def run_identity_stage(faces: pd.DataFrame, assets: pd.DataFrame, published: Published, setting: str,
                        data_root: str | Path, dedup_threshold: float, prelabel_threshold: float,
                        run_id: str, prelabel_min_margin: float = 0.0,
-                       verified_references: bool = True) -> IdentityOutcome | None:
+                       verified_references: bool = True, reference_views: bool = True) -> IdentityOutcome | None:
     """`faces`/`assets`: this run's staged rows; `published`: what earlier versions hold.
-    `verified_references`: faces people verified join their identity's references."""
+    `verified_references`: faces people verified join their identity's references.
+    `reference_views`: references are matched by their crop and centred crops of it."""
     loaded = load(setting)
     if loaded is None:
         return None
@@ -371,6 +416,8 @@ def run_identity_stage(faces: pd.DataFrame, assets: pd.DataFrame, published: Pub
     ref_faces = ref_faces[ref_faces["crop_sha"].isin(list(ref_vectors))].reset_index(drop=True)
     ref_matrix = np.stack([ref_vectors[s] for s in ref_faces["crop_sha"]]) if len(ref_faces) else np.zeros((0, 1))
     identities = _identities(ref_faces, ref_matrix, dedup_threshold, model_id, run_id)
+    views = embed_reference_views(ref_faces["crop_sha"].tolist(), setting, data_root) if reference_views else None
+    match_matrix, match_identities = reference_matrix(ref_faces, ref_vectors, views)
 
     # Near-duplicates among this run's candidates and against everything published.
     indexed = complete_published_index(published, setting, data_root)
@@ -391,18 +438,18 @@ def run_identity_stage(faces: pd.DataFrame, assets: pd.DataFrame, published: Pub
     survivors = candidates.index[result.kept]
     surv_matrix = cand_matrix[result.kept] if len(candidates) else cand_matrix
     if len(ref_faces):
-        found = nearest_identities(surv_matrix, ref_matrix, ref_faces["identity"], prelabel_threshold,
+        found = nearest_identities(surv_matrix, match_matrix, match_identities, prelabel_threshold,
                                    prelabel_min_margin)
         for column in PRELABEL_COLUMNS:
             faces.loc[survivors, column] = found[column].to_numpy()
 
     # Published candidates are matched again when the reference set changed since the last run
     # (a character's typical image arrived after its faces did), so none stays unlabelled for ever.
-    reference_set = reference_set_id(model_id, prelabel_threshold, ref_faces, prelabel_min_margin)
+    reference_set = reference_set_id(model_id, prelabel_threshold, ref_faces, prelabel_min_margin, reference_views)
     current = published.prelabels
     relabels: list[dict] = []
     if reference_set != published.reference_set and len(published_ids) and len(ref_faces):
-        again = nearest_identities(published_vectors, ref_matrix, ref_faces["identity"], prelabel_threshold,
+        again = nearest_identities(published_vectors, match_matrix, match_identities, prelabel_threshold,
                                    prelabel_min_margin)
         again.insert(0, "face_id", published_ids)
         old = (current.drop_duplicates("face_id").set_index("face_id")
@@ -420,7 +467,8 @@ def run_identity_stage(faces: pd.DataFrame, assets: pd.DataFrame, published: Pub
     n_verified = int(ref_faces["face_id"].isin(set(published.verified["face_id"])).sum()) if verified_references else 0
     calibration = {
         "embedder": model_id, "dedup_threshold": dedup_threshold, "prelabel_threshold": prelabel_threshold,
-        "prelabel_min_margin": prelabel_min_margin, "reference_set": reference_set, "prelabels_updated": len(relabels),
+        "prelabel_min_margin": prelabel_min_margin, "reference_views": len(match_matrix) if reference_views else 0,
+        "reference_set": reference_set, "prelabels_updated": len(relabels),
         "references": len(ref_faces), "verified_references": n_verified,
         "duplicate_similarity": _histogram(faces["duplicate_similarity"]),
         "prelabel_score": _histogram(faces["prelabel_score"]),

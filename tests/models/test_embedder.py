@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.embedder import (MEAN_RGB, STD_RGB, Embedder, load_embedder, model_id, preprocess, read_meta,
-                             save_embedder, weights_sha256)
+from models.embedder import (MEAN_RGB, REFERENCE_VIEW_SCALES, STD_RGB, Embedder, load_embedder, model_id,
+                             preprocess, read_meta, reference_views, save_embedder, weights_sha256)
 from tests.conftest import SHARED
 
 HOLO = SHARED / "data" / "anime_identities" / "hololive_danbooru"
@@ -149,3 +149,23 @@ def test_flip_average_is_mirror_invariant_and_part_of_the_model_id(tmp_path):
     # Same tensors, other vectors: the id says which, so the two never share a published index.
     assert weights_sha256(flip_path) == weights_sha256(plain_path)
     assert meta["model_id"] == model_id(flip_path) == model_id(plain_path) + "-flip"
+
+
+def test_reference_views_are_the_crop_then_centred_crops_and_embed_in_one_call():
+    crop = real_crops(1)[0][:90, :120]  # not square: each side is cut by the same share
+    views = reference_views(crop)
+    assert len(views) == 1 + len(REFERENCE_VIEW_SCALES) and views[0] is crop
+    for view, scale in zip(views[1:], REFERENCE_VIEW_SCALES):
+        h, w = view.shape[:2]
+        assert (h, w) == (round(90 * scale), round(120 * scale))
+        y, x = (90 - h) // 2, (120 - w) // 2
+        np.testing.assert_array_equal(view, crop[y:y + h, x:x + w])  # centred
+
+    torch.manual_seed(0)
+    net = Embedder("resnet18", dim=32, input_size=64)
+    crops = real_crops(3)
+    per_image = net.embed_views(crops, batch_size=4)
+    assert per_image.shape == (3, len(views), 32)
+    np.testing.assert_allclose(per_image[:, 0], net.embed(crops), atol=1e-5)  # view 0: the crop itself
+    np.testing.assert_allclose(per_image[1], net.embed(reference_views(crops[1])), atol=1e-5)
+    assert np.abs(per_image[:, 1] - per_image[:, 0]).max() > 1e-3  # the zooms are other vectors

@@ -14,8 +14,8 @@ from sklearn.metrics import roc_curve as sk_roc_curve
 
 from models.embedder import Embedder, save_embedder
 from models.eval_embedder import (MARGIN_SWEEP, SWEEP_THRESHOLDS, accuracy_at, auc, best_threshold, identification, main,
-                                  prelabel_over_reference_draws, prelabel_precision_recall, public, reference_split, roc_curve, tar_at_far,
-                                  verification)
+                                  prelabel_over_reference_draws, prelabel_precision_recall, public, reference_rows,
+                                  reference_split, roc_curve, tar_at_far, verification)
 from models.train_embedder import identity_folders
 from tests.conftest import SHARED
 
@@ -237,6 +237,22 @@ def test_prelabel_hand_made_example():
     assert strict["precision"] == 2 / 3 and strict["recall"] == 0.5
 
 
+def test_reference_views_match_a_probe_that_only_one_view_resembles():
+    emb = np.eye(4)  # references A and B, then a probe of A and a probe of B, all unrelated
+    labels = np.array(["A", "B", "A", "B"], dtype=object)
+    views = np.stack([emb, emb], axis=1)  # (N, V, dim); view 0 is the image's own vector
+    views[0, 1] = [np.sqrt(1 - 0.9 ** 2), 0, 0.9, 0]  # A zoomed in looks like A's probe (0.9)
+    refs, probes = np.array([0, 1]), np.array([2, 3])
+    rows, names = reference_rows(emb, labels, refs)
+    assert rows.shape == (2, 4) and names.tolist() == ["A", "B"]
+    rows, names = reference_rows(emb, labels, refs, views)
+    assert rows.shape == (4, 4) and names.tolist() == ["A", "A", "B", "B"]
+    one = prelabel_precision_recall(emb[refs], labels[refs], emb[probes], labels[probes], threshold=0.6)
+    assert one["labelled"] == 0
+    both = prelabel_precision_recall(rows, names, emb[probes], labels[probes], threshold=0.6)
+    assert (both["labelled"], both["correct"], both["references"]) == (1, 1, 4)
+
+
 def test_reference_split():
     labels = ["a", "a", "a", "b", "b", "unknown", "c"]
     refs, probes = reference_split(labels, "first", no_reference=["unknown"])
@@ -349,3 +365,9 @@ def test_cli_on_folders_and_cava_unknown_distractors(tiny_model, tmp_path, capsy
     assert main(args[:-4] + ["--exclude-unknown"]) == 0
     excluded = json.loads(capsys.readouterr().out)
     assert excluded["unknown_images"] == 0 and excluded["images"] == 18 + len(rows) - n_unknown
+    # Every reference matched by its 4 views; everything but the pre-label is the same.
+    assert main(args[:-4] + ["--exclude-unknown", "--reference-views"]) == 0
+    viewed = json.loads(capsys.readouterr().out)
+    assert viewed["prelabel"]["reference_views"] == 4 and excluded["prelabel"]["reference_views"] == 1
+    assert viewed["prelabel"]["references"] == 4 * excluded["prelabel"]["references"]
+    assert viewed["identification"] == excluded["identification"]

@@ -202,6 +202,39 @@ def test_verified_faces_join_the_references_and_prelabel_more_faces_right(tmp_pa
     assert right_after > right_before and wrong_after <= wrong_before, (right_before, right_after, wrong_before, wrong_after)
 
 
+def test_reference_views_match_a_face_framed_tighter_than_its_typical_image(tmp_path):
+    run = Run(tmp_path)
+    names = ["ame", "gura", "kiara", "mumei"]
+    tighter = {}
+    for name in names:
+        typical = cv2.imread(str(crops_of(name, 1)[0]))
+        run.add(typical, character=name, kind="reference")
+        h, w = typical.shape[:2]  # the same face seen closer: its centre 70%, at the same size
+        zoomed = cv2.resize(typical[round(h * 0.15):round(h * 0.85), round(w * 0.15):round(w * 0.85)], (w, h))
+        tighter[run.add(zoomed)] = f"holo/{name}"
+    others = {run.add(cv2.imread(str(p))): f"holo/{name}" for name in names for p in crops_of(name, 5, start=10)}
+
+    def stage(reference_views):
+        out = run_identity_stage(pd.DataFrame(run.faces), pd.DataFrame(run.assets), Published.nothing(), "default",
+                                 tmp_path, 0.98, 0.6, "run", reference_views=reference_views)
+        return out, out.faces.set_index("face_id")
+
+    crop_only, before = stage(False)
+    views, after = stage(True)
+    assert crop_only.calibration["reference_views"] == 0 and views.calibration["reference_views"] == 4 * 4
+    assert crop_only.calibration["reference_set"] != views.calibration["reference_set"]  # published faces get matched again
+    assert (before.loc[list(tighter), "prelabel_score"] < 0.99).all()  # one view: the framing costs similarity
+    assert (after.loc[list(tighter), "prelabel_score"] > 0.99).all()   # the 70% view is that framing
+    assert after.loc[list(tighter), "prelabel"].tolist() == list(tighter.values())
+    for faces in (before, after):  # the other faces are labelled as well either way
+        labels = faces.loc[list(others), "prelabel"]
+        assert sum(labels[f] == others[f] for f in others) >= 18 and sum(
+            labels[f] not in (None, others[f]) for f in others) <= 2
+    # View embeddings are cached beside the plain ones, under a name that says which views.
+    cached = sorted(p.name for p in (tmp_path / "cache" / "embeddings").iterdir())
+    assert cached == [views.calibration["embedder"], f"{views.calibration['embedder']}-views-0.85-0.7-0.55"]
+
+
 def test_nearest_identities_hand_computed():
     refs = np.array([[1.0, 0.0, 0.0], [0.8, 0.6, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     names = ["a", "a", "b", "c"]
