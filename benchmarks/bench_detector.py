@@ -76,7 +76,7 @@ def main() -> int:
           f"{batch / letterbox_s:.1f} images/s", flush=True)
 
     shipped = load_detector(args.weights)  # run at --size (the network is fully convolutional)
-    detectors = [(f"ours {shipped.backbone} (shipped weights, trained at {shipped.size} px)",
+    detectors = [(f"ours {shipped.backbone} (shipped weights, stored size {shipped.size} px)",
                   FaceDetector(shipped.model, backbone=shipped.backbone, size=args.size, device=device))]
     r50 = build_retinanet("resnet50", args.size)
     detectors.append(("ours resnet50 (untrained)", FaceDetector(r50, backbone="resnet50", size=args.size, device=device)))
