@@ -53,7 +53,8 @@ def test_release_exports_identity_disjoint_splits_with_a_card(tmp_path, capsys):
 
     card = (rel / "DATASET_CARD.md").read_text()
     for needle in ("| manifest version | 1", "animeface (animeface-2.0.3)", "emb-test-0001", "| prelabel_threshold | 0.6 |",
-                   "| dedup_threshold | 0.95 |", "| min_sharpness | 30.0 |", "| toon/carol | `toon__carol` | ",
+                   "| dedup_threshold | 0.95 |", "| min_sharpness | 30.0 |", "| reference_views | True |",
+                   "| toon/carol | `toon__carol` | ",
                    "| toon | Toon Town | 10 |", "Annotators (verified faces exported): ann (10)", "by identity"):
         assert needle in card, needle
     tags = read_releases(root)

@@ -96,7 +96,7 @@ def build_data_root(root: str | Path) -> dict:
     manifest.publish(staging, {
         "flow_run_id": "flow-0", "git_commit": "test", "config_hash": "cfg0",
         "config": {"enlarge_rate": 1.0, "min_sharpness": 30.0, "min_crop_side": 100, "dedup_threshold": 0.95,
-                   "prelabel_threshold": 0.6, "detector": "animeface"},
+                   "prelabel_threshold": 0.6, "reference_views": True, "detector": "animeface"},
         "model_ids": {"animeface": "animeface-2.0.3", "embedder": EMBEDDER},
         "counts": {"crops_kept": len(faces) - 1}, "library": "/media/toon",
         "calibration": {"embedder": EMBEDDER, "dedup_threshold": 0.95, "prelabel_threshold": 0.6},
