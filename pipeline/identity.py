@@ -96,13 +96,21 @@ class EmbeddingCache:
         atomic_write(self.path(sha), buf.getvalue())
 
 
-def embed_crops(crop_shas: list[str], setting: str, data_root: str | Path, batch_size: int = 64) -> dict[str, np.ndarray]:
-    """L2-normalised embedding per crop sha (from the cache, computing what is missing)."""
+def embed_crops(crop_shas: list[str], setting: str, data_root: str | Path, batch_size: int = 64,
+                views: bool = False) -> dict[str, np.ndarray]:
+    """L2-normalised embedding per crop sha (from the cache, computing what is missing). With `views`,
+    the embeddings of the crop's `models.embedder.reference_views` (V, dim) instead, cached beside the
+    plain ones under the model id plus the view set's name."""
     loaded = load(setting)
     if loaded is None or not crop_shas:
         return {}
     model, meta = loaded
-    cache = EmbeddingCache(data_root, meta["model_id"])
+    if views:
+        from models.embedder import REFERENCE_VIEWS_ID
+
+        cache, embed = EmbeddingCache(data_root, f"{meta['model_id']}-{REFERENCE_VIEWS_ID}"), model.embed_views
+    else:
+        cache, embed = EmbeddingCache(data_root, meta["model_id"]), model.embed
     unique = list(dict.fromkeys(crop_shas))
     vectors = cache.get_many(unique)
     missing = [s for s in unique if s not in vectors]
@@ -113,37 +121,11 @@ def embed_crops(crop_shas: list[str], setting: str, data_root: str | Path, batch
         ok = [(s, im) for s, im in zip(chunk, images) if im is not None]
         if not ok:
             continue
-        emb = model.embed([im for _, im in ok], batch_size=batch_size)
+        emb = embed([im for _, im in ok], batch_size=batch_size)
         for (sha, _), vec in zip(ok, emb):
             cache.put(sha, vec)
             vectors[sha] = vec
     return vectors
-
-
-def embed_reference_views(crop_shas: list[str], setting: str, data_root: str | Path,
-                          batch_size: int = 64) -> dict[str, np.ndarray]:
-    """Per crop sha, the embeddings of its `models.embedder.reference_views` (V, dim), cached beside
-    the plain embeddings under the model id plus the view set's name."""
-    from models.embedder import REFERENCE_VIEWS_ID
-
-    loaded = load(setting)
-    if loaded is None or not crop_shas:
-        return {}
-    model, meta = loaded
-    cache = EmbeddingCache(data_root, f"{meta['model_id']}-{REFERENCE_VIEWS_ID}")
-    unique = list(dict.fromkeys(crop_shas))
-    views = cache.get_many(unique)
-    missing = [s for s in unique if s not in views]
-    store = ContentStore(Path(data_root) / "store")
-    for start in range(0, len(missing), batch_size):
-        ok = [(s, im) for s in missing[start:start + batch_size]
-              if (im := cv2.imread(str(store.path_for(s, ".jpg")))) is not None]
-        if not ok:
-            continue
-        for (sha, _), vecs in zip(ok, model.embed_views([im for _, im in ok], batch_size=batch_size)):
-            cache.put(sha, vecs)
-            views[sha] = vecs
-    return views
 
 
 def reference_matrix(ref_faces: pd.DataFrame, vectors: dict[str, np.ndarray],
@@ -416,7 +398,7 @@ def run_identity_stage(faces: pd.DataFrame, assets: pd.DataFrame, published: Pub
     ref_faces = ref_faces[ref_faces["crop_sha"].isin(list(ref_vectors))].reset_index(drop=True)
     ref_matrix = np.stack([ref_vectors[s] for s in ref_faces["crop_sha"]]) if len(ref_faces) else np.zeros((0, 1))
     identities = _identities(ref_faces, ref_matrix, dedup_threshold, model_id, run_id)
-    views = embed_reference_views(ref_faces["crop_sha"].tolist(), setting, data_root) if reference_views else None
+    views = embed_crops(ref_faces["crop_sha"].tolist(), setting, data_root, views=True) if reference_views else None
     match_matrix, match_identities = reference_matrix(ref_faces, ref_vectors, views)
 
     # Near-duplicates among this run's candidates and against everything published.
