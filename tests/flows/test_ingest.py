@@ -240,20 +240,26 @@ def test_a_folder_of_real_cartoon_frames_as_stills(tmp_path):
     from models.eval_detector import box_iou
     from pipeline.detect import DEFAULT_DETECTOR_WEIGHTS
 
-    ingest(library=str(CAVA_DEXTER / "images" / "val"), data_root=str(tmp_path / "data"))  # default detector
+    # every fourth val frame (50 of 200), linked into a folder: the same check in a quarter of the time
+    stills = tmp_path / "stills"
+    stills.mkdir()
+    for frame in sorted((CAVA_DEXTER / "images" / "val").glob("*.jpg"))[::4]:
+        (stills / frame.name).symlink_to(frame)
+    ingest(library=str(stills), data_root=str(tmp_path / "data"))  # default detector
     m = Manifest(tmp_path / "data")
     assets, faces = m.read("assets"), m.read("faces")
-    assert len(assets) == 200 and (assets["status"] == "ok").all()
+    assert len(assets) == 50 and (assets["status"] == "ok").all()
     assert len(faces) > 0 and set(faces["status"]) <= {"kept", "dropped"}
     assert faces["asset_id"].isin(assets["asset_id"]).all()
     # the detector and its weights' hash are on every face row and in the version's metadata
     model_id = load_detector(DEFAULT_DETECTOR_WEIGHTS).model_id
     assert (faces["detector"] == "retinanet").all() and (faces["model_id"] == model_id).all()
     assert json.loads(m.history().iloc[0]["model_ids"])["retinanet"] == model_id
-    # and it finds most of the labelled faces (animeface found 7 of these 307)
+    # and it finds most of the labelled faces (animeface found 7 of all 307 in the 200 val frames)
     import pandas as pd
     truth = pd.read_csv(CAVA_DEXTER / "boxes.csv").query("split == 'val'")
     truth["source"] = truth["image"].str.rsplit("/", n=1).str[-1]
+    truth = truth[truth["source"].isin([p.name for p in stills.iterdir()])]
     found = faces.merge(assets[["asset_id", "source"]], on="asset_id")
     found["source"] = found["source"].str.rsplit("/", n=1).str[-1]
     matched = 0

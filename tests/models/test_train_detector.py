@@ -97,7 +97,7 @@ def test_a_killed_run_resumes_from_its_last_mid_epoch_checkpoint(tmp_path):
     """SIGKILL mid-epoch, then the same command again: it resumes and ends with the uninterrupted run's weights."""
     def command(out, ckpt):
         return [sys.executable, "-m", "pipeline.cli", "train-detector", "--train", f"cava:{CAVA_DEXTER}:train",
-                "--backbone", "resnet18", "--size", "128", "--batch-size", "2", "--epochs", "1", "--max-steps", "30",
+                "--backbone", "resnet18", "--size", "128", "--batch-size", "2", "--epochs", "1", "--max-steps", "12",
                 "--seed", "5", "--device", "cpu", "--workers", "0", "--out", str(out), "--checkpoint", str(ckpt),
                 "--checkpoint-minutes", "0"]
 
@@ -114,10 +114,10 @@ def test_a_killed_run_resumes_from_its_last_mid_epoch_checkpoint(tmp_path):
         proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     killed_at = torch.load(ckpt, weights_only=False)
-    assert 3 <= killed_at["step"] < 30 and killed_at["batch"] == killed_at["step"]
+    assert 3 <= killed_at["step"] < 12 and killed_at["batch"] == killed_at["step"]
     subprocess.run(command(out, ckpt), cwd=PROJECT, check=True, capture_output=True)
     a, b = load_detector(straight), load_detector(out)
     for (name, x), y in zip(a.model.state_dict().items(), b.model.state_dict().values()):
         torch.testing.assert_close(x, y, msg=name)
     history = json.loads(out.with_suffix(".train_log.json").read_text())["history"]
-    assert history[-1]["steps"] == 30
+    assert history[-1]["steps"] == 12

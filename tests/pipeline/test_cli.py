@@ -79,14 +79,20 @@ def test_detect_prints_boxes_per_image_in_argument_order(tmp_path):
     assert no_size.returncode == 2 and "applies to retinanet" in no_size.stderr
 
 
-def test_eval_detector_prints_coco_style_figures():
+def test_eval_detector_prints_coco_style_figures(tmp_path):
+    import pandas as pd
+
     from tests.conftest import CAVA_DEXTER
 
-    out = toonface("eval-detector", "--images", str(CAVA_DEXTER), "--boxes", str(CAVA_DEXTER / "boxes.csv"),
+    # 20 of the 200 val frames (their rows of the real boxes.csv): animeface takes ~0.25 s an image here
+    boxes = pd.read_csv(CAVA_DEXTER / "boxes.csv").query("split == 'val'")
+    boxes = boxes[boxes["image"].isin(sorted(boxes["image"].unique())[::10])]
+    boxes.to_csv(tmp_path / "boxes.csv", index=False)
+    out = toonface("eval-detector", "--images", str(CAVA_DEXTER), "--boxes", str(tmp_path / "boxes.csv"),
                    "--split", "val", "--detector", "animeface")
     assert out.returncode == 0, out.stderr
     r = json.loads(out.stdout)
-    assert r["images"] == 200 and r["faces"] == 307 and r["model_id"].startswith("animeface")
+    assert r["images"] == 20 and r["faces"] == len(boxes) > 20 and r["model_id"].startswith("animeface")
     assert 0 <= r["ap"] <= r["ap50"] <= 1 and 0 <= r["recall"] <= 1
     bad = toonface("eval-detector", "--images", str(CAVA_DEXTER), "--boxes", str(CAVA_DEXTER / "nope.csv"))
     assert bad.returncode == 2 and "nope.csv" in bad.stderr
