@@ -48,9 +48,17 @@ def _prefect() -> str:
 def _alive(pid_file: Path) -> int | None:
     try:
         pid = int(pid_file.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    try:  # started by this very process (as in the tests): a dead child stays a zombie until reaped
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return None
+    except ChildProcessError:
+        pass
+    try:
         os.kill(pid, 0)
         return pid
-    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+    except (ProcessLookupError, PermissionError):
         return None
 
 
