@@ -27,8 +27,10 @@ def test_nightly_deployment_is_scheduled_and_runs_on_the_worker(prefect_server, 
 
     library = make_sample_library(tmp_path / "lib").parent
     data = tmp_path / "data"
+    # A setting goes in as the flow's `config` parameter, JSON; 320 px detection halves the run's time here.
     run = prefect_cli("deployment", "run", "ingest/nightly", "--watch",
-                      "--param", f"library={library}", "--param", f"data_root={data}")
+                      "--param", f"library={library}", "--param", f"data_root={data}",
+                      "--param", 'config={"detector_size": 320}')
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "Completed" in run.stdout
 
@@ -36,7 +38,8 @@ def test_nightly_deployment_is_scheduled_and_runs_on_the_worker(prefect_server, 
     assert len(history) == 1
     flow_run_id = history["flow_run_id"][0]
     assert flow_run_id and flow_run_id in run.stdout  # the worker's flow run published it
-    assert len(Manifest(data).read("faces")) > 0
+    faces = Manifest(data).read("faces")
+    assert len(faces) > 0 and faces["model_id"].str.endswith("-320px").all()  # the parameter reached the run
 
     artifact = prefect_cli("artifact", "inspect", "ingest-funnel")
     assert artifact.returncode == 0 and "crops_kept" in artifact.stdout
@@ -53,7 +56,7 @@ def test_ingest_on_a_dask_cluster(prefect_server, tmp_path):
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         out = subprocess.run(
             [os.sys.executable, "-m", "pipeline.cli", "ingest", "--library", str(library), "--data-root", str(data),
-             "--task-runner", cluster.scheduler_address],
+             "--task-runner", cluster.scheduler_address, "--set", "detector_size=320"],
             cwd=PROJECT, capture_output=True, text=True, timeout=600, env=os.environ.copy())
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
         with Client(cluster.scheduler_address) as client:

@@ -34,6 +34,12 @@ def copy_library(src: Path, dst: Path) -> Path:
     return dst
 
 
+# Tests of run mechanics (reruns, kills, references arriving) run the detector at 320 px: half the
+# time of its default 576 on a 2-core machine, and the sample library's faces are still found.
+# The detection tests (sample library, real frames) keep the defaults.
+MECHANICS = {"detector_size": 320}
+
+
 def rows_added(manifest: Manifest, version: int) -> dict:
     return json.loads(manifest.history()["rows_added"][version])
 
@@ -92,14 +98,14 @@ def test_sample_library_becomes_a_manifest_with_real_detections(sample_library, 
 def test_rerun_adds_nothing_and_a_new_episode_adds_only_its_frames(sample_library, tmp_path):
     library = copy_library(sample_library, tmp_path / "lib")
     data = str(tmp_path / "data")
-    ingest(library=str(library), data_root=data)
-    second = ingest(library=str(library), data_root=data)
+    ingest(library=str(library), data_root=data, config=MECHANICS)
+    second = ingest(library=str(library), data_root=data, config=MECHANICS)
     m = Manifest(data)
     assert set(rows_added(m, 1).values()) == {0}
     assert second["counts"]["images_cached"] == second["counts"]["images_ok"] + second["counts"]["images_dropped"]
 
     shutil.copy(VIDEOS / "big_buck_bunny_opening_2s.mp4", library / "moon_patrol" / "episodes" / "ep_new.mp4")
-    third = ingest(library=str(library), data_root=data)
+    third = ingest(library=str(library), data_root=data, config=MECHANICS)
     added = rows_added(m, 2)
     assert added["episodes"] == 1 and added["assets"] == 2  # a 2 s episode: frames at 0 s and 1 s
     new_assets = m.diff("assets", 1, 2)
@@ -117,14 +123,14 @@ def test_faces_published_before_their_characters_are_prelabelled_when_the_refere
         album.pop("characters", None)
     albums_file.write_text(yaml.safe_dump(albums))
     data = tmp_path / "data"
-    ingest(library=str(library), data_root=str(data))          # night 1: no character is known yet
+    ingest(library=str(library), data_root=str(data), config=MECHANICS)  # night 1: no character known yet
     m = Manifest(data)
     night_1 = m.read("faces")
     assert night_1["prelabel"].isna().all() and m.read("identities").empty
     assert not load_catalogue(data).candidates                 # nothing to verify
 
     albums_file.write_text(with_characters)                    # night 2: Hana and Kai, with typical images
-    second = ingest(library=str(library), data_root=str(data))
+    second = ingest(library=str(library), data_root=str(data), config=MECHANICS)
     assert second["counts"].get("images_analysed", 0) == 0     # no image was detected again
     updates = m.read("prelabels")
     assert len(updates) == second["counts"]["prelabels_updated"] > 0
@@ -140,13 +146,13 @@ def test_faces_published_before_their_characters_are_prelabelled_when_the_refere
     assert all(catalogue.faces[f]["prelabel"] == current.loc[f, "prelabel"] for f in catalogue.candidates)
     assert m.read("faces", version=0)["prelabel"].isna().all()  # what night 1 published is unchanged
 
-    third = ingest(library=str(library), data_root=str(data))  # same references: nothing to redo
+    third = ingest(library=str(library), data_root=str(data), config=MECHANICS)  # same references: nothing to redo
     assert third["counts"]["prelabels_updated"] == 0 and len(m.read("prelabels")) == len(updates)
 
 
 def test_faces_people_verified_become_references_of_the_next_night(sample_library, tmp_path):
     data = tmp_path / "data"
-    ingest(library=str(sample_library), data_root=str(data))
+    ingest(library=str(sample_library), data_root=str(data), config=MECHANICS)
     m = Manifest(data)
     typical = json.loads(m.history()["calibration"][0])["references"]
     # An annotator confirms two pre-labels on the verification page's service; the merge publishes them.
@@ -159,7 +165,8 @@ def test_faces_people_verified_become_references_of_the_next_night(sample_librar
     assert merge_decisions(data) == 1
     before = faces_with_current_prelabels(m).set_index("face_id").loc[chosen, "prelabel"].tolist()
 
-    second = ingest(library=str(sample_library), data_root=str(data))  # nothing new, two more references
+    # nothing new, two more references
+    second = ingest(library=str(sample_library), data_root=str(data), config=MECHANICS)
     assert second["counts"].get("images_analysed", 0) == 0
     calibration = json.loads(m.history()["calibration"][2])
     assert calibration["verified_references"] == 2 and calibration["references"] == typical + 2
@@ -173,7 +180,7 @@ def test_faces_people_verified_become_references_of_the_next_night(sample_librar
     assert faces_with_current_prelabels(m).set_index("face_id").loc[chosen, "prelabel"].tolist() == before
     assert calibration["prelabel_vs_verified"]["precision"] == 1.0
 
-    third = ingest(library=str(sample_library), data_root=str(data), config={"verified_references": False})
+    third = ingest(library=str(sample_library), data_root=str(data), config={**MECHANICS, "verified_references": False})
     calibration = json.loads(m.history()["calibration"][3])
     assert calibration["verified_references"] == 0 and calibration["references"] == typical
     assert third["counts"]["identities"] == second["counts"]["identities"]
@@ -182,7 +189,7 @@ def test_faces_people_verified_become_references_of_the_next_night(sample_librar
 def test_crops_published_without_an_embedder_are_indexed_by_the_next_one(sample_library, tmp_path):
     library = copy_library(sample_library, tmp_path / "lib")
     data = tmp_path / "data"
-    ingest(library=str(library), data_root=str(data), config={"embedder": "none"})  # no identity stage
+    ingest(library=str(library), data_root=str(data), config={**MECHANICS, "embedder": "none"})  # no identity stage
     m = Manifest(data)
     night_1 = m.read("faces")
     assets_1 = m.read("assets")
@@ -196,7 +203,7 @@ def test_crops_published_without_an_embedder_are_indexed_by_the_next_one(sample_
     stills = library / "sunny_school" / "stills"
     cv2.imwrite(str(stills / "still_03_copy.jpg"), cv2.imread(str(stills / "still_03.jpg")),
                 [cv2.IMWRITE_JPEG_QUALITY, 85])
-    second = ingest(library=str(library), data_root=str(data))
+    second = ingest(library=str(library), data_root=str(data), config=MECHANICS)
     assert second["counts"]["published_crops_indexed"] == indexable > 0
     assets = m.read("assets")
     copy_asset = assets.loc[assets["source"] == "sunny_school/still_03_copy.jpg", "asset_id"].iloc[0]
@@ -213,7 +220,8 @@ def test_a_run_killed_midway_then_rerun_is_complete_without_duplicates(sample_li
     library = copy_library(sample_library, tmp_path / "lib")
     data = tmp_path / "data"
     cmd = [sys.executable, "-m", "pipeline.cli", "ingest", "--library", str(library), "--data-root", str(data),
-           "--set", "stills_per_shard=1", "--task-runner", "thread:1"]
+           "--set", "stills_per_shard=1", "--set", f"detector_size={MECHANICS['detector_size']}",
+           "--task-runner", "thread:1"]
     proc = subprocess.Popen(cmd, cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     staging = data / "manifest" / "staging"
@@ -226,7 +234,7 @@ def test_a_run_killed_midway_then_rerun_is_complete_without_duplicates(sample_li
     m = Manifest(data)
     assert m.latest_version() is None  # nothing half-published
 
-    summary = ingest(library=str(library), data_root=str(data))
+    summary = ingest(library=str(library), data_root=str(data), config=MECHANICS)
     assert summary["manifest_version"] == 0 and summary["counts"]["images_cached"] > 0
     assets, faces = m.read("assets"), m.read("faces")
     assert len(assets) == 36 + 14 + 2 and not assets.duplicated(["asset_id", "source"]).any()
