@@ -10,6 +10,9 @@ Figures (one class, every box counts, at most 100 detections per image as in COC
 * ``precision_at_threshold`` / ``recall_at_threshold``: detections scoring >= the detector's operating
   threshold, greedily matched at IoU 0.5 — what the ingest flow actually keeps; ``threshold_sweep``
   gives the same at 0.1, 0.2, ..., 0.9.
+* ``by_area``: ``ap50``, ``ap`` and ``recall`` per face size (``AREA_RANGES``: COCO's small, medium and
+  large, and ``gate``, faces big enough for their crop to pass the 100 px gate), scored as pycocotools
+  scores area ranges.
 
 ``average_precision`` follows pycocotools' matching and accumulation step for step (a test compares both
 on the same detections), so figures here are comparable to published COCO-style numbers.
@@ -29,6 +32,11 @@ from models.det_data import BoxedImage, read_boxes_file, read_yolo
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)
 MAX_DETECTIONS = 100
+# Face sizes scored apart (box area in pixels², bounds included, as pycocotools' area ranges): COCO's
+# small / medium / large, and "gate": faces at least the area of a 50 px square, the smallest whose
+# crop at the enlarged rate 1.0 can pass the quality gate's 100 px. Smaller faces never reach a dataset.
+AREA_RANGES = {"small": (0.0, 32.0 ** 2), "medium": (32.0 ** 2, 96.0 ** 2), "large": (96.0 ** 2, np.inf),
+               "gate": (50.0 ** 2, np.inf)}
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -44,42 +52,67 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
-def _match(iou: np.ndarray, threshold: float) -> np.ndarray:
-    """Greedy COCO matching of score-sorted dets (rows of ``iou``) to gts (columns): True where a det
-    matched a still unmatched gt at >= threshold."""
+def _match(iou: np.ndarray, threshold: float, gt_ignore: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy COCO matching of score-sorted dets (rows of ``iou``) to gts (columns) at >= threshold.
+    Returns (hit, on_ignored): a det matched a still unmatched gt; that gt is one ``gt_ignore`` marks
+    (outside the area range being scored). As pycocotools, ignored gts are tried last, and only when
+    the det has no match among the others."""
     n_dets, n_gts = iou.shape
+    ignore = np.zeros(n_gts, bool) if gt_ignore is None else np.asarray(gt_ignore, bool)
+    gt_order = np.argsort(ignore, kind="mergesort")
     taken = np.zeros(n_gts, bool)
     hit = np.zeros(n_dets, bool)
+    on_ignored = np.zeros(n_dets, bool)
     for d in range(n_dets):
         best, best_iou = -1, min(threshold, 1 - 1e-10)
-        for g in range(n_gts):
-            if taken[g] or iou[d, g] < best_iou:
+        for g in gt_order:
+            if taken[g]:
+                continue
+            if best >= 0 and not ignore[best] and ignore[g]:
+                break
+            if iou[d, g] < best_iou:
                 continue
             best, best_iou = g, iou[d, g]
         if best >= 0:
             taken[best] = True
             hit[d] = True
-    return hit
+            on_ignored[d] = ignore[best]
+    return hit, on_ignored
 
 
-def average_precision(detections: Sequence[np.ndarray], ground_truth: Sequence[np.ndarray]) -> dict:
-    """COCO AP per IoU threshold. detections[i]: (K, 5) [x1,y1,x2,y2,score]; ground_truth[i]: (G, 4)."""
-    n_gt = int(sum(len(g) for g in ground_truth))
+def _area(boxes: np.ndarray) -> np.ndarray:
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+
+
+def average_precision(detections: Sequence[np.ndarray], ground_truth: Sequence[np.ndarray],
+                      area_range: tuple[float, float] | None = None) -> dict:
+    """COCO AP per IoU threshold. detections[i]: (K, 5) [x1,y1,x2,y2,score]; ground_truth[i]: (G, 4).
+
+    With ``area_range`` (lo, hi) in pixels², scored as pycocotools scores an area range: faces whose
+    box area is outside it are ignored (a detection of one is neither right nor wrong), and so are
+    unmatched detections outside it; AP and recall are then over the faces inside."""
+    lo, hi = area_range if area_range is not None else (-np.inf, np.inf)
     per_threshold = []
     recall_at = []
-    sorted_dets = []
-    for d in detections:
+    sorted_dets, gts = [], []
+    for d, g in zip(detections, ground_truth):
         d = np.asarray(d, np.float64).reshape(-1, 5)
-        d = d[np.argsort(-d[:, 4], kind="mergesort")][:MAX_DETECTIONS]
-        sorted_dets.append(d)
+        sorted_dets.append(d[np.argsort(-d[:, 4], kind="mergesort")][:MAX_DETECTIONS])
+        gts.append(np.asarray(g, np.float64).reshape(-1, 4))
+    gt_ignore = [(_area(g) < lo) | (_area(g) > hi) for g in gts]
+    det_outside = np.concatenate([(_area(d) < lo) | (_area(d) > hi) for d in sorted_dets]) if gts else np.zeros(0, bool)
+    n_gt = int(sum((~ig).sum() for ig in gt_ignore))
     scores = np.concatenate([d[:, 4] for d in sorted_dets]) if sorted_dets else np.zeros(0)
     order = np.argsort(-scores, kind="mergesort")
-    ious = [box_iou(d[:, :4], np.asarray(g, np.float64).reshape(-1, 4)) for d, g in zip(sorted_dets, ground_truth)]
+    ious = [box_iou(d[:, :4], g) for d, g in zip(sorted_dets, gts)]
     for t in IOU_THRESHOLDS:
-        hits = np.concatenate([_match(iou, t) for iou in ious]) if ious else np.zeros(0, bool)
-        hits = hits[order]
-        tp = np.cumsum(hits)
-        fp = np.cumsum(~hits)
+        matched = [_match(iou, t, ig) for iou, ig in zip(ious, gt_ignore)]
+        hits = np.concatenate([h for h, _ in matched]) if matched else np.zeros(0, bool)
+        ignored = np.concatenate([i for _, i in matched]) if matched else np.zeros(0, bool)
+        ignored = ignored | (~hits & det_outside)
+        hits, ignored = hits[order], ignored[order]
+        tp = np.cumsum(hits & ~ignored)
+        fp = np.cumsum(~hits & ~ignored)
         if n_gt == 0:
             per_threshold.append(float("nan"))
             recall_at.append(float("nan"))
@@ -99,6 +132,18 @@ def average_precision(detections: Sequence[np.ndarray], ground_truth: Sequence[n
             "recall": recall_at[0], "ap_per_iou": dict(zip([f"{t:.2f}" for t in IOU_THRESHOLDS], per_threshold))}
 
 
+def ap_by_area(detections: Sequence[np.ndarray], ground_truth: Sequence[np.ndarray]) -> dict:
+    """AP50, AP and recall (IoU 0.5) per ``AREA_RANGES`` entry, with the number of faces in each."""
+    out = {}
+    for name, (lo, hi) in AREA_RANGES.items():
+        r = average_precision(detections, ground_truth, (lo, hi))
+        faces = int(sum(((_area(g) >= lo) & (_area(g) <= hi)).sum()
+                        for g in (np.asarray(g, np.float64).reshape(-1, 4) for g in ground_truth)))
+        out[name] = {"area_px2": [lo, hi if np.isfinite(hi) else None], "faces": faces,
+                     **{k: r[k] if faces else None for k in ("ap50", "ap", "recall")}}  # None: no face this size
+    return out
+
+
 def _counts(detections: Sequence[np.ndarray], ground_truth: Sequence[np.ndarray], threshold: float) -> tuple[int, int, int]:
     """(true positives at IoU 0.5, detections, labelled faces) counting detections scored >= threshold."""
     tp = n_det = 0
@@ -106,7 +151,7 @@ def _counts(detections: Sequence[np.ndarray], ground_truth: Sequence[np.ndarray]
         d = np.asarray(d, np.float64).reshape(-1, 5)
         d = d[d[:, 4] >= threshold]
         d = d[np.argsort(-d[:, 4], kind="mergesort")]
-        tp += int(_match(box_iou(d[:, :4], np.asarray(g, np.float64).reshape(-1, 4)), 0.5).sum())
+        tp += int(_match(box_iou(d[:, :4], np.asarray(g, np.float64).reshape(-1, 4)), 0.5)[0].sum())
         n_det += len(d)
     return tp, n_det, int(sum(len(g) for g in ground_truth))
 
@@ -164,6 +209,7 @@ def evaluate(detect: DetectFn, images: Sequence[BoxedImage], threshold: float, b
     out = {"images": len(gts), "faces": int(sum(len(g) for g in gts)),
            "detections": int(sum(len(d) for d in dets))}
     out.update(average_precision(dets, gts))
+    out["by_area"] = ap_by_area(dets, gts)
     out.update(operating_point(dets, gts, threshold))
     # How precision and recall trade off, to choose an operating threshold.
     out["threshold_sweep"] = [{k: round(v, 4) if isinstance(v, float) else v

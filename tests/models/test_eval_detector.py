@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from models.det_data import read_yolo
-from models.eval_detector import average_precision, box_iou, held_out_operating_point, operating_point
+from models.eval_detector import (AREA_RANGES, ap_by_area, average_precision, box_iou, held_out_operating_point,
+                                  operating_point)
 from tests.conftest import SHARED
 
 ICF = SHARED / "data" / "icartoonface_det"
@@ -40,7 +41,7 @@ def noisy_detections(gts: list[np.ndarray], seed: int) -> list[np.ndarray]:
     return out
 
 
-def pycocotools_ap(dets: list[np.ndarray], gts: list[np.ndarray]) -> tuple[float, float, float]:
+def pycocotools_ap(dets: list[np.ndarray], gts: list[np.ndarray], area_range=None) -> tuple[float, float, float]:
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -57,12 +58,16 @@ def pycocotools_ap(dets: list[np.ndarray], gts: list[np.ndarray]) -> tuple[float
         coco.dataset = {"info": {}, "images": images, "annotations": anns, "categories": [{"id": 1, "name": "face"}]}
         coco.createIndex()
         ev = COCOeval(coco, coco.loadRes(results), "bbox")
+        if area_range is not None:  # scored as the only area range
+            ev.params.areaRng = [[area_range[0], min(area_range[1], 1e10)]]
+            ev.params.areaRngLbl = ["chosen"]
         ev.evaluate()
         ev.accumulate()
-        ev.summarize()
-    # stats: 0 AP[.5:.95], 1 AP50, 8 AR@100 (over IoU .5:.95); recall at IoU .5 from the eval array
+    # eval["precision"]: (IoU, recall point, class, area range, max dets); -1 where undefined
+    precision = ev.eval["precision"][:, :, 0, 0, -1]
+    ap_per_iou = [float(p[p > -1].mean()) for p in precision]
     recall50 = float(ev.eval["recall"][0, 0, 0, -1])
-    return float(ev.stats[0]), float(ev.stats[1]), recall50
+    return float(np.mean(ap_per_iou)), ap_per_iou[0], recall50
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -75,6 +80,30 @@ def test_ap_matches_pycocotools_on_real_boxes(seed):
     assert ours["ap50"] == pytest.approx(ap50, abs=1e-9)
     assert ours["ap"] == pytest.approx(ap, abs=1e-9)
     assert ours["recall"] == pytest.approx(recall50, abs=1e-9)
+
+
+@pytest.mark.parametrize("area", ["small", "medium", "large", "gate"])
+def test_ap_per_face_size_matches_pycocotools_area_ranges(area):
+    gts = real_ground_truth(120)
+    dets = noisy_detections(gts, seed=3)
+    ours = ap_by_area(dets, gts)[area]
+    ap, ap50, recall50 = pycocotools_ap(dets, gts, AREA_RANGES[area])
+    assert ours["faces"] > 20  # each size has faces among these real boxes
+    assert ours["ap50"] == pytest.approx(ap50, abs=1e-9)
+    assert ours["ap"] == pytest.approx(ap, abs=1e-9)
+    assert ours["recall"] == pytest.approx(recall50, abs=1e-9)
+
+
+def test_a_detection_of_a_face_outside_the_size_range_is_neither_right_nor_wrong():
+    small, large = [0, 0, 20, 20], [100, 100, 300, 300]
+    gts = [np.array([small, large], float)]
+    dets = [np.array([[*small, 0.9], [*large, 0.8], [400, 400, 420, 420, 0.95]])]  # last: a small false alarm
+    assert average_precision(dets, gts)["ap50"] < 1  # the false alarm outranks both faces
+    by_area = ap_by_area(dets, gts)
+    assert by_area["large"]["ap50"] == pytest.approx(1.0) and by_area["large"]["faces"] == 1
+    assert by_area["small"]["ap50"] < 1 and by_area["small"]["faces"] == 1
+    only_large = ap_by_area(dets, [np.array([large], float)])
+    assert only_large["small"]["faces"] == 0 and only_large["small"]["ap50"] is None  # JSON null, not NaN
 
 
 def test_perfect_and_empty_detectors():

@@ -94,5 +94,6 @@ def test_eval_detector_prints_coco_style_figures(tmp_path):
     r = json.loads(out.stdout)
     assert r["images"] == 20 and r["faces"] == len(boxes) > 20 and r["model_id"].startswith("animeface")
     assert 0 <= r["ap"] <= r["ap50"] <= 1 and 0 <= r["recall"] <= 1
+    assert set(r["by_area"]) == {"small", "medium", "large", "gate"}
     bad = toonface("eval-detector", "--images", str(CAVA_DEXTER), "--boxes", str(CAVA_DEXTER / "nope.csv"))
     assert bad.returncode == 2 and "nope.csv" in bad.stderr
