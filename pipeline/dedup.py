@@ -21,7 +21,6 @@ import json
 import os
 from pathlib import Path
 
-import faiss
 import numpy as np
 
 from pipeline.store import atomic_write
@@ -50,6 +49,8 @@ def range_neighbours(queries: np.ndarray, database: np.ndarray, threshold: float
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device != "cpu":
         return torch_range_neighbours(queries, database, threshold, device=device)
+    import faiss  # here, not at the top: the CUDA path needs no Faiss installed
+
     index = faiss.IndexFlatIP(database.shape[1])
     index.add(database)
     out: list[tuple[np.ndarray, np.ndarray]] = []
@@ -126,7 +127,19 @@ def greedy_dedup(vectors: np.ndarray, ids: list[str], quality: np.ndarray, thres
     order = np.argsort(-np.asarray(quality, dtype=np.float64), kind="stable")
     is_kept = np.zeros(len(database), bool)
     is_kept[:offset] = True
-    for i in order:
+    # Most crops have no neighbour but themselves: spot them in bulk so the loop below passes them by
+    # cheaply (a million crops: seconds saved), still in quality order, so the outcome is the same.
+    sizes = np.fromiter((len(idx) for idx, _ in neighbours), np.int64, count=n)
+    single = np.flatnonzero(sizes == 1)
+    only_self = np.fromiter((neighbours[i][0][0] for i in single), np.int64, count=len(single)) == offset + single
+    alone = (sizes == 0)
+    alone[single[only_self]] = True
+    alone = alone.tolist()
+    for i in order.tolist():
+        if alone[i]:
+            kept[i] = True
+            is_kept[offset + i] = True
+            continue
         idx, sims = neighbours[i]
         others = idx != offset + i
         idx, sims = idx[others], sims[others]

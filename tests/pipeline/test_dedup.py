@@ -98,3 +98,23 @@ def test_torch_range_search_equals_faiss_exactly(dtype):
     exact = vectors @ vectors.T
     assert ((approx.float().numpy() > 0.95) != (exact > 0.95)).any()
 
+
+
+def test_greedy_keep_equals_the_rule_written_out_on_brute_force_similarities():
+    """Crops with no neighbour are decided in bulk; the outcome must be the plain rule's: best quality
+    first, removed when above the threshold to a crop already kept."""
+    vectors = near_threshold_vectors(n=400, seed=3)  # about half the crops alone, half in near pairs
+    quality = np.random.default_rng(3).random(len(vectors))
+    result = greedy_dedup(vectors, [str(i) for i in range(len(vectors))], quality, 0.95)
+    sims = vectors.astype(np.float64) @ vectors.T.astype(np.float64)
+    kept: list[int] = []
+    expected = {}
+    for i in np.argsort(-quality, kind="stable"):
+        blocking = [k for k in kept if sims[i, k] > 0.95]
+        if blocking:
+            expected[i] = str(max(blocking, key=lambda k: sims[i, k]))
+        else:
+            kept.append(i)
+            expected[i] = None
+    assert 50 < len(vectors) - len(kept) < 400  # both outcomes are common here
+    assert result.duplicate_of == [expected[i] for i in range(len(vectors))]
