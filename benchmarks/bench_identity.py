@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import json
 import os
 import resource
@@ -80,7 +81,10 @@ def bench_dedup(n: int, dim: int = 512, seed: int = 0) -> dict:
     print(f"dedup: {n} vectors ({dim}-d) in {seconds:.1f} s ({search}), {removed} removed as near-duplicates "
           f"(exact search: recall 1.0)")
     out = {"vectors": n, "dim": dim, "search": search, "seconds": round(seconds, 2), "removed": removed}
-    if torch.cuda.is_available() and n <= 200_000:
+    if torch.cuda.is_available():
+        out["gpu_peak_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        print(f"  peak GPU memory: {out['gpu_peak_mib']} MiB")
+    if torch.cuda.is_available() and n <= 200_000 and importlib.util.find_spec("faiss"):
         t = time.perf_counter()
         neighbours = range_neighbours(base, base, 0.95, device="cpu")
         out["faiss_cpu_search_seconds"] = round(time.perf_counter() - t, 2)
