@@ -107,7 +107,13 @@ def test_a_killed_run_resumes_from_its_last_mid_epoch_checkpoint(tmp_path):
     proc = subprocess.Popen(command(out, ckpt), cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
-        while time.time() < deadline and not (ckpt.exists() and torch.load(ckpt, weights_only=False)["step"] >= 3):
+        seen = None  # read the checkpoint only when it was rewritten: loading it is not free on 2 cores
+        while time.time() < deadline:
+            stamp = ckpt.stat().st_mtime_ns if ckpt.exists() else None
+            if stamp != seen:
+                seen = stamp
+                if stamp is not None and torch.load(ckpt, weights_only=False)["step"] >= 3:
+                    break
             time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)
     finally:
