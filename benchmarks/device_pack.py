@@ -23,13 +23,12 @@ from pathlib import Path
 import cv2
 
 PROJECT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT))
 SHARED = PROJECT.parent / "shared"
 MAX_SIDE = 640
 
 
 def shrink(src: Path, dst: Path) -> float:
-    """Write ``src`` as JPEG q85 at most MAX_SIDE px on its longer side; return the scale applied."""
+    """Write ``src`` to ``dst`` at most MAX_SIDE px on its longer side (JPEG q85 for .jpg); return the scale."""
     image = cv2.imread(str(src))
     if image is None:
         raise ValueError(f"cannot read {src}")
@@ -37,7 +36,7 @@ def shrink(src: Path, dst: Path) -> float:
     if scale < 1:
         image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(dst.with_suffix(".jpg")), image, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    cv2.imwrite(str(dst), image, [cv2.IMWRITE_JPEG_QUALITY, 85])  # same name: boxes.csv rows still point at it
     return scale
 
 

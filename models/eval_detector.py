@@ -86,7 +86,8 @@ def _area(boxes: np.ndarray) -> np.ndarray:
 
 def average_precision(detections: Sequence[np.ndarray], ground_truth: Sequence[np.ndarray],
                       area_range: tuple[float, float] | None = None) -> dict:
-    """COCO AP per IoU threshold. detections[i]: (K, 5) [x1,y1,x2,y2,score]; ground_truth[i]: (G, 4).
+    """COCO AP per IoU threshold, and the number of faces scored. detections[i]: (K, 5)
+    [x1,y1,x2,y2,score]; ground_truth[i]: (G, 4).
 
     With ``area_range`` (lo, hi) in pixels², scored as pycocotools scores an area range: faces whose
     box area is outside it are ignored (a detection of one is neither right nor wrong), and so are
@@ -128,7 +129,7 @@ def average_precision(detections: Sequence[np.ndarray], ground_truth: Sequence[n
         q[ok] = pr[idx[ok]]
         per_threshold.append(float(q.mean()))
         recall_at.append(float(rc[-1]) if len(rc) else 0.0)
-    return {"ap50": per_threshold[0], "ap75": per_threshold[5], "ap": float(np.mean(per_threshold)),
+    return {"faces": n_gt, "ap50": per_threshold[0], "ap75": per_threshold[5], "ap": float(np.mean(per_threshold)),
             "recall": recall_at[0], "ap_per_iou": dict(zip([f"{t:.2f}" for t in IOU_THRESHOLDS], per_threshold))}
 
 
@@ -137,10 +138,8 @@ def ap_by_area(detections: Sequence[np.ndarray], ground_truth: Sequence[np.ndarr
     out = {}
     for name, (lo, hi) in AREA_RANGES.items():
         r = average_precision(detections, ground_truth, (lo, hi))
-        faces = int(sum(((_area(g) >= lo) & (_area(g) <= hi)).sum()
-                        for g in (np.asarray(g, np.float64).reshape(-1, 4) for g in ground_truth)))
-        out[name] = {"area_px2": [lo, hi if np.isfinite(hi) else None], "faces": faces,
-                     **{k: r[k] if faces else None for k in ("ap50", "ap", "recall")}}  # None: no face this size
+        out[name] = {"area_px2": [lo, hi if np.isfinite(hi) else None], "faces": r["faces"],
+                     **{k: r[k] if r["faces"] else None for k in ("ap50", "ap", "recall")}}  # None: no face this size
     return out
 
 
@@ -206,9 +205,8 @@ def evaluate(detect: DetectFn, images: Sequence[BoxedImage], threshold: float, b
         seconds += time.perf_counter() - t0
         dets.extend(found)
         gts.extend(boxes for _, boxes in loaded)
-    out = {"images": len(gts), "faces": int(sum(len(g) for g in gts)),
-           "detections": int(sum(len(d) for d in dets))}
-    out.update(average_precision(dets, gts))
+    out = {"images": len(gts), "detections": int(sum(len(d) for d in dets))}
+    out.update(average_precision(dets, gts))  # with "faces", the number of labelled faces
     out["by_area"] = ap_by_area(dets, gts)
     out.update(operating_point(dets, gts, threshold))
     # How precision and recall trade off, to choose an operating threshold.
