@@ -11,7 +11,8 @@ Data sources (any mix, repeatable):
 Recipe (paper: SGD, lr 0.1 at batch 128, x0.1 at 40/60/80% of the epochs): SGD momentum 0.9, weight decay
 5e-4, default lr = 0.1 * batch_size / 128 (linear scaling), linear warm-up over the first
 ``min(500, 2 epochs)`` steps, then x0.1 at 40%, 60% and 80% of the planned steps. Augmentation for cartoons:
-small rotation (+-10 deg), random resized crop (scale 0.7-1.0, aspect 3/4-4/3) to input_size,
+small rotation (+-10 deg), random resized crop (area scale ``--min-crop-scale``-1.0, default 0.7; aspect
+3/4-4/3) to input_size,
 horizontal flip, colour jitter (brightness/contrast/saturation 0.3, hue 0.05: cartoons re-colour
 characters between episodes and styles).
 
@@ -58,6 +59,8 @@ from pipeline.crop import cut, enlarged_box
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 ENLARGE_RATE = 1.0
+# Random resized crops keep at least this share of a crop's area (see `augmentation`).
+DEFAULT_MIN_CROP_SCALE = 0.7
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -117,13 +120,15 @@ def cava_identity_crops(folder: str | Path, split: str = "train", enlarge_rate: 
     return samples
 
 
-def augmentation(input_size: int):
-    """Training transform on a uint8 CHW RGB tensor -> normalised float CHW tensor."""
+def augmentation(input_size: int, min_crop_scale: float = DEFAULT_MIN_CROP_SCALE):
+    """Training transform on a uint8 CHW RGB tensor -> normalised float CHW tensor. ``min_crop_scale``:
+    the smallest share of the crop's area a random resized crop keeps (a face found by the detector is
+    framed differently from a typical image; a low value teaches the model both framings)."""
     from torchvision.transforms import v2
 
     return v2.Compose([
         v2.RandomRotation(10, interpolation=v2.InterpolationMode.BILINEAR),
-        v2.RandomResizedCrop(input_size, scale=(0.7, 1.0), ratio=(3 / 4, 4 / 3), antialias=True),
+        v2.RandomResizedCrop(input_size, scale=(min_crop_scale, 1.0), ratio=(3 / 4, 4 / 3), antialias=True),
         v2.RandomHorizontalFlip(),
         v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.05),
         v2.ToDtype(torch.float32, scale=True),
@@ -134,10 +139,11 @@ def augmentation(input_size: int):
 class FaceDataset(Dataset):
     """Indexed by ``(index, augmentation_seed)``: each sample's augmentation is a function of its seed."""
 
-    def __init__(self, samples: Sequence[Sample], labels: Sequence[int], input_size: int, augment: bool = True):
+    def __init__(self, samples: Sequence[Sample], labels: Sequence[int], input_size: int, augment: bool = True,
+                 min_crop_scale: float = DEFAULT_MIN_CROP_SCALE):
         self.samples, self.labels = list(samples), list(labels)
         self.input_size = input_size
-        self.transform = augmentation(input_size) if augment else None
+        self.transform = augmentation(input_size, min_crop_scale) if augment else None
         # Decode once at a bounded size: the crop then works on small images (cheap), with head-room
         # above input_size so random resized crops keep detail.
         self.decode_size = int(round(input_size * 1.25))
@@ -259,7 +265,7 @@ def train(samples: Sequence[Sample], *, head: str = "cosface", epochs: int = 30,
           checkpoint: str | Path | None = None, workers: int | None = None, momentum: float = 0.9,
           weight_decay: float = 5e-4, warmup_steps: int | None = None, head_kwargs: dict | None = None,
           max_steps: int | None = None, sources: Sequence[str] = (), flip_average: bool = True,
-          log: Callable[[str], None] = print) -> TrainResult:
+          min_crop_scale: float = DEFAULT_MIN_CROP_SCALE, log: Callable[[str], None] = print) -> TrainResult:
     """Train an ``Embedder`` + margin head on ``samples``; save to ``out`` (safetensors) when given.
 
     ``flip_average`` is stored in the saved file: the model's ``embed`` then averages each crop with its
@@ -276,6 +282,8 @@ def train(samples: Sequence[Sample], *, head: str = "cosface", epochs: int = 30,
     identities = sorted({s.identity for s in samples})
     if len(identities) < 2:
         raise ValueError(f"need at least 2 identities, got {identities}")
+    if not 0 < min_crop_scale <= 1:
+        raise ValueError(f"min_crop_scale must be in (0, 1], got {min_crop_scale}")
     label_of = {name: i for i, name in enumerate(identities)}
     labels = [label_of[s.identity] for s in samples]
     n = len(samples)
@@ -308,7 +316,7 @@ def train(samples: Sequence[Sample], *, head: str = "cosface", epochs: int = 30,
         "momentum": momentum, "weight_decay": weight_decay, "warmup_steps": warmup_steps,
         "schedule": "linear warm-up, x0.1 at 40/60/80% of steps", "optimizer": "SGD nesterov",
         "input_size": input_size, "backbone": backbone, "dim": dim, "dropout": dropout, "seed": seed,
-        "augmentation": "rotate +-10, random resized crop 0.7-1.0 ratio 3/4-4/3, hflip, "
+        "augmentation": f"rotate +-10, random resized crop {min_crop_scale:g}-1.0 ratio 3/4-4/3, hflip, "
                         "colour jitter 0.3/0.3/0.3/0.05",
         "enlarge_rate": ENLARGE_RATE, "sources": list(sources), "samples": n, "flip_average": flip_average,
     }
@@ -333,7 +341,7 @@ def train(samples: Sequence[Sample], *, head: str = "cosface", epochs: int = 30,
             torch.cuda.set_rng_state(state["cuda_rng"], dev)
         log(f"resumed from {ckpt_path}: epoch {start_epoch + 1}, batch {start_batch}, step {step}")
 
-    dataset = FaceDataset(samples, labels, input_size, augment=True)
+    dataset = FaceDataset(samples, labels, input_size, augment=True, min_crop_scale=min_crop_scale)
     if workers is None:
         workers = _default_workers(dev)
     amp = torch.autocast(device_type="cuda", dtype=torch.bfloat16) if cuda else torch.autocast(
@@ -452,6 +460,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=None, help="default 0.1 * batch-size / 128")
     p.add_argument("--input-size", type=int, default=DEFAULT_INPUT_SIZE)
+    p.add_argument("--min-crop-scale", type=float, default=DEFAULT_MIN_CROP_SCALE,
+                   help=f"smallest area share kept by the random resized crop (default {DEFAULT_MIN_CROP_SCALE})")
     p.add_argument("--backbone", choices=BACKBONES, default=DEFAULT_BACKBONE)
     p.add_argument("--dim", type=int, default=DEFAULT_DIM)
     p.add_argument("--seed", type=int, default=0)
@@ -485,7 +495,7 @@ def run(args: argparse.Namespace) -> int:
     train(samples, head=args.head, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
           input_size=args.input_size, backbone=args.backbone, dim=args.dim, seed=args.seed, out=args.out,
           device=args.device, max_minutes=args.max_minutes, checkpoint=args.checkpoint, workers=args.workers,
-          sources=sources, flip_average=args.flip_average, log=lambda s: print(s, flush=True))
+          sources=sources, flip_average=args.flip_average, min_crop_scale=args.min_crop_scale, log=lambda s: print(s, flush=True))
     return 0
 
 

@@ -172,6 +172,25 @@ def test_cli_no_flip_average(tmp_path):
     assert meta["recipe"]["flip_average"] is False
 
 
+def test_min_crop_scale_reaches_the_crops_and_the_recipe(tmp_path):
+    from torchvision.transforms import v2
+
+    from models.train_embedder import FaceDataset
+
+    crop = next(t for t in FaceDataset(three_identities(1), [0, 1, 2], 64, min_crop_scale=0.3).transform.transforms
+                if isinstance(t, v2.RandomResizedCrop))
+    assert crop.scale == (0.3, 1.0)
+    data = crop_folders(tmp_path / "crops", 2)
+    out = tmp_path / "wide.safetensors"
+    args = ["--data", str(data), "--epochs", "1", "--batch-size", "6", "--input-size", "64", "--backbone",
+            "resnet18", "--dim", "32", "--device", "cpu", "--out", str(out)]
+    assert main(args + ["--min-crop-scale", "0.3"]) == 0
+    _, meta = load_embedder(out)
+    assert "random resized crop 0.3-1.0" in meta["recipe"]["augmentation"]
+    with pytest.raises(ValueError, match="min_crop_scale"):
+        main(args + ["--min-crop-scale", "0"])
+
+
 def test_cli_needs_data(tmp_path, capsys):
     assert main(["--out", str(tmp_path / "x.safetensors")]) == 2
 
