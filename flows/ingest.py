@@ -59,7 +59,8 @@ def identity_stage(staging, manifest: Manifest, cfg: IngestConfig, ctx: RunConte
     dedup, prelabel = identity_module.thresholds(meta, cfg.dedup_threshold, cfg.prelabel_threshold)
     outcome = identity_module.run_identity_stage(
         faces, assets, identity_module.Published.read(manifest), cfg.embedder, ctx.data_root, dedup, prelabel,
-        ctx.run_id, cfg.prelabel_min_margin, cfg.verified_references, cfg.reference_views)
+        ctx.run_id, cfg.prelabel_min_margin, cfg.verified_references, cfg.reference_views,
+        cfg.candidate_views)
     if outcome is None:
         return None
     if outcome.published_crops_indexed:

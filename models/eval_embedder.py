@@ -50,10 +50,11 @@ _BLOCK = 1024  # rows per block when mining over an N x N similarity matrix
 
 # ------------------------------------------------------------------------------------------- helpers
 
-def _as_inputs(emb, labels) -> tuple[np.ndarray, np.ndarray]:
+def _as_inputs(emb, labels, views_allowed: bool = False) -> tuple[np.ndarray, np.ndarray]:
     emb = np.asarray(emb, dtype=np.float64)
-    if emb.ndim != 2:
-        raise ValueError(f"embeddings must be N x d, got shape {emb.shape}")
+    if emb.ndim != 2 and not (views_allowed and emb.ndim == 3):
+        raise ValueError(f"embeddings must be N x d{' (or N x views x d)' if views_allowed else ''}, "
+                         f"got shape {emb.shape}")
     labels = np.array([str(x) for x in labels], dtype=object)
     if len(labels) != len(emb):
         raise ValueError(f"{len(emb)} embeddings but {len(labels)} labels")
@@ -372,14 +373,15 @@ def prelabel_precision_recall(ref_emb, ref_labels, probe_emb, probe_labels,
     should be labelled). Probes whose identity has no reference should stay unlabelled: labels given to
     them are counted in ``false_labels_on_unknowns`` (they also lower precision). ``sweep`` repeats the
     counts for each threshold (at ``min_margin``), ``margin_sweep`` for each margin (at ``threshold``).
-    Precision or recall is None when its denominator is 0.
+    Precision or recall is None when its denominator is 0. ``probe_emb`` may be (N, V, dim), each probe's
+    views, matched as the pipeline's ``candidate_views`` matches them.
     """
     ref, ref_labels = _as_inputs(ref_emb, ref_labels)
-    probe, probe_labels = _as_inputs(probe_emb, probe_labels)
+    probe, probe_labels = _as_inputs(probe_emb, probe_labels, views_allowed=True)
     if len(ref) == 0:
         raise ValueError("no reference images")
-    if ref.shape[1] != probe.shape[1]:
-        raise ValueError(f"reference dim {ref.shape[1]} != probe dim {probe.shape[1]}")
+    if ref.shape[1] != probe.shape[-1]:
+        raise ValueError(f"reference dim {ref.shape[1]} != probe dim {probe.shape[-1]}")
     from pipeline.identity import nearest_identities  # the pipeline's own rule, so both agree
 
     names = np.unique(ref_labels)
@@ -438,18 +440,20 @@ def reference_rows(emb, labels, refs, views=None) -> tuple[np.ndarray, np.ndarra
 def prelabel_over_reference_draws(emb, labels, draws: int, *, seed: int = 0, no_reference: Iterable = (),
                                   per_identity: int = 1, threshold: float = PRELABEL_THRESHOLD,
                                   min_margin: float = 0.0, margin_sweep: Sequence[float] = MARGIN_SWEEP,
-                                  views=None) -> dict:
+                                  views=None, probe_views=None) -> dict:
     """The pre-label protocol repeated with ``draws`` seeded random reference choices (seeds ``seed``,
     ``seed``+1, ...). Which image is "the typical one" moves precision and recall a lot on a small set,
     so one draw alone can flatter or wrong a model: this gives the mean, spread and worst draw, at
-    ``min_margin`` and for each margin of ``margin_sweep``."""
+    ``min_margin`` and for each margin of ``margin_sweep``. ``views``: references are matched by these
+    views of theirs; ``probe_views``: probes by these views of theirs ((N, V, dim) each)."""
     lab = np.asarray([str(x) for x in labels], dtype=object)
     emb = np.asarray(emb)
+    probe_rows = emb if probe_views is None else np.asarray(probe_views)
     per_draw = []
     for d in range(draws):
         refs, probes = reference_split(lab, "random", seed + d, no_reference=no_reference, per_identity=per_identity)
-        r = prelabel_precision_recall(*reference_rows(emb, lab, refs, views), emb[probes], lab[probes], threshold,
-                                      min_margin, sweep=(), margin_sweep=margin_sweep)
+        r = prelabel_precision_recall(*reference_rows(emb, lab, refs, views), probe_rows[probes], lab[probes],
+                                      threshold, min_margin, sweep=(), margin_sweep=margin_sweep)
         per_draw.append([(m["precision"], m["recall"]) for m in [r] + r["margin_sweep"]])
 
     def summary(k: int, margin: float) -> dict:
@@ -505,6 +509,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--reference-views", action="store_true",
                    help="match pre-label references by the crop and its centred crops (the pipeline's "
                         "reference_views setting); embeds every image 4 times")
+    p.add_argument("--candidate-views", action="store_true",
+                   help="match pre-label probes by the mean over the same views of theirs (the pipeline's "
+                        "candidate_views setting); embeds every image 4 times")
     p.add_argument("--device", default="cpu", help="cpu|cuda|auto (default cpu)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
@@ -529,11 +536,12 @@ def evaluate(emb: np.ndarray, labels: Sequence[str], *, unknown_labels: Iterable
              probes_per_identity: tuple[int, int] = (3, 7), pairs: int | None = None, folds: int = 10,
              prelabel_threshold: float = PRELABEL_THRESHOLD, prelabel_reference: str = "first",
              prelabel_min_margin: float = 0.0, prelabel_references: int = 1, reference_draws: int = 0,
-             reference_views: np.ndarray | None = None) -> dict:
+             reference_views: np.ndarray | None = None, candidate_views: np.ndarray | None = None) -> dict:
     """All three protocols on one set of embeddings (``labels`` in the order of ``emb``; for the
     'first' reference choice, pass them sorted by path). ``unknown_labels``: distractors in
     identification, probes without reference in pre-labelling, ignored in verification.
-    ``reference_views`` ((N, V, dim)): pre-label references are matched by all their views."""
+    ``reference_views`` ((N, V, dim)): pre-label references are matched by all their views;
+    ``candidate_views`` ((N, V, dim)): pre-label probes are matched by theirs (the mean over them)."""
     unknown = sorted({str(x) for x in unknown_labels})
     labels = [str(x) for x in labels]
     ident = identification(emb, labels, seed=seed, probes_per_identity=probes_per_identity,
@@ -546,15 +554,18 @@ def evaluate(emb: np.ndarray, labels: Sequence[str], *, unknown_labels: Iterable
                                    per_identity=prelabel_references)
     lab = np.asarray(labels, dtype=object)
     emb = np.asarray(emb)
-    pre = prelabel_precision_recall(*reference_rows(emb, lab, refs, reference_views), emb[probes], lab[probes],
+    probe_rows = emb if candidate_views is None else np.asarray(candidate_views)
+    pre = prelabel_precision_recall(*reference_rows(emb, lab, refs, reference_views), probe_rows[probes], lab[probes],
                                     prelabel_threshold, prelabel_min_margin)
     pre["reference"] = prelabel_reference
     pre["references_per_identity"] = prelabel_references
     pre["reference_views"] = 1 if reference_views is None else int(np.asarray(reference_views).shape[1])
+    pre["candidate_views"] = 1 if candidate_views is None else int(np.asarray(candidate_views).shape[1])
     if reference_draws:
         pre["over_reference_draws"] = prelabel_over_reference_draws(
             emb, lab, reference_draws, seed=seed, no_reference=unknown, per_identity=prelabel_references,
-            threshold=prelabel_threshold, min_margin=prelabel_min_margin, views=reference_views)
+            threshold=prelabel_threshold, min_margin=prelabel_min_margin, views=reference_views,
+            probe_views=candidate_views)
     return {"identification": ident, "verification": verif, "prelabel": pre}
 
 
@@ -586,14 +597,16 @@ def run(args: argparse.Namespace) -> int:
     # Sorted by path (then box) so that "first image of each identity" is well defined and stable.
     samples = sorted(samples, key=lambda s: (s.identity, s.path, s.box or ()))
     model, meta = load_embedder(args.weights, resolve_device(args.device))
-    views = _embed_samples(model, samples, args.batch_size, views=True) if args.reference_views else None
+    need_views = args.reference_views or args.candidate_views
+    views = _embed_samples(model, samples, args.batch_size, views=True) if need_views else None
     emb = views[:, 0] if views is not None else _embed_samples(model, samples, args.batch_size)
     labels = [s.identity for s in samples]
     res = evaluate(emb, labels, unknown_labels=unknown, seed=args.seed,
                    probes_per_identity=(args.probes_min, args.probes_max), pairs=args.pairs, folds=args.folds,
                    prelabel_threshold=args.prelabel_threshold, prelabel_reference=args.prelabel_reference,
                    prelabel_min_margin=args.prelabel_min_margin, prelabel_references=args.prelabel_references,
-                   reference_draws=args.reference_draws, reference_views=views)
+                   reference_draws=args.reference_draws, reference_views=views if args.reference_views else None,
+                   candidate_views=views if args.candidate_views else None)
     known = {lab for lab in labels if lab not in unknown}
     report = {"model_id": meta["model_id"], "weights": str(args.weights), "sources": sources,
               "images": len(samples), "identities": len(known),

@@ -128,6 +128,18 @@ def embed_crops(crop_shas: list[str], setting: str, data_root: str | Path, batch
     return vectors
 
 
+def candidate_rows(crop_shas: list[str], plain: np.ndarray, setting: str, data_root: str | Path,
+                   views: bool) -> np.ndarray:
+    """What pre-labels match against the references for these crops: their embeddings `plain` (N, dim),
+    or with `views` each crop's views (N, V, dim; a crop whose views cannot be made, or with no known
+    sha, keeps its one vector as every view)."""
+    if not views or not len(crop_shas):
+        return plain
+    got = embed_crops([s for s in crop_shas if isinstance(s, str)], setting, data_root, views=True)
+    n_views = next(iter(got.values())).shape[0] if got else 1
+    return np.stack([got[s] if s in got else np.repeat(v[None], n_views, axis=0) for s, v in zip(crop_shas, plain)])
+
+
 def reference_matrix(ref_faces: pd.DataFrame, vectors: dict[str, np.ndarray],
                      views: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The rows pre-labels are matched against and the identity of each: one per reference face, or
@@ -248,12 +260,13 @@ def faces_with_current_prelabels(manifest, version: int | None = None, columns: 
 
 
 def reference_set_id(model_id: str, threshold: float, references: pd.DataFrame, min_margin: float = 0.0,
-                     views: bool = False) -> str:
+                     views: bool = False, candidate_views: bool = False) -> str:
     """Fingerprint of what pre-labels depend on besides the crop: model, rule, (face, identity) pairs."""
     pairs = sorted(zip(references["face_id"], references["identity"])) if len(references) else []
     from models.embedder import REFERENCE_VIEWS_ID
 
     rule = [model_id, round(float(threshold), 6), round(float(min_margin), 6)] + ([REFERENCE_VIEWS_ID] if views else [])
+    rule += [f"candidates-{REFERENCE_VIEWS_ID}"] if candidate_views else []
     blob = json.dumps([*rule, pairs]).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -263,7 +276,13 @@ def nearest_identities(matrix: np.ndarray, ref_matrix: np.ndarray, ref_identitie
     """Per row of `matrix` (normalised embeddings): the nearest identity (its most similar reference)
     as `prelabel` when the similarity is above `threshold` (the paper's rule) and at least
     `min_margin` above the runner-up identity's (0: the paper's rule alone), that similarity, the
-    runner-up identity, its similarity and the margin. Columns PRELABEL_COLUMNS, one row per vector."""
+    runner-up identity, its similarity and the margin. Columns PRELABEL_COLUMNS, one row per vector.
+
+    `matrix` may also be (N, V, dim), each candidate's views (`candidate_views`): an identity's
+    similarity is then the mean over the views of each view's best match among its references."""
+    matrix = np.asarray(matrix)
+    if matrix.ndim == 2:
+        matrix = matrix[:, None, :]
     n = len(matrix)
     out = {"prelabel": np.full(n, None, object), "prelabel_score": np.full(n, np.nan),
            "runner_up": np.full(n, None, object), "runner_up_score": np.full(n, np.nan),
@@ -274,8 +293,8 @@ def nearest_identities(matrix: np.ndarray, ref_matrix: np.ndarray, ref_identitie
         return _frame(out)
     masks = [names == name for name in order]
     for start in range(0, n, chunk):  # bounded memory for a large published set
-        sims = matrix[start:start + chunk] @ ref_matrix.T
-        per_identity = np.stack([sims[:, m].max(axis=1) for m in masks], axis=1)
+        sims = matrix[start:start + chunk] @ ref_matrix.T  # (rows, views, references)
+        per_identity = np.stack([sims[:, :, m].max(axis=2).mean(axis=1) for m in masks], axis=1)
         top = np.argsort(-per_identity, axis=1, kind="stable")
         rows = np.arange(len(sims))
         best = per_identity[rows, top[:, 0]]
@@ -365,10 +384,12 @@ def _histogram(values) -> dict:
 def run_identity_stage(faces: pd.DataFrame, assets: pd.DataFrame, published: Published, setting: str,
                        data_root: str | Path, dedup_threshold: float, prelabel_threshold: float,
                        run_id: str, prelabel_min_margin: float = 0.0,
-                       verified_references: bool = True, reference_views: bool = True) -> IdentityOutcome | None:
+                       verified_references: bool = True, reference_views: bool = True,
+                       candidate_views: bool = True) -> IdentityOutcome | None:
     """`faces`/`assets`: this run's staged rows; `published`: what earlier versions hold.
     `verified_references`: faces people verified join their identity's references.
-    `reference_views`: references are matched by their crop and centred crops of it."""
+    `reference_views`: references are matched by their crop and centred crops of it.
+    `candidate_views`: candidates are matched by the same views of their crop (the mean over them)."""
     loaded = load(setting)
     if loaded is None:
         return None
@@ -420,19 +441,23 @@ def run_identity_stage(faces: pd.DataFrame, assets: pd.DataFrame, published: Pub
     survivors = candidates.index[result.kept]
     surv_matrix = cand_matrix[result.kept] if len(candidates) else cand_matrix
     if len(ref_faces):
-        found = nearest_identities(surv_matrix, match_matrix, match_identities, prelabel_threshold,
-                                   prelabel_min_margin)
+        surv_shas = candidates.loc[survivors, "crop_sha"].tolist()
+        found = nearest_identities(candidate_rows(surv_shas, surv_matrix, setting, data_root, candidate_views),
+                                   match_matrix, match_identities, prelabel_threshold, prelabel_min_margin)
         for column in PRELABEL_COLUMNS:
             faces.loc[survivors, column] = found[column].to_numpy()
 
     # Published candidates are matched again when the reference set changed since the last run
     # (a character's typical image arrived after its faces did), so none stays unlabelled for ever.
-    reference_set = reference_set_id(model_id, prelabel_threshold, ref_faces, prelabel_min_margin, reference_views)
+    reference_set = reference_set_id(model_id, prelabel_threshold, ref_faces, prelabel_min_margin, reference_views,
+                                     candidate_views)
     current = published.prelabels
     relabels: list[dict] = []
     if reference_set != published.reference_set and len(published_ids) and len(ref_faces):
-        again = nearest_identities(published_vectors, match_matrix, match_identities, prelabel_threshold,
-                                   prelabel_min_margin)
+        published_shas = (published.crops.drop_duplicates("face_id").set_index("face_id")["crop_sha"]
+                          .reindex(published_ids).tolist())
+        again = nearest_identities(candidate_rows(published_shas, published_vectors, setting, data_root, candidate_views),
+                                   match_matrix, match_identities, prelabel_threshold, prelabel_min_margin)
         again.insert(0, "face_id", published_ids)
         old = (current.drop_duplicates("face_id").set_index("face_id")
                .reindex(published_ids)[list(PRELABEL_COLUMNS) + ["embedder"]].reset_index())
@@ -450,6 +475,7 @@ def run_identity_stage(faces: pd.DataFrame, assets: pd.DataFrame, published: Pub
     calibration = {
         "embedder": model_id, "dedup_threshold": dedup_threshold, "prelabel_threshold": prelabel_threshold,
         "prelabel_min_margin": prelabel_min_margin, "reference_views": len(match_matrix) if reference_views else 0,
+        "candidate_views": bool(candidate_views),
         "reference_set": reference_set, "prelabels_updated": len(relabels),
         "references": len(ref_faces), "verified_references": n_verified,
         "duplicate_similarity": _histogram(faces["duplicate_similarity"]),

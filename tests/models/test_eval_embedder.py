@@ -253,6 +253,20 @@ def test_reference_views_match_a_probe_that_only_one_view_resembles():
     assert (both["labelled"], both["correct"], both["references"]) == (1, 1, 4)
 
 
+def test_candidate_views_average_each_probe_views_best_match():
+    emb = np.eye(3)  # references A and B; a probe whose crop is unlike both
+    views = np.array([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]])[:, None, :].repeat(2, axis=1)
+    views[2, 1] = [0.9, np.sqrt(1 - 0.9 ** 2), 0]  # its second view resembles A: (0 + 0.9) / 2 = 0.45 for A
+    labels = np.array(["A", "B", "A"], dtype=object)
+    crop_only = prelabel_precision_recall(emb[:2], labels[:2], emb[2:], labels[2:], threshold=0.4)
+    assert crop_only["labelled"] == 0
+    by_views = prelabel_precision_recall(emb[:2], labels[:2], views[2:], labels[2:], threshold=0.4)
+    assert (by_views["labelled"], by_views["correct"]) == (1, 1)
+    assert by_views["_similarity"][0] == pytest.approx(0.45)
+    with pytest.raises(ValueError, match="views"):
+        prelabel_precision_recall(emb[:2], labels[:2], views[2:, :, :, None], labels[2:])
+
+
 def test_reference_split():
     labels = ["a", "a", "a", "b", "b", "unknown", "c"]
     refs, probes = reference_split(labels, "first", no_reference=["unknown"])
@@ -371,3 +385,10 @@ def test_cli_on_folders_and_cava_unknown_distractors(tiny_model, tmp_path, capsy
     assert viewed["prelabel"]["reference_views"] == 4 and excluded["prelabel"]["reference_views"] == 1
     assert viewed["prelabel"]["references"] == 4 * excluded["prelabel"]["references"]
     assert viewed["identification"] == excluded["identification"]
+    # Every probe matched by its 4 views (the references by their crop alone).
+    assert main(args[:-4] + ["--exclude-unknown", "--candidate-views"]) == 0
+    probed = json.loads(capsys.readouterr().out)
+    assert (probed["prelabel"]["candidate_views"], probed["prelabel"]["reference_views"]) == (4, 1)
+    assert probed["prelabel"]["references"] == excluded["prelabel"]["references"] and excluded["prelabel"]["candidate_views"] == 1
+    assert probed["identification"] == excluded["identification"]
+    assert probed["prelabel"]["over_reference_draws"] != excluded["prelabel"]["over_reference_draws"]

@@ -138,6 +138,17 @@ def test_published_faces_are_prelabelled_again_when_their_reference_arrives(tmp_
     assert right >= len(rows) * 3 // 4
     assert all(r["run_id"] == "run-2" and r["reference_set"] == second.calibration["reference_set"] for r in rows.values())
     assert second.calibration["prelabels_updated"] == len(rows)
+    # Matched again as a new candidate would be (by the views of its crop): the scores of one run that
+    # meets the same faces and typical images together.
+    together = Run(tmp_path / "together", "together")  # its own root: no published index
+    for name in ("ame", "gura"):
+        together.add(cv2.imread(str(crops_of(name, 1)[0])), character=name, kind="reference")
+    sha_of = {f["face_id"]: f["crop_sha"] for f in run.faces}
+    fresh = {f["crop_sha"]: f["face_id"] for f in (together.add(cv2.imread(str(p))) and together.faces[-1]
+                                                    for name in ("ame", "gura") for p in crops_of(name, 4, start=20))}
+    once = together.identity(dedup=0.98).faces.set_index("face_id")
+    for face_id, row in rows.items():
+        assert row["prelabel_score"] == pytest.approx(once.loc[fresh[sha_of[face_id]], "prelabel_score"], abs=1e-5)
 
     # Another run with the same reference set changes nothing and writes nothing.
     published = later.publish(second, published, version=1)
@@ -216,7 +227,7 @@ def test_reference_views_match_a_face_framed_tighter_than_its_typical_image(tmp_
 
     def stage(reference_views):
         out = run_identity_stage(pd.DataFrame(run.faces), pd.DataFrame(run.assets), Published.nothing(), "default",
-                                 tmp_path, 0.98, 0.6, "run", reference_views=reference_views)
+                                 tmp_path, 0.98, 0.6, "run", reference_views=reference_views, candidate_views=False)
         return out, out.faces.set_index("face_id")
 
     crop_only, before = stage(False)
@@ -233,6 +244,52 @@ def test_reference_views_match_a_face_framed_tighter_than_its_typical_image(tmp_
     # View embeddings are cached beside the plain ones, under a name that says which views.
     cached = sorted(p.name for p in (tmp_path / "cache" / "embeddings").iterdir())
     assert cached == [views.calibration["embedder"], f"{views.calibration['embedder']}-views-0.85-0.7-0.55"]
+
+
+def test_candidate_views_match_a_face_framed_wider_than_its_typical_image(tmp_path):
+    run = Run(tmp_path)
+    names = ["ame", "gura", "kiara", "mumei"]
+    wider = {}
+    for name in names:
+        image = cv2.imread(str(crops_of(name, 1)[0]))
+        h, w = image.shape[:2]  # the typical image is a close-up (centre 70%); the face found is the whole crop
+        run.add(cv2.resize(image[round(h * 0.15):round(h * 0.85), round(w * 0.15):round(w * 0.85)], (w, h)),
+                character=name, kind="reference")
+        wider[run.add(image)] = f"holo/{name}"
+    others = {run.add(cv2.imread(str(p))): f"holo/{name}" for name in names for p in crops_of(name, 5, start=10)}
+
+    def stage(candidate_views):
+        out = run_identity_stage(pd.DataFrame(run.faces), pd.DataFrame(run.assets), Published.nothing(), "default",
+                                 tmp_path, 0.98, 0.6, "run", candidate_views=candidate_views)
+        return out, out.faces.set_index("face_id")
+
+    crop_only, before = stage(False)
+    views, after = stage(True)
+    assert not crop_only.calibration["candidate_views"] and views.calibration["candidate_views"]
+    assert crop_only.calibration["reference_set"] != views.calibration["reference_set"]  # published faces get matched again
+    # The reference's views are closer still, so only the candidate's own 70% view meets the close-up.
+    gain = after.loc[list(wider), "prelabel_score"] - before.loc[list(wider), "prelabel_score"]
+    assert (gain > 0.01).all(), gain
+    assert after.loc[list(wider), "prelabel"].tolist() == list(wider.values())
+    labels = after.loc[list(others), "prelabel"]
+    assert sum(labels[f] == others[f] for f in others) >= 16 and sum(labels[f] not in (None, others[f]) for f in others) <= 2
+    # Candidates' views share the cache of the references' views.
+    cached = sorted(p.name for p in (tmp_path / "cache" / "embeddings").iterdir())
+    assert cached == [views.calibration["embedder"], f"{views.calibration['embedder']}-views-0.85-0.7-0.55"]
+
+
+def test_nearest_identities_with_views_averages_each_views_best_match():
+    refs = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    names = ["a", "a", "b"]
+    views = np.array([[[0.6, 0.8, 0.0], [1.0, 0.0, 0.0]],    # a: (0.8 + 1.0) / 2 = 0.9; b: 0
+                      [[0.0, 0.6, 0.8], [0.0, 0.0, 1.0]]])   # b: (0.8 + 1.0) / 2 = 0.9; a: (0.6 + 0) / 2 = 0.3
+    out = nearest_identities(views, refs, names, threshold=0.6)
+    assert out["prelabel"].tolist() == ["a", "b"]
+    assert out["prelabel_score"].round(4).tolist() == [0.9, 0.9]
+    assert out["runner_up_score"].round(4).tolist() == [0.0, 0.3]
+    # One view is the plain rule.
+    pd.testing.assert_frame_equal(nearest_identities(views[:, :1], refs, names, 0.6),
+                                  nearest_identities(views[:, 0], refs, names, 0.6))
 
 
 def test_nearest_identities_hand_computed():
