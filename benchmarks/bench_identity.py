@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/bench_identity.py [--weights PATH] [--crops 512] [--vectors 100000]
 
 Embedding: real face crops (CAVA Dexter's Laboratory val boxes, cut at enlarged rate 1.0), batch 64,
-on CUDA when available (bf16 autocast) else on this CPU. Dedup: clustered random unit vectors (one in
+on CUDA when available (bf16 autocast) else on this CPU; once as one embedding per crop (near-duplicates)
+and once as the 4 views per crop that pre-labels match (`candidate_views`). Dedup: clustered random unit vectors (one in
 ten is a noisy copy of another), the pipeline's exact range search at > 0.95 (Faiss on a CPU; chunked
 torch products, fp16 candidates checked in fp32, on CUDA) plus the greedy keep, so recall against
 exact search is 1 by construction. On CUDA, Faiss's CPU search is timed too, for comparison, when
@@ -60,6 +61,12 @@ def bench_embed(weights: Path, n: int) -> dict:
     out = {"device": device, "model_id": meta["model_id"], "input_size": int(meta.get("input_size", 112)),
            "crops": n, "seconds": round(seconds, 2), "embeddings_per_s": round(n / seconds, 1)}
     print(f"embed: {n} crops in {seconds:.2f} s = {n / seconds:.1f} embeddings/s on {device} ({meta['model_id']})")
+    # The pipeline's candidate_views (and every reference): each crop embedded as its 4 views.
+    t = time.perf_counter()
+    model.embed_views(crops, batch_size=64)
+    seconds = time.perf_counter() - t
+    out.update({"views_seconds": round(seconds, 2), "crops_with_views_per_s": round(n / seconds, 1)})
+    print(f"embed views: {n} crops x 4 views in {seconds:.2f} s = {n / seconds:.1f} crops/s")
     return out
 
 

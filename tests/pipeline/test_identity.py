@@ -213,25 +213,42 @@ def test_verified_faces_join_the_references_and_prelabel_more_faces_right(tmp_pa
     assert right_after > right_before and wrong_after <= wrong_before, (right_before, right_after, wrong_before, wrong_after)
 
 
-def test_reference_views_match_a_face_framed_tighter_than_its_typical_image(tmp_path):
-    run = Run(tmp_path)
+def close_up(image):
+    """The same face seen closer: its centre 70%, at the same size."""
+    h, w = image.shape[:2]
+    return cv2.resize(image[round(h * 0.15):round(h * 0.85), round(w * 0.15):round(w * 0.85)], (w, h))
+
+
+def framing_run(root, close_up_reference: bool):
+    """Four characters, each with a typical image and one face that is the same drawing framed
+    differently (the close-up of the other), plus 5 other faces each: (run, framed faces, others)."""
+    run = Run(root)
     names = ["ame", "gura", "kiara", "mumei"]
-    tighter = {}
+    framed = {}
     for name in names:
-        typical = cv2.imread(str(crops_of(name, 1)[0]))
+        image = cv2.imread(str(crops_of(name, 1)[0]))
+        typical, found = (close_up(image), image) if close_up_reference else (image, close_up(image))
         run.add(typical, character=name, kind="reference")
-        h, w = typical.shape[:2]  # the same face seen closer: its centre 70%, at the same size
-        zoomed = cv2.resize(typical[round(h * 0.15):round(h * 0.85), round(w * 0.15):round(w * 0.85)], (w, h))
-        tighter[run.add(zoomed)] = f"holo/{name}"
+        framed[run.add(found)] = f"holo/{name}"
     others = {run.add(cv2.imread(str(p))): f"holo/{name}" for name in names for p in crops_of(name, 5, start=10)}
+    return run, framed, others
 
-    def stage(reference_views):
-        out = run_identity_stage(pd.DataFrame(run.faces), pd.DataFrame(run.assets), Published.nothing(), "default",
-                                 tmp_path, 0.98, 0.6, "run", reference_views=reference_views, candidate_views=False)
-        return out, out.faces.set_index("face_id")
 
-    crop_only, before = stage(False)
-    views, after = stage(True)
+def stage_faces(run, **settings):
+    out = run_identity_stage(pd.DataFrame(run.faces), pd.DataFrame(run.assets), Published.nothing(), "default",
+                             run.root, 0.98, 0.6, "run", **settings)
+    return out, out.faces.set_index("face_id")
+
+
+def assert_views_cached_beside_plain_embeddings(root, outcome):
+    cached = sorted(p.name for p in (root / "cache" / "embeddings").iterdir())
+    assert cached == [outcome.calibration["embedder"], f"{outcome.calibration['embedder']}-views-0.85-0.7-0.55"]
+
+
+def test_reference_views_match_a_face_framed_tighter_than_its_typical_image(tmp_path):
+    run, tighter, others = framing_run(tmp_path, close_up_reference=False)
+    crop_only, before = stage_faces(run, reference_views=False, candidate_views=False)
+    views, after = stage_faces(run, reference_views=True, candidate_views=False)
     assert crop_only.calibration["reference_views"] == 0 and views.calibration["reference_views"] == 4 * 4
     assert crop_only.calibration["reference_set"] != views.calibration["reference_set"]  # published faces get matched again
     assert (before.loc[list(tighter), "prelabel_score"] < 0.99).all()  # one view: the framing costs similarity
@@ -241,30 +258,13 @@ def test_reference_views_match_a_face_framed_tighter_than_its_typical_image(tmp_
         labels = faces.loc[list(others), "prelabel"]
         assert sum(labels[f] == others[f] for f in others) >= 18 and sum(
             labels[f] not in (None, others[f]) for f in others) <= 2
-    # View embeddings are cached beside the plain ones, under a name that says which views.
-    cached = sorted(p.name for p in (tmp_path / "cache" / "embeddings").iterdir())
-    assert cached == [views.calibration["embedder"], f"{views.calibration['embedder']}-views-0.85-0.7-0.55"]
+    assert_views_cached_beside_plain_embeddings(tmp_path, views)
 
 
 def test_candidate_views_match_a_face_framed_wider_than_its_typical_image(tmp_path):
-    run = Run(tmp_path)
-    names = ["ame", "gura", "kiara", "mumei"]
-    wider = {}
-    for name in names:
-        image = cv2.imread(str(crops_of(name, 1)[0]))
-        h, w = image.shape[:2]  # the typical image is a close-up (centre 70%); the face found is the whole crop
-        run.add(cv2.resize(image[round(h * 0.15):round(h * 0.85), round(w * 0.15):round(w * 0.85)], (w, h)),
-                character=name, kind="reference")
-        wider[run.add(image)] = f"holo/{name}"
-    others = {run.add(cv2.imread(str(p))): f"holo/{name}" for name in names for p in crops_of(name, 5, start=10)}
-
-    def stage(candidate_views):
-        out = run_identity_stage(pd.DataFrame(run.faces), pd.DataFrame(run.assets), Published.nothing(), "default",
-                                 tmp_path, 0.98, 0.6, "run", candidate_views=candidate_views)
-        return out, out.faces.set_index("face_id")
-
-    crop_only, before = stage(False)
-    views, after = stage(True)
+    run, wider, others = framing_run(tmp_path, close_up_reference=True)
+    crop_only, before = stage_faces(run, candidate_views=False)
+    views, after = stage_faces(run, candidate_views=True)
     assert not crop_only.calibration["candidate_views"] and views.calibration["candidate_views"]
     assert crop_only.calibration["reference_set"] != views.calibration["reference_set"]  # published faces get matched again
     # The reference's views are closer still, so only the candidate's own 70% view meets the close-up.
@@ -273,9 +273,7 @@ def test_candidate_views_match_a_face_framed_wider_than_its_typical_image(tmp_pa
     assert after.loc[list(wider), "prelabel"].tolist() == list(wider.values())
     labels = after.loc[list(others), "prelabel"]
     assert sum(labels[f] == others[f] for f in others) >= 16 and sum(labels[f] not in (None, others[f]) for f in others) <= 2
-    # Candidates' views share the cache of the references' views.
-    cached = sorted(p.name for p in (tmp_path / "cache" / "embeddings").iterdir())
-    assert cached == [views.calibration["embedder"], f"{views.calibration['embedder']}-views-0.85-0.7-0.55"]
+    assert_views_cached_beside_plain_embeddings(tmp_path, views)  # candidates' views share the references' cache
 
 
 def test_nearest_identities_with_views_averages_each_views_best_match():
