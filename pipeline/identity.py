@@ -140,6 +140,18 @@ def candidate_rows(crop_shas: list[str], plain: np.ndarray, setting: str, data_r
     return np.stack([got[s] if s in got else np.repeat(v[None], n_views, axis=0) for s, v in zip(crop_shas, plain)])
 
 
+def prelabel_crops(crop_shas: list[str], plain: np.ndarray, setting: str, data_root: str | Path, views: bool,
+                   ref_matrix: np.ndarray, ref_identities, threshold: float, min_margin: float,
+                   chunk: int = 8192) -> pd.DataFrame:
+    """`nearest_identities` for these crops (their `candidate_rows`), `chunk` crops at a time, so that
+    matching every published crop again holds only one chunk's views in memory."""
+    frames = [nearest_identities(candidate_rows(crop_shas[i:i + chunk], plain[i:i + chunk], setting, data_root, views),
+                                 ref_matrix, ref_identities, threshold, min_margin)
+              for i in range(0, len(plain), chunk)]
+    return pd.concat(frames, ignore_index=True) if frames else nearest_identities(plain, ref_matrix, ref_identities,
+                                                                                    threshold, min_margin)
+
+
 def reference_matrix(ref_faces: pd.DataFrame, vectors: dict[str, np.ndarray],
                      views: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The rows pre-labels are matched against and the identity of each: one per reference face, or
@@ -292,8 +304,9 @@ def nearest_identities(matrix: np.ndarray, ref_matrix: np.ndarray, ref_identitie
     if n == 0 or not order:
         return _frame(out)
     masks = [names == name for name in order]
-    for start in range(0, n, chunk):  # bounded memory for a large published set
-        sims = matrix[start:start + chunk] @ ref_matrix.T  # (rows, views, references)
+    step = max(1, chunk // matrix.shape[1])
+    for start in range(0, n, step):  # bounded memory for a large published set
+        sims = matrix[start:start + step] @ ref_matrix.T  # (rows, views, references)
         per_identity = np.stack([sims[:, :, m].max(axis=2).mean(axis=1) for m in masks], axis=1)
         top = np.argsort(-per_identity, axis=1, kind="stable")
         rows = np.arange(len(sims))
@@ -442,8 +455,8 @@ def run_identity_stage(faces: pd.DataFrame, assets: pd.DataFrame, published: Pub
     surv_matrix = cand_matrix[result.kept] if len(candidates) else cand_matrix
     if len(ref_faces):
         surv_shas = candidates.loc[survivors, "crop_sha"].tolist()
-        found = nearest_identities(candidate_rows(surv_shas, surv_matrix, setting, data_root, candidate_views),
-                                   match_matrix, match_identities, prelabel_threshold, prelabel_min_margin)
+        found = prelabel_crops(surv_shas, surv_matrix, setting, data_root, candidate_views, match_matrix,
+                               match_identities, prelabel_threshold, prelabel_min_margin)
         for column in PRELABEL_COLUMNS:
             faces.loc[survivors, column] = found[column].to_numpy()
 
@@ -456,8 +469,8 @@ def run_identity_stage(faces: pd.DataFrame, assets: pd.DataFrame, published: Pub
     if reference_set != published.reference_set and len(published_ids) and len(ref_faces):
         published_shas = (published.crops.drop_duplicates("face_id").set_index("face_id")["crop_sha"]
                           .reindex(published_ids).tolist())
-        again = nearest_identities(candidate_rows(published_shas, published_vectors, setting, data_root, candidate_views),
-                                   match_matrix, match_identities, prelabel_threshold, prelabel_min_margin)
+        again = prelabel_crops(published_shas, published_vectors, setting, data_root, candidate_views, match_matrix,
+                               match_identities, prelabel_threshold, prelabel_min_margin)
         again.insert(0, "face_id", published_ids)
         old = (current.drop_duplicates("face_id").set_index("face_id")
                .reindex(published_ids)[list(PRELABEL_COLUMNS) + ["embedder"]].reset_index())

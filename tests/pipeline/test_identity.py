@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.dedup import PublishedIndex
 from pipeline.identity import (DEFAULT_WEIGHTS, PRELABEL_COLUMNS, Published, embed_crops, nearest_identities,
-                               prelabel_quality, run_identity_stage)
+                               prelabel_crops, prelabel_quality, run_identity_stage)
 from pipeline.store import ContentStore
 from tests.conftest import SHARED
 
@@ -285,9 +285,23 @@ def test_nearest_identities_with_views_averages_each_views_best_match():
     assert out["prelabel"].tolist() == ["a", "b"]
     assert out["prelabel_score"].round(4).tolist() == [0.9, 0.9]
     assert out["runner_up_score"].round(4).tolist() == [0.0, 0.3]
-    # One view is the plain rule.
+    # One view is the plain rule; memory chunks (here one row of views at a time) change nothing.
     pd.testing.assert_frame_equal(nearest_identities(views[:, :1], refs, names, 0.6),
                                   nearest_identities(views[:, 0], refs, names, 0.6))
+    pd.testing.assert_frame_equal(nearest_identities(views, refs, names, 0.6, chunk=2), out)
+
+
+def test_prelabel_crops_in_chunks_equals_one_pass(tmp_path):
+    rng = np.random.default_rng(0)
+    plain = rng.normal(size=(7, 8))
+    plain /= np.linalg.norm(plain, axis=1, keepdims=True)
+    refs, names = plain[[0, 3]], ["a", "b"]
+    shas = [f"{i:064x}" for i in range(7)]
+    whole = nearest_identities(plain, refs, names, 0.1)
+    for chunk in (1, 3, 100):
+        pd.testing.assert_frame_equal(
+            prelabel_crops(shas, plain, "default", tmp_path, False, refs, names, 0.1, 0.0, chunk=chunk), whole)
+    assert len(prelabel_crops([], plain[:0], "default", tmp_path, False, refs, names, 0.1, 0.0)) == 0
 
 
 def test_nearest_identities_hand_computed():
