@@ -132,12 +132,19 @@ class Embedder(nn.Module):
             return np.zeros((0, self.dim), np.float32)
         return torch.cat(out).numpy()
 
-    def embed_views(self, images_bgr: Sequence[np.ndarray], batch_size: int = 64) -> np.ndarray:
+    def embed_views(self, images_bgr: Sequence[np.ndarray], batch_size: int = 64,
+                    plain: np.ndarray | None = None) -> np.ndarray:
         """Embeddings of each image's ``reference_views``: float32 (N, 1 + len(REFERENCE_VIEW_SCALES), dim);
-        view 0 is ``embed`` of the image itself."""
-        views = [v for img in images_bgr for v in reference_views(np.asarray(img))]
-        per_image = 1 + len(REFERENCE_VIEW_SCALES)
-        return self.embed(views, batch_size=batch_size).reshape(len(images_bgr), per_image, self.dim)
+        view 0 is ``embed`` of the image itself. ``plain`` (N, dim), when the caller already has those
+        embeddings, becomes view 0 as given, and only the centred crops are embedded."""
+        first = 0 if plain is None else 1
+        views = [v for img in images_bgr for v in reference_views(np.asarray(img))[first:]]
+        per_image = 1 + len(REFERENCE_VIEW_SCALES) - first
+        out = self.embed(views, batch_size=batch_size).reshape(len(images_bgr), per_image, self.dim)
+        if plain is not None:
+            plain = np.asarray(plain, np.float32).reshape(len(images_bgr), 1, self.dim)
+            out = np.concatenate([plain, out], axis=1)
+        return out
 
 
 # Centre crops (share of the side) that represent a reference crop beside the crop itself.

@@ -108,9 +108,9 @@ def embed_crops(crop_shas: list[str], setting: str, data_root: str | Path, batch
     if views:
         from models.embedder import REFERENCE_VIEWS_ID
 
-        cache, embed = EmbeddingCache(data_root, f"{meta['model_id']}-{REFERENCE_VIEWS_ID}"), model.embed_views
+        cache = EmbeddingCache(data_root, f"{meta['model_id']}-{REFERENCE_VIEWS_ID}")
     else:
-        cache, embed = EmbeddingCache(data_root, meta["model_id"]), model.embed
+        cache = EmbeddingCache(data_root, meta["model_id"])
     unique = list(dict.fromkeys(crop_shas))
     vectors = cache.get_many(unique)
     missing = [s for s in unique if s not in vectors]
@@ -121,7 +121,11 @@ def embed_crops(crop_shas: list[str], setting: str, data_root: str | Path, batch
         ok = [(s, im) for s, im in zip(chunk, images) if im is not None]
         if not ok:
             continue
-        emb = embed([im for _, im in ok], batch_size=batch_size)
+        if views:  # view 0 is the crop itself: its cached plain embedding, not a fifth forward pass
+            plain = embed_crops([s for s, _ in ok], setting, data_root, batch_size)
+            emb = model.embed_views([im for _, im in ok], batch_size=batch_size, plain=np.stack([plain[s] for s, _ in ok]))
+        else:
+            emb = model.embed([im for _, im in ok], batch_size=batch_size)
         for (sha, _), vec in zip(ok, emb):
             cache.put(sha, vec)
             vectors[sha] = vec

@@ -169,3 +169,7 @@ def test_reference_views_are_the_crop_then_centred_crops_and_embed_in_one_call()
     np.testing.assert_allclose(per_image[:, 0], net.embed(crops), atol=1e-5)  # view 0: the crop itself
     np.testing.assert_allclose(per_image[1], net.embed(reference_views(crops[1])), atol=1e-5)
     assert np.abs(per_image[:, 1] - per_image[:, 0]).max() > 1e-3  # the zooms are other vectors
+    plain = net.embed(crops)  # a caller that has the plain embeddings saves the forward pass of view 0
+    reused = net.embed_views(crops, batch_size=4, plain=plain)
+    np.testing.assert_array_equal(reused[:, 0], plain)
+    np.testing.assert_allclose(reused, per_image, atol=1e-5)

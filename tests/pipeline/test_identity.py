@@ -117,6 +117,25 @@ def test_embeddings_are_cached_per_crop(tmp_path):
     assert np.array_equal(embed_crops([sha], "default", tmp_path)[sha], first[sha])
 
 
+def test_views_take_view_0_from_the_plain_embedding_and_embed_only_the_centred_crops(tmp_path, monkeypatch):
+    from models.embedder import REFERENCE_VIEW_SCALES, Embedder
+
+    embedded = []  # how many images reach the network, call by call
+    real_embed = Embedder.embed
+    monkeypatch.setattr(Embedder, "embed", lambda self, images, **kw: embedded.append(len(images)) or real_embed(self, images, **kw))
+    run = Run(tmp_path)
+    for path in crops_of("sana", 3):
+        run.add(cv2.imread(str(path)))
+    shas = [f["crop_sha"] for f in run.faces]
+    views = embed_crops(shas, "default", tmp_path, views=True)
+    assert embedded == [3, 3 * len(REFERENCE_VIEW_SCALES)]  # the plain embeddings (cached too), then the crops
+    plain = embed_crops(shas, "default", tmp_path)
+    assert len(embedded) == 2  # from the cache
+    for sha in shas:
+        assert views[sha].shape == (1 + len(REFERENCE_VIEW_SCALES), plain[sha].shape[0])
+        np.testing.assert_array_equal(views[sha][0], plain[sha])
+
+
 def test_published_faces_are_prelabelled_again_when_their_reference_arrives(tmp_path):
     run = Run(tmp_path)
     truth = {}
@@ -243,6 +262,11 @@ def stage_faces(run, **settings):
 def assert_views_cached_beside_plain_embeddings(root, outcome):
     cached = sorted(p.name for p in (root / "cache" / "embeddings").iterdir())
     assert cached == [outcome.calibration["embedder"], f"{outcome.calibration['embedder']}-views-0.85-0.7-0.55"]
+    plain_dir, views_dir = (root / "cache" / "embeddings" / name for name in cached)
+    view_files = sorted(views_dir.glob("*/*.npy"))
+    assert view_files
+    for path in view_files:  # view 0 is the crop itself: its plain embedding, not computed again
+        np.testing.assert_array_equal(np.load(path)[0], np.load(plain_dir / path.parent.name / path.name))
 
 
 def test_reference_views_match_a_face_framed_tighter_than_its_typical_image(tmp_path):
