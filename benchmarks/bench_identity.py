@@ -4,7 +4,8 @@
 
 Embedding: real face crops (CAVA Dexter's Laboratory val boxes, cut at enlarged rate 1.0), batch 64,
 on CUDA when available (bf16 autocast) else on this CPU; once as one embedding per crop (near-duplicates)
-and once as the 4 views per crop that pre-labels match (`candidate_views`). Dedup: clustered random unit vectors (one in
+and then the 3 more views per crop that pre-labels match (`candidate_views`; view 0 is the plain
+embedding). Dedup: clustered random unit vectors (one in
 ten is a noisy copy of another), the pipeline's exact range search at > 0.95 (Faiss on a CPU; chunked
 torch products, fp16 candidates checked in fp32, on CUDA) plus the greedy keep, so recall against
 exact search is 1 by construction. On CUDA, Faiss's CPU search is timed too, for comparison, when
