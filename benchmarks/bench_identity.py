@@ -58,7 +58,7 @@ def bench_embed(weights: Path, n: int) -> dict:
     model.embed(crops[:64])  # warm-up
     t = time.perf_counter()
     plain = model.embed(crops, batch_size=64)
-    seconds = time.perf_counter() - t
+    seconds = plain_seconds = time.perf_counter() - t
     out = {"device": device, "model_id": meta["model_id"], "input_size": int(meta.get("input_size", 112)),
            "crops": n, "seconds": round(seconds, 2), "embeddings_per_s": round(n / seconds, 1)}
     print(f"embed: {n} crops in {seconds:.2f} s = {n / seconds:.1f} embeddings/s on {device} ({meta['model_id']})")
@@ -67,7 +67,7 @@ def bench_embed(weights: Path, n: int) -> dict:
     t = time.perf_counter()
     model.embed_views(crops, batch_size=64, plain=plain)
     seconds = time.perf_counter() - t
-    both = out["seconds"] + seconds
+    both = plain_seconds + seconds  # unrounded, unlike out["seconds"]
     out.update({"views_seconds": round(seconds, 2), "crops_with_views_per_s": round(n / both, 1)})
     print(f"embed views: {n} crops x 3 more views in {seconds:.2f} s; with the plain embedding "
           f"{n / both:.1f} crops/s end to end")
