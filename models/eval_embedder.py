@@ -375,6 +375,10 @@ def prelabel_precision_recall(ref_emb, ref_labels, probe_emb, probe_labels,
     counts for each threshold (at ``min_margin``), ``margin_sweep`` for each margin (at ``threshold``).
     Precision or recall is None when its denominator is 0. ``probe_emb`` may be (N, V, dim), each probe's
     views, matched as the pipeline's ``candidate_views`` matches them.
+
+    ``nearest_accuracy``: the share of probes with a reference whose nearest identity is theirs, with no
+    threshold and no margin. It measures the embedding alone, where precision and recall at 0.6 also
+    measure how well the model's similarities sit around the threshold.
     """
     ref, ref_labels = _as_inputs(ref_emb, ref_labels)
     probe, probe_labels = _as_inputs(probe_emb, probe_labels, views_allowed=True)
@@ -392,7 +396,8 @@ def prelabel_precision_recall(ref_emb, ref_labels, probe_emb, probe_labels,
     margin = nearest["prelabel_margin"].fillna(np.inf).to_numpy()  # one identity: no runner-up to beat
     known = np.isin(probe_labels, names) if len(probe) else np.zeros(0, bool)
     out = _prelabel_counts(best, margin, pred, probe_labels, known, threshold, min_margin)
-    out.update({"probes": len(probe), "known_probes": int(known.sum()),
+    out.update({"nearest_accuracy": float((pred[known] == probe_labels[known]).mean()) if known.any() else None,
+                "probes": len(probe), "known_probes": int(known.sum()),
                 "unknown_probes": int((~known).sum()), "references": len(ref),
                 "sweep": [_prelabel_counts(best, margin, pred, probe_labels, known, t, min_margin) for t in sweep],
                 "margin_sweep": [_prelabel_counts(best, margin, pred, probe_labels, known, threshold, m)
@@ -449,12 +454,13 @@ def prelabel_over_reference_draws(emb, labels, draws: int, *, seed: int = 0, no_
     lab = np.asarray([str(x) for x in labels], dtype=object)
     emb = np.asarray(emb)
     probe_rows = emb if probe_views is None else np.asarray(probe_views)
-    per_draw = []
+    per_draw, nearest = [], []
     for d in range(draws):
         refs, probes = reference_split(lab, "random", seed + d, no_reference=no_reference, per_identity=per_identity)
         r = prelabel_precision_recall(*reference_rows(emb, lab, refs, views), probe_rows[probes], lab[probes],
                                       threshold, min_margin, sweep=(), margin_sweep=margin_sweep)
         per_draw.append([(m["precision"], m["recall"]) for m in [r] + r["margin_sweep"]])
+        nearest.append(r["nearest_accuracy"])
 
     def summary(k: int, margin: float) -> dict:
         out = {"min_margin": float(margin)}
@@ -468,8 +474,11 @@ def prelabel_over_reference_draws(emb, labels, draws: int, *, seed: int = 0, no_
 
     if not draws:
         return {"draws": 0}
+    nearest = np.array([a for a in nearest if a is not None], float)
     return {"draws": draws, "seeds": [seed, seed + draws - 1], "threshold": float(threshold),
-            **summary(0, min_margin), "margin_sweep": [summary(i + 1, m) for i, m in enumerate(margin_sweep)]}
+            **summary(0, min_margin), "margin_sweep": [summary(i + 1, m) for i, m in enumerate(margin_sweep)],
+            "nearest_accuracy_mean": float(nearest.mean()) if len(nearest) else None,
+            "nearest_accuracy_std": float(nearest.std()) if len(nearest) else None}
 
 
 # ------------------------------------------------------------------------------------------------- CLI

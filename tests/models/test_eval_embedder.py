@@ -219,6 +219,8 @@ def test_prelabel_hand_made_example():
     assert (r["labelled"], r["correct"], r["wrong_labels_on_known"], r["false_labels_on_unknowns"]) == (4, 2, 1, 1)
     assert r["precision"] == 0.5 and r["recall"] == 0.5
     assert (r["probes"], r["known_probes"], r["unknown_probes"], r["references"]) == (6, 4, 2, 2)
+    # Without a threshold the nearest identity is right for 3 of the 4 probes with a reference (A -> B is not).
+    assert r["nearest_accuracy"] == 0.75
     sweep = {row["threshold"]: row for row in r["sweep"]}
     assert sorted(sweep) == list(SWEEP_THRESHOLDS) and min(sweep) == 0.3 and max(sweep) == 0.95
     assert (sweep[0.3]["labelled"], sweep[0.3]["correct"], sweep[0.3]["false_labels_on_unknowns"]) == (6, 3, 2)
@@ -289,13 +291,15 @@ def test_prelabel_over_reference_draws_depends_on_which_image_is_the_reference()
     emb = np.array([[1.0, 0, 0], [1.0, 0, 0], _unit(0.3, 0.95), [0, 1.0, 0], [0, 1.0, 0], [0, 1.0, 0]])
     labels = ["A", "A", "A", "B", "B", "B"]
     draws = prelabel_over_reference_draws(emb, labels, 30, seed=0, threshold=0.6)
-    per_draw = []
+    per_draw, nearest = [], []
     for seed in range(30):  # the same draws, one at a time
         refs, probes = reference_split(labels, "random", seed)
         r = prelabel_precision_recall(emb[refs], np.array(labels)[refs], emb[probes], np.array(labels)[probes], 0.6)
         per_draw.append((r["precision"], r["recall"]))
+        nearest.append(r["nearest_accuracy"])
     p, r = np.array(per_draw).T
     assert draws["draws"] == 30 and draws["seeds"] == [0, 29]
+    assert draws["nearest_accuracy_mean"] == pytest.approx(np.mean(nearest)) and draws["nearest_accuracy_std"] > 0
     assert draws["precision_mean"] == pytest.approx(p.mean()) and draws["recall_mean"] == pytest.approx(r.mean())
     assert draws["precision_min"] == p.min() < 1.0 == p.max() and r.min() < r.max()
     assert draws["precision_std"] > 0 and draws["recall_std"] > 0
@@ -305,6 +309,7 @@ def test_prelabel_over_reference_draws_depends_on_which_image_is_the_reference()
     # Perfectly separated identities: every draw is perfect.
     clean = prelabel_over_reference_draws(np.array([[1.0, 0], [1.0, 0], [0, 1.0], [0, 1.0]]), ["A", "A", "B", "B"], 5)
     assert (clean["precision_mean"], clean["precision_std"], clean["recall_min"]) == (1.0, 0.0, 1.0)
+    assert clean["nearest_accuracy_mean"] == 1.0
 
 
 # ------------------------------------------------------------------------------------------ real data
