@@ -441,7 +441,10 @@ def train(samples: Sequence[Sample], *, head: str = "cosface", epochs: int = 30,
         log_path.write_text(json.dumps({"config": config, "identities": identities, "history": history,
                                         "device": str(dev), "threads": torch.get_num_threads(),
                                         "stopped_early": stopped, "steps": step,
-                                        "seconds": round(seconds, 1), "weights": out.name}, indent=2))
+                                        # this process; with resumed runs, the whole run's epochs add up
+                                        "seconds": round(seconds, 1),
+                                        "seconds_all_runs": round(sum(h["seconds"] for h in history), 1),
+                                        "weights": out.name}, indent=2))
         log(f"saved {out} and {log_path.name}")
     return TrainResult(model, classifier, identities, history, step_losses, step, stopped, out, log_path,
                        seconds)

@@ -160,6 +160,9 @@ def test_cli_trains_stops_on_time_and_resumes(tmp_path, capsys):
     assert model.flip_average
     log = json.loads(out.with_name("m.train_log.json").read_text())
     assert log["history"][-1]["complete"] and log["history"][-1]["epoch"] == 2
+    # The stopped first run's partial epoch counts in the whole run's time, not in this process's.
+    assert log["seconds_all_runs"] == pytest.approx(sum(h["seconds"] for h in log["history"]), abs=0.11)
+    assert log["history"][0]["complete"] is False
 
 
 def test_cli_no_flip_average(tmp_path):
