@@ -105,12 +105,13 @@ def embed_crops(crop_shas: list[str], setting: str, data_root: str | Path, batch
     if loaded is None or not crop_shas:
         return {}
     model, meta = loaded
+    plain_cache = EmbeddingCache(data_root, meta["model_id"])
     if views:
         from models.embedder import REFERENCE_VIEWS_ID
 
         cache = EmbeddingCache(data_root, f"{meta['model_id']}-{REFERENCE_VIEWS_ID}")
     else:
-        cache = EmbeddingCache(data_root, meta["model_id"])
+        cache = plain_cache
     unique = list(dict.fromkeys(crop_shas))
     vectors = cache.get_many(unique)
     missing = [s for s in unique if s not in vectors]
@@ -121,8 +122,13 @@ def embed_crops(crop_shas: list[str], setting: str, data_root: str | Path, batch
         ok = [(s, im) for s, im in zip(chunk, images) if im is not None]
         if not ok:
             continue
-        if views:  # view 0 is the crop itself: its cached plain embedding, not a fifth forward pass
-            plain = embed_crops([s for s, _ in ok], setting, data_root, batch_size)
+        if views:  # view 0 is the crop itself: its plain embedding (cached, else made here and cached)
+            plain = plain_cache.get_many([s for s, _ in ok])
+            todo = [(s, im) for s, im in ok if s not in plain]
+            if todo:
+                for (sha, _), vec in zip(todo, model.embed([im for _, im in todo], batch_size=batch_size)):
+                    plain_cache.put(sha, vec)
+                    plain[sha] = vec
             emb = model.embed_views([im for _, im in ok], batch_size=batch_size, plain=np.stack([plain[s] for s, _ in ok]))
         else:
             emb = model.embed([im for _, im in ok], batch_size=batch_size)

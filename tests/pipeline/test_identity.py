@@ -127,8 +127,12 @@ def test_views_take_view_0_from_the_plain_embedding_and_embed_only_the_centred_c
     for path in crops_of("sana", 3):
         run.add(cv2.imread(str(path)))
     shas = [f["crop_sha"] for f in run.faces]
+    decoded = []  # crops read back from the store
+    real_imread = cv2.imread
+    monkeypatch.setattr(cv2, "imread", lambda path, *a: decoded.append(path) or real_imread(path, *a))
     views = embed_crops(shas, "default", tmp_path, views=True)
     assert embedded == [3, 3 * len(REFERENCE_VIEW_SCALES)]  # the plain embeddings (cached too), then the crops
+    assert len(decoded) == 3  # each crop decoded once for both
     plain = embed_crops(shas, "default", tmp_path)
     assert len(embedded) == 2  # from the cache
     for sha in shas:
