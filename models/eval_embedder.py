@@ -396,7 +396,8 @@ def prelabel_precision_recall(ref_emb, ref_labels, probe_emb, probe_labels,
     margin = nearest["prelabel_margin"].fillna(np.inf).to_numpy()  # one identity: no runner-up to beat
     known = np.isin(probe_labels, names) if len(probe) else np.zeros(0, bool)
     out = _prelabel_counts(best, margin, pred, probe_labels, known, threshold, min_margin)
-    out.update({"nearest_accuracy": float((pred[known] == probe_labels[known]).mean()) if known.any() else None,
+    # the nearest identity with no threshold and no margin: the recall of a threshold below every similarity
+    out.update({"nearest_accuracy": _prelabel_counts(best, margin, pred, probe_labels, known, -np.inf)["recall"],
                 "probes": len(probe), "known_probes": int(known.sum()),
                 "unknown_probes": int((~known).sum()), "references": len(ref),
                 "sweep": [_prelabel_counts(best, margin, pred, probe_labels, known, t, min_margin) for t in sweep],

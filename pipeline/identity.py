@@ -126,16 +126,19 @@ def embed_crops(crop_shas: list[str], setting: str, data_root: str | Path, batch
             plain = plain_cache.get_many([s for s, _ in ok])
             todo = [(s, im) for s, im in ok if s not in plain]
             if todo:
-                for (sha, _), vec in zip(todo, model.embed([im for _, im in todo], batch_size=batch_size)):
-                    plain_cache.put(sha, vec)
-                    plain[sha] = vec
+                _cache_vectors(plain_cache, plain, todo, model.embed([im for _, im in todo], batch_size=batch_size))
             emb = model.embed_views([im for _, im in ok], batch_size=batch_size, plain=np.stack([plain[s] for s, _ in ok]))
         else:
             emb = model.embed([im for _, im in ok], batch_size=batch_size)
-        for (sha, _), vec in zip(ok, emb):
-            cache.put(sha, vec)
-            vectors[sha] = vec
+        _cache_vectors(cache, vectors, ok, emb)
     return vectors
+
+
+def _cache_vectors(cache: EmbeddingCache, found: dict[str, np.ndarray], decoded: list, vectors) -> None:
+    """Store each decoded crop's new vector in the cache and in `found` (sha -> vector)."""
+    for (sha, _), vec in zip(decoded, vectors):
+        cache.put(sha, vec)
+        found[sha] = vec
 
 
 def candidate_rows(crop_shas: list[str], plain: np.ndarray, setting: str, data_root: str | Path,
