@@ -102,14 +102,17 @@ def validate(model, size: int, device: torch.device, val_sets: dict[str, list[Bo
 
 
 def train(train_items: Sequence[BoxedImage], *, val_sets: dict[str, list[BoxedImage]] | None = None,
-          backbone: str = DEFAULT_BACKBONE, size: int = DEFAULT_SIZE, epochs: int = 12, batch_size: int = 8,
+          backbone: str = DEFAULT_BACKBONE, size: int = DEFAULT_SIZE, epochs: float = 12, batch_size: int = 8,
           lr: float | None = None, weight_decay: float = 1e-4, warmup_steps: int = 300, seed: int = 0,
           device: str = "auto", out: str | Path | None = None, checkpoint: str | Path | None = None,
           max_minutes: float | None = None, checkpoint_minutes: float = 10.0, max_steps: int | None = None,
           workers: int | None = None, init_embedder: str | Path | None = None,
           init_detector: str | Path | None = None, threshold: float = DEFAULT_OPERATING_THRESHOLD,
           augment: bool = True, log=print) -> dict:
-    """Train; returns {"model", "history", "step_losses", "steps", "stopped_early", "seconds"}."""
+    """Train; returns {"model", "history", "step_losses", "steps", "stopped_early", "seconds"}.
+
+    ``epochs`` may be fractional (0.6: the first 60% of one shuffled pass): the lr schedule spans exactly
+    the steps planned, so a short fine-tuning cycle still decays to zero."""
     dev = resolve_device(device)
     seed_everything(seed)
     model = build_retinanet(backbone, size)
@@ -138,7 +141,9 @@ def train(train_items: Sequence[BoxedImage], *, val_sets: dict[str, list[BoxedIm
     steps_per_epoch = sampler.n_batches
     if steps_per_epoch == 0:
         raise ValueError(f"{len(train_items)} training images are fewer than one batch of {batch_size}")
-    total_steps = steps_per_epoch * epochs
+    if not epochs > 0:
+        raise ValueError(f"epochs must be positive, got {epochs!r}")
+    total_steps = max(1, round(steps_per_epoch * epochs))
     history: list[dict] = []
     step, start_epoch, start_batch = 0, 0, 0
     resumed_sums = None
@@ -179,7 +184,7 @@ def train(train_items: Sequence[BoxedImage], *, val_sets: dict[str, list[BoxedIm
                       meta={"recipe": recipe, "history": history})
         log_path.write_text(json.dumps({"recipe": recipe, "history": history}, indent=2))
 
-    for epoch in range(start_epoch, epochs):
+    for epoch in range(start_epoch, math.ceil(total_steps / steps_per_epoch)):
         sampler.set_epoch(epoch, start_batch if epoch == start_epoch else 0)
         t_epoch = time.time()
         # Sums over this epoch's steps; carried in mid-epoch checkpoints so a resumed epoch logs whole-epoch means.
@@ -216,6 +221,8 @@ def train(train_items: Sequence[BoxedImage], *, val_sets: dict[str, list[BoxedIm
             if step % 50 == 0:
                 log(f"epoch {epoch + 1} step {step}/{total_steps} loss {np.mean(step_losses[-50:]):.4f} "
                     f"lr {opt.param_groups[0]['lr']:.5f} {time.time() - t_start:.0f}s")
+            if step >= total_steps:  # a fractional last epoch ends here, on schedule
+                break
             out_of_time = max_minutes is not None and time.time() - t_start > max_minutes * 60
             if out_of_time or (max_steps is not None and step >= max_steps):
                 stopped_early = True
@@ -258,7 +265,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--val", action="append", default=[], metavar="NAME=SOURCE", help="validation set (repeatable)")
     p.add_argument("--backbone", choices=BACKBONES, default=DEFAULT_BACKBONE)
     p.add_argument("--size", type=int, default=DEFAULT_SIZE, help="square training/inference size (multiple of 32)")
-    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--epochs", type=float, default=12, help="passes over the data; may be fractional (0.5)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float)
     p.add_argument("--weight-decay", type=float, default=1e-4)

@@ -58,6 +58,22 @@ def test_cli_writes_weights_and_a_log_with_validation_ap(tmp_path, capsys):
     assert main(["--train", "voc:nowhere", "--out", str(out)]) == 2
 
 
+def test_a_fractional_epoch_trains_that_share_of_a_pass():
+    frames = some_frames()  # 8 frames, batch 4: 2 batches an epoch
+    result = train(frames, epochs=1.5, seed=0, log=lambda m: None, **{**TINY, "size": 128, "warmup_steps": 1})
+    assert result["steps"] == 3 and not result["stopped_early"]
+    assert [h["steps"] for h in result["history"]] == [2, 3] and not result["history"][-1]["partial"]
+    half = train(frames, epochs=0.5, seed=0, log=lambda m: None, **{**TINY, "size": 128})
+    assert half["steps"] == 1 and len(half["history"]) == 1
+    for bad in (0, -1.0):
+        try:
+            train(frames, epochs=bad, log=lambda m: None, **TINY)
+        except ValueError as e:
+            assert "epochs" in str(e)
+        else:
+            raise AssertionError(f"epochs={bad} must be refused")
+
+
 def test_learning_rate_warms_up_then_decays_to_zero():
     assert lr_at(0, 100, 10) == 0.1 and lr_at(9, 100, 10) == 1.0
     assert lr_at(10, 100, 10) == 1.0 and abs(lr_at(100, 100, 10)) < 1e-12
