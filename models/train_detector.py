@@ -21,6 +21,8 @@ CUDA runs use bf16 autocast and channels_last (seeded, not bitwise repeatable).
 ``--max-minutes`` stops the run; a rerun with the same arguments resumes from it, even after a kill.
 An unreadable image is left out of its batch and named in the epoch's log entry.
 ``--init-detector WEIGHTS`` starts from a trained detector (to continue training, or to fine-tune).
+A source given twice is sampled twice as often (its images appear twice in every epoch); the recipe
+stored with the weights lists the sources as given.
 The final weights go to ``--out`` (fp16 safetensors + metadata).
 """
 from __future__ import annotations
@@ -108,7 +110,7 @@ def train(train_items: Sequence[BoxedImage], *, val_sets: dict[str, list[BoxedIm
           max_minutes: float | None = None, checkpoint_minutes: float = 10.0, max_steps: int | None = None,
           workers: int | None = None, init_embedder: str | Path | None = None,
           init_detector: str | Path | None = None, threshold: float = DEFAULT_OPERATING_THRESHOLD,
-          augment: bool = True, log=print) -> dict:
+          augment: bool = True, sources: Sequence[str] = (), log=print) -> dict:
     """Train; returns {"model", "history", "step_losses", "steps", "stopped_early", "seconds"}.
 
     ``epochs`` may be fractional (0.6: the first 60% of one shuffled pass): the lr schedule spans exactly
@@ -179,7 +181,7 @@ def train(train_items: Sequence[BoxedImage], *, val_sets: dict[str, list[BoxedIm
                   "weight_decay": weight_decay, "warmup_steps": warmup_steps, "seed": seed,
                   "init_embedder": str(init_embedder) if init_embedder else None,
                   "init_detector": str(init_detector) if init_detector else None, "steps": step, "augment": augment,
-                  "device": str(dev), "train": summarise(train_items)}
+                  "device": str(dev), "train": summarise(train_items), "sources": list(sources)}
         save_detector(model, out_path, backbone=backbone, size=size, score_threshold=threshold,
                       meta={"recipe": recipe, "history": history})
         log_path.write_text(json.dumps({"recipe": recipe, "history": history}, indent=2))
@@ -306,7 +308,7 @@ def run(args: argparse.Namespace) -> int:
                    checkpoint_minutes=args.checkpoint_minutes, max_steps=args.max_steps,
                    workers=args.workers, init_embedder=args.init_embedder, init_detector=args.init_detector,
                    threshold=args.threshold,
-                   augment=args.augment,
+                   augment=args.augment, sources=args.train,
                    log=lambda m: print(m, flush=True))
     print(json.dumps({"steps": result["steps"], "seconds": round(result["seconds"], 1),
                       "stopped_early": result["stopped_early"], "out": args.out}))

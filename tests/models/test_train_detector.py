@@ -52,6 +52,7 @@ def test_cli_writes_weights_and_a_log_with_validation_ap(tmp_path, capsys):
     assert rc == 0
     det = load_detector(out)
     assert det.size == 128 and det.meta["recipe"]["init_embedder"].endswith("embedder.safetensors")
+    assert det.meta["recipe"]["sources"] == [f"yolo:{ICF}/images/train:{ICF}/labels/train"]
     log = json.loads(out.with_suffix(".train_log.json").read_text())
     assert log["history"][0]["steps"] == 2 and log["history"][0]["partial"]
     assert "stopped_early" in capsys.readouterr().out
