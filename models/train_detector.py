@@ -115,6 +115,8 @@ def train(train_items: Sequence[BoxedImage], *, val_sets: dict[str, list[BoxedIm
 
     ``epochs`` may be fractional (0.6: the first 60% of one shuffled pass): the lr schedule spans exactly
     the steps planned, so a short fine-tuning cycle still decays to zero."""
+    if not epochs > 0:  # refused before any weights are built or loaded
+        raise ValueError(f"epochs must be positive, got {epochs!r}")
     dev = resolve_device(device)
     seed_everything(seed)
     model = build_retinanet(backbone, size)
@@ -143,8 +145,6 @@ def train(train_items: Sequence[BoxedImage], *, val_sets: dict[str, list[BoxedIm
     steps_per_epoch = sampler.n_batches
     if steps_per_epoch == 0:
         raise ValueError(f"{len(train_items)} training images are fewer than one batch of {batch_size}")
-    if not epochs > 0:
-        raise ValueError(f"epochs must be positive, got {epochs!r}")
     total_steps = max(1, round(steps_per_epoch * epochs))
     history: list[dict] = []
     step, start_epoch, start_batch = 0, 0, 0
@@ -293,6 +293,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     if args.size % 32:
         print("train-detector: --size must be a multiple of 32", file=sys.stderr)
+        return 2
+    if not args.epochs > 0:
+        print(f"train-detector: --epochs must be positive, got {args.epochs}", file=sys.stderr)
         return 2
     try:
         items = [it for spec in args.train for it in parse_source(spec)]

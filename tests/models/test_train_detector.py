@@ -57,6 +57,7 @@ def test_cli_writes_weights_and_a_log_with_validation_ap(tmp_path, capsys):
     assert log["history"][0]["steps"] == 2 and log["history"][0]["partial"]
     assert "stopped_early" in capsys.readouterr().out
     assert main(["--train", "voc:nowhere", "--out", str(out)]) == 2
+    assert main(["--train", f"cava:{CAVA_DEXTER}:train", "--epochs", "0", "--out", str(out)]) == 2
 
 
 def test_a_fractional_epoch_trains_that_share_of_a_pass():
