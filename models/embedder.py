@@ -233,11 +233,15 @@ def save_embedder(model: Embedder, path: str | Path, meta: dict | None = None) -
 
 
 def read_meta(path: str | Path) -> dict:
-    """The metadata of a saved embedder, JSON values decoded (``identities`` -> list, ``dim`` -> int...)."""
-    from safetensors import safe_open
+    """The metadata of a saved embedder (or detector), JSON values decoded (``identities`` -> list, ``dim`` ->
+    int...). A file that is not safetensors at all (truncated, or another format) raises ValueError."""
+    from safetensors import SafetensorError, safe_open
 
-    with safe_open(str(path), framework="pt") as f:
-        raw = f.metadata() or {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = f.metadata() or {}
+    except SafetensorError as e:
+        raise ValueError(f"{path}: not a readable safetensors weights file ({e})") from None
     meta: dict = {}
     for k, v in raw.items():
         try:

@@ -114,7 +114,11 @@ def cmd_embed(args) -> int:
 
     from pipeline import identity
 
-    loaded = identity.load(args.weights)
+    try:
+        loaded = identity.load(args.weights)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if loaded is None:
         print("error: --weights none: nothing to embed with", file=sys.stderr)
         return 2
@@ -192,6 +196,7 @@ MODEL_COMMANDS = (
     ("eval-embedder", "eval_embedder", "the paper's identification and verification protocols"),
     ("train-detector", "train_detector", "train the RetinaNet face detector on boxed images"),
     ("eval-detector", "eval_detector", "COCO-style AP of a face detector on boxed images"),
+    ("average-detector", "average_detector", "average the weights of detector files of one lineage"),
 )
 
 

@@ -77,6 +77,39 @@ def test_detect_prints_boxes_per_image_in_argument_order(tmp_path):
     assert bad_size.returncode == 2 and "multiple of 32" in bad_size.stderr
     no_size = toonface("detect", "--detector", "animeface", "--size", "512", images[0])
     assert no_size.returncode == 2 and "applies to retinanet" in no_size.stderr
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a weights file")
+    bad_weights = toonface("detect", "--weights", str(junk), images[0])
+    assert bad_weights.returncode == 2 and "not a readable safetensors" in bad_weights.stderr
+
+
+def test_embed_writes_one_normalised_vector_per_image_in_argument_order(tmp_path):
+    import numpy as np
+
+    from tests.conftest import SHARED
+
+    crops = sorted((SHARED / "data" / "anime_identities" / "moeimouto" / "test").glob("*/*.jpg"))[:3]
+    assert len(crops) == 3
+    out = tmp_path / "e.npy"
+    run = toonface("embed", "--out", str(out), *map(str, crops))
+    assert run.returncode == 0, run.stderr
+    vectors = np.load(out)
+    assert vectors.shape == (3, 512) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    alone = tmp_path / "alone.npy"  # the last image embedded on its own lands in the last row above
+    assert toonface("embed", "--out", str(alone), str(crops[2])).returncode == 0
+    np.testing.assert_allclose(np.load(alone)[0], vectors[2], atol=1e-5)
+    assert float(vectors[0] @ vectors[1]) < 0.9999  # distinct images, distinct vectors
+
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG not really")
+    unreadable = toonface("embed", "--out", str(tmp_path / "x.npy"), str(crops[0]), str(broken))
+    assert unreadable.returncode == 2 and "cannot read image" in unreadable.stderr
+    assert not (tmp_path / "x.npy").exists()
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a weights file")
+    bad_weights = toonface("embed", "--weights", str(junk), "--out", str(tmp_path / "y.npy"), str(crops[0]))
+    assert bad_weights.returncode == 2 and "not a readable safetensors" in bad_weights.stderr
 
 
 def test_eval_detector_prints_coco_style_figures(tmp_path):
