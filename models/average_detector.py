@@ -25,10 +25,8 @@ from typing import Sequence
 
 import torch
 
-from models.detector import FORMAT, build_retinanet, load_detector, save_detector
-from models.embedder import read_meta
-
-RESERVED_META = {"format", "backbone", "size", "score_threshold", "mean_rgb", "std_rgb"}
+from models.detector import FORMAT, build_retinanet, detector_model_id, load_detector, save_detector
+from models.embedder import read_meta, weights_sha256
 
 
 def average_detectors(paths: Sequence[str | Path], out: str | Path, *, threshold: float | None = None) -> Path:
@@ -65,10 +63,11 @@ def average_detectors(paths: Sequence[str | Path], out: str | Path, *, threshold
     model.load_state_dict({k: v.to(ref[k].dtype) for k, v in mean.items()}, strict=True)
 
     inputs = []
-    for p in paths:
-        det = load_detector(p)  # model id and sha256 exactly as the pipeline computes them
-        inputs.append({"file": Path(p).name, "model_id": det.model_id, "weights_sha256": det.meta["weights_sha256"],
-                       "recipe": det.meta.get("recipe"), "history": det.meta.get("history")})
+    for p, m in zip(paths, metas):
+        digest = weights_sha256(p)
+        inputs.append({"file": Path(p).name, "model_id": detector_model_id(m["backbone"], digest, int(m["size"]),
+                                                                           int(m["size"])),
+                       "weights_sha256": digest, "recipe": m.get("recipe"), "history": m.get("history")})
     meta: dict = {}
     for m in metas:  # earlier stages' records; the first file wins where two carry the same stage
         for k, v in m.items():

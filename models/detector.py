@@ -324,6 +324,11 @@ def check_input_size(size: int) -> int:
     return int(size)
 
 
+def detector_model_id(backbone: str, digest: str, size: int, stored: int) -> str:
+    """``retinanet-<backbone>-<12 hex of the tensors' sha256>``, plus ``-<size>px`` when run at another side."""
+    return f"retinanet-{backbone}-{digest[:12]}" + (f"-{size}px" if size != stored else "")
+
+
 def load_detector(path: str | Path, device: str | torch.device = "cpu",
                   score_threshold: float | None = None, size: int | None = None) -> FaceDetector:
     """``size`` (None/0: the size stored with the weights) runs the fully convolutional network at another
@@ -343,6 +348,6 @@ def load_detector(path: str | Path, device: str | torch.device = "cpu",
     digest = weights_sha256(path)
     meta["weights_sha256"] = digest
     thresh = float(meta.get("score_threshold", 0.5)) if score_threshold is None else float(score_threshold)
-    model_id = f"retinanet-{meta['backbone']}-{digest[:12]}" + (f"-{size}px" if size != stored else "")
+    model_id = detector_model_id(meta["backbone"], digest, size, stored)
     return FaceDetector(model, backbone=meta["backbone"], size=size, score_threshold=thresh,
                         model_id=model_id, device=device, meta=meta)
