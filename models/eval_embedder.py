@@ -522,6 +522,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--candidate-views", action="store_true",
                    help="match pre-label probes by the mean over the same views of theirs (the pipeline's "
                         "candidate_views setting); embeds every image 4 times")
+    p.add_argument("--album-mean", action="store_true",
+                   help="subtract the set's mean from what pre-labels match (the pipeline's subtract_album_mean "
+                        "setting); evaluate one album at a time with it")
     p.add_argument("--device", default="cpu", help="cpu|cuda|auto (default cpu)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
@@ -546,12 +549,15 @@ def evaluate(emb: np.ndarray, labels: Sequence[str], *, unknown_labels: Iterable
              probes_per_identity: tuple[int, int] = (3, 7), pairs: int | None = None, folds: int = 10,
              prelabel_threshold: float = PRELABEL_THRESHOLD, prelabel_reference: str = "first",
              prelabel_min_margin: float = 0.0, prelabel_references: int = 1, reference_draws: int = 0,
-             reference_views: np.ndarray | None = None, candidate_views: np.ndarray | None = None) -> dict:
+             reference_views: np.ndarray | None = None, candidate_views: np.ndarray | None = None,
+             album_mean: bool = False) -> dict:
     """All three protocols on one set of embeddings (``labels`` in the order of ``emb``; for the
     'first' reference choice, pass them sorted by path). ``unknown_labels``: distractors in
     identification, probes without reference in pre-labelling, ignored in verification.
     ``reference_views`` ((N, V, dim)): pre-label references are matched by all their views;
-    ``candidate_views`` ((N, V, dim)): pre-label probes are matched by theirs (the mean over them)."""
+    ``candidate_views`` ((N, V, dim)): pre-label probes are matched by theirs (the mean over them).
+    ``album_mean``: the set is one album, and pre-labels match after its mean is subtracted (the
+    pipeline's ``subtract_album_mean``: the mean of the rows probes are matched by, over every image)."""
     unknown = sorted({str(x) for x in unknown_labels})
     labels = [str(x) for x in labels]
     ident = identification(emb, labels, seed=seed, probes_per_identity=probes_per_identity,
@@ -565,12 +571,21 @@ def evaluate(emb: np.ndarray, labels: Sequence[str], *, unknown_labels: Iterable
     lab = np.asarray(labels, dtype=object)
     emb = np.asarray(emb)
     probe_rows = emb if candidate_views is None else np.asarray(candidate_views)
+    if album_mean:  # identification and verification above compare the plain embeddings, as the pipeline does
+        from pipeline.identity import subtract_mean
+
+        mean = probe_rows.reshape(-1, probe_rows.shape[-1]).astype(np.float64).mean(axis=0).astype(np.float32)
+        emb, probe_rows = subtract_mean(emb, [mean] * len(emb)), subtract_mean(probe_rows, [mean] * len(emb))
+        if reference_views is not None:
+            reference_views = subtract_mean(reference_views, [mean] * len(emb))
+        candidate_views = probe_rows if candidate_views is not None else None
     pre = prelabel_precision_recall(*reference_rows(emb, lab, refs, reference_views), probe_rows[probes], lab[probes],
                                     prelabel_threshold, prelabel_min_margin)
     pre["reference"] = prelabel_reference
     pre["references_per_identity"] = prelabel_references
     pre["reference_views"] = 1 if reference_views is None else int(np.asarray(reference_views).shape[1])
     pre["candidate_views"] = 1 if candidate_views is None else int(np.asarray(candidate_views).shape[1])
+    pre["album_mean"] = bool(album_mean)
     if reference_draws:
         pre["over_reference_draws"] = prelabel_over_reference_draws(
             emb, lab, reference_draws, seed=seed, no_reference=unknown, per_identity=prelabel_references,
@@ -616,7 +631,7 @@ def run(args: argparse.Namespace) -> int:
                    prelabel_threshold=args.prelabel_threshold, prelabel_reference=args.prelabel_reference,
                    prelabel_min_margin=args.prelabel_min_margin, prelabel_references=args.prelabel_references,
                    reference_draws=args.reference_draws, reference_views=views if args.reference_views else None,
-                   candidate_views=views if args.candidate_views else None)
+                   candidate_views=views if args.candidate_views else None, album_mean=args.album_mean)
     known = {lab for lab in labels if lab not in unknown}
     report = {"model_id": meta["model_id"], "weights": str(args.weights), "sources": sources,
               "images": len(samples), "identities": len(known),

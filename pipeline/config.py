@@ -1,5 +1,5 @@
 """Settings of one ingest run. Every default is the iCartoonFace paper's value, except where its comment
-says why not (verified_references, reference_views, candidate_views).
+says why not (verified_references, reference_views, candidate_views, subtract_album_mean).
 
 The config hash goes into every manifest version and into every cache key, so changing a
 setting that alters results (say the enlarged rate) never reuses results made under another.
@@ -62,6 +62,11 @@ class IngestConfig:
     # together (model card: "Candidates by their views too"); it costs four embeddings per candidate
     # instead of one. False: the crop alone (the paper).
     candidate_views: bool = True
+    # Subtract each album's mean embedding (over its first faces, all views) from its faces' and its
+    # references' embeddings before matching: a show's common drawing style otherwise makes any two of
+    # its characters look alike. On the show the embedder never saw it raised pre-label precision from
+    # 0.87 to 0.96 (model card: "Album mean"). False: plain cosine similarity (the paper).
+    subtract_album_mean: bool = True
     # Stills (and downloaded web images) are processed in shards of this many (one Prefect task each).
     stills_per_shard: int = 1000
     web_images_per_shard: int = 1000

@@ -155,23 +155,84 @@ def candidate_rows(crop_shas: list[str], plain: np.ndarray, setting: str, data_r
 
 def prelabel_crops(crop_shas: list[str], plain: np.ndarray, setting: str, data_root: str | Path, views: bool,
                    ref_matrix: np.ndarray, ref_identities, threshold: float, min_margin: float,
-                   chunk: int = 8192) -> pd.DataFrame:
+                   means: list | None = None, chunk: int = 8192) -> pd.DataFrame:
     """`nearest_identities` for these crops (their `candidate_rows`), `chunk` crops at a time, so that
-    matching every published crop again holds only one chunk's views in memory."""
-    frames = [nearest_identities(candidate_rows(crop_shas[i:i + chunk], plain[i:i + chunk], setting, data_root, views),
-                                 ref_matrix, ref_identities, threshold, min_margin)
+    matching every published crop again holds only one chunk's views in memory. `means`: per crop, its
+    album's mean to subtract before matching (`subtract_mean`; None: none), as `ref_matrix` had its own."""
+    def rows(i: int) -> np.ndarray:
+        got = candidate_rows(crop_shas[i:i + chunk], plain[i:i + chunk], setting, data_root, views)
+        return got if means is None else subtract_mean(got, means[i:i + chunk])
+
+    frames = [nearest_identities(rows(i), ref_matrix, ref_identities, threshold, min_margin)
               for i in range(0, len(plain), chunk)]
     return pd.concat(frames, ignore_index=True) if frames else nearest_identities(plain, ref_matrix, ref_identities,
                                                                                     threshold, min_margin)
 
 
+# An album's mean is taken over its first 2^k faces in publication order (16 <= 2^k <= 1024): it stays
+# the same from one run to the next until the album has twice as many faces, so published pre-labels
+# are matched again (with the new mean) a few times in an album's life, not every night.
+ALBUM_MEAN_MIN_FACES = 16
+ALBUM_MEAN_MAX_FACES = 1024
+
+
+def album_mean_faces(n: int) -> int:
+    """How many of an album's first faces its mean is taken over: the largest power of two <= n, at
+    most ALBUM_MEAN_MAX_FACES; 0 (no mean) under ALBUM_MEAN_MIN_FACES."""
+    if n < ALBUM_MEAN_MIN_FACES:
+        return 0
+    return min(1 << (int(n).bit_length() - 1), ALBUM_MEAN_MAX_FACES)
+
+
+def subtract_mean(rows: np.ndarray, means: list) -> np.ndarray:
+    """`rows` (N, dim) or (N, V, dim) with each row's album mean (`means`: one (dim,) vector or None per
+    row) subtracted and normalised again; rows whose mean is None stay as they are.
+
+    Why: the faces of one show share its drawing style, and that common part lifts the similarity of
+    any two of its characters. Taking it away leaves what tells them apart (model card: "Album mean")."""
+    rows = np.asarray(rows, dtype=np.float32)
+    if not len(rows):
+        return rows
+    has = np.array([m is not None for m in means], bool)
+    centre = np.stack([np.zeros(rows.shape[-1], np.float32) if m is None else np.asarray(m, np.float32) for m in means])
+    out = rows - (centre[:, None, :] if rows.ndim == 3 else centre)
+    out /= np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
+    out[~has] = rows[~has]
+    return out
+
+
+def album_means(albums: list[str], crop_shas: list[str], plain: np.ndarray, setting: str, data_root: str | Path,
+                views: bool) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """Each album's mean of the rows its candidates are matched by (`candidate_rows`: their views with
+    `views`), over its first `album_mean_faces` faces in the order given (publication order, then this
+    run's). Returns (album -> mean, album -> faces it was taken over); albums with too few faces have none."""
+    order: dict[str, list[int]] = {}
+    for i, album in enumerate(albums):
+        order.setdefault(album, []).append(i)
+    means, counts = {}, {}
+    for album, idx in sorted(order.items()):
+        m = album_mean_faces(len(idx))
+        if not m:
+            continue
+        take = idx[:m]
+        rows = candidate_rows([crop_shas[i] for i in take], plain[take], setting, data_root, views)
+        means[album] = rows.reshape(-1, rows.shape[-1]).astype(np.float64).mean(axis=0).astype(np.float32)
+        counts[album] = m
+    return means, counts
+
+
 def reference_matrix(ref_faces: pd.DataFrame, vectors: dict[str, np.ndarray],
-                     views: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                     views: dict[str, np.ndarray] | None = None,
+                     means: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The rows pre-labels are matched against and the identity of each: one per reference face, or
-    with `views` every view of each (a reference face whose views are missing keeps its one vector)."""
+    with `views` every view of each (a reference face whose views are missing keeps its one vector).
+    `means`: album -> mean, subtracted from the rows of each reference face of that album (`album_id`)."""
     rows, names = [], []
-    for sha, identity in zip(ref_faces["crop_sha"], ref_faces["identity"]):
+    albums = ref_faces["album_id"] if "album_id" in ref_faces else [None] * len(ref_faces)
+    for sha, identity, album in zip(ref_faces["crop_sha"], ref_faces["identity"], albums):
         block = views[sha] if views is not None and sha in views else vectors[sha][None]
+        if means and means.get(album) is not None:
+            block = subtract_mean(block, [means[album]] * len(block))
         rows.append(block)
         names += [identity] * len(block)
     if not rows:
@@ -181,7 +242,8 @@ def reference_matrix(ref_faces: pd.DataFrame, vectors: dict[str, np.ndarray],
 
 PRELABEL_COLUMNS = ("prelabel", "prelabel_score", "runner_up", "runner_up_score", "prelabel_margin")
 REFERENCE_COLUMNS = ["face_id", "asset_id", "crop_sha", "album_id", "character", "crop_w", "crop_h"]
-VERIFIED_COLUMNS = ["face_id", "crop_sha", "identity"]
+VERIFIED_COLUMNS = ["face_id", "crop_sha", "album_id", "identity"]
+CROP_COLUMNS = ["face_id", "crop_sha", "album_id"]
 
 
 @dataclasses.dataclass
@@ -192,9 +254,9 @@ class Published:
     prelabels: pd.DataFrame      # face_id, PRELABEL_COLUMNS, embedder: the pre-label in force of every published face
     reference_set: str | None    # fingerprint of the reference set the latest ingest run matched against
     labels: pd.DataFrame         # the `labels` table (verification verdicts)
-    crops: pd.DataFrame          # face_id, crop_sha of every other kept face: what the index must hold
+    crops: pd.DataFrame          # face_id, crop_sha, album_id of every other kept face: what the index must hold
     version: int | None          # the latest version (None: nothing published)
-    verified: pd.DataFrame = dataclasses.field(  # kept faces whose label in force is verified: face_id, crop_sha, identity
+    verified: pd.DataFrame = dataclasses.field(  # kept faces whose label in force is verified: VERIFIED_COLUMNS
         default_factory=lambda: pd.DataFrame(columns=VERIFIED_COLUMNS))
 
     @classmethod
@@ -203,7 +265,7 @@ class Published:
 
         return cls(pd.DataFrame(columns=REFERENCE_COLUMNS), set(),
                    pd.DataFrame(columns=["face_id", *PRELABEL_COLUMNS, "embedder"]), None, LABELS.empty_table().to_pandas(),
-                   pd.DataFrame(columns=["face_id", "crop_sha"]), None)
+                   pd.DataFrame(columns=CROP_COLUMNS), None)
 
     @classmethod
     def read(cls, manifest) -> "Published":
@@ -220,7 +282,7 @@ class Published:
         kept = faces[faces["status"] == "kept"]
         references = typical_faces(kept.merge(refs[["asset_id", "character"]], on="asset_id"))
         crops = (kept[kept["crop_sha"].notna() & ~kept["face_id"].isin(set(references["face_id"]))]
-                 .drop_duplicates("face_id")[["face_id", "crop_sha"]].reset_index(drop=True))
+                 .drop_duplicates("face_id")[CROP_COLUMNS].reset_index(drop=True))
         labels = manifest.read("labels", version=version)
         verified = pd.Series(verified_faces(labels), name="identity", dtype=object).rename_axis("face_id").reset_index()
         return cls(references[REFERENCE_COLUMNS].reset_index(drop=True), set(faces["face_id"]),
@@ -285,13 +347,18 @@ def faces_with_current_prelabels(manifest, version: int | None = None, columns: 
 
 
 def reference_set_id(model_id: str, threshold: float, references: pd.DataFrame, min_margin: float = 0.0,
-                     views: bool = False, candidate_views: bool = False) -> str:
-    """Fingerprint of what pre-labels depend on besides the crop: model, rule, (face, identity) pairs."""
+                     views: bool = False, candidate_views: bool = False,
+                     means: dict[str, np.ndarray] | None = None) -> str:
+    """Fingerprint of what pre-labels depend on besides the crop: model, rule, (face, identity) pairs,
+    and the album means subtracted (`means`; None: the rule subtracts none)."""
     pairs = sorted(zip(references["face_id"], references["identity"])) if len(references) else []
     from models.embedder import REFERENCE_VIEWS_ID
 
     rule = [model_id, round(float(threshold), 6), round(float(min_margin), 6)] + ([REFERENCE_VIEWS_ID] if views else [])
     rule += [f"candidates-{REFERENCE_VIEWS_ID}"] if candidate_views else []
+    if means is not None:  # a new mean (an album that doubled) changes pre-labels: rounded, so float noise does not
+        rule += ["album-mean", {a: hashlib.sha256(np.round(m.astype(np.float64), 4).tobytes()).hexdigest()[:12]
+                                for a, m in sorted(means.items())}]
     blob = json.dumps([*rule, pairs]).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -411,11 +478,12 @@ def run_identity_stage(faces: pd.DataFrame, assets: pd.DataFrame, published: Pub
                        data_root: str | Path, dedup_threshold: float, prelabel_threshold: float,
                        run_id: str, prelabel_min_margin: float = 0.0,
                        verified_references: bool = True, reference_views: bool = True,
-                       candidate_views: bool = True) -> IdentityOutcome | None:
+                       candidate_views: bool = True, subtract_album_mean: bool = True) -> IdentityOutcome | None:
     """`faces`/`assets`: this run's staged rows; `published`: what earlier versions hold.
     `verified_references`: faces people verified join their identity's references.
     `reference_views`: references are matched by their crop and centred crops of it.
-    `candidate_views`: candidates are matched by the same views of their crop (the mean over them)."""
+    `candidate_views`: candidates are matched by the same views of their crop (the mean over them).
+    `subtract_album_mean`: each album's mean (`album_means`) is subtracted from its faces' rows first."""
     loaded = load(setting)
     if loaded is None:
         return None
@@ -446,7 +514,6 @@ def run_identity_stage(faces: pd.DataFrame, assets: pd.DataFrame, published: Pub
     ref_matrix = np.stack([ref_vectors[s] for s in ref_faces["crop_sha"]]) if len(ref_faces) else np.zeros((0, 1))
     identities = _identities(ref_faces, ref_matrix, dedup_threshold, model_id, run_id)
     views = embed_crops(ref_faces["crop_sha"].tolist(), setting, data_root, views=True) if reference_views else None
-    match_matrix, match_identities = reference_matrix(ref_faces, ref_vectors, views)
 
     # Near-duplicates among this run's candidates and against everything published.
     indexed = complete_published_index(published, setting, data_root)
@@ -466,24 +533,42 @@ def run_identity_stage(faces: pd.DataFrame, assets: pd.DataFrame, published: Pub
     # Pre-label the surviving candidates with their nearest reference identity.
     survivors = candidates.index[result.kept]
     surv_matrix = cand_matrix[result.kept] if len(candidates) else cand_matrix
+    surv_shas = candidates.loc[survivors, "crop_sha"].tolist()
+    surv_albums = candidates.loc[survivors, "album_id"].tolist()
+    published_albums = (published.crops.drop_duplicates("face_id").set_index("face_id")["album_id"]
+                        .reindex(published_ids).tolist()) if "album_id" in published.crops else [None] * len(published_ids)
+    published_shas = (published.crops.drop_duplicates("face_id").set_index("face_id")["crop_sha"]
+                      .reindex(published_ids).tolist())
+    means, mean_faces = None, {}
+    if subtract_album_mean and len(ref_faces):
+        means = {}
+    if subtract_album_mean and len(ref_faces) and len(surv_shas) + len(published_ids):
+        # Publication order: the index's, then this run's survivors in the order the index will hold
+        # them. So the first faces of an album, and its mean, do not change until it has twice as many.
+        known = [i for i, a in enumerate(published_albums) if isinstance(a, str)]
+        dim = surv_matrix.shape[1] if len(surv_matrix) else published_vectors.shape[1]
+        plain = np.concatenate([published_vectors[known].reshape(-1, dim), surv_matrix.reshape(-1, dim)])
+        means, mean_faces = album_means([published_albums[i] for i in known] + surv_albums,
+                                        [published_shas[i] for i in known] + surv_shas, plain.astype(np.float32),
+                                        setting, data_root, candidate_views)
+    match_matrix, match_identities = reference_matrix(ref_faces, ref_vectors, views, means)
     if len(ref_faces):
-        surv_shas = candidates.loc[survivors, "crop_sha"].tolist()
         found = prelabel_crops(surv_shas, surv_matrix, setting, data_root, candidate_views, match_matrix,
-                               match_identities, prelabel_threshold, prelabel_min_margin)
+                               match_identities, prelabel_threshold, prelabel_min_margin,
+                               [means.get(a) for a in surv_albums] if means is not None else None)
         for column in PRELABEL_COLUMNS:
             faces.loc[survivors, column] = found[column].to_numpy()
 
     # Published candidates are matched again when the reference set changed since the last run
     # (a character's typical image arrived after its faces did), so none stays unlabelled for ever.
     reference_set = reference_set_id(model_id, prelabel_threshold, ref_faces, prelabel_min_margin, reference_views,
-                                     candidate_views)
+                                     candidate_views, means)
     current = published.prelabels
     relabels: list[dict] = []
     if reference_set != published.reference_set and len(published_ids) and len(ref_faces):
-        published_shas = (published.crops.drop_duplicates("face_id").set_index("face_id")["crop_sha"]
-                          .reindex(published_ids).tolist())
         again = prelabel_crops(published_shas, published_vectors, setting, data_root, candidate_views, match_matrix,
-                               match_identities, prelabel_threshold, prelabel_min_margin)
+                               match_identities, prelabel_threshold, prelabel_min_margin,
+                               [means.get(a) for a in published_albums] if means is not None else None)
         again.insert(0, "face_id", published_ids)
         old = (current.drop_duplicates("face_id").set_index("face_id")
                .reindex(published_ids)[list(PRELABEL_COLUMNS) + ["embedder"]].reset_index())
@@ -501,7 +586,7 @@ def run_identity_stage(faces: pd.DataFrame, assets: pd.DataFrame, published: Pub
     calibration = {
         "embedder": model_id, "dedup_threshold": dedup_threshold, "prelabel_threshold": prelabel_threshold,
         "prelabel_min_margin": prelabel_min_margin, "reference_views": len(match_matrix) if reference_views else 0,
-        "candidate_views": bool(candidate_views),
+        "candidate_views": bool(candidate_views), "album_mean_faces": mean_faces if means is not None else None,
         "reference_set": reference_set, "prelabels_updated": len(relabels),
         "references": len(ref_faces), "verified_references": n_verified,
         "duplicate_similarity": _histogram(faces["duplicate_similarity"]),

@@ -13,7 +13,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.metrics import roc_curve as sk_roc_curve
 
 from models.embedder import Embedder, save_embedder
-from models.eval_embedder import (MARGIN_SWEEP, SWEEP_THRESHOLDS, accuracy_at, auc, best_threshold, identification, main,
+from models.eval_embedder import (MARGIN_SWEEP, SWEEP_THRESHOLDS, accuracy_at, auc, best_threshold, evaluate, identification, main,
                                   prelabel_over_reference_draws, prelabel_precision_recall, public, reference_rows,
                                   reference_split, roc_curve, tar_at_far, verification)
 from models.train_embedder import identity_folders
@@ -269,6 +269,32 @@ def test_candidate_views_average_each_probe_views_best_match():
         prelabel_precision_recall(emb[:2], labels[:2], views[2:, :, :, None], labels[2:])
 
 
+def test_album_mean_is_subtracted_from_what_pre_labels_match_only():
+    """One show's style lifts every face toward every other: faces of a character with no reference
+    ('unknown') look 0.8 like the references of the other two and take their names. Subtracting the
+    set's mean takes the style out of the pre-label's similarities; identification and verification
+    still compare the plain embeddings."""
+    rng = np.random.default_rng(2)
+    style, a, b, u = np.eye(32)[:4]
+    emb = np.stack([2 * style + x + 0.05 * rng.normal(size=32) for x in [a, b, u] for _ in range(10)])
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    labels = ["A"] * 10 + ["B"] * 10 + ["unknown"] * 10
+    plain = evaluate(emb, labels, unknown_labels=["unknown"], seed=0, reference_draws=5)
+    centred = evaluate(emb, labels, unknown_labels=["unknown"], seed=0, reference_draws=5, album_mean=True)
+    assert centred["prelabel"]["album_mean"] and not plain["prelabel"]["album_mean"]
+    assert plain["prelabel"]["false_labels_on_unknowns"] == 10 and centred["prelabel"]["false_labels_on_unknowns"] == 0
+    assert centred["prelabel"]["precision"] == 1.0 and centred["prelabel"]["recall"] == 1.0
+    assert centred["prelabel"]["over_reference_draws"]["precision_mean"] == 1.0
+    assert plain["prelabel"]["over_reference_draws"]["precision_mean"] < 0.7
+    assert public(centred)["identification"] == public(plain)["identification"]
+    assert centred["verification"]["auc"] == plain["verification"]["auc"]
+    # The same as subtracting the mean by hand and evaluating the plain way.
+    mean = emb.mean(axis=0)
+    by_hand = evaluate((emb - mean) / np.linalg.norm(emb - mean, axis=1, keepdims=True), labels,
+                       unknown_labels=["unknown"], seed=0)
+    assert by_hand["prelabel"]["_similarity"] == pytest.approx(centred["prelabel"]["_similarity"], abs=1e-6)
+
+
 def test_reference_split():
     labels = ["a", "a", "a", "b", "b", "unknown", "c"]
     refs, probes = reference_split(labels, "first", no_reference=["unknown"])
@@ -397,3 +423,9 @@ def test_cli_on_folders_and_cava_unknown_distractors(tiny_model, tmp_path, capsy
     assert probed["prelabel"]["references"] == excluded["prelabel"]["references"] and excluded["prelabel"]["candidate_views"] == 1
     assert probed["identification"] == excluded["identification"]
     assert probed["prelabel"]["over_reference_draws"] != excluded["prelabel"]["over_reference_draws"]
+    # With the set's mean subtracted (the pipeline's subtract_album_mean): only the pre-label moves.
+    assert main(args[:-4] + ["--exclude-unknown", "--candidate-views", "--album-mean"]) == 0
+    centred = json.loads(capsys.readouterr().out)
+    assert centred["prelabel"]["album_mean"] and not probed["prelabel"]["album_mean"]
+    assert centred["identification"] == probed["identification"]
+    assert centred["prelabel"]["over_reference_draws"] != probed["prelabel"]["over_reference_draws"]

@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 
 from pipeline.dedup import PublishedIndex
-from pipeline.identity import (DEFAULT_WEIGHTS, PRELABEL_COLUMNS, Published, embed_crops, nearest_identities,
-                               prelabel_crops, prelabel_quality, run_identity_stage)
+from pipeline.identity import (DEFAULT_WEIGHTS, PRELABEL_COLUMNS, Published, album_mean_faces, album_means,
+                               embed_crops, nearest_identities, prelabel_crops, prelabel_quality, run_identity_stage,
+                               subtract_mean)
 from pipeline.store import ContentStore
 from tests.conftest import SHARED
 
@@ -57,7 +58,7 @@ class Run:
         return Published(pd.concat([published.references, refs[published.references.columns]], ignore_index=True),
                          published.face_ids | set(faces["face_id"]), prelabels[["face_id", *PRELABEL_COLUMNS, "embedder"]],
                          outcome.calibration["reference_set"], published.labels,
-                         pd.concat([published.crops, faces.loc[faces["face_id"].isin(outcome.new_ids), ["face_id", "crop_sha"]]],
+                         pd.concat([published.crops, faces.loc[faces["face_id"].isin(outcome.new_ids), ["face_id", "crop_sha", "album_id"]]],
                                    ignore_index=True), version)
 
 
@@ -213,7 +214,7 @@ def test_verified_faces_join_the_references_and_prelabel_more_faces_right(tmp_pa
     for name in names:
         for path in crops_of(name, 3, start=5):
             rows.append({"face_id": verified.add(cv2.imread(str(path))), "crop_sha": verified.faces[-1]["crop_sha"],
-                         "identity": f"holo/{name}"})
+                         "album_id": "holo", "identity": f"holo/{name}"})
     published = dataclasses.replace(Published.nothing(), verified=pd.DataFrame(rows))
 
     tonight = Run(tmp_path, "tonight")  # one typical image per character, 8 new faces each
@@ -222,8 +223,10 @@ def test_verified_faces_join_the_references_and_prelabel_more_faces_right(tmp_pa
     truth = {tonight.add(cv2.imread(str(path))): f"holo/{name}" for name in names for path in crops_of(name, 8, start=30)}
 
     def right_and_wrong(verified_references):
+        # The album mean is off so that only the verified references differ between the two runs
+        # (the mean is tested on its own below).
         out = run_identity_stage(pd.DataFrame(tonight.faces), pd.DataFrame(tonight.assets), published, "default",
-                                 tmp_path, 0.98, 0.6, "tonight", verified_references=verified_references)
+                                 tmp_path, 0.98, 0.6, "tonight", verified_references=verified_references, subtract_album_mean=False)
         labels = out.faces.set_index("face_id")["prelabel"]
         given = [(labels[f], truth[f]) for f in truth if labels[f] is not None]
         return out, sum(a == b for a, b in given), sum(a != b for a, b in given)
@@ -364,3 +367,86 @@ def test_prelabel_quality_against_verified_labels():
     at_07 = next(s for s in q["sweep"] if s["threshold"] == 0.7)
     assert at_07["judged"] == 2 and at_07["precision"] == 0.5             # f2 (0.65) is no longer pre-labelled
     assert prelabel_quality(current, labels.iloc[0:0], 0.6)["sweep"] == []
+
+
+def test_album_mean_is_taken_over_a_power_of_two_of_its_first_faces():
+    assert [album_mean_faces(n) for n in (0, 15, 16, 31, 32, 100, 1023, 1024, 50_000)] == \
+        [0, 0, 16, 16, 32, 64, 512, 1024, 1024]
+
+
+def test_subtract_mean_renormalises_and_leaves_rows_without_a_mean_alone():
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=(3, 2, 8)).astype(np.float32)
+    rows /= np.linalg.norm(rows, axis=-1, keepdims=True)
+    mean = rows.reshape(-1, 8).mean(axis=0)
+    out = subtract_mean(rows, [mean, None, mean])
+    expected = (rows[0] - mean) / np.linalg.norm(rows[0] - mean, axis=-1, keepdims=True)
+    assert np.allclose(out[0], expected, atol=1e-6) and np.array_equal(out[1], rows[1])
+    assert np.allclose(np.linalg.norm(out, axis=-1), 1, atol=1e-6)
+    assert np.allclose(subtract_mean(rows[:, 0], [mean, None, mean]), out[:, 0], atol=1e-6)  # (N, dim) as (N, V, dim)
+
+
+def test_album_mean_keeps_a_shows_style_from_labelling_its_other_characters():
+    """Every face of one show shares its style (a strong common direction): a face of a character
+    with no reference still looks 0.8 like the references of the show's other two characters. With the
+    album's mean taken away it looks like neither, and the characters with references keep their labels."""
+    rng = np.random.default_rng(1)
+    style, a, b, c = np.eye(64)[:4]
+
+    def face(identity):
+        v = 2 * style + identity + 0.05 * rng.normal(size=64)
+        return v / np.linalg.norm(v)
+
+    album = np.stack([face(x) for x in [a, b, c] * 12])  # 36 faces: 12 of each character
+    refs, names = np.stack([face(a), face(b)]), ["show/A", "show/B"]
+    plain = nearest_identities(album, refs, names, threshold=0.6)
+    assert plain["prelabel"][2::3].notna().all()  # every C face takes A's or B's name
+
+    means, counts = album_means(["show"] * len(album), [None] * len(album), album.astype(np.float32), "default",
+                                ".", views=False)
+    assert counts == {"show": 32} and np.allclose(means["show"], album[:32].mean(axis=0), atol=1e-6)
+    centred = nearest_identities(subtract_mean(album, [means["show"]] * len(album)),
+                                 subtract_mean(refs, [means["show"]] * 2), names, threshold=0.6)
+    assert centred["prelabel"][2::3].isna().all()
+    assert (centred["prelabel"][0::3] == "show/A").all() and (centred["prelabel"][1::3] == "show/B").all()
+
+
+def test_album_mean_on_real_crops_stays_until_the_album_doubles(tmp_path):
+    """The mean of an album is fixed by its first 16, 32, ... faces: a night that adds a few faces
+    leaves it (and every published pre-label) alone; the night the album reaches 32 faces its mean
+    is taken again and the published faces are matched again with it."""
+    names = ["ame", "gura", "kiara", "mumei"]
+    night1 = Run(tmp_path, "n1")
+    for name in names:
+        night1.add(cv2.imread(str(crops_of(name, 1)[0])), character=name, kind="reference")
+    for name in names:
+        for path in crops_of(name, 5, start=10):
+            night1.add(cv2.imread(str(path)))
+    first = night1.identity(dedup=0.98)
+    kept = len(first.new_ids)
+    assert 16 <= kept < 24, kept
+    assert first.calibration["album_mean_faces"] == {"holo": 16}
+    plain = run_identity_stage(pd.DataFrame(night1.faces), pd.DataFrame(night1.assets), Published.nothing(), "default",
+                               tmp_path, 0.98, 0.6, "run", subtract_album_mean=False)
+    assert plain.calibration["album_mean_faces"] is None
+    assert plain.calibration["reference_set"] != first.calibration["reference_set"]
+    scores = first.faces.set_index("face_id")["prelabel_score"]
+    assert not np.allclose(scores.dropna(), plain.faces.set_index("face_id")["prelabel_score"].dropna())
+    published = night1.publish(first)
+
+    night2 = Run(tmp_path, "n2")  # a few more faces: still under 32, the same mean
+    for path in crops_of("sana", 3, start=10):
+        night2.add(cv2.imread(str(path)))
+    second = night2.identity(published, run_id="run-2", dedup=0.98)
+    assert second.calibration["album_mean_faces"] == {"holo": 16}
+    assert second.calibration["reference_set"] == first.calibration["reference_set"] and second.prelabels == []
+    published = night2.publish(second, published, version=1)
+
+    night3 = Run(tmp_path, "n3")  # enough to reach 32: a new mean, and the published faces matched again
+    for name in names:
+        for path in crops_of(name, 4, start=30):
+            night3.add(cv2.imread(str(path)))
+    third = night3.identity(published, run_id="run-3", dedup=0.98)
+    assert third.calibration["album_mean_faces"] == {"holo": 32}
+    assert third.calibration["reference_set"] != second.calibration["reference_set"]
+    assert third.prelabels and {r["face_id"] for r in third.prelabels} <= set(first.new_ids + second.new_ids)
