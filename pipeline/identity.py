@@ -535,10 +535,12 @@ def run_identity_stage(faces: pd.DataFrame, assets: pd.DataFrame, published: Pub
     surv_matrix = cand_matrix[result.kept] if len(candidates) else cand_matrix
     surv_shas = candidates.loc[survivors, "crop_sha"].tolist()
     surv_albums = candidates.loc[survivors, "album_id"].tolist()
-    published_albums = (published.crops.drop_duplicates("face_id").set_index("face_id")["album_id"]
-                        .reindex(published_ids).tolist()) if "album_id" in published.crops else [None] * len(published_ids)
-    published_shas = (published.crops.drop_duplicates("face_id").set_index("face_id")["crop_sha"]
-                      .reindex(published_ids).tolist())
+    # Every indexed face by its id, including those that became references since (a still that is
+    # also a typical image): an album's first faces stay its first faces.
+    indexed_faces = pd.concat([published.crops.reindex(columns=CROP_COLUMNS),
+                               published.references.reindex(columns=CROP_COLUMNS)]).drop_duplicates("face_id")
+    indexed_faces = indexed_faces.set_index("face_id").reindex(published_ids)
+    published_albums, published_shas = indexed_faces["album_id"].tolist(), indexed_faces["crop_sha"].tolist()
     means, mean_faces = None, {}
     if subtract_album_mean and len(ref_faces):
         means = {}
