@@ -201,11 +201,12 @@ def subtract_mean(rows: np.ndarray, means: list) -> np.ndarray:
     return out
 
 
-def album_means(albums: list[str], crop_shas: list[str], plain: np.ndarray, setting: str, data_root: str | Path,
+def album_means(albums: list[str], crop_shas: list[str], plain, setting: str, data_root: str | Path,
                 views: bool) -> tuple[dict[str, np.ndarray], dict[str, int]]:
-    """Each album's mean of the rows its candidates are matched by (`candidate_rows`: their views with
-    `views`), over its first `album_mean_faces` faces in the order given (publication order, then this
-    run's). Returns (album -> mean, album -> faces it was taken over); albums with too few faces have none."""
+    """Each album's mean of the rows its candidates are matched by (`candidate_rows` of the faces' crop
+    shas and `plain` embeddings: their views with `views`), over its first `album_mean_faces` faces in the
+    order given (publication order, then this run's). Returns (album -> mean, album -> faces it was
+    taken over); albums with too few faces have none."""
     order: dict[str, list[int]] = {}
     for i, album in enumerate(albums):
         order.setdefault(album, []).append(i)
@@ -215,7 +216,7 @@ def album_means(albums: list[str], crop_shas: list[str], plain: np.ndarray, sett
         if not m:
             continue
         take = idx[:m]
-        rows = candidate_rows([crop_shas[i] for i in take], plain[take], setting, data_root, views)
+        rows = candidate_rows([crop_shas[i] for i in take], np.stack([plain[i] for i in take]), setting, data_root, views)
         means[album] = rows.reshape(-1, rows.shape[-1]).astype(np.float64).mean(axis=0).astype(np.float32)
         counts[album] = m
     return means, counts
@@ -543,15 +544,12 @@ def run_identity_stage(faces: pd.DataFrame, assets: pd.DataFrame, published: Pub
     published_albums, published_shas = indexed_faces["album_id"].tolist(), indexed_faces["crop_sha"].tolist()
     means, mean_faces = None, {}
     if subtract_album_mean and len(ref_faces):
-        means = {}
-    if subtract_album_mean and len(ref_faces) and len(surv_shas) + len(published_ids):
         # Publication order: the index's, then this run's survivors in the order the index will hold
         # them. So the first faces of an album, and its mean, do not change until it has twice as many.
         known = [i for i, a in enumerate(published_albums) if isinstance(a, str)]
-        dim = surv_matrix.shape[1] if len(surv_matrix) else published_vectors.shape[1]
-        plain = np.concatenate([published_vectors[known].reshape(-1, dim), surv_matrix.reshape(-1, dim)])
         means, mean_faces = album_means([published_albums[i] for i in known] + surv_albums,
-                                        [published_shas[i] for i in known] + surv_shas, plain.astype(np.float32),
+                                        [published_shas[i] for i in known] + surv_shas,
+                                        [published_vectors[i] for i in known] + list(surv_matrix),
                                         setting, data_root, candidate_views)
     match_matrix, match_identities = reference_matrix(ref_faces, ref_vectors, views, means)
     if len(ref_faces):
