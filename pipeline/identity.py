@@ -229,10 +229,9 @@ def reference_matrix(ref_faces: pd.DataFrame, vectors: dict[str, np.ndarray],
     with `views` every view of each (a reference face whose views are missing keeps its one vector).
     `means`: album -> mean, subtracted from the rows of each reference face of that album (`album_id`)."""
     rows, names = [], []
-    albums = ref_faces["album_id"] if "album_id" in ref_faces else [None] * len(ref_faces)
-    for sha, identity, album in zip(ref_faces["crop_sha"], ref_faces["identity"], albums):
+    for sha, identity, album in zip(ref_faces["crop_sha"], ref_faces["identity"], ref_faces["album_id"]):
         block = views[sha] if views is not None and sha in views else vectors[sha][None]
-        if means and means.get(album) is not None:
+        if means and album in means:
             block = subtract_mean(block, [means[album]] * len(block))
         rows.append(block)
         names += [identity] * len(block)
