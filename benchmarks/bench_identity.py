@@ -9,7 +9,8 @@ embedding). Dedup: clustered random unit vectors (one in
 ten is a noisy copy of another), the pipeline's exact range search at > 0.95 (Faiss on a CPU; chunked
 torch products, fp16 candidates checked in fp32, on CUDA) plus the greedy keep, so recall against
 exact search is 1 by construction. On CUDA, Faiss's CPU search is timed too, for comparison, when
---vectors is at most 200,000.
+--vectors is at most 200,000. Album means: the time a night spends on them with 4 albums of 1,024
+published faces, the first night (from the faces' cached views) and the next (read back).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import json
 import os
 import resource
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,10 +30,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from models.embedder import load_embedder  # noqa: E402
+from models.embedder import REFERENCE_VIEW_SCALES, REFERENCE_VIEWS_ID, load_embedder  # noqa: E402
 from pipeline.crop import cut, enlarged_box  # noqa: E402
 from pipeline.dedup import greedy_dedup, range_neighbours  # noqa: E402
-from pipeline.identity import DEFAULT_WEIGHTS  # noqa: E402
+from pipeline.identity import DEFAULT_WEIGHTS, EmbeddingCache, album_means, load  # noqa: E402
 
 SHARED = Path(os.environ.get("TOONFACE_SHARED", Path(__file__).resolve().parent.parent.parent / "shared"))
 
@@ -106,6 +108,31 @@ def bench_dedup(n: int, dim: int = 512, seed: int = 0) -> dict:
     return out
 
 
+def bench_album_means(weights: Path, faces: int = 1024, albums: int = 4, seed: int = 0) -> dict:
+    """Each night's album means: `albums` albums of `faces` published faces whose view embeddings are
+    in the embedding cache (random unit vectors written there), taken from those views the first time
+    and read back from the album-mean cache on the nights after."""
+    rng = np.random.default_rng(seed)
+    setting = str(weights)
+    model_id = load(setting)[1]["model_id"]
+    with tempfile.TemporaryDirectory() as root:
+        cache = EmbeddingCache(root, f"{model_id}-{REFERENCE_VIEWS_ID}")
+        shas = [f"{i:064x}" for i in range(faces * albums)]
+        plain = rng.normal(size=(len(shas), 512)).astype(np.float32)
+        plain /= np.linalg.norm(plain, axis=1, keepdims=True)
+        for sha, vector in zip(shas, plain):
+            cache.put(sha, np.stack([vector] * (1 + len(REFERENCE_VIEW_SCALES))))  # view 0 and the centred views
+        names = [f"album{i % albums}" for i in range(len(shas))]
+        out = {"albums": albums, "faces_per_album": faces}
+        for night in ("first_night_seconds", "next_night_seconds"):
+            t = time.perf_counter()
+            album_means(names, shas, plain, setting, root, views=True)
+            out[night] = round(time.perf_counter() - t, 3)
+    print(f"album means: {albums} albums x {faces} faces: {out['first_night_seconds']} s from their views, "
+          f"{out['next_night_seconds']} s read back the next night")
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
@@ -113,7 +140,8 @@ def main() -> None:
     p.add_argument("--vectors", type=int, default=100_000)
     args = p.parse_args()
     print(f"cores: {os.cpu_count()}, torch threads: {torch.get_num_threads()}")
-    result = {"embed": bench_embed(args.weights, args.crops), "dedup": bench_dedup(args.vectors)}
+    result = {"embed": bench_embed(args.weights, args.crops), "dedup": bench_dedup(args.vectors),
+              "album_means": bench_album_means(args.weights)}
     result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(f"peak RSS: {result['peak_rss_mib']} MiB")
     print(json.dumps(result))

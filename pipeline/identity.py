@@ -89,11 +89,16 @@ class EmbeddingCache:
         return out
 
     def put(self, sha: str, vector: np.ndarray) -> None:
-        import io
+        save_npy(self.path(sha), vector)
 
-        buf = io.BytesIO()
-        np.save(buf, vector.astype(np.float32))
-        atomic_write(self.path(sha), buf.getvalue())
+
+def save_npy(path: Path, array: np.ndarray) -> None:
+    """Write `array` as float32 .npy atomically (a killed run leaves no half-written cache entry)."""
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array, np.float32))
+    atomic_write(path, buf.getvalue())
 
 
 def embed_crops(crop_shas: list[str], setting: str, data_root: str | Path, batch_size: int = 64,
@@ -206,20 +211,61 @@ def album_means(albums: list[str], crop_shas: list[str], plain, setting: str, da
     """Each album's mean of the rows its candidates are matched by (`candidate_rows` of the faces' crop
     shas and `plain` embeddings: their views with `views`), over its first `album_mean_faces` faces in the
     order given (publication order, then this run's). Returns (album -> mean, album -> faces it was
-    taken over); albums with too few faces have none."""
+    taken over); albums with too few faces have none.
+
+    A mean is cached under the shas it was taken over (`AlbumMeanCache`): on most nights an album's
+    first faces are the same, so its mean is one file read instead of reading every one of their views."""
     order: dict[str, list[int]] = {}
     for i, album in enumerate(albums):
         order.setdefault(album, []).append(i)
+    loaded = load(setting)
+    cache = AlbumMeanCache(data_root, loaded[1]["model_id"], views) if loaded is not None else None
     means, counts = {}, {}
     for album, idx in sorted(order.items()):
         m = album_mean_faces(len(idx))
         if not m:
             continue
         take = idx[:m]
-        rows = candidate_rows([crop_shas[i] for i in take], np.stack([plain[i] for i in take]), setting, data_root, views)
-        means[album] = rows.reshape(-1, rows.shape[-1]).astype(np.float64).mean(axis=0).astype(np.float32)
+        shas = [crop_shas[i] for i in take]
+        mean = cache.get(shas) if cache is not None else None
+        if mean is None:
+            rows = candidate_rows(shas, np.stack([plain[i] for i in take]), setting, data_root, views)
+            mean = rows.reshape(-1, rows.shape[-1]).astype(np.float64).mean(axis=0).astype(np.float32)
+            if cache is not None:
+                cache.put(shas, mean)
+        means[album] = mean
         counts[album] = m
     return means, counts
+
+
+class AlbumMeanCache:
+    """An album mean per (embedder, view set, the crop shas it was taken over), one .npy each.
+
+    The shas and the model id fix every row the mean is taken over (embeddings are cached by them
+    too), so a hit is the same mean computed again. Faces without a sha are not cached."""
+
+    def __init__(self, data_root: str | Path, model_id: str, views: bool):
+        from models.embedder import REFERENCE_VIEWS_ID
+
+        self.dir = Path(data_root) / "cache" / "album_means" / (f"{model_id}-{REFERENCE_VIEWS_ID}" if views else model_id)
+
+    def path(self, shas: list) -> Path | None:
+        if not shas or not all(isinstance(s, str) for s in shas):
+            return None
+        key = hashlib.sha256("\n".join(shas).encode()).hexdigest()
+        return self.dir / f"{key}.npy"
+
+    def get(self, shas: list) -> np.ndarray | None:
+        path = self.path(shas)
+        try:
+            return np.load(path) if path is not None else None
+        except (FileNotFoundError, ValueError, OSError):
+            return None
+
+    def put(self, shas: list, mean: np.ndarray) -> None:
+        path = self.path(shas)
+        if path is not None:
+            save_npy(path, mean)
 
 
 def reference_matrix(ref_faces: pd.DataFrame, vectors: dict[str, np.ndarray],

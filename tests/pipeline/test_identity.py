@@ -1,15 +1,17 @@
 """The identity stage with the shipped embedder on real cartoon crops: references, conflicts,
 near-duplicates of re-encoded copies, pre-labels."""
 import dataclasses
+import shutil
 
 import cv2
 import numpy as np
 import pandas as pd
 import pytest
 
+from models.embedder import REFERENCE_VIEWS_ID
 from pipeline.dedup import PublishedIndex
 from pipeline.identity import (DEFAULT_WEIGHTS, PRELABEL_COLUMNS, Published, album_mean_faces, album_means,
-                               embed_crops, nearest_identities, prelabel_crops, prelabel_quality, run_identity_stage,
+                               embed_crops, load, nearest_identities, prelabel_crops, prelabel_quality, run_identity_stage,
                                subtract_mean)
 from pipeline.store import ContentStore
 from tests.conftest import SHARED
@@ -450,3 +452,33 @@ def test_album_mean_on_real_crops_stays_until_the_album_doubles(tmp_path):
     assert third.calibration["album_mean_faces"] == {"holo": 32}
     assert third.calibration["reference_set"] != second.calibration["reference_set"]
     assert third.prelabels and {r["face_id"] for r in third.prelabels} <= set(first.new_ids + second.new_ids)
+
+
+def test_album_mean_is_read_back_while_its_first_faces_stay(tmp_path):
+    """A night whose album has the same first faces reads their mean from one cache file, not from
+    every face's views: with the crops and their view embeddings gone, the same mean comes back. A
+    corrupt entry is taken again; other first faces give another mean."""
+    run = Run(tmp_path)
+    for path in crops_of("ame", 9) + crops_of("gura", 9):
+        run.add(cv2.imread(str(path)))
+    shas = [f["crop_sha"] for f in run.faces]
+    plain = embed_crops(shas, "default", tmp_path)
+    vectors = np.stack([plain[s] for s in shas])
+    albums = ["holo"] * len(shas)
+    means, counts = album_means(albums, shas, vectors, "default", tmp_path, views=True)
+    assert counts == {"holo": 16}
+    entries = list((tmp_path / "cache" / "album_means").rglob("*.npy"))
+    assert len(entries) == 1
+
+    model_id = load("default")[1]["model_id"]
+    shutil.rmtree(tmp_path / "cache" / "embeddings" / f"{model_id}-{REFERENCE_VIEWS_ID}")
+    shutil.rmtree(tmp_path / "store")
+    again, _ = album_means(albums, shas, vectors, "default", tmp_path, views=True)
+    assert np.array_equal(again["holo"], means["holo"])
+    # Without the cache entry the views are gone, so each face counts by its plain embedding only.
+    entries[0].write_bytes(b"not an array")
+    plain_only, _ = album_means(albums, shas, vectors, "default", tmp_path, views=True)
+    assert not np.allclose(plain_only["holo"], means["holo"], atol=1e-3)
+    assert np.allclose(plain_only["holo"], vectors[:16].mean(axis=0), atol=1e-5)
+    other, _ = album_means(albums[::-1], shas[::-1], vectors[::-1], "default", tmp_path, views=True)
+    assert not np.allclose(other["holo"], plain_only["holo"], atol=1e-3)
