@@ -60,7 +60,7 @@ def identity_stage(staging, manifest: Manifest, cfg: IngestConfig, ctx: RunConte
     outcome = identity_module.run_identity_stage(
         faces, assets, identity_module.Published.read(manifest), cfg.embedder, ctx.data_root, dedup, prelabel,
         ctx.run_id, cfg.prelabel_min_margin, cfg.verified_references, cfg.reference_views,
-        cfg.candidate_views, cfg.subtract_album_mean)
+        cfg.candidate_views, cfg.subtract_album_mean, cfg.within_album)
     if outcome is None:
         return None
     if outcome.published_crops_indexed:

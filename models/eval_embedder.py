@@ -363,7 +363,8 @@ def _prelabel_counts(best: np.ndarray, margin: np.ndarray, pred: np.ndarray, tru
 def prelabel_precision_recall(ref_emb, ref_labels, probe_emb, probe_labels,
                               threshold: float = PRELABEL_THRESHOLD, min_margin: float = 0.0,
                               sweep: Sequence[float] = SWEEP_THRESHOLDS,
-                              margin_sweep: Sequence[float] = MARGIN_SWEEP) -> dict:
+                              margin_sweep: Sequence[float] = MARGIN_SWEEP,
+                              ref_albums=None, probe_albums=None) -> dict:
     """The paper's pre-labelling: a probe takes the identity of its most similar reference when the
     cosine similarity is greater than ``threshold``, else stays unlabelled. With ``min_margin`` > 0 it
     also needs that similarity to beat the runner-up identity's by ``min_margin`` (as the pipeline's
@@ -379,6 +380,9 @@ def prelabel_precision_recall(ref_emb, ref_labels, probe_emb, probe_labels,
     ``nearest_accuracy``: the share of probes with a reference whose nearest identity is theirs, with no
     threshold and no margin. It measures the embedding alone, where precision and recall at 0.6 also
     measure how well the model's similarities sit around the threshold.
+
+    ``ref_albums`` and ``probe_albums`` (per reference row and per probe): a probe is matched only
+    against its own album's references (the pipeline's ``within_album``).
     """
     ref, ref_labels = _as_inputs(ref_emb, ref_labels)
     probe, probe_labels = _as_inputs(probe_emb, probe_labels, views_allowed=True)
@@ -386,11 +390,14 @@ def prelabel_precision_recall(ref_emb, ref_labels, probe_emb, probe_labels,
         raise ValueError("no reference images")
     if ref.shape[1] != probe.shape[-1]:
         raise ValueError(f"reference dim {ref.shape[1]} != probe dim {probe.shape[-1]}")
-    from pipeline.identity import nearest_identities  # the pipeline's own rule, so both agree
+    from pipeline.identity import nearest_identities, nearest_identities_by_album  # the pipeline's own rule
 
     names = np.unique(ref_labels)
     # Threshold -inf: every probe gets its nearest identity; the counts below apply each threshold.
-    nearest = nearest_identities(probe, ref, ref_labels, threshold=-np.inf)
+    if probe_albums is None:
+        nearest = nearest_identities(probe, ref, ref_labels, threshold=-np.inf)
+    else:
+        nearest = nearest_identities_by_album(probe, ref, ref_labels, -np.inf, 0.0, probe_albums, ref_albums)
     pred = nearest["prelabel"].to_numpy(dtype=object)
     best = nearest["prelabel_score"].to_numpy()
     margin = nearest["prelabel_margin"].fillna(np.inf).to_numpy()  # one identity: no runner-up to beat
@@ -443,23 +450,32 @@ def reference_rows(emb, labels, refs, views=None) -> tuple[np.ndarray, np.ndarra
     return chosen.reshape(-1, chosen.shape[-1]), np.repeat(labels[refs], chosen.shape[1])
 
 
+def reference_row_albums(albums, refs, views=None) -> np.ndarray:
+    """The album of each row `reference_rows` gives (each reference's, once per view with ``views``)."""
+    chosen = np.asarray(albums, dtype=object)[refs]
+    return chosen if views is None else np.repeat(chosen, np.asarray(views).shape[1])
+
+
 def prelabel_over_reference_draws(emb, labels, draws: int, *, seed: int = 0, no_reference: Iterable = (),
                                   per_identity: int = 1, threshold: float = PRELABEL_THRESHOLD,
                                   min_margin: float = 0.0, margin_sweep: Sequence[float] = MARGIN_SWEEP,
-                                  views=None, probe_views=None) -> dict:
+                                  views=None, probe_views=None, albums=None) -> dict:
     """The pre-label protocol repeated with ``draws`` seeded random reference choices (seeds ``seed``,
     ``seed``+1, ...). Which image is "the typical one" moves precision and recall a lot on a small set,
     so one draw alone can flatter or wrong a model: this gives the mean, spread and worst draw, at
     ``min_margin`` and for each margin of ``margin_sweep``. ``views``: references are matched by these
-    views of theirs; ``probe_views``: probes by these views of theirs ((N, V, dim) each)."""
+    views of theirs; ``probe_views``: probes by these views of theirs ((N, V, dim) each). ``albums`` (per
+    image): probes are matched only against their own album's references."""
     lab = np.asarray([str(x) for x in labels], dtype=object)
     emb = np.asarray(emb)
     probe_rows = emb if probe_views is None else np.asarray(probe_views)
     per_draw, nearest = [], []
     for d in range(draws):
         refs, probes = reference_split(lab, "random", seed + d, no_reference=no_reference, per_identity=per_identity)
+        by_album = {} if albums is None else {"ref_albums": reference_row_albums(albums, refs, views),
+                                              "probe_albums": np.asarray(albums, dtype=object)[probes]}
         r = prelabel_precision_recall(*reference_rows(emb, lab, refs, views), probe_rows[probes], lab[probes],
-                                      threshold, min_margin, sweep=(), margin_sweep=margin_sweep)
+                                      threshold, min_margin, sweep=(), margin_sweep=margin_sweep, **by_album)
         per_draw.append([(m["precision"], m["recall"]) for m in [r] + r["margin_sweep"]])
         nearest.append(r["nearest_accuracy"])
 
@@ -523,8 +539,11 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="match pre-label probes by the mean over the same views of theirs (the pipeline's "
                         "candidate_views setting); embeds every image 4 times")
     p.add_argument("--album-mean", action="store_true",
-                   help="subtract the set's mean from what pre-labels match (the pipeline's subtract_album_mean "
-                        "setting); evaluate one album at a time with it")
+                   help="subtract each album's mean from what pre-labels match (the pipeline's subtract_album_mean "
+                        "setting); each --data or --cava source is one album")
+    p.add_argument("--within-album", action="store_true",
+                   help="match pre-label probes only against their own album's references (the pipeline's "
+                        "within_album setting); each --data or --cava source is one album")
     p.add_argument("--device", default="cpu", help="cpu|cuda|auto (default cpu)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
@@ -550,14 +569,16 @@ def evaluate(emb: np.ndarray, labels: Sequence[str], *, unknown_labels: Iterable
              prelabel_threshold: float = PRELABEL_THRESHOLD, prelabel_reference: str = "first",
              prelabel_min_margin: float = 0.0, prelabel_references: int = 1, reference_draws: int = 0,
              reference_views: np.ndarray | None = None, candidate_views: np.ndarray | None = None,
-             album_mean: bool = False) -> dict:
+             album_mean: bool = False, albums: Sequence[str] | None = None, within_album: bool = False) -> dict:
     """All three protocols on one set of embeddings (``labels`` in the order of ``emb``; for the
     'first' reference choice, pass them sorted by path). ``unknown_labels``: distractors in
     identification, probes without reference in pre-labelling, ignored in verification.
     ``reference_views`` ((N, V, dim)): pre-label references are matched by all their views;
     ``candidate_views`` ((N, V, dim)): pre-label probes are matched by theirs (the mean over them).
-    ``album_mean``: the set is one album, and pre-labels match after its mean is subtracted (the
-    pipeline's ``subtract_album_mean``: the mean of the rows probes are matched by, over every image)."""
+    ``albums``: each image's album (None: the set is one album). ``album_mean``: pre-labels match after
+    each album's mean is subtracted (the pipeline's ``subtract_album_mean``: the mean of the rows probes
+    are matched by, over every image of the album). ``within_album``: probes are matched only against
+    their own album's references (the pipeline's ``within_album``)."""
     unknown = sorted({str(x) for x in unknown_labels})
     labels = [str(x) for x in labels]
     ident = identification(emb, labels, seed=seed, probes_per_identity=probes_per_identity,
@@ -574,23 +595,31 @@ def evaluate(emb: np.ndarray, labels: Sequence[str], *, unknown_labels: Iterable
     if album_mean:  # identification and verification above compare the plain embeddings, as the pipeline does
         from pipeline.identity import subtract_mean
 
-        mean = probe_rows.reshape(-1, probe_rows.shape[-1]).astype(np.float64).mean(axis=0).astype(np.float32)
-        emb, probe_rows = subtract_mean(emb, [mean] * len(emb)), subtract_mean(probe_rows, [mean] * len(emb))
+        album_of = np.asarray(["" for _ in range(len(emb))] if albums is None else albums, dtype=object)
+        means = {a: probe_rows[album_of == a].reshape(-1, probe_rows.shape[-1]).astype(np.float64).mean(axis=0)
+                 .astype(np.float32) for a in dict.fromkeys(album_of)}
+        per_row = [means[a] for a in album_of]
+        emb, probe_rows = subtract_mean(emb, per_row), subtract_mean(probe_rows, per_row)
         if reference_views is not None:
-            reference_views = subtract_mean(reference_views, [mean] * len(emb))
+            reference_views = subtract_mean(reference_views, per_row)
         candidate_views = probe_rows if candidate_views is not None else None
+    if within_album and albums is None:
+        raise ValueError("within_album needs each image's album")
+    by_album = {} if not within_album else {"ref_albums": reference_row_albums(albums, refs, reference_views),
+                                            "probe_albums": np.asarray(albums, dtype=object)[probes]}
     pre = prelabel_precision_recall(*reference_rows(emb, lab, refs, reference_views), probe_rows[probes], lab[probes],
-                                    prelabel_threshold, prelabel_min_margin)
+                                    prelabel_threshold, prelabel_min_margin, **by_album)
     pre["reference"] = prelabel_reference
     pre["references_per_identity"] = prelabel_references
     pre["reference_views"] = 1 if reference_views is None else int(np.asarray(reference_views).shape[1])
     pre["candidate_views"] = 1 if candidate_views is None else int(np.asarray(candidate_views).shape[1])
     pre["album_mean"] = bool(album_mean)
+    pre["within_album"] = bool(within_album)
     if reference_draws:
         pre["over_reference_draws"] = prelabel_over_reference_draws(
             emb, lab, reference_draws, seed=seed, no_reference=unknown, per_identity=prelabel_references,
             threshold=prelabel_threshold, min_margin=prelabel_min_margin, views=reference_views,
-            probe_views=candidate_views)
+            probe_views=candidate_views, albums=albums if within_album else None)
     return {"identification": ident, "verification": verif, "prelabel": pre}
 
 
@@ -602,9 +631,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    samples, sources = [], []
+    samples, sources, albums = [], [], []  # albums: each sample's source (one album each)
     for d in args.data:
-        samples += identity_folders(d)
+        got = identity_folders(d)
+        samples += got
+        albums += [f"folders:{d}"] * len(got)
         sources.append(f"folders:{d}")
     unknown: set[str] = set()
     for c in args.cava:
@@ -612,6 +643,7 @@ def run(args: argparse.Namespace) -> int:
         got = cava_identity_crops(c, args.cava_split, skip_identities=skip)
         unknown |= {s.identity for s in got if s.identity.rsplit("/", 1)[-1] == UNKNOWN}
         samples += got
+        albums += [f"cava:{c}:{args.cava_split}"] * len(got)
         sources.append(f"cava:{c}:{args.cava_split}")
     if not samples:
         print("eval-embedder: no data; give --data DIR and/or --cava FOLDER", file=sys.stderr)
@@ -620,7 +652,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"eval-embedder: no weights file {args.weights}", file=sys.stderr)
         return 2
     # Sorted by path (then box) so that "first image of each identity" is well defined and stable.
-    samples = sorted(samples, key=lambda s: (s.identity, s.path, s.box or ()))
+    pairs = sorted(zip(samples, albums), key=lambda pair: (pair[0].identity, pair[0].path, pair[0].box or ()))
+    samples, albums = [s for s, _ in pairs], [a for _, a in pairs]
     model, meta = load_embedder(args.weights, resolve_device(args.device))
     need_views = args.reference_views or args.candidate_views
     views = _embed_samples(model, samples, args.batch_size, views=True) if need_views else None
@@ -631,7 +664,8 @@ def run(args: argparse.Namespace) -> int:
                    prelabel_threshold=args.prelabel_threshold, prelabel_reference=args.prelabel_reference,
                    prelabel_min_margin=args.prelabel_min_margin, prelabel_references=args.prelabel_references,
                    reference_draws=args.reference_draws, reference_views=views if args.reference_views else None,
-                   candidate_views=views if args.candidate_views else None, album_mean=args.album_mean)
+                   candidate_views=views if args.candidate_views else None, album_mean=args.album_mean,
+                   albums=albums, within_album=args.within_album)
     known = {lab for lab in labels if lab not in unknown}
     report = {"model_id": meta["model_id"], "weights": str(args.weights), "sources": sources,
               "images": len(samples), "identities": len(known),

@@ -160,16 +160,24 @@ def candidate_rows(crop_shas: list[str], plain: np.ndarray, setting: str, data_r
 
 def prelabel_crops(crop_shas: list[str], plain: np.ndarray, setting: str, data_root: str | Path, views: bool,
                    ref_matrix: np.ndarray, ref_identities, threshold: float, min_margin: float,
-                   means: list | None = None, chunk: int = 8192) -> pd.DataFrame:
+                   means: list | None = None, chunk: int = 8192, albums: list | None = None,
+                   ref_albums=None) -> pd.DataFrame:
     """`nearest_identities` for these crops (their `candidate_rows`), `chunk` crops at a time, so that
     matching every published crop again holds only one chunk's views in memory. `means`: per crop, its
-    album's mean to subtract before matching (`subtract_mean`; None: none), as `ref_matrix` had its own."""
+    album's mean to subtract before matching (`subtract_mean`; None: none), as `ref_matrix` had its own.
+    `albums` (per crop) and `ref_albums` (per row of `ref_matrix`): a crop is matched only against its
+    own album's references (`within_album`); None: against all of them."""
     def rows(i: int) -> np.ndarray:
         got = candidate_rows(crop_shas[i:i + chunk], plain[i:i + chunk], setting, data_root, views)
         return got if means is None else subtract_mean(got, means[i:i + chunk])
 
-    frames = [nearest_identities(rows(i), ref_matrix, ref_identities, threshold, min_margin)
-              for i in range(0, len(plain), chunk)]
+    def match(i: int) -> pd.DataFrame:
+        if albums is None:
+            return nearest_identities(rows(i), ref_matrix, ref_identities, threshold, min_margin)
+        return nearest_identities_by_album(rows(i), ref_matrix, ref_identities, threshold, min_margin,
+                                           albums[i:i + chunk], ref_albums)
+
+    frames = [match(i) for i in range(0, len(plain), chunk)]
     return pd.concat(frames, ignore_index=True) if frames else nearest_identities(plain, ref_matrix, ref_identities,
                                                                                     threshold, min_margin)
 
@@ -270,20 +278,22 @@ class AlbumMeanCache:
 
 def reference_matrix(ref_faces: pd.DataFrame, vectors: dict[str, np.ndarray],
                      views: dict[str, np.ndarray] | None = None,
-                     means: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The rows pre-labels are matched against and the identity of each: one per reference face, or
-    with `views` every view of each (a reference face whose views are missing keeps its one vector).
-    `means`: album -> mean, subtracted from the rows of each reference face of that album (`album_id`)."""
-    rows, names = [], []
+                     means: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rows pre-labels are matched against, the identity of each and the album of its reference
+    face: one row per reference face, or with `views` every view of each (a reference face whose views
+    are missing keeps its one vector). `means`: album -> mean, subtracted from the rows of each
+    reference face of that album (`album_id`)."""
+    rows, names, albums = [], [], []
     for sha, identity, album in zip(ref_faces["crop_sha"], ref_faces["identity"], ref_faces["album_id"]):
         block = views[sha] if views is not None and sha in views else vectors[sha][None]
         if means and album in means:
             block = subtract_mean(block, [means[album]] * len(block))
         rows.append(block)
         names += [identity] * len(block)
+        albums += [album] * len(block)
     if not rows:
-        return np.zeros((0, 1), np.float32), np.zeros(0, object)
-    return np.concatenate(rows).astype(np.float32), np.asarray(names, dtype=object)
+        return np.zeros((0, 1), np.float32), np.zeros(0, object), np.zeros(0, object)
+    return np.concatenate(rows).astype(np.float32), np.asarray(names, dtype=object), np.asarray(albums, dtype=object)
 
 
 PRELABEL_COLUMNS = ("prelabel", "prelabel_score", "runner_up", "runner_up_score", "prelabel_margin")
@@ -394,14 +404,18 @@ def faces_with_current_prelabels(manifest, version: int | None = None, columns: 
 
 def reference_set_id(model_id: str, threshold: float, references: pd.DataFrame, min_margin: float = 0.0,
                      views: bool = False, candidate_views: bool = False,
-                     means: dict[str, np.ndarray] | None = None) -> str:
-    """Fingerprint of what pre-labels depend on besides the crop: model, rule, (face, identity) pairs,
-    and the album means subtracted (`means`; None: the rule subtracts none)."""
+                     means: dict[str, np.ndarray] | None = None, within_album: bool = False) -> str:
+    """Fingerprint of what pre-labels depend on besides the crop: model, rule, (face, identity) pairs
+    (with `within_album`, (face, identity, album): the album decides who is matched against it), and
+    the album means subtracted (`means`; None: the rule subtracts none)."""
     pairs = sorted(zip(references["face_id"], references["identity"])) if len(references) else []
+    if within_album and len(references):
+        pairs = sorted(zip(references["face_id"], references["identity"], references["album_id"]))
     from models.embedder import REFERENCE_VIEWS_ID
 
     rule = [model_id, round(float(threshold), 6), round(float(min_margin), 6)] + ([REFERENCE_VIEWS_ID] if views else [])
     rule += [f"candidates-{REFERENCE_VIEWS_ID}"] if candidate_views else []
+    rule += ["within-album"] if within_album else []
     if means is not None:  # a new mean (an album that doubled) changes pre-labels: rounded, so float noise does not
         rule += ["album-mean", {a: hashlib.sha256(np.round(m.astype(np.float64), 4).tobytes()).hexdigest()[:12]
                                 for a, m in sorted(means.items())}]
@@ -447,6 +461,25 @@ def nearest_identities(matrix: np.ndarray, ref_matrix: np.ndarray, ref_identitie
             out["runner_up_score"][part] = second
             out["prelabel_margin"][part] = best - second
     return _frame(out)
+
+
+def nearest_identities_by_album(matrix: np.ndarray, ref_matrix: np.ndarray, ref_identities, threshold: float,
+                                min_margin: float, albums, ref_albums) -> pd.DataFrame:
+    """`nearest_identities` with each row matched only against the references of its own album
+    (`albums`: per row of `matrix`; `ref_albums`: per row of `ref_matrix`). An album without references
+    leaves its rows unlabelled; a row whose album is not known (None) is matched against all."""
+    names, ref_albums = np.asarray(ref_identities, dtype=object), np.asarray(ref_albums, dtype=object)
+    matrix = np.asarray(matrix)
+    part = np.asarray([a if isinstance(a, str) else None for a in albums], dtype=object)
+    if not len(part):
+        return nearest_identities(matrix, ref_matrix, names, threshold, min_margin)
+    pieces = []
+    for album in dict.fromkeys(part):
+        here = np.flatnonzero([a == album for a in part])
+        theirs = ref_albums == album if album is not None else np.ones(len(ref_albums), bool)
+        pieces.append(nearest_identities(matrix[here], ref_matrix[theirs], names[theirs], threshold,
+                                         min_margin).set_index(here))
+    return pd.concat(pieces).sort_index()
 
 
 def _frame(columns: dict) -> pd.DataFrame:
@@ -524,12 +557,14 @@ def run_identity_stage(faces: pd.DataFrame, assets: pd.DataFrame, published: Pub
                        data_root: str | Path, dedup_threshold: float, prelabel_threshold: float,
                        run_id: str, prelabel_min_margin: float = 0.0,
                        verified_references: bool = True, reference_views: bool = True,
-                       candidate_views: bool = True, subtract_album_mean: bool = True) -> IdentityOutcome | None:
+                       candidate_views: bool = True, subtract_album_mean: bool = True,
+                       within_album: bool = True) -> IdentityOutcome | None:
     """`faces`/`assets`: this run's staged rows; `published`: what earlier versions hold.
     `verified_references`: faces people verified join their identity's references.
     `reference_views`: references are matched by their crop and centred crops of it.
     `candidate_views`: candidates are matched by the same views of their crop (the mean over them).
-    `subtract_album_mean`: each album's mean (`album_means`) is subtracted from its faces' rows first."""
+    `subtract_album_mean`: each album's mean (`album_means`) is subtracted from its faces' rows first.
+    `within_album`: a face is matched only against the references of its own album."""
     loaded = load(setting)
     if loaded is None:
         return None
@@ -596,24 +631,26 @@ def run_identity_stage(faces: pd.DataFrame, assets: pd.DataFrame, published: Pub
                                         [published_shas[i] for i in known] + surv_shas,
                                         [published_vectors[i] for i in known] + list(surv_matrix),
                                         setting, data_root, candidate_views)
-    match_matrix, match_identities = reference_matrix(ref_faces, ref_vectors, views, means)
+    match_matrix, match_identities, match_albums = reference_matrix(ref_faces, ref_vectors, views, means)
     if len(ref_faces):
         found = prelabel_crops(surv_shas, surv_matrix, setting, data_root, candidate_views, match_matrix,
                                match_identities, prelabel_threshold, prelabel_min_margin,
-                               [means.get(a) for a in surv_albums] if means is not None else None)
+                               [means.get(a) for a in surv_albums] if means is not None else None,
+                               albums=surv_albums if within_album else None, ref_albums=match_albums)
         for column in PRELABEL_COLUMNS:
             faces.loc[survivors, column] = found[column].to_numpy()
 
     # Published candidates are matched again when the reference set changed since the last run
     # (a character's typical image arrived after its faces did), so none stays unlabelled for ever.
     reference_set = reference_set_id(model_id, prelabel_threshold, ref_faces, prelabel_min_margin, reference_views,
-                                     candidate_views, means)
+                                     candidate_views, means, within_album)
     current = published.prelabels
     relabels: list[dict] = []
     if reference_set != published.reference_set and len(published_ids) and len(ref_faces):
         again = prelabel_crops(published_shas, published_vectors, setting, data_root, candidate_views, match_matrix,
                                match_identities, prelabel_threshold, prelabel_min_margin,
-                               [means.get(a) for a in published_albums] if means is not None else None)
+                               [means.get(a) for a in published_albums] if means is not None else None,
+                               albums=published_albums if within_album else None, ref_albums=match_albums)
         again.insert(0, "face_id", published_ids)
         old = (current.drop_duplicates("face_id").set_index("face_id")
                .reindex(published_ids)[list(PRELABEL_COLUMNS) + ["embedder"]].reset_index())
@@ -631,7 +668,7 @@ def run_identity_stage(faces: pd.DataFrame, assets: pd.DataFrame, published: Pub
     calibration = {
         "embedder": model_id, "dedup_threshold": dedup_threshold, "prelabel_threshold": prelabel_threshold,
         "prelabel_min_margin": prelabel_min_margin, "reference_views": len(match_matrix) if reference_views else 0,
-        "candidate_views": bool(candidate_views), "album_mean_faces": mean_faces if means is not None else None,
+        "candidate_views": bool(candidate_views), "within_album": bool(within_album), "album_mean_faces": mean_faces if means is not None else None,
         "reference_set": reference_set, "prelabels_updated": len(relabels),
         "references": len(ref_faces), "verified_references": n_verified,
         "duplicate_similarity": _histogram(faces["duplicate_similarity"]),

@@ -45,7 +45,8 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # Settings of the ingest run that shaped the released faces and the pre-labels people judged.
 THRESHOLDS = ("enlarge_rate", "detector_size", "min_detector_score", "min_sharpness", "min_crop_side",
               "dedup_threshold", "prelabel_threshold", "prelabel_min_margin", "verified_references",
-              "reference_views", "candidate_views", "subtract_album_mean", "frames_per_second", "episodes_per_album", "sample_seed")
+              "reference_views", "candidate_views", "subtract_album_mean", "within_album", "frames_per_second",
+              "episodes_per_album", "sample_seed")
 CSV_COLUMNS = ("face_id", "identity", "slug", "split", "file", "crop_sha", "album_id", "asset_id", "source", "kind",
                "crop_w", "crop_h", "annotators", "decided_at", "decision_id", "embedder", "detector", "detector_model")
 

@@ -295,6 +295,34 @@ def test_album_mean_is_subtracted_from_what_pre_labels_match_only():
     assert by_hand["prelabel"]["_similarity"] == pytest.approx(centred["prelabel"]["_similarity"], abs=1e-6)
 
 
+def test_within_album_keeps_another_albums_characters_out_of_pre_labels():
+    """Two albums: x has A, y has B and C, and C (no reference) looks like x's A. Matched against every
+    album's references C's faces take A's name; matched within their album they stay unlabelled. Each
+    album's own mean is what --album-mean subtracts."""
+    rng = np.random.default_rng(3)
+    a, b, c, far = np.eye(16)[:4]
+    emb = np.stack([x + 0.5 * far * (x is b) + 0.05 * rng.normal(size=16) for x in [a, b, c] for _ in range(8)])
+    emb[16:] = a + 0.3 * c + 0.05 * rng.normal(size=(8, 16))  # C: like A, in the other album
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    labels = ["A"] * 8 + ["B"] * 8 + ["C"] * 8
+    albums = ["x"] * 8 + ["y"] * 16
+    pooled = evaluate(emb, labels, unknown_labels=["C"], seed=0, reference_draws=3, albums=albums)
+    own = evaluate(emb, labels, unknown_labels=["C"], seed=0, reference_draws=3, albums=albums, within_album=True)
+    assert own["prelabel"]["within_album"] and not pooled["prelabel"]["within_album"]
+    assert pooled["prelabel"]["false_labels_on_unknowns"] == 8 and own["prelabel"]["false_labels_on_unknowns"] == 0
+    assert own["prelabel"]["precision"] == 1.0 and own["prelabel"]["recall"] == 1.0
+    assert own["prelabel"]["over_reference_draws"]["precision_mean"] == 1.0
+    assert pooled["prelabel"]["over_reference_draws"]["precision_mean"] < 0.8
+    assert public(own)["identification"] == public(pooled)["identification"]
+    with pytest.raises(ValueError, match="album"):
+        evaluate(emb, labels, within_album=True)
+    # --album-mean: each album's own mean, the same as subtracting it by hand.
+    centred = evaluate(emb, labels, unknown_labels=["C"], seed=0, albums=albums, album_mean=True)
+    by_hand = np.concatenate([emb[:8] - emb[:8].mean(0), emb[8:] - emb[8:].mean(0)])
+    plain = evaluate(by_hand / np.linalg.norm(by_hand, axis=1, keepdims=True), labels, unknown_labels=["C"], seed=0)
+    assert plain["prelabel"]["_similarity"] == pytest.approx(centred["prelabel"]["_similarity"], abs=1e-6)
+
+
 def test_reference_split():
     labels = ["a", "a", "a", "b", "b", "unknown", "c"]
     refs, probes = reference_split(labels, "first", no_reference=["unknown"])
@@ -429,3 +457,10 @@ def test_cli_on_folders_and_cava_unknown_distractors(tiny_model, tmp_path, capsy
     assert centred["prelabel"]["album_mean"] and not probed["prelabel"]["album_mean"]
     assert centred["identification"] == probed["identification"]
     assert centred["prelabel"]["over_reference_draws"] != probed["prelabel"]["over_reference_draws"]
+    # Within its album (here: --data and --cava are two albums), a probe is matched only against its
+    # own album's references.
+    assert main(args[:-4] + ["--exclude-unknown", "--within-album"]) == 0
+    within = json.loads(capsys.readouterr().out)
+    assert within["prelabel"]["within_album"] and not excluded["prelabel"]["within_album"]
+    assert within["identification"] == excluded["identification"]
+    assert within["prelabel"]["labelled"] <= excluded["prelabel"]["labelled"]

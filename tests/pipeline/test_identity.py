@@ -337,6 +337,27 @@ def test_prelabel_crops_in_chunks_equals_one_pass(tmp_path):
     assert len(prelabel_crops([], plain[:0], "default", tmp_path, False, refs, names, 0.1, 0.0)) == 0
 
 
+def test_prelabel_crops_within_album_matches_only_that_albums_references(tmp_path):
+    """Album b has no reference for the face that looks like album a's character: matched within its
+    album it stays unlabelled instead of taking a/X. A face with no album is matched against all."""
+    refs = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    names, ref_albums = ["a/X", "b/Y"], ["a", "b"]
+    faces = np.array([[0.98, 0.2, 0.0], [0.98, 0.2, 0.0], [0.1, 0.99, 0.0], [0.98, 0.2, 0.0], [0.2, 0.98, 0.0]])
+    faces /= np.linalg.norm(faces, axis=1, keepdims=True)
+    albums = ["a", "b", "b", None, "a"]
+    shas = [f"{i:064x}" for i in range(len(faces))]
+    pooled = prelabel_crops(shas, faces, "default", tmp_path, False, refs, names, 0.6, 0.0)
+    assert pooled["prelabel"].tolist() == ["a/X", "a/X", "b/Y", "a/X", "b/Y"]
+    for chunk in (2, 100):  # chunks that split an album give the same rows, in the same order
+        own = prelabel_crops(shas, faces, "default", tmp_path, False, refs, names, 0.6, 0.0, chunk=chunk,
+                             albums=albums, ref_albums=ref_albums)
+        assert own["prelabel"].tolist() == ["a/X", None, "b/Y", "a/X", None]
+        # Each album has one reference, so only the face matched against both has a runner-up.
+        assert own["runner_up"].tolist() == [None, None, None, "b/Y", None]
+        np.testing.assert_allclose(own["prelabel_score"], [faces[0] @ refs[0], faces[1] @ refs[1], faces[2] @ refs[1],
+                                                           faces[3] @ refs[0], faces[4] @ refs[0]])
+
+
 def test_nearest_identities_hand_computed():
     refs = np.array([[1.0, 0.0, 0.0], [0.8, 0.6, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     names = ["a", "a", "b", "c"]
@@ -482,3 +503,24 @@ def test_album_mean_is_read_back_while_its_first_faces_stay(tmp_path):
     assert np.allclose(plain_only["holo"], vectors[:16].mean(axis=0), atol=1e-5)
     other, _ = album_means(albums[::-1], shas[::-1], vectors[::-1], "default", tmp_path, views=True)
     assert not np.allclose(other["holo"], plain_only["holo"], atol=1e-3)
+
+
+def test_faces_take_only_identities_of_their_own_album(tmp_path):
+    """Album b shows ame but has no typical image of her: its ame faces stay unlabelled (or take b's
+    own gura), never album a's ame, unless within_album is switched off."""
+    run = Run(tmp_path)
+    run.add(cv2.imread(str(crops_of("ame", 1)[0])), album="a", character="ame", kind="reference")
+    run.add(cv2.imread(str(crops_of("gura", 1)[0])), album="b", character="gura", kind="reference")
+    b_faces = [run.add(cv2.imread(str(p)), album="b") for p in crops_of("ame", 6, start=10) + crops_of("gura", 4, start=10)]
+    for path in crops_of("ame", 4, start=30):
+        run.add(cv2.imread(str(path)), album="a")
+    own = run.identity(dedup=0.98)
+    labels = own.faces.set_index("face_id")["prelabel"]
+    assert own.calibration["within_album"] is True
+    assert not labels[b_faces].fillna("").str.startswith("a/").any()
+    assert (labels[b_faces[6:]] == "b/gura").sum() >= 3
+    pooled = run_identity_stage(pd.DataFrame(run.faces), pd.DataFrame(run.assets), Published.nothing(), "default",
+                                tmp_path, 0.98, 0.6, "run", within_album=False)
+    pooled_labels = pooled.faces.set_index("face_id")["prelabel"]
+    assert (pooled_labels[b_faces[:6]] == "a/ame").sum() >= 3
+    assert pooled.calibration["reference_set"] != own.calibration["reference_set"]
