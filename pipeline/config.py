@@ -71,8 +71,8 @@ class IngestConfig:
     # A face takes only an identity of its own album (identities are album/character: a frame of one
     # show is not a character of another). With four shared sets as four albums of one dataset,
     # matching against every album's references gave the unseen show's faces precision 0.79 where
-    # its own album's references alone give 0.955 (model card: "One dataset of several albums"). False: every
-    # album's references (faces whose album is unknown are always matched against all of them).
+    # its own album's references alone give 0.955 (model card: "One dataset of several albums").
+    # False: every album's references (faces whose album is unknown are always matched against all).
     within_album: bool = True
     # Stills (and downloaded web images) are processed in shards of this many (one Prefect task each).
     stills_per_shard: int = 1000
