@@ -67,6 +67,11 @@ def verified_faces(labels: pd.DataFrame) -> dict[str, str]:
     return dict(zip(current["face_id"], current["identity"]))
 
 
+def _album_of(identity: str | None) -> str | None:
+    """The album of an `album/character` identity."""
+    return identity.split("/", 1)[0] if identity and "/" in identity else None
+
+
 @dataclasses.dataclass
 class Catalogue:
     version: int | None
@@ -92,23 +97,24 @@ class Catalogue:
             return face["prelabel"], face["prelabel_score"], truth
         if int(hashlib.sha256(face_id.encode()).hexdigest(), 16) % 2 == 0:
             return truth, face["prelabel_score"] if face["prelabel"] == truth else None, truth
-        for other in [face["runner_up"]] + self._same_album(truth) + self.identities:
+        for other in [face["runner_up"]] + self._same_album(_album_of(truth)) + self.identities:
             if other and other != truth:
                 score = face["runner_up_score"] if other == face["runner_up"] else None
                 return other, score, truth
         return truth, None, truth
 
-    def _same_album(self, identity: str | None) -> list[str]:
-        album = (identity or "").split("/", 1)[0]
-        return [i for i in self.identities if i.split("/", 1)[0] == album]
+    def _same_album(self, album: str | None) -> list[str]:
+        return [i for i in self.identities if _album_of(i) == album] if album else []
 
     def alternatives(self, face_id: str, proposed: str | None) -> list[dict]:
         """Identities for the keys 1-9: the pre-label and runner-up first (with their scores), then
-        the album's other identities, then the rest."""
+        the other identities of the face's album (of the proposal's, when the face has none), then
+        the rest (crossovers)."""
         face = self.faces[face_id]
         scored = {face["prelabel"]: face["prelabel_score"], face["runner_up"]: face["runner_up_score"]}
+        album = face["album_id"] or _album_of(proposed or face["prelabel"])
         out, seen = [], {proposed, None}
-        for identity in [face["prelabel"], face["runner_up"]] + self._same_album(proposed or face["prelabel"]) + self.identities:
+        for identity in [face["prelabel"], face["runner_up"]] + self._same_album(album) + self.identities:
             if identity in seen:
                 continue
             seen.add(identity)
