@@ -500,10 +500,21 @@ def _changed(old: pd.DataFrame, new: pd.DataFrame) -> np.ndarray:
     return changed
 
 
-def prelabel_quality(current: pd.DataFrame, labels: pd.DataFrame, threshold: float) -> dict:
-    """The pre-labels in force (`current`: face_id, prelabel, prelabel_score) against the verification
-    labels in force: precision = right / (right + wrong) over pre-labelled faces with a verdict about
-    them, recall = right / faces verified as some identity. Also at stricter thresholds, to choose one.
+TARGET_PRECISION = 0.95     # the precision a suggested setting must reach on the judged faces
+MIN_JUDGED = 30             # fewer judged faces say too little to suggest a setting
+
+
+def prelabel_quality(current: pd.DataFrame, labels: pd.DataFrame, threshold: float, min_margin: float = 0.0) -> dict:
+    """The pre-labels in force (`current`: face_id, prelabel, prelabel_score, prelabel_margin) against
+    the verification labels in force: precision = right / (right + wrong) over pre-labelled faces with
+    a verdict about them, recall = right / faces verified as some identity.
+
+    Also at stricter settings, to choose one: `sweep` crosses the threshold in force, 0.7, 0.8 and 0.9
+    with the minimum margin in force, 0.05, 0.1, 0.15 and 0.2 (only stricter ones: a face the setting
+    in force left unlabelled has no label to judge), first row the setting in force. `by_album` is the
+    setting in force per album (the pre-label's), and `suggested` the setting of the sweep that labels
+    the most faces right at precision >= TARGET_PRECISION over at least MIN_JUDGED judged faces (None
+    if none does); it is advice, applied only by `--set prelabel_threshold=... prelabel_min_margin=...`.
 
     The labelling page shows pre-labelled faces, so the verified faces are mostly pre-labelled ones:
     recall here is measured on them and reads high; precision is the figure to trust."""
@@ -513,23 +524,42 @@ def prelabel_quality(current: pd.DataFrame, labels: pd.DataFrame, threshold: flo
     truth = verified_faces(labels)
     rejected = set(zip(in_force.loc[in_force["verdict"] == "rejected", "face_id"],
                        in_force.loc[in_force["verdict"] == "rejected", "identity"])) if len(in_force) else set()
-    out = {"verified_faces": len(truth), "sweep": []}
+    out = {"verified_faces": len(truth), "sweep": [], "by_album": {}, "suggested": None}
     if current.empty or not (truth or rejected):
         return out
-    faces = current[["face_id", "prelabel", "prelabel_score"]].drop_duplicates("face_id")
+    faces = current.drop_duplicates("face_id")
     ids, names = faces["face_id"].to_numpy(), faces["prelabel"].to_numpy()
     scores = faces["prelabel_score"].astype(float).fillna(-1.0).to_numpy()
+    margins = (faces["prelabel_margin"].astype(float).fillna(np.inf).to_numpy() if "prelabel_margin" in faces
+               else np.full(len(faces), np.inf))   # a face with no runner-up passes every margin
     known = np.array([truth.get(f) for f in ids], dtype=object)
     is_rejected = np.array([(f, n) in rejected for f, n in zip(ids, names)])
-    for t in [threshold] + [x for x in (0.7, 0.8, 0.9) if x > threshold + 1e-9]:
-        labelled = np.array([n is not None for n in names]) & (scores > t)
+    named = np.array([isinstance(n, str) for n in names], dtype=bool)   # unlabelled: None or NaN
+    albums = np.array([n.split("/", 1)[0] if isinstance(n, str) else None for n in names], dtype=object)
+
+    def judge(t: float, m: float, only: np.ndarray | None = None) -> dict:
+        labelled = named & (scores > t) & (margins >= m - 1e-9)
+        if only is not None:
+            labelled &= only
         right = labelled & (known == names)
         wrong = labelled & ~right & ((known != None) | is_rejected)  # noqa: E711 (element-wise)
         judged = int(right.sum() + wrong.sum())
-        out["sweep"].append({"threshold": round(t, 4), "judged": judged, "right": int(right.sum()),
-                             "precision": round(right.sum() / judged, 4) if judged else None,
-                             "recall": round(right.sum() / len(truth), 4) if truth else None})
+        return {"threshold": round(t, 4), "min_margin": round(m, 4), "judged": judged, "right": int(right.sum()),
+                "precision": round(right.sum() / judged, 4) if judged else None,
+                "recall": round(right.sum() / len(truth), 4) if truth else None}
+
+    thresholds = [threshold] + [x for x in (0.7, 0.8, 0.9) if x > threshold + 1e-9]
+    stricter = [min_margin] + [x for x in (0.05, 0.1, 0.15, 0.2) if x > min_margin + 1e-9]
+    out["sweep"] = [judge(t, m) for t in thresholds for m in stricter]
     out.update({k: out["sweep"][0][k] for k in ("judged", "precision", "recall")})
+    for album in sorted({a for a in albums if a is not None}):
+        row = judge(threshold, min_margin, albums == album)
+        if row["judged"]:
+            out["by_album"][album] = {k: row[k] for k in ("judged", "right", "precision")}
+    good = [r for r in out["sweep"] if r["judged"] >= MIN_JUDGED and r["precision"] >= TARGET_PRECISION]
+    if good:
+        best = max(good, key=lambda r: (r["right"], -r["threshold"], -r["min_margin"]))
+        out["suggested"] = {k: best[k] for k in ("threshold", "min_margin", "precision", "judged", "right")}
     return out
 
 
@@ -673,7 +703,7 @@ def run_identity_stage(faces: pd.DataFrame, assets: pd.DataFrame, published: Pub
         "references": len(ref_faces), "verified_references": n_verified,
         "duplicate_similarity": _histogram(faces["duplicate_similarity"]),
         "prelabel_score": _histogram(faces["prelabel_score"]),
-        "prelabel_vs_verified": prelabel_quality(current, published.labels, prelabel_threshold),
+        "prelabel_vs_verified": prelabel_quality(current, published.labels, prelabel_threshold, prelabel_min_margin),
     }
     keep_ids = [i for i, k in zip(candidates["face_id"], result.kept) if k]
     return IdentityOutcome(faces, identities, relabels, calibration, surv_matrix.astype(np.float32), keep_ids,

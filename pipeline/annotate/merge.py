@@ -106,10 +106,12 @@ def merge_decisions(data_root: str | Path) -> int:
 
 def _calibration(manifest: Manifest, new_rows: list[dict]) -> dict:
     """How the pre-labels in force compare with the labels once these rows are in (the same report
-    an ingest run writes), at the pre-label threshold of the latest ingest run."""
+    an ingest run writes), at the pre-label threshold and margin of the latest ingest run."""
     threshold = latest_calibration(manifest, "prelabel_threshold")
     if threshold is None:
         return {}
+    min_margin = latest_calibration(manifest, "prelabel_min_margin") or 0.0
     labels = pd.concat([manifest.read("labels"), pd.DataFrame(new_rows)], ignore_index=True)
-    current = faces_with_current_prelabels(manifest, columns=["face_id", "prelabel", "prelabel_score"])
-    return {"prelabel_threshold": threshold, "prelabel_vs_verified": prelabel_quality(current, labels, threshold)}
+    current = faces_with_current_prelabels(manifest, columns=["face_id", "prelabel", "prelabel_score", "prelabel_margin"])
+    return {"prelabel_threshold": threshold, "prelabel_min_margin": min_margin,
+            "prelabel_vs_verified": prelabel_quality(current, labels, threshold, min_margin)}

@@ -392,6 +392,40 @@ def test_prelabel_quality_against_verified_labels():
     assert prelabel_quality(current, labels.iloc[0:0], 0.6)["sweep"] == []
 
 
+def test_prelabel_quality_sweeps_margins_per_album_and_suggests_a_setting():
+    # 60 faces of show "a" right with margins 0.02..0.40, 10 wrong with margins 0.03..0.12; show "b": 5 wrong.
+    rng = np.random.default_rng(0)
+    right_m = np.linspace(0.02, 0.40, 60)
+    faces = ([(f"r{i}", "a/x", 0.8, m, "a/x") for i, m in enumerate(right_m)]
+             + [(f"w{i}", "a/x", 0.8, 0.03 + 0.01 * i, "a/y") for i in range(10)]
+             + [(f"b{i}", "b/z", 0.9, 0.5, "b/q") for i in range(5)])
+    order = rng.permutation(len(faces))
+    faces = [faces[i] for i in order]
+    current = pd.DataFrame({"face_id": [f[0] for f in faces], "prelabel": [f[1] for f in faces],
+                            "prelabel_score": [f[2] for f in faces], "prelabel_margin": [f[3] for f in faces]})
+    labels = pd.DataFrame({"face_id": [f[0] for f in faces], "identity": [f[4] for f in faces],
+                           "verdict": "verified", "decided_at": pd.Timestamp("2026-01-01", tz="UTC"),
+                           "decision_id": [f"d{i}" for i in range(len(faces))]})
+    q = prelabel_quality(current, labels, 0.6, min_margin=0.0)
+    assert (q["judged"], q["precision"]) == (75, round(60 / 75, 4))
+    assert q["by_album"] == {"a": {"judged": 70, "right": 60, "precision": round(60 / 70, 4)},
+                             "b": {"judged": 5, "right": 0, "precision": 0.0}}
+    grid = {(r["threshold"], r["min_margin"]): r for r in q["sweep"]}
+    assert len(grid) == 4 * 5 and q["sweep"][0]["min_margin"] == 0.0
+    # margin 0.15: the wrong "a" faces (margins <= 0.12) drop out; "b"'s five stay wrong
+    assert grid[(0.6, 0.15)]["right"] == int((right_m >= 0.15).sum()) and grid[(0.6, 0.15)]["judged"] == grid[(0.6, 0.15)]["right"] + 5
+    # at 0.8 (scores are not above it) only "b" is labelled: nothing reaches the target precision
+    assert grid[(0.8, 0.0)]["judged"] == 5 and grid[(0.8, 0.0)]["precision"] == 0.0
+    assert q["suggested"] is None           # b's wrong faces keep every setting under 0.95
+
+    # without show b, margin 0.15 is the loosest to pass (0.1 keeps three wrong faces: 0.94)
+    q = prelabel_quality(current[~current["face_id"].str.startswith("b")], labels, 0.6, 0.0)
+    assert q["suggested"] == {"threshold": 0.6, "min_margin": 0.15, "precision": 1.0,
+                              "judged": int((right_m >= 0.15).sum()), "right": int((right_m >= 0.15).sum())}
+    # a stricter setting in force is the sweep's start: looser margins cannot be judged
+    assert {r["min_margin"] for r in prelabel_quality(current, labels, 0.6, 0.1)["sweep"]} == {0.1, 0.15, 0.2}
+
+
 def test_album_mean_is_taken_over_a_power_of_two_of_its_first_faces():
     assert [album_mean_faces(n) for n in (0, 15, 16, 31, 32, 100, 1023, 1024, 50_000)] == \
         [0, 0, 16, 16, 32, 64, 512, 1024, 1024]

@@ -143,6 +143,8 @@ def test_merge_publishes_majority_verdicts_once(data_root):
     # the version reports how the pre-labels fared: p0's was right, p2's (alice, relabelled bob) wrong
     quality = json.loads(run["calibration"])["prelabel_vs_verified"]
     assert (quality["verified_faces"], quality["judged"], quality["precision"], quality["recall"]) == (2, 2, 0.5, 0.5)
+    assert quality["by_album"] == {"toon": {"judged": 2, "right": 1, "precision": 0.5}}
+    assert quality["sweep"][0]["min_margin"] == 0.0 and quality["suggested"] is None   # 2 judged faces say too little
     assert merge_decisions(root) == 1                   # nothing new: no new version
     svc.decide("c", "p1", "toon/bob", "different")       # the tie is broken
     assert merge_decisions(root) == 2
