@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from data_manifest import Manifest
-from pipeline.identity import faces_with_current_prelabels
+from pipeline.identity import faces_with_current_prelabels, latest_calibration
 
 ORDERS = ("score-desc", "score-asc", "margin")
 MAX_REFS = 5
@@ -84,6 +84,7 @@ class Catalogue:
     gold: dict[str, str]                     # face_id -> known identity (gold items)
     orders: dict[str, list[str]]             # order name -> candidates in that order
     gold_order: list[str]
+    prelabel_quality: dict = dataclasses.field(default_factory=dict)  # the latest prelabel_vs_verified
 
     def proposal(self, face_id: str) -> tuple[str | None, float | None, str | None]:
         """(proposed identity, its pre-label score, gold answer or None) of an item."""
@@ -191,4 +192,5 @@ def load_catalogue(data_root: str | Path, version: int | None = None) -> Catalog
     gold_order = sorted(gold, key=lambda f: hashlib.sha256(f.encode()).hexdigest())
     names = sorted(set(refs) | {r["prelabel"] for r in rows.values() if r["prelabel"]} | set(gold.values()))
     crops = {r["crop_sha"] for r in rows.values()}
-    return Catalogue(version, rows, crops, refs, names, candidates, labelled, gold, orders, gold_order)
+    quality = latest_calibration(manifest, "prelabel_vs_verified") or {}
+    return Catalogue(version, rows, crops, refs, names, candidates, labelled, gold, orders, gold_order, quality)

@@ -269,7 +269,7 @@ class AnnotationService:
     # ---- statistics -------------------------------------------------------------------------
     @_locked
     def stats(self) -> dict:
-        return compute_stats(self.log, self.db.users())
+        return {**compute_stats(self.log, self.db.users()), "prelabels": self.catalogue.prelabel_quality}
 
 
 def compute_stats(log: DecisionLog, users: list[str]) -> dict:

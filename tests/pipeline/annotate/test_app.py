@@ -195,3 +195,20 @@ def test_stats_page_shows_gold_accuracy_and_kappa(data_root):
     assert "ann · bea" in page and '<td class="kappa">' in page   # both judged the same 4 items
     (pair,) = service.stats()["pairs"]
     assert pair["items"] == 4 and pair["agreement"] == 1.0
+
+
+def test_stats_page_shows_how_the_pre_labels_fared_per_album(app_env):
+    client, root, _, token = app_env
+    h = {"X-CSRF-Token": logged_in(client, token)}
+    assert "No published label judges a pre-label yet" in client.get("/stats").text
+    items = client.get("/api/queue?n=3").json()["items"]
+    for item, decision in zip(items, ("same", "same", "different")):
+        assert client.post("/api/decide", headers=h, json={
+            "face_id": item["face_id"], "proposed": item["proposed"], "decision": decision}).status_code == 200
+    from pipeline.annotate.merge import merge_decisions
+    merge_decisions(root)
+    client.app.state.service.refresh(force=True)
+    page = client.get("/stats").text
+    row = re.search(r'<tr data-album="toon">(.*?)</tr>', page, re.S).group(1)
+    assert re.findall(r"<td[^>]*>([^<]*)</td>", row) == ["toon", "3", "2", "67%"]
+    assert "2 of 3 judged pre-labels right (67%)" in page and "No stricter setting reaches 95%" in page
