@@ -13,7 +13,7 @@ import pandas as pd
 from data_manifest import Manifest
 from pipeline.identity import faces_with_current_prelabels, latest_calibration
 
-ORDERS = ("score-desc", "score-asc", "margin")
+ORDERS = ("score-desc", "score-asc", "margin", "random")
 MAX_REFS = 5
 MAX_ALTERNATIVES = 9
 
@@ -188,6 +188,9 @@ def load_catalogue(data_root: str | Path, version: int | None = None) -> Catalog
         "score-asc": sorted(candidates, key=lambda f: key_score(f, 1)),
         "margin": sorted(candidates, key=lambda f: (rows[f]["prelabel_margin"] is None,
                                                     rows[f]["prelabel_margin"] or 0.0, f)),
+        # a fixed shuffle (the same for every annotator and restart): the faces judged so far are a
+        # random sample of the pre-labelled ones, so prelabel_vs_verified measures them without bias
+        "random": sorted(candidates, key=lambda f: hashlib.sha256(b"order:" + f.encode()).hexdigest()),
     }
     gold_order = sorted(gold, key=lambda f: hashlib.sha256(f.encode()).hexdigest())
     names = sorted(set(refs) | {r["prelabel"] for r in rows.values() if r["prelabel"]} | set(gold.values()))

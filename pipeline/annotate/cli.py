@@ -15,8 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", default="data")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8765)
-    p.add_argument("--order", default="score-desc", choices=["score-desc", "score-asc", "margin"],
-                   help="queue order by pre-label score, or smallest margin to the runner-up first")
+    p.add_argument("--order", default="score-desc", choices=["score-desc", "score-asc", "margin", "random"],
+                   help="queue order: by pre-label score, smallest margin to the runner-up first, or a fixed shuffle "
+                        "(random: the faces judged are a fair sample, for prelabel_vs_verified)")
     p.add_argument("--gold-rate", type=float, default=0.1, help="share of gold items mixed in (0 to 0.5)")
     p.add_argument("--overlap", type=int, default=1, help="annotators who judge each item (2 gives agreement)")
     p.add_argument("--grid-size", type=int, default=36, help="candidates per grid (24 to 48)")

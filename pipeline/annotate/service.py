@@ -26,7 +26,7 @@ class Refused(Exception):
 
 @dataclasses.dataclass
 class Settings:
-    order: str = "score-desc"          # score-desc | score-asc | margin (smallest margin first)
+    order: str = "score-desc"          # score-desc | score-asc | margin (smallest margin first) | random
     gold_rate: float = 0.1             # share of served items that are gold items (0 = none)
     overlap: int = 1                   # annotators who judge each item (2+ gives agreement figures)
     grid_size: int = 36                # 24..48 candidates per grid

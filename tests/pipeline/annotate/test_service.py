@@ -19,13 +19,16 @@ def ids(items):
 def test_queue_orders(data_root):
     root, _ = data_root
     by = {order: ids(AnnotationService(root, Settings(order=order, gold_rate=0)).queue("a", 50))
-          for order in ("score-desc", "score-asc", "margin")}
+          for order in ("score-desc", "score-asc", "margin", "random")}
     assert by["score-desc"][:3] == ["p0", "p1", "p2"] and by["score-desc"][-1] == "g5"
     assert by["score-asc"] == list(reversed(by["score-desc"]))
     assert by["margin"][0] == "p2"      # 0.91 vs 0.88: the most ambiguous first
     # references, dropped and unlabelled faces are never candidates
     assert not {f for f in by["score-desc"] if f.startswith(("ref-", "x-"))}
     assert len(by["score-desc"]) == 16
+    # random: the same faces in a fixed shuffle, the same for every annotator and restart
+    assert sorted(by["random"]) == sorted(by["score-desc"]) and by["random"] not in (by["score-desc"], by["score-asc"])
+    assert ids(AnnotationService(root, Settings(order="random", gold_rate=0)).queue("b", 50)) == by["random"]
 
 
 def test_skip_goes_last_and_undo_brings_an_item_back(data_root):
