@@ -111,15 +111,19 @@ def _merge(args) -> int:
 
 
 def _stats(args) -> int:
+    from data_manifest import Manifest
     from pipeline.annotate.db import AnnotationDB
     from pipeline.annotate.log import DecisionLog
     from pipeline.annotate.service import compute_stats
+    from pipeline.identity import latest_calibration
 
     db = AnnotationDB(args.data_root)
     try:
-        print(json.dumps(compute_stats(DecisionLog(db.decisions()), db.users()), indent=1))
+        stats = compute_stats(DecisionLog(db.decisions()), db.users())
     finally:
         db.close()
+    quality = latest_calibration(Manifest(args.data_root), "prelabel_vs_verified") or {}
+    print(json.dumps({**stats, "prelabels": quality}, indent=1))
     return 0
 
 

@@ -124,7 +124,7 @@ def test_cohen_kappa_known_values():
     assert cohen_kappa([], []) is None
 
 
-def test_merge_publishes_majority_verdicts_once(data_root):
+def test_merge_publishes_majority_verdicts_once(data_root, capsys):
     root, _ = data_root
     svc = AnnotationService(root, Settings(gold_rate=0, overlap=3))
     for who in ("a", "b", "c"):
@@ -148,6 +148,9 @@ def test_merge_publishes_majority_verdicts_once(data_root):
     assert (quality["verified_faces"], quality["judged"], quality["precision"], quality["recall"]) == (2, 2, 0.5, 0.5)
     assert quality["by_album"] == {"toon": {"judged": 2, "right": 1, "precision": 0.5}}
     assert quality["sweep"][0]["min_margin"] == 0.0 and quality["suggested"] is None   # 2 judged faces say too little
+    assert annotate_cli.run(argparse.Namespace(action="stats", data_root=str(root))) == 0   # the same, as JSON
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["prelabels"] == quality and {a["annotator"] for a in printed["annotators"]} >= {"a", "b", "c"}
     assert merge_decisions(root) == 1                   # nothing new: no new version
     svc.decide("c", "p1", "toon/bob", "different")       # the tie is broken
     assert merge_decisions(root) == 2
