@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import threading
+from collections.abc import Collection
 from pathlib import Path
 
 import cv2
@@ -504,7 +505,8 @@ TARGET_PRECISION = 0.95     # the precision a suggested setting must reach on th
 MIN_JUDGED = 30             # fewer judged faces say too little to suggest a setting
 
 
-def prelabel_quality(current: pd.DataFrame, labels: pd.DataFrame, threshold: float, min_margin: float = 0.0) -> dict:
+def prelabel_quality(current: pd.DataFrame, labels: pd.DataFrame, threshold: float, min_margin: float = 0.0,
+                     random_sample: Collection[str] = ()) -> dict:
     """The pre-labels in force (`current`: face_id, prelabel, prelabel_score, prelabel_margin) against
     the verification labels in force: precision = right / (right + wrong) over pre-labelled faces with
     a verdict about them, recall = right / faces verified as some identity.
@@ -513,8 +515,12 @@ def prelabel_quality(current: pd.DataFrame, labels: pd.DataFrame, threshold: flo
     with the minimum margin in force, 0.05, 0.1, 0.15 and 0.2 (only stricter ones: a face the setting
     in force left unlabelled has no label to judge), first row the setting in force. `by_album` is the
     setting in force per album (the pre-label's), and `suggested` the setting of the sweep that labels
-    the most faces right at precision >= TARGET_PRECISION over at least MIN_JUDGED judged faces (None
-    if none does); it is advice, applied only by `--set prelabel_threshold=... prelabel_min_margin=...`.
+    the most faces right at precision >= TARGET_PRECISION over at least MIN_JUDGED judged faces of
+    `random_sample` (None if none does); it is advice, applied only by `--set prelabel_threshold=...
+    prelabel_min_margin=...`. `random_sample` holds the faces judged from a queue in random order
+    (`pipeline.annotate.merge.random_order_faces`): judged in score order, the surest pre-labels come
+    first and a sample of them over-states the precision of the rest. `sample` is the in-force row
+    over that sample alone.
 
     The labelling page shows pre-labelled faces, so the verified faces are mostly pre-labelled ones:
     recall here is measured on them and reads high; precision is the figure to trust."""
@@ -524,7 +530,7 @@ def prelabel_quality(current: pd.DataFrame, labels: pd.DataFrame, threshold: flo
     truth = verified_faces(labels)
     rejected = set(zip(in_force.loc[in_force["verdict"] == "rejected", "face_id"],
                        in_force.loc[in_force["verdict"] == "rejected", "identity"])) if len(in_force) else set()
-    out = {"verified_faces": len(truth), "sweep": [], "by_album": {}, "suggested": None}
+    out = {"verified_faces": len(truth), "sweep": [], "by_album": {}, "sample": None, "suggested": None}
     if current.empty or not (truth or rejected):
         return out
     faces = current.drop_duplicates("face_id")
@@ -541,12 +547,13 @@ def prelabel_quality(current: pd.DataFrame, labels: pd.DataFrame, threshold: flo
         labelled = named & (scores > t) & (margins >= m - 1e-9)
         if only is not None:
             labelled &= only
+        verified = len(truth) if only is None else int((only & (known != None)).sum())  # noqa: E711
         right = labelled & (known == names)
         wrong = labelled & ~right & ((known != None) | is_rejected)  # noqa: E711 (element-wise)
         judged = int(right.sum() + wrong.sum())
         return {"threshold": round(t, 4), "min_margin": round(m, 4), "judged": judged, "right": int(right.sum()),
                 "precision": round(right.sum() / judged, 4) if judged else None,
-                "recall": round(right.sum() / len(truth), 4) if truth else None}
+                "recall": round(right.sum() / verified, 4) if verified else None}
 
     thresholds = [threshold] + [x for x in (0.7, 0.8, 0.9) if x > threshold + 1e-9]
     stricter = [min_margin] + [x for x in (0.05, 0.1, 0.15, 0.2) if x > min_margin + 1e-9]
@@ -556,7 +563,10 @@ def prelabel_quality(current: pd.DataFrame, labels: pd.DataFrame, threshold: flo
         row = judge(threshold, min_margin, albums == album)
         if row["judged"]:
             out["by_album"][album] = {k: row[k] for k in ("judged", "right", "precision")}
-    good = [r for r in out["sweep"] if r["judged"] >= MIN_JUDGED and r["precision"] >= TARGET_PRECISION]
+    sampled = np.isin(ids, list(random_sample))
+    out["sample"] = judge(threshold, min_margin, sampled)
+    sample_sweep = [judge(t, m, sampled) for t in thresholds for m in stricter]
+    good = [r for r in sample_sweep if r["judged"] >= MIN_JUDGED and r["precision"] >= TARGET_PRECISION]
     if good:
         best = max(good, key=lambda r: (r["right"], -r["threshold"], -r["min_margin"]))
         out["suggested"] = {k: best[k] for k in ("threshold", "min_margin", "precision", "judged", "right")}
@@ -695,6 +705,8 @@ def run_identity_stage(faces: pd.DataFrame, assets: pd.DataFrame, published: Pub
     current = pd.concat([current[~current["face_id"].isin(this_run["face_id"])], this_run], ignore_index=True)
 
     n_verified = int(ref_faces["face_id"].isin(set(published.verified["face_id"])).sum()) if verified_references else 0
+    from pipeline.annotate.merge import random_order_faces  # merge imports this module
+
     calibration = {
         "embedder": model_id, "dedup_threshold": dedup_threshold, "prelabel_threshold": prelabel_threshold,
         "prelabel_min_margin": prelabel_min_margin, "reference_views": len(match_matrix) if reference_views else 0,
@@ -703,7 +715,8 @@ def run_identity_stage(faces: pd.DataFrame, assets: pd.DataFrame, published: Pub
         "references": len(ref_faces), "verified_references": n_verified,
         "duplicate_similarity": _histogram(faces["duplicate_similarity"]),
         "prelabel_score": _histogram(faces["prelabel_score"]),
-        "prelabel_vs_verified": prelabel_quality(current, published.labels, prelabel_threshold, prelabel_min_margin),
+        "prelabel_vs_verified": prelabel_quality(current, published.labels, prelabel_threshold, prelabel_min_margin,
+                                                 random_order_faces(data_root)),
     }
     keep_ids = [i for i, k in zip(candidates["face_id"], result.kept) if k]
     return IdentityOutcome(faces, identities, relabels, calibration, surv_matrix.astype(np.float32), keep_ids,

@@ -71,7 +71,8 @@ CREATE TABLE IF NOT EXISTS decisions (
   supersedes INTEGER REFERENCES decisions(id),-- undo rows: the decision they cancel
   gold_identity TEXT,                         -- the known answer, when the item was a gold item
   manifest_version INTEGER,
-  decided_at TEXT NOT NULL
+  decided_at TEXT NOT NULL,
+  queue_order TEXT                            -- the server's --order when the item was served
 );
 CREATE INDEX IF NOT EXISTS decisions_by_annotator ON decisions(annotator, id);
 CREATE TRIGGER IF NOT EXISTS decisions_no_update BEFORE UPDATE ON decisions
@@ -116,6 +117,10 @@ class AnnotationDB:
         self.conn.execute("PRAGMA busy_timeout=30000")
         with self.lock:
             self.conn.executescript(SCHEMA)
+            # databases made before queue_order existed get the column (NULL on their old rows)
+            columns = {r["name"] for r in self.conn.execute("PRAGMA table_info(decisions)")}
+            if "queue_order" not in columns:
+                self.conn.execute("ALTER TABLE decisions ADD COLUMN queue_order TEXT")
 
     def close(self) -> None:
         with self.lock:
@@ -218,7 +223,7 @@ class AnnotationDB:
     # ---- decisions --------------------------------------------------------------------------
     COLUMNS = ("uid", "annotator", "face_id", "crop_sha", "proposed", "decision", "identity", "score",
                "embedder", "mode", "batch_id", "time_ms", "supersedes", "gold_identity",
-               "manifest_version", "decided_at")
+               "manifest_version", "decided_at", "queue_order")
 
     def append(self, rows: list[dict]) -> tuple[list[dict], bool]:
         """Append decision rows in one transaction. A request replayed with the same uids returns

@@ -61,16 +61,28 @@ def effective_labels(log: DecisionLog) -> tuple[list[dict], int]:
     return out, ties
 
 
-def pending_labels(data_root: str | Path) -> list[dict]:
-    """Label rows the decisions support that no manifest version holds yet."""
+def _decision_log(data_root: str | Path) -> DecisionLog:
     if not db_path(data_root).exists():
-        return []
+        return DecisionLog()
     db = AnnotationDB(data_root)
     try:
-        log = DecisionLog(db.decisions())
+        return DecisionLog(db.decisions())
     finally:
         db.close()
-    rows, _ = effective_labels(log)
+
+
+def random_order_faces(data_root: str | Path) -> set[str]:
+    """Faces someone judged one at a time from a queue in `random` order (gold items and skips left
+    out): the fair sample of the pre-labels, the only one a setting is suggested from. The other
+    orders show the surest (or the least sure) pre-labels first, and grids one identity at a time."""
+    return {r["face_id"] for r in _decision_log(data_root).all_effective()
+            if r["mode"] == "pair" and r.get("queue_order") == "random"
+            and not r["gold_identity"] and r["decision"] != "skip"}
+
+
+def pending_labels(data_root: str | Path) -> list[dict]:
+    """Label rows the decisions support that no manifest version holds yet."""
+    rows, _ = effective_labels(_decision_log(data_root))
     published = Manifest(data_root).existing_keys("labels")
     return [r for r in rows if (r["face_id"], r["identity"], r["decision_id"]) not in published]
 
@@ -99,12 +111,12 @@ def merge_decisions(data_root: str | Path) -> int:
         "config_hash": hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16],
         "config": config, "model_ids": {"embedder": ",".join(embedders)} if embedders else {},
         "counts": counts, "library": str(latest["library"] or ""),
-        "calibration": _calibration(manifest, rows),
+        "calibration": _calibration(manifest, rows, random_order_faces(data_root)),
     }
     return manifest.publish(staging, run_info)
 
 
-def _calibration(manifest: Manifest, new_rows: list[dict]) -> dict:
+def _calibration(manifest: Manifest, new_rows: list[dict], random_sample: set[str]) -> dict:
     """How the pre-labels in force compare with the labels once these rows are in (the same report
     an ingest run writes), at the pre-label threshold and margin of the latest ingest run."""
     threshold = latest_calibration(manifest, "prelabel_threshold")
@@ -114,4 +126,4 @@ def _calibration(manifest: Manifest, new_rows: list[dict]) -> dict:
     labels = pd.concat([manifest.read("labels"), pd.DataFrame(new_rows)], ignore_index=True)
     current = faces_with_current_prelabels(manifest, columns=["face_id", "prelabel", "prelabel_score", "prelabel_margin"])
     return {"prelabel_threshold": threshold, "prelabel_min_margin": min_margin,
-            "prelabel_vs_verified": prelabel_quality(current, labels, threshold, min_margin)}
+            "prelabel_vs_verified": prelabel_quality(current, labels, threshold, min_margin, random_sample)}

@@ -203,7 +203,8 @@ class AnnotationService:
         row = {"uid": _uid(request_id), "annotator": annotator, "face_id": face_id, "crop_sha": face["crop_sha"],
                "proposed": proposed, "decision": decision, "identity": identity, "score": score,
                "embedder": face["embedder"], "mode": "pair", "batch_id": None, "time_ms": _ms(time_ms),
-               "supersedes": None, "gold_identity": truth, "manifest_version": cat.version}
+               "supersedes": None, "gold_identity": truth, "manifest_version": cat.version,
+               "queue_order": self.settings.order}
         return self._append([row])[0]
 
     @_locked
@@ -219,7 +220,8 @@ class AnnotationService:
                      "crop_sha": t["crop_sha"], "proposed": t["proposed"], "decision": "undo",
                      "identity": t["identity"], "score": t["score"], "embedder": t["embedder"], "mode": t["mode"],
                      "batch_id": t["batch_id"], "time_ms": _ms(time_ms), "supersedes": t["id"],
-                     "gold_identity": t["gold_identity"], "manifest_version": self.catalogue.version}
+                     "gold_identity": t["gold_identity"], "manifest_version": self.catalogue.version,
+                     "queue_order": t.get("queue_order")}
                     for t in target]
             stored, _ = self.db.append(rows)
             for row in stored:
@@ -263,7 +265,8 @@ class AnnotationService:
                          "proposed": identity, "decision": "different" if face in wrong else "same",
                          "identity": identity, "score": f["prelabel_score"], "embedder": f["embedder"],
                          "mode": "grid", "batch_id": base, "time_ms": _ms(time_ms), "supersedes": None,
-                         "gold_identity": None, "manifest_version": cat.version})
+                         "gold_identity": None, "manifest_version": cat.version,
+                         "queue_order": self.settings.order})
         return self._append(rows)
 
     # ---- statistics -------------------------------------------------------------------------

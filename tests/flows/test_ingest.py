@@ -156,7 +156,7 @@ def test_faces_people_verified_become_references_of_the_next_night(sample_librar
     m = Manifest(data)
     typical = json.loads(m.history()["calibration"][0])["references"]
     # An annotator confirms two pre-labels on the verification page's service; the merge publishes them.
-    service = AnnotationService(data, Settings(gold_rate=0))
+    service = AnnotationService(data, Settings(order="random", gold_rate=0))
     catalogue = load_catalogue(data)
     chosen = [item["face_id"] for item in service.queue("ann", 2)]
     assert len(chosen) == 2
@@ -179,6 +179,7 @@ def test_faces_people_verified_become_references_of_the_next_night(sample_librar
     assert not set(m.read("prelabels")["face_id"]) & set(chosen)
     assert faces_with_current_prelabels(m).set_index("face_id").loc[chosen, "prelabel"].tolist() == before
     assert calibration["prelabel_vs_verified"]["precision"] == 1.0
+    assert calibration["prelabel_vs_verified"]["sample"]["judged"] == 2   # judged in random order
 
     third = ingest(library=str(sample_library), data_root=str(data), config={**MECHANICS, "verified_references": False})
     calibration = json.loads(m.history()["calibration"][3])

@@ -419,9 +419,17 @@ def test_prelabel_quality_sweeps_margins_per_album_and_suggests_a_setting():
     assert q["suggested"] is None           # b's wrong faces keep every setting under 0.95
 
     # without show b, margin 0.15 is the loosest to pass (0.1 keeps three wrong faces: 0.94)
-    q = prelabel_quality(current[~current["face_id"].str.startswith("b")], labels, 0.6, 0.0)
+    show_a = current[~current["face_id"].str.startswith("b")]
+    q = prelabel_quality(show_a, labels, 0.6, 0.0, random_sample=set(show_a["face_id"]))
     assert q["suggested"] == {"threshold": 0.6, "min_margin": 0.15, "precision": 1.0,
                               "judged": int((right_m >= 0.15).sum()), "right": int((right_m >= 0.15).sum())}
+    assert (q["sample"]["judged"], q["sample"]["right"], q["sample"]["recall"]) == (70, 60, round(60 / 70, 4))
+    # the suggestion speaks only from faces judged in random order: none, no suggestion ...
+    assert prelabel_quality(show_a, labels, 0.6, 0.0)["suggested"] is None
+    # ... and a sample of the surest faces (all right) would keep the setting in force
+    surest = {f for f in show_a["face_id"] if f.startswith("r")}
+    assert prelabel_quality(show_a, labels, 0.6, 0.0, random_sample=surest)["suggested"] == {
+        "threshold": 0.6, "min_margin": 0.0, "precision": 1.0, "judged": 60, "right": 60}
     # a stricter setting in force is the sweep's start: looser margins cannot be judged
     assert {r["min_margin"] for r in prelabel_quality(current, labels, 0.6, 0.1)["sweep"]} == {0.1, 0.15, 0.2}
 

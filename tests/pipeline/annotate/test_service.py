@@ -8,7 +8,8 @@ import pytest
 
 from data_manifest import Manifest
 from pipeline.annotate import cli as annotate_cli
-from pipeline.annotate.merge import merge_decisions, pending_labels
+from pipeline.annotate import db as annotate_db
+from pipeline.annotate.merge import merge_decisions, pending_labels, random_order_faces
 from pipeline.annotate.service import AnnotationService, Settings, cohen_kappa
 
 
@@ -62,6 +63,45 @@ def test_the_audit_trail_is_append_only_and_durable(data_root):
                 "UPDATE gold SET identity='x'"):
         with pytest.raises(sqlite3.IntegrityError, match="append-only"):
             conn.execute(sql)
+
+
+def test_decisions_record_their_queue_order_and_random_pair_judgements_are_the_sample(data_root):
+    root, _ = data_root
+    shuffled = AnnotationService(root, Settings(order="random", gold_rate=0))
+    f0, f1, f2, f3 = shuffled.queue("a", 4)
+    shuffled.decide("a", f0["face_id"], f0["proposed"], "same")
+    shuffled.decide("a", f1["face_id"], f1["proposed"], "different")
+    shuffled.decide("a", f2["face_id"], f2["proposed"], "skip")      # not judged
+    shuffled.decide("a", f3["face_id"], f3["proposed"], "same")
+    shuffled.undo("a")                                                # f3's decision no longer stands
+    grid = shuffled.grid("c")                                         # one identity at a time: not a sample
+    shuffled.confirm_grid("c", grid["identity"], [i["face_id"] for i in grid["items"]], wrong=[])
+    surest = AnnotationService(root, Settings(order="score-desc", gold_rate=0))
+    top = surest.queue("b", 1)[0]
+    surest.decide("b", top["face_id"], top["proposed"], "same")
+    conn = sqlite3.connect(root / "annotations" / "decisions.sqlite")
+    orders = conn.execute("SELECT annotator, mode, decision, queue_order FROM decisions ORDER BY id").fetchall()
+    assert orders[:5] == [("a", "pair", d, "random") for d in ("same", "different", "skip", "same", "undo")]
+    assert {o[1:] for o in orders if o[0] == "c"} == {("grid", "same", "random")}
+    assert orders[-1] == ("b", "pair", "same", "score-desc")
+    assert random_order_faces(root) == {f0["face_id"], f1["face_id"]}
+
+
+def test_a_database_from_before_queue_order_gets_the_column(data_root):
+    root, _ = data_root
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    old_schema = annotate_db.SCHEMA.replace(",\n  queue_order TEXT", "\n").replace("-- the server's --order when the item was served", "")
+    assert "queue_order" not in old_schema
+    conn = sqlite3.connect(root / "annotations" / "decisions.sqlite")
+    conn.executescript(old_schema)
+    conn.execute("INSERT INTO decisions(uid, annotator, face_id, decision, mode, decided_at) "
+                 "VALUES ('old-decision-1', 'a', 'p0', 'same', 'pair', '2026-01-01T00:00:00+00:00')")
+    conn.commit()
+    conn.close()
+    svc = AnnotationService(root, Settings(order="random", gold_rate=0))
+    svc.decide("a", "p1", svc.catalogue.proposal("p1")[0], "same")
+    assert [(r["face_id"], r["queue_order"]) for r in svc.db.decisions()] == [("p0", None), ("p1", "random")]
+    assert random_order_faces(root) == {"p1"}     # the old row's order is unknown: not in the sample
 
 
 def test_gold_items_are_mixed_in_and_scored_with_agreement_between_annotators(data_root, tmp_path):
