@@ -25,8 +25,9 @@ def some_frames():
 
 def test_a_few_steps_on_real_frames_lower_the_loss():
     # Without augmentation the same 4 frames come back every step: a model that learns fits them.
+    # (lr 0.01: at 0.02 the loss jumped at step 9 on one CPU and fell only 17% in 24 steps.)
     result = train(some_frames()[:4], epochs=24, seed=0, augment=False, log=lambda m: None,
-                   **{**TINY, "size": 160, "lr": 0.02})
+                   **{**TINY, "size": 160})
     losses = result["step_losses"]
     assert len(losses) == 24 and all(np.isfinite(losses))
     assert np.mean(losses[-4:]) < 0.8 * np.mean(losses[:4]), losses
