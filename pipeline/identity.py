@@ -564,8 +564,8 @@ def prelabel_quality(current: pd.DataFrame, labels: pd.DataFrame, threshold: flo
         if row["judged"]:
             out["by_album"][album] = {k: row[k] for k in ("judged", "right", "precision")}
     sampled = np.isin(ids, list(random_sample))
-    out["sample"] = judge(threshold, min_margin, sampled)
     sample_sweep = [judge(t, m, sampled) for t in thresholds for m in stricter]
+    out["sample"] = sample_sweep[0]     # the setting in force, as the sweep's first row
     good = [r for r in sample_sweep if r["judged"] >= MIN_JUDGED and r["precision"] >= TARGET_PRECISION]
     if good:
         best = max(good, key=lambda r: (r["right"], -r["threshold"], -r["min_margin"]))

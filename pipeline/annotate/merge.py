@@ -76,7 +76,7 @@ def random_order_faces(data_root: str | Path) -> set[str]:
     out): the fair sample of the pre-labels, the only one a setting is suggested from. The other
     orders show the surest (or the least sure) pre-labels first, and grids one identity at a time."""
     return {r["face_id"] for r in _decision_log(data_root).all_effective()
-            if r["mode"] == "pair" and r.get("queue_order") == "random"
+            if r["mode"] == "pair" and r["queue_order"] == "random"
             and not r["gold_identity"] and r["decision"] != "skip"}
 
 

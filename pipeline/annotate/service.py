@@ -221,7 +221,7 @@ class AnnotationService:
                      "identity": t["identity"], "score": t["score"], "embedder": t["embedder"], "mode": t["mode"],
                      "batch_id": t["batch_id"], "time_ms": _ms(time_ms), "supersedes": t["id"],
                      "gold_identity": t["gold_identity"], "manifest_version": self.catalogue.version,
-                     "queue_order": t.get("queue_order")}
+                     "queue_order": t["queue_order"]}
                     for t in target]
             stored, _ = self.db.append(rows)
             for row in stored:
