@@ -117,10 +117,19 @@ class AnnotationDB:
         self.conn.execute("PRAGMA busy_timeout=30000")
         with self.lock:
             self.conn.executescript(SCHEMA)
-            # databases made before queue_order existed get the column (NULL on their old rows)
-            columns = {r["name"] for r in self.conn.execute("PRAGMA table_info(decisions)")}
-            if "queue_order" not in columns:
-                self.conn.execute("ALTER TABLE decisions ADD COLUMN queue_order TEXT")
+            if not self._has_queue_order(self.conn):
+                self._write(self._add_queue_order)
+
+    @staticmethod
+    def _has_queue_order(conn) -> bool:
+        return "queue_order" in {r["name"] for r in conn.execute("PRAGMA table_info(decisions)")}
+
+    @classmethod
+    def _add_queue_order(cls, conn) -> None:
+        """Databases made before queue_order existed get the column (NULL on their old rows). Checked
+        again inside the write transaction: another process may have added it meanwhile."""
+        if not cls._has_queue_order(conn):
+            conn.execute("ALTER TABLE decisions ADD COLUMN queue_order TEXT")
 
     def close(self) -> None:
         with self.lock:
