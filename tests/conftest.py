@@ -43,6 +43,13 @@ def prefect_server(tmp_path_factory):
     os.environ["PREFECT_HOME"] = cfg["PREFECT_HOME"]
     with temporary_settings(updates={PREFECT_API_URL: cfg["PREFECT_API_URL"]}):  # for this process
         yield cfg
+        # Send the flow runs' queued logs and events while the server still listens: left for exit,
+        # they meet a stopped server and Prefect retries them for over a minute.
+        from prefect.events.worker import EventsWorker
+        from prefect.logging.handlers import APILogWorker
+
+        APILogWorker.drain_all(timeout=30, at_exit=False)
+        EventsWorker.drain_all(timeout=30, at_exit=False)
     local_server.stop(home)
     for k, v in saved.items():
         if v is None:

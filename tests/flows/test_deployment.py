@@ -27,10 +27,11 @@ def test_nightly_deployment_is_scheduled_and_runs_on_the_worker(prefect_server, 
 
     library = make_sample_library(tmp_path / "lib").parent
     data = tmp_path / "data"
-    # A setting goes in as the flow's `config` parameter, JSON; 320 px detection halves the run's time here.
+    # Settings go in as the flow's `config` parameter, JSON; 320 px detection and one episode per
+    # album make the run a third of its default time here.
     run = prefect_cli("deployment", "run", "ingest/nightly", "--watch",
                       "--param", f"library={library}", "--param", f"data_root={data}",
-                      "--param", 'config={"detector_size": 320}')
+                      "--param", 'config={"detector_size": 320, "episodes_per_album": 1}')
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "Completed" in run.stdout
 
@@ -40,6 +41,7 @@ def test_nightly_deployment_is_scheduled_and_runs_on_the_worker(prefect_server, 
     assert flow_run_id and flow_run_id in run.stdout  # the worker's flow run published it
     faces = Manifest(data).read("faces")
     assert len(faces) > 0 and faces["model_id"].str.endswith("-320px").all()  # the parameter reached the run
+    assert Manifest(data).read("episodes")["selected"].sum() == 2
 
     artifact = prefect_cli("artifact", "inspect", "ingest-funnel")
     assert artifact.returncode == 0 and "crops_kept" in artifact.stdout
@@ -56,7 +58,8 @@ def test_ingest_on_a_dask_cluster(prefect_server, tmp_path):
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         out = subprocess.run(
             [os.sys.executable, "-m", "pipeline.cli", "ingest", "--library", str(library), "--data-root", str(data),
-             "--task-runner", cluster.scheduler_address, "--set", "detector_size=320"],
+             "--task-runner", cluster.scheduler_address, "--set", "detector_size=320",
+             "--set", "episodes_per_album=1"],
             cwd=PROJECT, capture_output=True, text=True, timeout=600, env=os.environ.copy())
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
         with Client(cluster.scheduler_address) as client:
@@ -64,4 +67,4 @@ def test_ingest_on_a_dask_cluster(prefect_server, tmp_path):
                 lambda dask_scheduler: sorted({k if isinstance(k, str) else str(k) for k in dask_scheduler.task_prefixes}))
     assert any("shard" in name for name in done), done  # the shards ran on the cluster
     counts = json.loads(Manifest(data).history()["counts"][0])
-    assert counts["episodes"] == 6 and counts["crops_kept"] > 0
+    assert counts["episodes"] == 2 and counts["crops_kept"] > 0  # one sampled episode per album
