@@ -133,6 +133,12 @@ class Catalogue:
                 "alternatives": self.alternatives(face_id, proposed)}
 
 
+def random_rank(face_id: str) -> str:
+    """A face's place in the `random` queue order: a fixed shuffle by hash, the same for every
+    annotator, restart and manifest version (a new face slots in at a random place)."""
+    return hashlib.sha256(b"order:" + face_id.encode()).hexdigest()
+
+
 def load_catalogue(data_root: str | Path, version: int | None = None) -> Catalogue:
     manifest = Manifest(data_root)
     run = manifest.resolve_version(version)
@@ -190,7 +196,7 @@ def load_catalogue(data_root: str | Path, version: int | None = None) -> Catalog
                                                     rows[f]["prelabel_margin"] or 0.0, f)),
         # a fixed shuffle (the same for every annotator and restart): the faces judged so far are a
         # random sample of the pre-labelled ones, so prelabel_vs_verified measures them without bias
-        "random": sorted(candidates, key=lambda f: hashlib.sha256(b"order:" + f.encode()).hexdigest()),
+        "random": sorted(candidates, key=random_rank),
     }
     gold_order = sorted(gold, key=lambda f: hashlib.sha256(f.encode()).hexdigest())
     names = sorted(set(refs) | {r["prelabel"] for r in rows.values() if r["prelabel"]} | set(gold.values()))

@@ -21,6 +21,7 @@ import pandas as pd
 
 from pipeline.provenance import git_commit
 from data_manifest import Manifest
+from pipeline.annotate.catalogue import random_rank
 from pipeline.annotate.db import AnnotationDB, db_path
 from pipeline.annotate.log import DecisionLog
 from pipeline.identity import faces_with_current_prelabels, latest_calibration, prelabel_quality
@@ -74,10 +75,19 @@ def _decision_log(data_root: str | Path) -> DecisionLog:
 def random_order_faces(data_root: str | Path) -> set[str]:
     """Faces someone judged one at a time from a queue in `random` order (gold items and skips left
     out): the fair sample of the pre-labels, the only one a setting is suggested from. The other
-    orders show the surest (or the least sure) pre-labels first, and grids one identity at a time."""
-    return {r["face_id"] for r in _decision_log(data_root).all_effective()
-            if r["mode"] == "pair" and r["queue_order"] == "random"
-            and not r["gold_identity"] and r["decision"] != "skip"}
+    orders show the surest (or the least sure) pre-labels first, and grids one identity at a time.
+
+    A skipped face comes back after all the others, so annotators who stop early leave out the faces
+    they hesitated on, which are the hard ones: the sample would over-state precision. It is therefore
+    cut before the first face (in the random order) that was skipped there and that no one has judged
+    since; what remains is a prefix of the shuffle with every face in it judged."""
+    log = _decision_log(data_root)
+    shuffled = [r for r in log.all_effective()
+                if r["mode"] == "pair" and r["queue_order"] == "random" and not r["gold_identity"]]
+    open_skips = [r["face_id"] for r in shuffled if r["decision"] == "skip" and not log.judge_count[r["face_id"]]]
+    cut = min(map(random_rank, open_skips), default=None)
+    return {r["face_id"] for r in shuffled
+            if r["decision"] != "skip" and (cut is None or random_rank(r["face_id"]) < cut)}
 
 
 def pending_labels(data_root: str | Path) -> list[dict]:

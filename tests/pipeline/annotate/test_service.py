@@ -87,6 +87,22 @@ def test_decisions_record_their_queue_order_and_random_pair_judgements_are_the_s
     assert random_order_faces(root) == {f0["face_id"], f1["face_id"]}
 
 
+def test_the_random_sample_stops_at_a_skipped_face_until_someone_judges_it(data_root):
+    root, _ = data_root
+    shuffled = AnnotationService(root, Settings(order="random", gold_rate=0))
+    f0, f1, f2, f3 = shuffled.queue("a", 4)
+    shuffled.decide("a", f0["face_id"], f0["proposed"], "same")
+    shuffled.decide("a", f1["face_id"], f1["proposed"], "skip")        # a hard one, left for later
+    shuffled.decide("a", f2["face_id"], f2["proposed"], "different")
+    shuffled.decide("a", f3["face_id"], f3["proposed"], "same")
+    # f2 and f3 were judged, but a sample that keeps them and lacks f1 leaves out the faces people
+    # hesitate on: it is the shuffle's prefix up to the open skip
+    assert random_order_faces(root) == {f0["face_id"]}
+    assert ids(shuffled.queue("b", 1)) == [f1["face_id"]]               # no one judged f1: b gets it first
+    shuffled.decide("b", f1["face_id"], f1["proposed"], "same")
+    assert random_order_faces(root) == {f["face_id"] for f in (f0, f1, f2, f3)}
+
+
 def test_a_database_from_before_queue_order_gets_the_column(data_root):
     root, _ = data_root
     (root / "annotations").mkdir(parents=True, exist_ok=True)
