@@ -517,7 +517,7 @@ def prelabel_quality(current: pd.DataFrame, labels: pd.DataFrame, threshold: flo
     setting in force per album (the pre-label's), and `suggested` the setting of the sweep that labels
     the most faces right at precision >= TARGET_PRECISION over at least MIN_JUDGED judged faces of
     `random_sample` (None if none does); it is advice, applied only by `--set prelabel_threshold=...
-    prelabel_min_margin=...`. `random_sample` holds the faces judged from a queue in random order
+    prelabel_min_margin=...`. `random_sample` is the judged prefix of the random queue's shuffle
     (`pipeline.annotate.merge.random_order_faces`): judged in score order, the surest pre-labels come
     first and a sample of them over-states the precision of the rest. `sample` is the in-force row
     over that sample alone.

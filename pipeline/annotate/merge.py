@@ -73,21 +73,28 @@ def _decision_log(data_root: str | Path) -> DecisionLog:
 
 
 def random_order_faces(data_root: str | Path) -> set[str]:
-    """Faces someone judged one at a time from a queue in `random` order (gold items and skips left
-    out): the fair sample of the pre-labels, the only one a setting is suggested from. The other
-    orders show the surest (or the least sure) pre-labels first, and grids one identity at a time.
+    """The fair sample of the pre-labels, the only one a setting is suggested from: a prefix of the
+    `random` queue's fixed shuffle in which every face has a verdict. The other orders show the surest
+    (or the least sure) pre-labels first, and grids one identity at a time, so the faces they judge
+    are no sample; the shuffle picks faces by hash, whatever their content.
 
-    A skipped face comes back after all the others, so annotators who stop early leave out the faces
-    they hesitated on, which are the hard ones: the sample would over-state precision. It is therefore
-    cut before the first face (in the random order) that was skipped there and that no one has judged
-    since; what remains is a prefix of the shuffle with every face in it judged."""
+    The prefix reaches as far as anyone has judged one at a time from a queue in random order, and
+    holds every face in it with a verdict however that verdict was given: the random queue passes
+    over faces already judged in score order, and a sample without them would lack the surest ones.
+    It stops before the first face skipped in random order that no one has judged since: a skipped
+    face comes back after all the others, so annotators who stop early leave out the faces they
+    hesitated on, the hard ones. Gold items never count."""
     log = _decision_log(data_root)
-    shuffled = [r for r in log.all_effective()
-                if r["mode"] == "pair" and r["queue_order"] == "random" and not r["gold_identity"]]
-    open_skips = [r["face_id"] for r in shuffled if r["decision"] == "skip" and not log.judge_count[r["face_id"]]]
-    cut = min(map(random_rank, open_skips), default=None)
-    return {r["face_id"] for r in shuffled
-            if r["decision"] != "skip" and (cut is None or random_rank(r["face_id"]) < cut)}
+    rows = [r for r in log.all_effective() if not r["gold_identity"]]
+    shuffled = [r for r in rows if r["mode"] == "pair" and r["queue_order"] == "random"]
+    reached = max((random_rank(r["face_id"]) for r in shuffled if r["decision"] != "skip"), default=None)
+    if reached is None:
+        return set()
+    open_skips = [random_rank(r["face_id"]) for r in shuffled
+                  if r["decision"] == "skip" and not log.judge_count[r["face_id"]]]
+    end = min(open_skips, default=chr(0x7F))   # after every hex digest: no open skip, no cut
+    return {r["face_id"] for r in rows
+            if r["decision"] != "skip" and random_rank(r["face_id"]) <= reached and random_rank(r["face_id"]) < end}
 
 
 def pending_labels(data_root: str | Path) -> list[dict]:

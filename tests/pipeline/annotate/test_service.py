@@ -9,6 +9,7 @@ import pytest
 from data_manifest import Manifest
 from pipeline.annotate import cli as annotate_cli
 from pipeline.annotate import db as annotate_db
+from pipeline.annotate.catalogue import random_rank
 from pipeline.annotate.merge import merge_decisions, pending_labels, random_order_faces
 from pipeline.annotate.service import AnnotationService, Settings, cohen_kappa
 
@@ -74,7 +75,7 @@ def test_decisions_record_their_queue_order_and_random_pair_judgements_are_the_s
     shuffled.decide("a", f2["face_id"], f2["proposed"], "skip")      # not judged
     shuffled.decide("a", f3["face_id"], f3["proposed"], "same")
     shuffled.undo("a")                                                # f3's decision no longer stands
-    grid = shuffled.grid("c")                                         # one identity at a time: not a sample
+    grid = shuffled.grid("c")                       # one identity at a time, beyond the random queue's reach
     shuffled.confirm_grid("c", grid["identity"], [i["face_id"] for i in grid["items"]], wrong=[])
     surest = AnnotationService(root, Settings(order="score-desc", gold_rate=0))
     top = surest.queue("b", 1)[0]
@@ -103,6 +104,21 @@ def test_the_random_sample_stops_at_a_skipped_face_until_someone_judges_it(data_
     assert random_order_faces(root) == {f["face_id"] for f in (f0, f1, f2, f3)}
 
 
+def test_the_random_sample_holds_faces_judged_first_in_another_order_within_its_reach(data_root):
+    root, _ = data_root
+    shuffle = AnnotationService(root, Settings(order="random", gold_rate=0)).catalogue.orders["random"]
+    surest = AnnotationService(root, Settings(order="score-desc", gold_rate=0))
+    for face in (shuffle[1], shuffle[9]):                  # judged in score order before anyone shuffled
+        surest.decide("b", face, surest.catalogue.proposal(face)[0], "same")
+    shuffled = AnnotationService(root, Settings(order="random", gold_rate=0))
+    served = shuffled.queue("a", 3)
+    assert ids(served) == [shuffle[0], shuffle[2], shuffle[3]]       # the random queue passes over shuffle[1]
+    for item in served:
+        shuffled.decide("a", item["face_id"], item["proposed"], "same")
+    # without shuffle[1] the sample would lack a face because it was judged first; shuffle[9] is beyond reach
+    assert random_order_faces(root) == set(shuffle[:4])
+
+
 def test_a_database_from_before_queue_order_gets_the_column(data_root):
     root, _ = data_root
     (root / "annotations").mkdir(parents=True, exist_ok=True)
@@ -115,9 +131,11 @@ def test_a_database_from_before_queue_order_gets_the_column(data_root):
     conn.commit()
     conn.close()
     svc = AnnotationService(root, Settings(order="random", gold_rate=0))
+    assert random_order_faces(root) == set()      # the old row's order is unknown: it reaches nothing
     svc.decide("a", "p1", svc.catalogue.proposal("p1")[0], "same")
     assert [(r["face_id"], r["queue_order"]) for r in svc.db.decisions()] == [("p0", None), ("p1", "random")]
-    assert random_order_faces(root) == {"p1"}     # the old row's order is unknown: not in the sample
+    assert random_rank("p0") < random_rank("p1")  # p0 is within the reach of p1's random-order verdict
+    assert random_order_faces(root) == {"p0", "p1"}
 
 
 def test_gold_items_are_mixed_in_and_scored_with_agreement_between_annotators(data_root, tmp_path):
