@@ -41,7 +41,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from models.det_data import BoxedImage, augment, letterbox_with_boxes, parse_source, summarise
 from models.detector import (BACKBONES, DEFAULT_BACKBONE, DEFAULT_SIZE, FaceDetector, build_retinanet,
-                             compute_loss, init_from_embedder, normalise, save_detector, to_tensor)
+                             check_input_size, compute_loss, init_from_embedder, normalise, save_detector,
+                             to_tensor)
 from models.eval_detector import evaluate
 from models.train_embedder import (EpochBatches, _default_workers, _save_checkpoint, resolve_device,
                                    seed_everything)
@@ -266,7 +267,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="yolo:IMAGES:LABELS | cava:FOLDER[:SPLIT] | coco:FILE.json:IMAGES (repeatable)")
     p.add_argument("--val", action="append", default=[], metavar="NAME=SOURCE", help="validation set (repeatable)")
     p.add_argument("--backbone", choices=BACKBONES, default=DEFAULT_BACKBONE)
-    p.add_argument("--size", type=int, default=DEFAULT_SIZE, help="square training/inference size (multiple of 32)")
+    p.add_argument("--size", type=int, default=DEFAULT_SIZE, help="square training/inference size (a multiple of 32, 128 to 2048)")
     p.add_argument("--epochs", type=float, default=12, help="passes over the data; may be fractional (0.5)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float)
@@ -291,8 +292,10 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.size % 32:
-        print("train-detector: --size must be a multiple of 32", file=sys.stderr)
+    try:
+        check_input_size(args.size)   # the sizes the detector loads and runs at
+    except ValueError as e:
+        print(f"train-detector: --size: {e}", file=sys.stderr)
         return 2
     if not args.epochs > 0:
         print(f"train-detector: --epochs must be positive, got {args.epochs}", file=sys.stderr)

@@ -59,6 +59,9 @@ def test_cli_writes_weights_and_a_log_with_validation_ap(tmp_path, capsys):
     assert "stopped_early" in capsys.readouterr().out
     assert main(["--train", "voc:nowhere", "--out", str(out)]) == 2
     assert main(["--train", f"cava:{CAVA_DEXTER}:train", "--epochs", "0", "--out", str(out)]) == 2
+    for size in ("100", "96", "4096"):   # not a multiple of 32, or outside what the detector runs at
+        assert main(["--train", f"cava:{CAVA_DEXTER}:train", "--size", size, "--out", str(out)]) == 2
+    assert "between 128 and 2048" in capsys.readouterr().err
 
 
 def test_a_fractional_epoch_trains_that_share_of_a_pass():
