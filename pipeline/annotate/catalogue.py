@@ -194,8 +194,8 @@ def load_catalogue(data_root: str | Path, version: int | None = None) -> Catalog
         "score-asc": sorted(candidates, key=lambda f: key_score(f, 1)),
         "margin": sorted(candidates, key=lambda f: (rows[f]["prelabel_margin"] is None,
                                                     rows[f]["prelabel_margin"] or 0.0, f)),
-        # a fixed shuffle (the same for every annotator and restart): the faces judged so far are a
-        # random sample of the pre-labelled ones, so prelabel_vs_verified measures them without bias
+        # a fixed shuffle: its judged prefix is a random sample of the pre-labelled faces, which
+        # prelabel_vs_verified measures without bias (merge.random_order_faces)
         "random": sorted(candidates, key=random_rank),
     }
     gold_order = sorted(gold, key=lambda f: hashlib.sha256(f.encode()).hexdigest())

@@ -86,15 +86,15 @@ def random_order_faces(data_root: str | Path) -> set[str]:
     hesitated on, the hard ones. Gold items never count."""
     log = _decision_log(data_root)
     rows = [r for r in log.all_effective() if not r["gold_identity"]]
+    rank = {r["face_id"]: random_rank(r["face_id"]) for r in rows}
     shuffled = [r for r in rows if r["mode"] == "pair" and r["queue_order"] == "random"]
-    reached = max((random_rank(r["face_id"]) for r in shuffled if r["decision"] != "skip"), default=None)
+    reached = max((rank[r["face_id"]] for r in shuffled if r["decision"] != "skip"), default=None)
     if reached is None:
         return set()
-    open_skips = [random_rank(r["face_id"]) for r in shuffled
-                  if r["decision"] == "skip" and not log.judge_count[r["face_id"]]]
-    end = min(open_skips, default=chr(0x7F))   # after every hex digest: no open skip, no cut
-    return {r["face_id"] for r in rows
-            if r["decision"] != "skip" and random_rank(r["face_id"]) <= reached and random_rank(r["face_id"]) < end}
+    end = min((rank[r["face_id"]] for r in shuffled
+               if r["decision"] == "skip" and not log.judge_count.get(r["face_id"])), default=None)
+    return {r["face_id"] for r in rows if r["decision"] != "skip" and rank[r["face_id"]] <= reached
+            and (end is None or rank[r["face_id"]] < end)}
 
 
 def pending_labels(data_root: str | Path) -> list[dict]:
