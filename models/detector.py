@@ -43,6 +43,7 @@ from torchvision.ops import boxes as box_ops
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 from models.embedder import MEAN_RGB, STD_RGB, read_meta, weights_sha256  # same file conventions
+from models.input_size import check_input_size  # noqa: F401 - part of this module's interface
 
 FORMAT = "toonface-detector/1"
 BACKBONES = ("resnet18", "resnet50")
@@ -315,13 +316,6 @@ def save_detector(model: RetinaNet, path: str | Path, *, backbone: str, size: in
     tmp.write_bytes(save(tensors, metadata=strings))
     tmp.replace(path)
     return path
-
-
-def check_input_size(size: int) -> int:
-    """A letterbox side the network takes: a multiple of 32 (as in training), 128 to 2048."""
-    if isinstance(size, bool) or int(size) != size or size % 32 or not 128 <= size <= 2048:
-        raise ValueError(f"detector input size must be a multiple of 32 between 128 and 2048, got {size!r}")
-    return int(size)
 
 
 def detector_model_id(backbone: str, digest: str, size: int, stored: int) -> str:

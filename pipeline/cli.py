@@ -136,6 +136,20 @@ def cmd_embed(args) -> int:
     return 0
 
 
+def detector_size_arg(text: str) -> int:
+    """`--size`: 0 (the weights' own) or a side the detector takes, checked before torch is imported."""
+    from models.input_size import check_input_size
+
+    try:
+        size = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"detector input size must be a whole number, got {text!r}") from None
+    try:
+        return size and check_input_size(size)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def cmd_detect(args) -> int:
     """Faces in each image: `--json` prints [{"image", "boxes": [[x1, y1, x2, y2, score], ...]}]."""
     import cv2
@@ -261,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help='print [{"image", "boxes": [[x1,y1,x2,y2,score],...]}]')
     p.add_argument("--detector", default="retinanet", help="retinanet (default) or animeface")
     p.add_argument("--weights", default="default", help="detector weights (default: the shipped ones)")
-    p.add_argument("--size", type=int, default=0, help="RetinaNet letterbox side, a multiple of 32 (default: the weights' own)")
+    p.add_argument("--size", type=detector_size_arg, default=0,
+                   help="RetinaNet letterbox side, a multiple of 32 from 128 to 2048 (default: the weights' own)")
     p.add_argument("--threshold", type=float, help="score threshold (default: the detector's operating threshold)")
     p.add_argument("--batch-size", type=int, default=16)
     p.set_defaults(func=cmd_detect)

@@ -83,6 +83,18 @@ def test_detect_prints_boxes_per_image_in_argument_order(tmp_path):
     assert bad_weights.returncode == 2 and "not a readable safetensors" in bad_weights.stderr
 
 
+def test_detect_refuses_a_bad_size_before_loading_torch():
+    # A typo in --size is answered at once, not after the seconds torch takes to import.
+    check = ("import sys\nfrom pipeline.cli import main\n"
+             "try:\n    main(['detect', '--size', SIZE, 'face.jpg'])\nexcept SystemExit as e:\n"
+             "    print(e.code, 'torch' in sys.modules)\n")
+    for size, message in (("500", "multiple of 32"), ("4096", "between 128 and 2048"), ("big", "whole number")):
+        out = subprocess.run([sys.executable, "-c", check.replace("SIZE", repr(size))], cwd=PROJECT,
+                             capture_output=True, text=True)
+        assert out.stdout.split() == ["2", "False"], (size, out.stdout, out.stderr)
+        assert message in out.stderr
+
+
 def test_embed_writes_one_normalised_vector_per_image_in_argument_order(tmp_path):
     import numpy as np
 
