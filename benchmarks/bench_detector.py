@@ -1,11 +1,13 @@
 """Detection speed: images/s of our batched RetinaNet path and of stock torchvision, same run, same images.
 
-    .venv/bin/python benchmarks/bench_detector.py [--size 640] [--batch 8] [--images 32] [--weights PATH]
+    .venv/bin/python benchmarks/bench_detector.py [--size 640] [--batch 8] [--weights PATH] [--precision auto|bf16|fp32]
 
 Images: real iCartoonFace val frames (../shared), decoded and letterboxed to --size before the clock
 starts ("end to end from decoded tensors": normalisation, network, box decoding, NMS and the copy of the
-boxes back to the host are inside the clock). On CUDA everything runs in bf16 with channels_last and
-the batch defaults to 64; on the CPU in fp32 with torch's threads.
+boxes back to the host are inside the clock). Everything runs channels_last; ``--precision auto`` (the
+pipeline's choice, models/precision.py) runs bf16 on CUDA and on CPUs that compute bf16 natively
+(AVX512-BF16, AMX), else fp32; the stock model runs in the same precision. On CUDA the batch defaults
+to 64, on the CPU to 8 with torch's threads.
 
 Rows:
 * ``ours <backbone>``: models.detector.FaceDetector.forward_letterboxed (batched post-processing).
@@ -30,6 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from models.detector import (FaceDetector, build_retinanet, head_outputs, letterbox, load_detector,  # noqa: E402
                              normalise, to_tensor)
+from models.precision import PRECISIONS, uses_bf16  # noqa: E402
 from pipeline.detect import DEFAULT_DETECTOR_WEIGHTS  # noqa: E402
 
 SHARED = Path(os.environ.get("TOONFACE_SHARED", Path(__file__).resolve().parent.parent.parent / "shared"))
@@ -52,6 +55,7 @@ def main() -> int:
     p.add_argument("--repeats", type=int)
     p.add_argument("--weights", default=str(DEFAULT_DETECTOR_WEIGHTS))
     p.add_argument("--skip-stock", action="store_true")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS)
     args = p.parse_args()
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
@@ -60,6 +64,7 @@ def main() -> int:
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     if cuda:
         torch.backends.cudnn.benchmark = True
+    bf16 = uses_bf16(args.precision, device)
 
     paths = sorted((SHARED / "data" / "icartoonface_det" / "images" / "val").glob("*.jpg"))
     decoded = [cv2.imread(str(pth)) for pth in paths[:batch]]
@@ -72,14 +77,16 @@ def main() -> int:
     x_dev = x_host.to(device)
     rows = []
     print(f"device: {torch.cuda.get_device_name() if cuda else 'cpu'} ({torch.get_num_threads()} threads), "
-          f"size {args.size}, batch {batch}, repeats {repeats}; letterbox on the CPU: "
+          f"{'bf16' if bf16 else 'fp32'}, size {args.size}, batch {batch}, repeats {repeats}; letterbox on the CPU: "
           f"{batch / letterbox_s:.1f} images/s", flush=True)
 
     shipped = load_detector(args.weights)  # run at --size (the network is fully convolutional)
     detectors = [(f"ours {shipped.backbone} (shipped weights, stored size {shipped.size} px)",
-                  FaceDetector(shipped.model, backbone=shipped.backbone, size=args.size, device=device))]
+                  FaceDetector(shipped.model, backbone=shipped.backbone, size=args.size, device=device,
+                               precision=args.precision))]
     r50 = build_retinanet("resnet50", args.size)
-    detectors.append(("ours resnet50 (untrained)", FaceDetector(r50, backbone="resnet50", size=args.size, device=device)))
+    detectors.append(("ours resnet50 (untrained)", FaceDetector(r50, backbone="resnet50", size=args.size, device=device,
+                                                                precision=args.precision)))
     for name, det in detectors:
         if cuda:
             torch.cuda.reset_peak_memory_stats()
@@ -88,11 +95,9 @@ def main() -> int:
                      "gpu_peak_mib": torch.cuda.max_memory_allocated() / 2**20 if cuda else None})
 
         def network_only():
-            with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-                x = normalise(x_dev, torch.bfloat16 if cuda else torch.float32)
-                if cuda:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                head_outputs(det.model, x)
+            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                x = normalise(x_dev, torch.bfloat16 if bf16 else torch.float32)
+                head_outputs(det.model, x.contiguous(memory_format=torch.channels_last))
         seconds = timed(network_only, repeats, sync)
         rows.append({"what": name + ": backbone+heads only", "images_per_s": batch / seconds})
         print(json.dumps(rows[-2]), json.dumps(rows[-1]), flush=True)
@@ -102,21 +107,21 @@ def main() -> int:
 
         stock = retinanet_resnet50_fpn(weights=None, weights_backbone=None, num_classes=1,
                                        min_size=args.size, max_size=args.size).eval().to(device)
-        if cuda:
-            stock = stock.to(memory_format=torch.channels_last)
+        stock = stock.to(memory_format=torch.channels_last)
         images = [t for t in (x_dev.float() / 255)]
         if cuda:
             torch.cuda.reset_peak_memory_stats()
 
         def stock_forward():
-            with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 out = stock(images)
             [o["boxes"].cpu() for o in out]
         seconds = timed(stock_forward, repeats, sync)
         rows.append({"what": "stock torchvision retinanet_resnet50_fpn (random weights)", "images_per_s": batch / seconds,
                      "gpu_peak_mib": torch.cuda.max_memory_allocated() / 2**20 if cuda else None})
         print(json.dumps(rows[-1]), flush=True)
-    print(json.dumps({"size": args.size, "batch": batch, "device": str(device), "rows": rows}, indent=1))
+    print(json.dumps({"size": args.size, "batch": batch, "device": str(device),
+                      "precision": "bf16" if bf16 else "fp32", "rows": rows}, indent=1))
     return 0
 
 

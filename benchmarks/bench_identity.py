@@ -1,9 +1,10 @@
 """Identity-stage speed: embeddings/s, and near-duplicate removal time for N vectors.
 
-    .venv/bin/python benchmarks/bench_identity.py [--weights PATH] [--crops 512] [--vectors 100000]
+    .venv/bin/python benchmarks/bench_identity.py [--weights PATH] [--crops 512] [--vectors 100000] [--precision auto]
 
 Embedding: real face crops (CAVA Dexter's Laboratory val boxes, cut at enlarged rate 1.0), batch 64,
-on CUDA when available (bf16 autocast) else on this CPU; once as one embedding per crop (near-duplicates)
+on CUDA when available else on this CPU, in bf16 where the hardware computes it (models/precision.py;
+``--precision fp32`` for the fp32 figure); once as one embedding per crop (near-duplicates)
 and then the 3 more views per crop that pre-labels match (`candidate_views`; view 0 is the plain
 embedding). Dedup: clustered random unit vectors (one in
 ten is a noisy copy of another), the pipeline's exact range search at > 0.95 (Faiss on a CPU; chunked
@@ -31,6 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from models.embedder import REFERENCE_VIEW_SCALES, REFERENCE_VIEWS_ID, load_embedder  # noqa: E402
+from models.precision import PRECISIONS  # noqa: E402
 from pipeline.crop import cut, enlarged_box  # noqa: E402
 from pipeline.dedup import greedy_dedup, range_neighbours  # noqa: E402
 from pipeline.identity import DEFAULT_WEIGHTS, EmbeddingCache, album_means, load  # noqa: E402
@@ -53,17 +55,18 @@ def real_crops(limit: int) -> list[np.ndarray]:
     return crops
 
 
-def bench_embed(weights: Path, n: int) -> dict:
+def bench_embed(weights: Path, n: int, precision: str = "auto") -> dict:
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, meta = load_embedder(weights, device)
+    model, meta = load_embedder(weights, device, precision=precision)
+    dtype = "bf16" if model.use_bf16 else "fp32"
     crops = real_crops(n)
     model.embed(crops[:64])  # warm-up
     t = time.perf_counter()
     plain = model.embed(crops, batch_size=64)
     seconds = plain_seconds = time.perf_counter() - t
-    out = {"device": device, "model_id": meta["model_id"], "input_size": int(meta.get("input_size", 112)),
+    out = {"device": device, "precision": dtype, "model_id": meta["model_id"], "input_size": int(meta.get("input_size", 112)),
            "crops": n, "seconds": round(seconds, 2), "embeddings_per_s": round(n / seconds, 1)}
-    print(f"embed: {n} crops in {seconds:.2f} s = {n / seconds:.1f} embeddings/s on {device} ({meta['model_id']})")
+    print(f"embed: {n} crops in {seconds:.2f} s = {n / seconds:.1f} embeddings/s on {device}, {dtype} ({meta['model_id']})")
     # The pipeline's candidate_views (and every reference): each crop's 4 views, view 0 being the
     # plain embedding it already has (dedup needs it first), so 3 more forward passes per crop.
     t = time.perf_counter()
@@ -138,9 +141,10 @@ def main() -> None:
     p.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
     p.add_argument("--crops", type=int, default=512)
     p.add_argument("--vectors", type=int, default=100_000)
+    p.add_argument("--precision", default="auto", choices=PRECISIONS)
     args = p.parse_args()
     print(f"cores: {os.cpu_count()}, torch threads: {torch.get_num_threads()}")
-    result = {"embed": bench_embed(args.weights, args.crops), "dedup": bench_dedup(args.vectors),
+    result = {"embed": bench_embed(args.weights, args.crops, args.precision), "dedup": bench_dedup(args.vectors),
               "album_means": bench_album_means(args.weights)}
     result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(f"peak RSS: {result['peak_rss_mib']} MiB")

@@ -18,7 +18,8 @@ padded right/bottom with the mean colour), so a batch is one tensor, the anchors
 the whole post-processing — sigmoid, score threshold, per-level top-k, box decoding, clipping, NMS and
 the per-image cap — runs as batched tensor operations on the model's device, with no per-image Python
 loop (``batched_postprocess``). It returns exactly what torchvision's ``RetinaNet.postprocess_detections``
-returns for the same head outputs (a test checks it). On CUDA the network runs in bf16 with channels_last.
+returns for the same head outputs (a test checks it). The network runs channels_last, in bf16 on CUDA and on
+CPUs that compute bf16 natively (models/precision.py), else in fp32.
 
 Files: safetensors, floating tensors in fp16, architecture and model-card fields as metadata.
 ``model_id`` is ``retinanet-<backbone>-<first 12 hex of the tensors' sha256>``.
@@ -44,6 +45,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 from models.embedder import MEAN_RGB, STD_RGB, read_meta, weights_sha256  # same file conventions
 from models.input_size import check_input_size  # noqa: F401 - part of this module's interface
+from models.precision import uses_bf16
 
 FORMAT = "toonface-detector/1"
 BACKBONES = ("resnet18", "resnet50")
@@ -237,16 +239,19 @@ class FaceDetector:
     """A loaded RetinaNet plus its fixed input size and operating threshold: images in, boxes out."""
 
     def __init__(self, model: RetinaNet, *, backbone: str, size: int, score_threshold: float = 0.5,
-                 model_id: str = "retinanet-untrained", device: str | torch.device = "cpu", meta: dict | None = None):
+                 model_id: str = "retinanet-untrained", device: str | torch.device = "cpu", meta: dict | None = None,
+                 precision: str = "auto"):
         self.device = torch.device(device)
         self.model = model.eval().to(self.device)
         self.backbone, self.size = backbone, int(size)
         self.score_threshold = float(score_threshold)
         self.model_id = model_id
         self.meta = dict(meta or {})
-        self.use_bf16 = self.device.type == "cuda"
-        if self.use_bf16:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        # bf16 where the hardware computes it (models/precision.py); channels_last is the layout the fast
+        # convolution kernels want on a GPU and on a CPU alike (on a CPU fp32 gains ~20% from it too).
+        self.use_bf16 = uses_bf16(precision, self.device)
+        self.precision = "bf16" if self.use_bf16 else "fp32"
+        self.model = self.model.to(memory_format=torch.channels_last)
         self._anchors: torch.Tensor | None = None
         self._levels: list[int] | None = None
 
@@ -255,9 +260,8 @@ class FaceDetector:
         """(N, 3, S, S) uint8 RGB tensor (any device) -> per image (K, 6) [x1,y1,x2,y2,score,label] letterboxed."""
         x = x_uint8.to(self.device, non_blocking=True)
         x = normalise(x, torch.bfloat16 if self.use_bf16 else torch.float32)
-        if self.use_bf16:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.use_bf16):
+        x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
             outputs, features = head_outputs(self.model, x)
         if self._anchors is None:
             self._anchors = anchors_for(self.model, x, features).float()
@@ -324,10 +328,12 @@ def detector_model_id(backbone: str, digest: str, size: int, stored: int) -> str
 
 
 def load_detector(path: str | Path, device: str | torch.device = "cpu",
-                  score_threshold: float | None = None, size: int | None = None) -> FaceDetector:
+                  score_threshold: float | None = None, size: int | None = None,
+                  precision: str = "auto") -> FaceDetector:
     """``size`` (None/0: the size stored with the weights) runs the fully convolutional network at another
     letterbox side: larger finds smaller faces, smaller runs faster. It changes the boxes, so a size other
-    than the stored one is part of the model id (``-<size>px``)."""
+    than the stored one is part of the model id (``-<size>px``). ``precision`` (models/precision.py):
+    "auto" runs bf16 where the hardware computes it, else fp32; "fp32" for bit-for-bit comparisons."""
     from safetensors.torch import load_file
 
     meta = read_meta(path)
@@ -344,4 +350,4 @@ def load_detector(path: str | Path, device: str | torch.device = "cpu",
     thresh = float(meta.get("score_threshold", 0.5)) if score_threshold is None else float(score_threshold)
     model_id = detector_model_id(meta["backbone"], digest, size, stored)
     return FaceDetector(model, backbone=meta["backbone"], size=size, score_threshold=thresh,
-                        model_id=model_id, device=device, meta=meta)
+                        model_id=model_id, device=device, meta=meta, precision=precision)

@@ -67,7 +67,7 @@ def test_batched_postprocess_equals_torchvision(num_classes):
 def test_fast_forward_equals_stock_torchvision_forward():
     """The whole fast path (uint8 batch -> normalise -> heads -> batched post-processing) against the
     stock model's own forward on the same letterboxed images, with the shipped weights."""
-    det = load_detector(DEFAULT_DETECTOR_WEIGHTS)
+    det = load_detector(DEFAULT_DETECTOR_WEIGHTS, precision="fp32")
     items = read_yolo(ICF / "images" / "val", ICF / "labels" / "val")[:4]
     batch = np.stack([letterbox(item.load()[0], det.size)[0] for item in items])
     ours = det.forward_letterboxed(to_tensor(batch))
@@ -80,6 +80,27 @@ def test_fast_forward_equals_stock_torchvision_forward():
         assert len(m) == int(keep.sum())
         torch.testing.assert_close(m[:, :4], ref["boxes"][keep], rtol=0, atol=0.05)
         torch.testing.assert_close(m[:, 4], ref["scores"][keep], rtol=0, atol=1e-3)
+
+
+def test_bf16_finds_the_same_faces_as_fp32():
+    """bf16 (what "auto" runs on CUDA and on CPUs with native bf16; forced here, so any CPU checks it)
+    moves boxes and scores a little and nothing more, on real val images."""
+    items = read_yolo(ICF / "images" / "val", ICF / "labels" / "val")[:8]
+    images = [item.load()[0] for item in items]
+    fp32 = load_detector(DEFAULT_DETECTOR_WEIGHTS, precision="fp32")
+    bf16 = load_detector(DEFAULT_DETECTOR_WEIGHTS, precision="bf16")
+    assert (fp32.precision, bf16.precision) == ("fp32", "bf16") and fp32.model_id == bf16.model_id
+    confident = 0
+    for a, b in zip(fp32.detect_many(images, batch_size=8, score_threshold=0.3),
+                    bf16.detect_many(images, batch_size=8, score_threshold=0.3)):
+        a = a[a[:, 4] >= 0.5]
+        confident += len(a)
+        if len(a):
+            iou = box_iou(a[:, :4], b[:, :4])
+            best = iou.argmax(1)
+            assert (iou[np.arange(len(a)), best] >= 0.9).all()
+            assert np.abs(a[:, 4] - b[best, 4]).max() < 0.05
+    assert confident >= 4
 
 
 def test_shipped_weights_find_the_faces_of_real_val_images():

@@ -80,7 +80,7 @@ def test_save_load_round_trip_densenet169(densenet169, tmp_path):
                          {"identities": ["gura", "ame"], "recipe": {"head": "cosface", "epochs": 0}})
     assert path.stat().st_size < 30e6  # fp16 weights keep DenseNet-169 under 30 MB
 
-    loaded, meta = load_embedder(path)
+    loaded, meta = load_embedder(path, precision="fp32")  # the module's model runs fp32
     assert not loaded.training
     after = loaded.embed(images)
     assert after.shape == (3, 512) and after.dtype == np.float32
@@ -173,3 +173,22 @@ def test_reference_views_are_the_crop_then_centred_crops_and_embed_in_one_call()
     reused = net.embed_views(crops, batch_size=4, plain=plain)
     np.testing.assert_array_equal(reused[:, 0], plain)
     np.testing.assert_allclose(reused, per_image, atol=1e-5)
+
+
+def test_bf16_embeddings_agree_with_fp32():
+    """bf16 (what "auto" runs on CUDA and on CPUs with native bf16; forced here, so any CPU checks it)
+    changes the shipped model's embeddings of real crops by far less than any threshold could notice."""
+    from pipeline.identity import DEFAULT_WEIGHTS
+
+    fp32, meta32 = load_embedder(DEFAULT_WEIGHTS, precision="fp32")
+    bf16, meta16 = load_embedder(DEFAULT_WEIGHTS, precision="bf16")
+    assert (fp32.use_bf16, bf16.use_bf16) == (False, True) and meta32["model_id"] == meta16["model_id"]
+    crops = real_crops(16)
+    a, b = fp32.embed(crops), bf16.embed(crops)
+    assert b.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
+    cosine = (a * b).sum(1)
+    assert cosine.min() > 0.999, cosine.min()
+    assert np.abs(a - b).max() > 0  # it did run in another precision
+    with pytest.raises(ValueError, match="precision"):
+        load_embedder(DEFAULT_WEIGHTS, precision="fp16")

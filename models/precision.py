@@ -1,0 +1,35 @@
+"""Which float type a network runs inference in: bf16 where the hardware computes it, fp32 elsewhere.
+
+On a CUDA GPU and on an x86 CPU with AVX512-BF16 or AMX, bf16 convolutions run about twice as fast
+as fp32 (the detector on a 2-core AMD EPYC with AVX512-BF16: 8.0 against 3.3 images/s at 576 px);
+on other CPUs bf16 is emulated and slower than fp32, so "auto" keeps fp32 there.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+
+import torch
+
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX-BF16 among this CPU's flags (Linux /proc/cpuinfo; elsewhere: no)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return re.search(r"\b(avx512_bf16|amx_bf16)\b", info) is not None
+
+
+def uses_bf16(precision: str, device: torch.device) -> bool:
+    """Whether ``precision`` ("auto", "bf16" or "fp32") means bf16 on ``device``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "auto":
+        return device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
+    return precision == "bf16"

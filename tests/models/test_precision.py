@@ -1,0 +1,21 @@
+import pytest
+import torch
+
+from models.precision import cpu_has_native_bf16, uses_bf16
+
+
+def test_explicit_precisions_are_obeyed_on_any_device():
+    for device in ("cpu", "cuda"):
+        assert uses_bf16("bf16", torch.device(device)) is True
+        assert uses_bf16("fp32", torch.device(device)) is False
+
+
+def test_auto_is_bf16_on_a_gpu_and_on_cpus_that_compute_it():
+    assert uses_bf16("auto", torch.device("cuda")) is True
+    assert uses_bf16("auto", torch.device("cpu")) is cpu_has_native_bf16()
+    assert uses_bf16("auto", torch.device("mps")) is False  # not measured there: fp32
+
+
+def test_unknown_precision_is_refused():
+    with pytest.raises(ValueError, match="auto, bf16, fp32"):
+        uses_bf16("fp16", torch.device("cpu"))
