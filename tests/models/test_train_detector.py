@@ -8,10 +8,12 @@ import sys
 import time
 
 import numpy as np
+import pytest
 import torch
 
 from models.det_data import parse_source, read_yolo
 from models.detector import load_detector
+from models.precision import cpu_has_native_bf16
 from models.train_detector import lr_at, main, train
 from tests.conftest import CAVA_DEXTER, PROJECT, SHARED
 
@@ -54,11 +56,15 @@ def test_cli_writes_weights_and_a_log_with_validation_ap(tmp_path, capsys):
     det = load_detector(out)
     assert det.size == 128 and det.meta["recipe"]["init_embedder"].endswith("embedder.safetensors")
     assert det.meta["recipe"]["sources"] == [f"yolo:{ICF}/images/train:{ICF}/labels/train"]
+    # --precision auto: bf16 where this CPU computes it natively, and the recipe says which.
+    assert det.meta["recipe"]["precision"] == ("bf16" if cpu_has_native_bf16() else "fp32")
     log = json.loads(out.with_suffix(".train_log.json").read_text())
     assert log["history"][0]["steps"] == 2 and log["history"][0]["partial"]
     assert "stopped_early" in capsys.readouterr().out
     assert main(["--train", "voc:nowhere", "--out", str(out)]) == 2
     assert main(["--train", f"cava:{CAVA_DEXTER}:train", "--epochs", "0", "--out", str(out)]) == 2
+    with pytest.raises(ValueError, match="precision"):
+        train(some_frames(), epochs=1, precision="fp16", log=lambda m: None, **TINY)
     for size in ("100", "96", "4096"):   # not a multiple of 32, or outside what the detector runs at
         assert main(["--train", f"cava:{CAVA_DEXTER}:train", "--size", size, "--out", str(out)]) == 2
     assert "between 128 and 2048" in capsys.readouterr().err
