@@ -4,7 +4,8 @@ result on the same real images. Prints one JSON object; exit 1 when a check fail
 
     python benchmarks/check_cuda_paths.py [--device cuda]
 
-``--device cpu`` compares the CPU with itself: a dry run of the script where no GPU is lent.
+``--device cpu`` compares the CPU's fp32 with what the pipeline runs on this CPU (bf16 where it computes
+bf16 natively, else fp32 again): a dry run of the script where no GPU is lent.
 Images: ``$TOONFACE_SHARED`` (the device pack, see benchmarks/device_pack.py) or ``../shared``.
 """
 from __future__ import annotations
@@ -34,7 +35,8 @@ SHARED = Path(os.environ.get("TOONFACE_SHARED", PROJECT.parent / "shared"))
 def detector_agreement(images: list[np.ndarray], device: str) -> dict:
     """Each CPU detection scoring >= 0.5 should have a device detection at IoU >= 0.9 (bf16 moves
     boxes and scores a little); scores of matched pairs should differ by < 0.05."""
-    cpu = load_detector(DEFAULT_DETECTOR_WEIGHTS).detect_many(images, batch_size=16, score_threshold=0.3)
+    cpu = load_detector(DEFAULT_DETECTOR_WEIGHTS, precision="fp32").detect_many(images, batch_size=16,
+                                                                                score_threshold=0.3)
     dev = load_detector(DEFAULT_DETECTOR_WEIGHTS, device=device).detect_many(images, batch_size=16,
                                                                             score_threshold=0.3)
     confident = matched = 0
@@ -56,7 +58,7 @@ def detector_agreement(images: list[np.ndarray], device: str) -> dict:
 
 
 def embedder_agreement(crops: list[np.ndarray], device: str) -> dict:
-    cpu_model, _ = load_embedder(DEFAULT_WEIGHTS)
+    cpu_model, _ = load_embedder(DEFAULT_WEIGHTS, precision="fp32")
     dev_model, _ = load_embedder(DEFAULT_WEIGHTS, device)
     a, b = cpu_model.embed(crops, batch_size=64), dev_model.embed(crops, batch_size=64)
     cos = (a * b).sum(1)
