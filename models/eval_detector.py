@@ -28,6 +28,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from models.det_data import BoxedImage, read_boxes_file, read_yolo
+from models.precision import PRECISIONS, uses_bf16
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)
@@ -221,14 +222,15 @@ def evaluate(detect: DetectFn, images: Sequence[BoxedImage], threshold: float, b
 
 
 def detector_fn(name: str, weights: str | None = None, device: str = "cpu",
-                batch_size: int = 16, size: int = 0) -> tuple[DetectFn, float, str]:
+                batch_size: int = 16, size: int = 0, precision: str = "auto") -> tuple[DetectFn, float, str]:
     """(detect function, operating threshold, model id) for a registered detector name; ``size`` 0 runs
-    RetinaNet at its weights' own input size."""
+    RetinaNet at its weights' own input size, in ``precision`` (models/precision.py)."""
     if name == "retinanet":
         from models.detector import CANDIDATE_SCORE, load_detector
         from pipeline.detect import default_detector_weights
 
-        det = load_detector(weights or default_detector_weights(), device=device, size=size or None)
+        det = load_detector(weights or default_detector_weights(), device=device, size=size or None,
+                            precision=precision)
         # AP needs the whole ranked list, so score everything above torchvision's candidate threshold.
         return (lambda imgs: det.detect_many(imgs, batch_size=batch_size, score_threshold=CANDIDATE_SCORE),
                 det.score_threshold, det.model_id)
@@ -254,6 +256,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="RetinaNet letterbox side, a multiple of 32 (default: the weights' own)")
     p.add_argument("--threshold", type=float, help="operating threshold (default: the detector's own)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="auto: bf16 on CUDA and on CPUs that compute bf16 natively, else fp32 (RetinaNet)")
     p.add_argument("--batch-size", type=int, default=16)
     return p
 
@@ -262,11 +266,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         images = (read_yolo(args.images, args.yolo) if args.yolo
                   else read_boxes_file(args.boxes, args.images, args.split))
-        detect, threshold, mid = detector_fn(args.detector, args.weights, args.device, args.batch_size, args.size)
+        detect, threshold, mid = detector_fn(args.detector, args.weights, args.device, args.batch_size, args.size,
+                                             args.precision)
     except (ValueError, FileNotFoundError) as e:
         print(f"eval-detector: {e}", file=sys.stderr)
         return 2
-    result = {"detector": args.detector, "model_id": mid}
+    result = {"detector": args.detector, "model_id": mid,
+              "precision": ("bf16" if uses_bf16(args.precision, args.device) else "fp32")
+              if args.detector == "retinanet" else None}
     result.update(evaluate(detect, images, args.threshold if args.threshold is not None else threshold,
                            args.batch_size))
     print(json.dumps(result, indent=2))

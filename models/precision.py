@@ -11,8 +11,6 @@ import functools
 import re
 from pathlib import Path
 
-import torch
-
 PRECISIONS = ("auto", "bf16", "fp32")
 
 
@@ -26,10 +24,12 @@ def cpu_has_native_bf16() -> bool:
     return re.search(r"\b(avx512_bf16|amx_bf16)\b", info) is not None
 
 
-def uses_bf16(precision: str, device: torch.device) -> bool:
-    """Whether ``precision`` ("auto", "bf16" or "fp32") means bf16 on ``device``."""
+def uses_bf16(precision: str, device) -> bool:
+    """Whether ``precision`` ("auto", "bf16" or "fp32") means bf16 on ``device`` (a torch.device or its
+    name, "cpu", "cuda:0"; this module does not import torch, so the CLI can check arguments quickly)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    kind = getattr(device, "type", None) or str(device).split(":")[0]
     if precision == "auto":
-        return device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
+        return kind == "cuda" or (kind == "cpu" and cpu_has_native_bf16())
     return precision == "bf16"

@@ -14,6 +14,7 @@ def test_auto_is_bf16_on_a_gpu_and_on_cpus_that_compute_it():
     assert uses_bf16("auto", torch.device("cuda")) is True
     assert uses_bf16("auto", torch.device("cpu")) is cpu_has_native_bf16()
     assert uses_bf16("auto", torch.device("mps")) is False  # not measured there: fp32
+    assert uses_bf16("auto", "cuda:1") is True and uses_bf16("auto", "cpu") is cpu_has_native_bf16()
 
 
 def test_unknown_precision_is_refused():

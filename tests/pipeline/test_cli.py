@@ -140,5 +140,11 @@ def test_eval_detector_prints_coco_style_figures(tmp_path):
     assert r["images"] == 20 and r["faces"] == len(boxes) > 20 and r["model_id"].startswith("animeface")
     assert 0 <= r["ap"] <= r["ap50"] <= 1 and 0 <= r["recall"] <= 1
     assert set(r["by_area"]) == {"small", "medium", "large", "gate"}
+    assert r["precision"] is None  # animeface has no precision to choose
+    fp32 = toonface("eval-detector", "--images", str(CAVA_DEXTER), "--boxes", str(tmp_path / "boxes.csv"),
+                    "--split", "val", "--precision", "fp32")
+    assert fp32.returncode == 0, fp32.stderr
+    r = json.loads(fp32.stdout)
+    assert r["precision"] == "fp32" and r["model_id"].startswith("retinanet-") and r["ap50"] > 0.8
     bad = toonface("eval-detector", "--images", str(CAVA_DEXTER), "--boxes", str(CAVA_DEXTER / "nope.csv"))
     assert bad.returncode == 2 and "nope.csv" in bad.stderr
