@@ -30,8 +30,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from models.detector import (FaceDetector, build_retinanet, head_outputs, letterbox, load_detector,  # noqa: E402
-                             normalise, to_tensor)
+from models.detector import FaceDetector, build_retinanet, letterbox, load_detector, to_tensor  # noqa: E402
 from models.precision import PRECISIONS, uses_bf16  # noqa: E402
 from pipeline.detect import DEFAULT_DETECTOR_WEIGHTS  # noqa: E402
 
@@ -94,11 +93,7 @@ def main() -> int:
         rows.append({"what": name, "images_per_s": batch / seconds,
                      "gpu_peak_mib": torch.cuda.max_memory_allocated() / 2**20 if cuda else None})
 
-        def network_only():
-            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                x = normalise(x_dev, torch.bfloat16 if bf16 else torch.float32)
-                head_outputs(det.model, x.contiguous(memory_format=torch.channels_last))
-        seconds = timed(network_only, repeats, sync)
+        seconds = timed(lambda: det.network_outputs(x_dev), repeats, sync)
         rows.append({"what": name + ": backbone+heads only", "images_per_s": batch / seconds})
         print(json.dumps(rows[-2]), json.dumps(rows[-1]), flush=True)
 

@@ -250,19 +250,28 @@ class FaceDetector:
         # bf16 where the hardware computes it (models/precision.py); channels_last is the layout the fast
         # convolution kernels want on a GPU and on a CPU alike (on a CPU fp32 gains ~20% from it too).
         self.use_bf16 = uses_bf16(precision, self.device)
-        self.precision = "bf16" if self.use_bf16 else "fp32"
         self.model = self.model.to(memory_format=torch.channels_last)
         self._anchors: torch.Tensor | None = None
         self._levels: list[int] | None = None
 
+    @property
+    def precision(self) -> str:
+        return "bf16" if self.use_bf16 else "fp32"
+
     @torch.no_grad()
-    def forward_letterboxed(self, x_uint8: torch.Tensor, score_thresh: float | None = None) -> list[torch.Tensor]:
-        """(N, 3, S, S) uint8 RGB tensor (any device) -> per image (K, 6) [x1,y1,x2,y2,score,label] letterboxed."""
-        x = x_uint8.to(self.device, non_blocking=True)
-        x = normalise(x, torch.bfloat16 if self.use_bf16 else torch.float32)
+    def network_outputs(self, x_uint8: torch.Tensor) -> tuple[dict[str, torch.Tensor], list[torch.Tensor], torch.Tensor]:
+        """The network alone on a (N, 3, S, S) uint8 RGB batch, in this detector's precision and layout:
+        (head outputs, FPN features, the normalised input)."""
+        x = normalise(x_uint8.to(self.device, non_blocking=True), torch.bfloat16 if self.use_bf16 else torch.float32)
         x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
             outputs, features = head_outputs(self.model, x)
+        return outputs, features, x
+
+    @torch.no_grad()
+    def forward_letterboxed(self, x_uint8: torch.Tensor, score_thresh: float | None = None) -> list[torch.Tensor]:
+        """(N, 3, S, S) uint8 RGB tensor (any device) -> per image (K, 6) [x1,y1,x2,y2,score,label] letterboxed."""
+        outputs, features, x = self.network_outputs(x_uint8)
         if self._anchors is None:
             self._anchors = anchors_for(self.model, x, features).float()
             self._levels = level_sizes(features, self.model.anchor_generator.num_anchors_per_location()[0])
