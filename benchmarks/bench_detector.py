@@ -31,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from models.detector import FaceDetector, build_retinanet, letterbox, load_detector, to_tensor  # noqa: E402
-from models.precision import PRECISIONS, uses_bf16  # noqa: E402
+from models.precision import PRECISIONS, precision_name, uses_bf16  # noqa: E402
 from pipeline.detect import DEFAULT_DETECTOR_WEIGHTS  # noqa: E402
 
 SHARED = Path(os.environ.get("TOONFACE_SHARED", Path(__file__).resolve().parent.parent.parent / "shared"))
@@ -116,7 +116,7 @@ def main() -> int:
                      "gpu_peak_mib": torch.cuda.max_memory_allocated() / 2**20 if cuda else None})
         print(json.dumps(rows[-1]), flush=True)
     print(json.dumps({"size": args.size, "batch": batch, "device": str(device),
-                      "precision": "bf16" if bf16 else "fp32", "rows": rows}, indent=1))
+                      "precision": precision_name(bf16), "rows": rows}, indent=1))
     return 0
 
 

@@ -32,7 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from models.embedder import REFERENCE_VIEW_SCALES, REFERENCE_VIEWS_ID, load_embedder  # noqa: E402
-from models.precision import PRECISIONS  # noqa: E402
+from models.precision import PRECISIONS, precision_name  # noqa: E402
 from pipeline.crop import cut, enlarged_box  # noqa: E402
 from pipeline.dedup import greedy_dedup, range_neighbours  # noqa: E402
 from pipeline.identity import DEFAULT_WEIGHTS, EmbeddingCache, album_means, load  # noqa: E402
@@ -58,7 +58,7 @@ def real_crops(limit: int) -> list[np.ndarray]:
 def bench_embed(weights: Path, n: int, precision: str = "auto") -> dict:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, meta = load_embedder(weights, device, precision=precision)
-    dtype = "bf16" if model.use_bf16 else "fp32"
+    dtype = precision_name(model.use_bf16)
     crops = real_crops(n)
     model.embed(crops[:64])  # warm-up
     t = time.perf_counter()

@@ -45,7 +45,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 from models.embedder import MEAN_RGB, STD_RGB, read_meta, weights_sha256  # same file conventions
 from models.input_size import check_input_size  # noqa: F401 - part of this module's interface
-from models.precision import uses_bf16
+from models.precision import precision_name, uses_bf16
 
 FORMAT = "toonface-detector/1"
 BACKBONES = ("resnet18", "resnet50")
@@ -256,7 +256,7 @@ class FaceDetector:
 
     @property
     def precision(self) -> str:
-        return "bf16" if self.use_bf16 else "fp32"
+        return precision_name(self.use_bf16)
 
     @torch.no_grad()
     def network_outputs(self, x_uint8: torch.Tensor) -> tuple[dict[str, torch.Tensor], list[torch.Tensor], torch.Tensor]:

@@ -49,7 +49,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
-from models.precision import uses_bf16
+from models.precision import precision_name, uses_bf16
 
 # Fixed normalisation constants (RGB order, on 0..1 pixel values). These are the ImageNet statistics,
 # kept only as a conventional fixed choice: there is no pretrained trunk; what matters is that training
@@ -99,6 +99,10 @@ class Embedder(nn.Module):
         self.dropout = nn.Dropout(self.dropout_p)
         self.fc = nn.Linear(channels, self.dim)
         self.bn = nn.BatchNorm1d(self.dim)
+
+    @property
+    def precision(self) -> str:
+        return precision_name(self.use_bf16)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.pool(self.trunk(x)).flatten(1)

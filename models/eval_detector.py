@@ -28,7 +28,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from models.det_data import BoxedImage, read_boxes_file, read_yolo
-from models.precision import PRECISIONS, uses_bf16
+from models.precision import PRECISIONS, resolve_precision
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)
@@ -272,8 +272,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"eval-detector: {e}", file=sys.stderr)
         return 2
     result = {"detector": args.detector, "model_id": mid,
-              "precision": ("bf16" if uses_bf16(args.precision, args.device) else "fp32")
-              if args.detector == "retinanet" else None}
+              "precision": resolve_precision(args.precision, args.device) if args.detector == "retinanet" else None}
     result.update(evaluate(detect, images, args.threshold if args.threshold is not None else threshold,
                            args.batch_size))
     print(json.dumps(result, indent=2))

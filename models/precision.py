@@ -33,3 +33,13 @@ def uses_bf16(precision: str, device) -> bool:
     if precision == "auto":
         return kind == "cuda" or (kind == "cpu" and cpu_has_native_bf16())
     return precision == "bf16"
+
+
+def precision_name(bf16: bool) -> str:
+    """The name reports and recipes give a precision that ran: "bf16" or "fp32"."""
+    return "bf16" if bf16 else "fp32"
+
+
+def resolve_precision(precision: str, device) -> str:
+    """What ``precision`` ("auto", "bf16" or "fp32") runs as on ``device``: "bf16" or "fp32"."""
+    return precision_name(uses_bf16(precision, device))

@@ -46,7 +46,7 @@ from models.detector import (BACKBONES, DEFAULT_BACKBONE, DEFAULT_SIZE, FaceDete
                              check_input_size, compute_loss, init_from_embedder, normalise, save_detector,
                              to_tensor)
 from models.eval_detector import evaluate
-from models.precision import PRECISIONS, uses_bf16
+from models.precision import PRECISIONS, precision_name, uses_bf16
 from models.train_embedder import (EpochBatches, _default_workers, _save_checkpoint, resolve_device,
                                    seed_everything)
 
@@ -183,7 +183,7 @@ def train(train_items: Sequence[BoxedImage], *, val_sets: dict[str, list[BoxedIm
                   "weight_decay": weight_decay, "warmup_steps": warmup_steps, "seed": seed,
                   "init_embedder": str(init_embedder) if init_embedder else None,
                   "init_detector": str(init_detector) if init_detector else None, "steps": step, "augment": augment,
-                  "device": str(dev), "precision": "bf16" if use_bf16 else "fp32",
+                  "device": str(dev), "precision": precision_name(use_bf16),
                   "train": summarise(train_items), "sources": list(sources)}
         save_detector(model, out_path, backbone=backbone, size=size, score_threshold=threshold,
                       meta={"recipe": recipe, "history": history})

@@ -26,6 +26,9 @@ class Detection:
 class Detector(Protocol):
     name: str
     model_id: str
+    # "bf16" or "fp32" for a network (models/precision.py decides per machine); None otherwise.
+    # Not part of model_id: the same weights give the same faces, to the third decimal of a score.
+    precision: str | None
 
     def detect(self, image_bgr: np.ndarray) -> list[Detection]: ...
 
@@ -37,6 +40,7 @@ class AnimeFaceDetector:
     """The classical nvxs anime-face detector of the `animeface` package (ships its own model)."""
 
     name = "animeface"
+    precision = None
 
     def __init__(self) -> None:
         import animeface
@@ -91,7 +95,7 @@ class RetinaNetDetector:
         if not path.exists():
             raise FileNotFoundError(f"detector weights not found: {path}")
         self._model = load_detector(path, "cuda" if torch.cuda.is_available() else "cpu", size=size or None)
-        self.model_id, self.size = self._model.model_id, self._model.size
+        self.model_id, self.size, self.precision = self._model.model_id, self._model.size, self._model.precision
 
     def detect(self, image_bgr: np.ndarray) -> list[Detection]:
         return self.detect_many([image_bgr])[0]

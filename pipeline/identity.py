@@ -608,7 +608,7 @@ def run_identity_stage(faces: pd.DataFrame, assets: pd.DataFrame, published: Pub
     loaded = load(setting)
     if loaded is None:
         return None
-    _, meta = loaded
+    model, meta = loaded
     model_id = meta["model_id"]
     # One decision per face: identical bytes met twice in a run (a typical image that is also a
     # still) give the same face rows, which must not be each other's near-duplicate.
@@ -708,7 +708,8 @@ def run_identity_stage(faces: pd.DataFrame, assets: pd.DataFrame, published: Pub
     from pipeline.annotate.merge import random_order_faces  # merge imports this module
 
     calibration = {
-        "embedder": model_id, "dedup_threshold": dedup_threshold, "prelabel_threshold": prelabel_threshold,
+        "embedder": model_id, "embedder_precision": model.precision,  # the precision of this stage's embeddings
+        "dedup_threshold": dedup_threshold, "prelabel_threshold": prelabel_threshold,
         "prelabel_min_margin": prelabel_min_margin, "reference_views": len(match_matrix) if reference_views else 0,
         "candidate_views": bool(candidate_views), "within_album": bool(within_album), "album_mean_faces": mean_faces if means is not None else None,
         "reference_set": reference_set, "prelabels_updated": len(relabels),

@@ -73,8 +73,12 @@ def asset_row(analysis: ImageAnalysis, ctx: RunContext, album_id: str, source: s
     }
 
 
-def count_analysis(counts: collections.Counter, analysis: ImageAnalysis, cached: bool) -> None:
+def count_analysis(counts: collections.Counter, analysis: ImageAnalysis, cached: bool, precision: str | None) -> None:
+    """Funnel counts of one image. `precision`: the detector's ("bf16"/"fp32"), counted per image it
+    ran on, as `precision.<name>`, so a version says which float type its new faces came from."""
     counts["images_cached" if cached else "images_analysed"] += 1
+    if precision and not cached and not analysis.drop_reason:
+        counts[f"precision.{precision}"] += 1
     if analysis.drop_reason:
         counts["images_dropped"] += 1
         counts[f"drop.image.{analysis.drop_reason}"] += 1
@@ -120,7 +124,7 @@ def process_stills(shard: StillsShard, ctx: RunContext) -> dict[str, int]:
             else:
                 analysis = ImageAnalysis(sha256_bytes(source.encode()), 0, None, 0, 0, "unreadable", str(data), [])
                 cached = False
-            count_analysis(counts, analysis, cached)
+            count_analysis(counts, analysis, cached, detector.precision)
             assets.append(asset_row(analysis, ctx, shard.album_id, source, "still"))
             faces.extend(face_rows(analysis, shard.album_id, ctx.run_id))
     embed_kept(faces, ctx)
@@ -200,7 +204,7 @@ def process_episode(shard: EpisodeShard, ctx: RunContext) -> dict[str, int]:
         datas = [store.get(frame["sha"], ".jpg") for frame in batch]
         for frame, (analysis, cached) in zip(batch, analyse_images(datas, config, detector, store, cache)):
             counts["frames"] += 1
-            count_analysis(counts, analysis, cached)
+            count_analysis(counts, analysis, cached, detector.precision)
             source = f"{shard.album_id}/{shard.episode_path}#t={frame['timestamp_s']:g}"
             assets.append(asset_row(analysis, ctx, shard.album_id, source, "frame", shard.episode_path,
                                      episode_sha, frame["index"], frame["timestamp_s"]))

@@ -145,7 +145,7 @@ class _ImageIngest:
         results = analyse_images([data for data, _ in queued], self.ctx.config, self.detector, self.ctx.store,
                                  self.cache)
         for (_, (album_id, source, kind, character, query)), (analysis, cached) in zip(queued, results):
-            count_analysis(self.counts, analysis, cached)
+            count_analysis(self.counts, analysis, cached, self.detector.precision)
             row = asset_row(analysis, self.ctx, album_id, source, kind)
             row.update(character=character, query=query)
             self.assets.append(row)

@@ -14,6 +14,7 @@ import yaml
 
 from data_manifest import Manifest
 from flows.ingest import ingest
+from models.precision import resolve_precision
 from pipeline.annotate.catalogue import load_catalogue
 from pipeline.annotate.merge import merge_decisions
 from pipeline.annotate.service import AnnotationService, Settings
@@ -83,6 +84,10 @@ def test_sample_library_becomes_a_manifest_with_real_detections(sample_library, 
     assert counts["frames"] == 36 and counts["crops_kept"] == len(kept) + seen_twice
     assert counts["near_duplicates"] == len(dups)
     assert counts["drop.image.truncated"] == 1 and counts["drop.image.not_an_image"] == 1
+    # each image the detector ran on is counted under the precision it ran in, which this machine decides
+    precision = resolve_precision("auto", "cpu")
+    assert counts[f"precision.{precision}"] == counts["images_analysed"] - counts["images_dropped"] > 0
+    assert [k for k in counts if k.startswith("precision.")] == [f"precision.{precision}"]
     model_ids = json.loads(run["model_ids"])
     assert run["flow_run_id"] and model_ids["retinanet"] == faces["model_id"].iloc[0]
     assert model_ids["retinanet"].startswith("retinanet-resnet18-")
@@ -93,6 +98,7 @@ def test_sample_library_becomes_a_manifest_with_real_detections(sample_library, 
     calibration = json.loads(run["calibration"])
     assert calibration["dedup_threshold"] == 0.98  # calibrated for the shipped embedder (its metadata)
     assert calibration["prelabel_threshold"] == 0.6 and calibration["duplicate_similarity"]["n"] == len(dups)
+    assert calibration["embedder_precision"] == precision
     assert summary["contact_sheet"] and Path(summary["contact_sheet"]).exists()
 
 
@@ -105,6 +111,7 @@ def test_rerun_adds_nothing_and_a_new_episode_adds_only_its_frames(sample_librar
     m = Manifest(data)
     assert set(rows_added(m, 1).values()) == {0}
     assert second["counts"]["images_cached"] == second["counts"]["images_ok"] + second["counts"]["images_dropped"]
+    assert not [k for k in second["counts"] if k.startswith("precision.")]  # no image met the detector again
 
     shutil.copy(VIDEOS / "big_buck_bunny_opening_2s.mp4", library / "moon_patrol" / "episodes" / "ep_new.mp4")
     third = ingest(library=str(library), data_root=data, config=every_episode)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from models.precision import cpu_has_native_bf16, uses_bf16
+from models.precision import cpu_has_native_bf16, resolve_precision, uses_bf16
 
 
 def test_explicit_precisions_are_obeyed_on_any_device():
@@ -20,3 +20,8 @@ def test_auto_is_bf16_on_a_gpu_and_on_cpus_that_compute_it():
 def test_unknown_precision_is_refused():
     with pytest.raises(ValueError, match="auto, bf16, fp32"):
         uses_bf16("fp16", torch.device("cpu"))
+
+
+def test_reports_name_the_precision_that_ran():
+    assert resolve_precision("fp32", "cuda") == "fp32" and resolve_precision("bf16", "cpu") == "bf16"
+    assert resolve_precision("auto", "cpu") == ("bf16" if cpu_has_native_bf16() else "fp32")

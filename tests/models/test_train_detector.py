@@ -13,7 +13,7 @@ import torch
 
 from models.det_data import parse_source, read_yolo
 from models.detector import load_detector
-from models.precision import cpu_has_native_bf16
+from models.precision import resolve_precision
 from models.train_detector import lr_at, main, train
 from tests.conftest import CAVA_DEXTER, PROJECT, SHARED
 
@@ -57,7 +57,7 @@ def test_cli_writes_weights_and_a_log_with_validation_ap(tmp_path, capsys):
     assert det.size == 128 and det.meta["recipe"]["init_embedder"].endswith("embedder.safetensors")
     assert det.meta["recipe"]["sources"] == [f"yolo:{ICF}/images/train:{ICF}/labels/train"]
     # --precision auto: bf16 where this CPU computes it natively, and the recipe says which.
-    assert det.meta["recipe"]["precision"] == ("bf16" if cpu_has_native_bf16() else "fp32")
+    assert det.meta["recipe"]["precision"] == resolve_precision("auto", "cpu")
     log = json.loads(out.with_suffix(".train_log.json").read_text())
     assert log["history"][0]["steps"] == 2 and log["history"][0]["partial"]
     assert "stopped_early" in capsys.readouterr().out
