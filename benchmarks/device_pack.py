@@ -11,12 +11,20 @@ match): the first 64 iCartoonFace val images (bench_detector's batch) and 64 CAV
 val frames with their rows of boxes.csv (bench_identity's crops), under the same paths as in
 ``../shared``, so ``TOONFACE_SHARED=.device_pack/shared`` points the benchmarks at it. It is a copy of
 data that is not ours to redistribute: it stays git-ignored and only travels to the device machine.
+
+``--train`` packs the detector's GPU training data instead (``.device_train/``, see
+benchmarks/device_train.sh): every iCartoonFace training image as WebP quality 75 with its YOLO label
+(YOLO boxes are relative, so they hold at any scale), at the largest side that fits what a call may
+carry beside the working tree with the embedder's weights left out of it (that call does not need
+them): about 37 MB, so about 384 px on the longer side (iCartoonFace's own are at most 640 px).
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import random
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -40,12 +48,76 @@ def shrink(src: Path, dst: Path) -> float:
     return scale
 
 
+# What one device call may carry (its limit), and what the training call leaves out of the working tree.
+CALL_LIMIT_BYTES = 64 * 2**20
+LEFT_OUT_FOR_TRAINING = ("models/weights/embedder.safetensors",)
+TRAIN_SIDES = (512, 448, 416, 384, 352, 320, 288, 256)
+
+
+def travelling_tree_bytes(left_out=LEFT_OUT_FOR_TRAINING) -> int:
+    """Bytes of the files a device call sends (tracked, and untracked but not ignored), less `left_out`."""
+    names = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=PROJECT,
+                           check=True, capture_output=True).stdout.decode().split("\0")
+    files = {PROJECT / n for n in names if n and n not in left_out}
+    return sum(f.stat().st_size for f in files if f.is_file())
+
+
+def webp(src: Path, side: int) -> bytes:
+    image = cv2.imread(str(src))
+    if image is None:
+        raise ValueError(f"cannot read {src}")
+    scale = min(1.0, side / max(image.shape[:2]))
+    if scale < 1:
+        image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    ok, data = cv2.imencode(".webp", image, [cv2.IMWRITE_WEBP_QUALITY, 75])
+    if not ok:
+        raise ValueError(f"cannot encode {src}")
+    return data.tobytes()
+
+
+def pack_training(shared: Path, out: Path, budget: int) -> int:
+    """Write the iCartoonFace training set under `out` in at most `budget` bytes, at the largest side of
+    TRAIN_SIDES that fits (judged on a sample of 200, then checked on the whole). Returns the side."""
+    icf = shared / "data" / "icartoonface_det"
+    images = sorted((icf / "images" / "train").glob("*.jpg"))
+    sample = random.Random(0).sample(images, min(200, len(images)))
+    for side in TRAIN_SIDES:
+        estimate = sum(len(webp(f, side)) for f in sample) / len(sample) * len(images)
+        if estimate > budget * 0.97:
+            continue
+        shutil.rmtree(out, ignore_errors=True)
+        (out / "images").mkdir(parents=True)
+        (out / "labels").mkdir()
+        written = 0
+        for src in images:
+            data = webp(src, side)
+            (out / "images" / f"{src.stem}.webp").write_bytes(data)
+            written += len(data)
+            label = icf / "labels" / "train" / f"{src.stem}.txt"
+            if label.exists():
+                shutil.copy(label, out / "labels" / label.name)
+                written += label.stat().st_size
+        if written <= budget:
+            return side
+    raise SystemExit(f"the training set does not fit in {budget / 2**20:.1f} MiB even at {TRAIN_SIDES[-1]} px")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--shared", type=Path, default=SHARED)
-    p.add_argument("--out", type=Path, default=PROJECT / ".device_pack")
+    p.add_argument("--out", type=Path)
     p.add_argument("--images", type=int, default=64)
+    p.add_argument("--train", action="store_true", help="pack the detector's GPU training data (.device_train/)")
     args = p.parse_args()
+    if args.train:
+        out = args.out or PROJECT / ".device_train"
+        budget = CALL_LIMIT_BYTES - travelling_tree_bytes() - 2**20  # 1 MiB to spare
+        side = pack_training(args.shared, out, budget)
+        size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+        print(f"{out}: {sum(1 for _ in out.glob('images/*'))} images at most {side} px, {size / 2**20:.1f} MiB "
+              f"(budget {budget / 2**20:.1f} MiB beside the working tree without {', '.join(LEFT_OUT_FOR_TRAINING)})")
+        return 0
+    args.out = args.out or PROJECT / ".device_pack"
     shutil.rmtree(args.out, ignore_errors=True)
     shared_out = args.out / "shared" / "data"
 

@@ -1,0 +1,70 @@
+"""The GPU fine-tuning call (benchmarks/device_train.sh) and its data pack, run here on the CPU at a
+tiny size: a lent GPU machine gives one try, so the script must already work end to end."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+
+import cv2
+import pytest
+
+from models.detector import load_detector
+from tests.conftest import PROJECT, SHARED
+
+ICF = SHARED / "data" / "icartoonface_det"
+spec = importlib.util.spec_from_file_location("device_pack", PROJECT / "benchmarks" / "device_pack.py")
+device_pack = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(device_pack)
+
+
+def small_shared(tmp_path, n: int):
+    """A ../shared holding the first `n` iCartoonFace training images (links, not copies)."""
+    shared = tmp_path / "shared"
+    for sub in ("images", "labels"):
+        (shared / "data" / "icartoonface_det" / sub / "train").mkdir(parents=True)
+    for image in sorted((ICF / "images" / "train").glob("*.jpg"))[:n]:
+        label = ICF / "labels" / "train" / f"{image.stem}.txt"
+        os.symlink(image, shared / "data" / "icartoonface_det" / "images" / "train" / image.name)
+        os.symlink(label, shared / "data" / "icartoonface_det" / "labels" / "train" / label.name)
+    return shared
+
+
+def test_the_pack_takes_the_largest_side_that_fits_the_budget(tmp_path):
+    shared = small_shared(tmp_path, 40)
+    full = sum(len(device_pack.webp(p, 512)) for p in (shared / "data/icartoonface_det/images/train").iterdir())
+    side = device_pack.pack_training(shared, tmp_path / "pack", budget=int(full * 0.7))
+    assert side < 512
+    images = sorted((tmp_path / "pack" / "images").iterdir())
+    assert len(images) == 40 and len(list((tmp_path / "pack" / "labels").iterdir())) == 40
+    assert sum(f.stat().st_size for f in (tmp_path / "pack").rglob("*") if f.is_file()) <= full * 0.7
+    assert max(cv2.imread(str(images[0])).shape[:2]) <= side
+    with pytest.raises(SystemExit, match="does not fit"):
+        device_pack.pack_training(shared, tmp_path / "pack", budget=1000)
+
+
+def test_the_call_plans_its_epochs_from_a_probe_and_returns_the_weights_in_parts(tmp_path):
+    pack = tmp_path / "pack"
+    device_pack.pack_training(small_shared(tmp_path, 8), pack, budget=10**8)
+    out = tmp_path / "out"
+    env = {**os.environ, "OUT": str(out), "PY": sys.executable, "PACK": str(pack), "DEVICE": "cpu", "SIZE": "128",
+           "BATCH": "4", "MINUTES": "0.05", "PROBE_STEPS": "2", "OMP_NUM_THREADS": "2"}
+    done = subprocess.run(["bash", "benchmarks/device_train.sh"], cwd=PROJECT, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    plan = (out / "plan.txt").read_text()
+    epochs = float(plan.split("planned epochs: ")[1].split()[0])
+    assert 0.2 <= epochs <= 60 and "train: exit 0" in plan
+    parts = sorted(out.glob("detector_gpu.part-*"))
+    assert len(parts) == 2 and all(p.stat().st_size <= 15 * 2**20 for p in parts)  # under the 16 MiB a file may have
+    joined = tmp_path / "detector_gpu.safetensors"
+    with open(joined, "wb") as f:
+        for part in parts:
+            f.write(part.read_bytes())
+    recipe = load_detector(joined).meta["recipe"]
+    assert recipe["epochs"] == epochs and recipe["steps"] > 0 and recipe["size"] == 128
+    assert recipe["init_detector"] == "models/weights/detector.safetensors"
+    assert (out / "detector_gpu.train_log.json").exists()
+    shutil.rmtree(out)
