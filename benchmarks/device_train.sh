@@ -8,8 +8,8 @@
 #   mv ../embedder.aside models/weights/embedder.safetensors
 #   cat <files_at>/detector_gpu.part-* > runs/detector_gpu.safetensors   # then eval-detector it here
 #
-# A short probe run measures the seconds a step takes there; the real run then plans its cosine
-# schedule over the epochs that fit, so it ends on schedule instead of being cut off mid-decay.
+# A short probe run measures the seconds a step takes there (benchmarks/device_plan.py); the real run
+# then plans its cosine schedule over the epochs that fit, so it ends on schedule, not cut off mid-decay.
 # The weights (27 MB) come back in parts of 15 MiB, under the 16 MiB a returned file may have.
 # Validation is left to this machine (eval-detector on ../shared, which does not travel).
 # DEVICE=cpu SIZE=128 ... runs the same steps on a CPU (tests/benchmarks/test_device_train.py).
@@ -22,7 +22,7 @@ SIZE=${SIZE:-576}
 BATCH=${BATCH:-32}
 LR=${LR:-0.02}
 MINUTES=${MINUTES:-6}
-PROBE_STEPS=${PROBE_STEPS:-30}
+PROBE_STEPS=${PROBE_STEPS:-100}
 SEED=${SEED:-20}
 INIT=${INIT:-models/weights/detector.safetensors}
 mkdir -p "$OUT"
@@ -40,15 +40,7 @@ train() {  # train EPOCHS OUT_FILE EXTRA_ARGS...
   $PY -c 'import torch, torchvision; print(torch.__version__, torchvision.__version__)'; } >"$OUT/machine.log" 2>&1
 
 train 1 /tmp/probe.safetensors --max-steps "$PROBE_STEPS" >"$OUT/probe.log" 2>&1 || { tail -20 "$OUT/probe.log"; exit 1; }
-EPOCHS=$($PY - "$OUT/probe.log" "$PACK" "$BATCH" "$MINUTES" <<'EOF'
-import json, math, pathlib, sys
-log, pack, batch, minutes = sys.argv[1], pathlib.Path(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-done = json.loads(pathlib.Path(log).read_text().strip().splitlines()[-1])  # train-detector's last line
-seconds_per_step = done["seconds"] / done["steps"]  # loader start-up included: errs on the short side
-steps_per_epoch = math.ceil(sum(1 for _ in (pack / "images").iterdir()) / batch)
-print(round(min(60.0, max(0.2, minutes * 60 / seconds_per_step / steps_per_epoch)), 2))
-EOF
-) || exit 1
+EPOCHS=$($PY benchmarks/device_plan.py "$OUT/probe.log" "$PACK" "$BATCH" "$MINUTES") || exit 1
 echo "probe: $(tail -1 "$OUT/probe.log"); planned epochs: $EPOCHS" | tee "$OUT/plan.txt"
 
 T0=$SECONDS

@@ -15,9 +15,16 @@ from models.detector import load_detector
 from tests.conftest import PROJECT, SHARED
 
 ICF = SHARED / "data" / "icartoonface_det"
-spec = importlib.util.spec_from_file_location("device_pack", PROJECT / "benchmarks" / "device_pack.py")
-device_pack = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(device_pack)
+
+
+def benchmark_module(name: str):
+    spec = importlib.util.spec_from_file_location(name, PROJECT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+device_pack, device_plan = benchmark_module("device_pack"), benchmark_module("device_plan")
 
 
 def small_shared(tmp_path, n: int):
@@ -43,6 +50,17 @@ def test_the_pack_takes_the_largest_side_that_fits_the_budget(tmp_path):
     assert max(cv2.imread(str(images[0])).shape[:2]) <= side
     with pytest.raises(SystemExit, match="does not fit"):
         device_pack.pack_training(shared, tmp_path / "pack", budget=1000)
+
+
+def test_the_plan_times_steps_after_start_up():
+    probe = "\n".join(["training on ...", "epoch 1 step 50/109 loss 0.5 lr 0.01 30s", "epoch 1 step 100/109 loss 0.4 lr 0.02 40s",
+                       '{"steps": 100, "seconds": 41.0, "stopped_early": true, "out": "/tmp/probe.safetensors"}',
+                       "a warning after the summary"])
+    assert device_plan.seconds_per_step(probe) == 0.2  # (40 - 30) s / 50 steps, not 41 s / 100
+    assert device_plan.planned_epochs(probe, images=3467, batch=32, minutes=6) == round(6 * 60 / 0.2 / 109, 2)
+    short = '{"steps": 2, "seconds": 3.0, "stopped_early": true, "out": "x"}'
+    assert device_plan.seconds_per_step(short) == 1.5  # too short for two step lines: its summary
+    assert device_plan.planned_epochs(short, images=8, batch=4, minutes=1000) == 60.0  # capped
 
 
 def test_the_call_plans_its_epochs_from_a_probe_and_returns_the_weights_in_parts(tmp_path):
