@@ -35,14 +35,20 @@ SHARED = PROJECT.parent / "shared"
 MAX_SIDE = 640
 
 
-def shrink(src: Path, dst: Path) -> float:
-    """Write ``src`` to ``dst`` at most MAX_SIDE px on its longer side (JPEG q85 for .jpg); return the scale."""
+def read_shrunk(src: Path, side: int):
+    """(``src`` at most ``side`` px on its longer side, the scale applied)."""
     image = cv2.imread(str(src))
     if image is None:
         raise ValueError(f"cannot read {src}")
-    scale = min(1.0, MAX_SIDE / max(image.shape[:2]))
+    scale = min(1.0, side / max(image.shape[:2]))
     if scale < 1:
         image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    return image, scale
+
+
+def shrink(src: Path, dst: Path) -> float:
+    """Write ``src`` to ``dst`` at most MAX_SIDE px on its longer side (JPEG q85 for .jpg); return the scale."""
+    image, scale = read_shrunk(src, MAX_SIDE)
     dst.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(dst), image, [cv2.IMWRITE_JPEG_QUALITY, 85])  # same name: boxes.csv rows still point at it
     return scale
@@ -63,12 +69,8 @@ def travelling_tree_bytes(left_out=LEFT_OUT_FOR_TRAINING) -> int:
 
 
 def webp(src: Path, side: int) -> bytes:
-    image = cv2.imread(str(src))
-    if image is None:
-        raise ValueError(f"cannot read {src}")
-    scale = min(1.0, side / max(image.shape[:2]))
-    if scale < 1:
-        image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    """``src`` at most ``side`` px on its longer side, as WebP quality 75."""
+    image, _ = read_shrunk(src, side)
     ok, data = cv2.imencode(".webp", image, [cv2.IMWRITE_WEBP_QUALITY, 75])
     if not ok:
         raise ValueError(f"cannot encode {src}")
