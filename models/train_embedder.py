@@ -22,9 +22,10 @@ results do not depend on the number of loader workers nor on where a run was sto
 CPU a run is bit-for-bit repeatable; on CUDA (bf16 autocast, channels_last, cuDNN autotuning) it is seeded
 but not bitwise repeatable.
 
-Device: ``--device auto`` uses CUDA when present (bf16 autocast + channels_last), else the CPU in plain
-fp32 with ``torch.get_num_threads()`` threads (set with ``--threads`` or OMP_NUM_THREADS; not overridden
-otherwise).
+Device: ``--device auto`` uses CUDA when present, else the CPU with ``torch.get_num_threads()`` threads
+(set with ``--threads`` or OMP_NUM_THREADS; not overridden otherwise). ``--precision auto``
+(models/precision.py) trains in bf16 autocast, channels_last, on CUDA and on CPUs that compute bf16
+natively (AVX512-BF16 or AMX: about 1.5x faster per step there), in fp32 elsewhere; the recipe says which.
 
 Outputs: ``--out model.safetensors`` (``models.embedder.save_embedder``: fp16 weights, identities and the
 recipe as metadata) and ``model.train_log.json`` beside it (config, identities, one entry per epoch).
@@ -55,6 +56,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from models.embedder import (BACKBONES, DEFAULT_BACKBONE, DEFAULT_DIM, DEFAULT_DROPOUT, DEFAULT_INPUT_SIZE,
                              MEAN_RGB, STD_RGB, Embedder, preprocess, save_embedder)
 from models.margins import HEADS, make_head
+from models.precision import PRECISIONS, precision_name, uses_bf16
 from pipeline.crop import cut, enlarged_box
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
@@ -265,7 +267,8 @@ def train(samples: Sequence[Sample], *, head: str = "cosface", epochs: int = 30,
           checkpoint: str | Path | None = None, workers: int | None = None, momentum: float = 0.9,
           weight_decay: float = 5e-4, warmup_steps: int | None = None, head_kwargs: dict | None = None,
           max_steps: int | None = None, sources: Sequence[str] = (), flip_average: bool = True,
-          min_crop_scale: float = DEFAULT_MIN_CROP_SCALE, log: Callable[[str], None] = print) -> TrainResult:
+          min_crop_scale: float = DEFAULT_MIN_CROP_SCALE, precision: str = "auto",
+          log: Callable[[str], None] = print) -> TrainResult:
     """Train an ``Embedder`` + margin head on ``samples``; save to ``out`` (safetensors) when given.
 
     ``flip_average`` is stored in the saved file: the model's ``embed`` then averages each crop with its
@@ -279,6 +282,7 @@ def train(samples: Sequence[Sample], *, head: str = "cosface", epochs: int = 30,
         raise ValueError("no training samples")
     seed_everything(seed)
     dev = resolve_device(device)
+    use_bf16 = uses_bf16(precision, dev)  # refuses an unknown precision before any work
     identities = sorted({s.identity for s in samples})
     if len(identities) < 2:
         raise ValueError(f"need at least 2 identities, got {identities}")
@@ -301,8 +305,10 @@ def train(samples: Sequence[Sample], *, head: str = "cosface", epochs: int = 30,
     cuda = dev.type == "cuda"
     model.to(dev)
     classifier.to(dev)
-    if cuda:
+    channels_last = cuda or use_bf16  # the layout bf16 kernels (cuDNN, oneDNN) are fastest in
+    if channels_last:
         model.to(memory_format=torch.channels_last)
+    if cuda:
         torch.backends.cudnn.benchmark = True
     params = list(model.parameters()) + list(classifier.parameters())
     # No weight decay on BatchNorm/bias parameters.
@@ -344,8 +350,7 @@ def train(samples: Sequence[Sample], *, head: str = "cosface", epochs: int = 30,
     dataset = FaceDataset(samples, labels, input_size, augment=True, min_crop_scale=min_crop_scale)
     if workers is None:
         workers = _default_workers(dev)
-    amp = torch.autocast(device_type="cuda", dtype=torch.bfloat16) if cuda else torch.autocast(
-        device_type="cpu", enabled=False)
+    amp = torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_bf16)
     deadline = t_start + max_minutes * 60 if max_minutes else None
     out = Path(out) if out else None
     log_path = out.with_name(out.name.removesuffix(".safetensors") + ".train_log.json") if out else None
@@ -354,7 +359,7 @@ def train(samples: Sequence[Sample], *, head: str = "cosface", epochs: int = 30,
     if start_epoch >= epochs:
         log(f"checkpoint {ckpt_path} has finished all {epochs} epochs; saving its weights")
     log(f"training {backbone} {input_size}px dim {dim} + {head} on {n} crops of {len(identities)} identities, "
-        f"{dev.type}{' bf16' if cuda else ' fp32'}, batch {batch_size}, {steps_per_epoch} steps/epoch, "
+        f"{dev.type} {precision_name(use_bf16)}, batch {batch_size}, {steps_per_epoch} steps/epoch, "
         f"{epochs} epochs, lr {lr:g}, threads {torch.get_num_threads()}, workers {workers}")
 
     def checkpoint_state(epoch: int, batch: int) -> dict:
@@ -379,7 +384,7 @@ def train(samples: Sequence[Sample], *, head: str = "cosface", epochs: int = 30,
         for x, y in loader:
             x = x.to(dev, non_blocking=True)
             y = y.to(dev, non_blocking=True)
-            if cuda:
+            if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             for g in opt.param_groups:
                 g["lr"] = lr * lr_factor(step, total_steps, warmup_steps)
@@ -433,7 +438,7 @@ def train(samples: Sequence[Sample], *, head: str = "cosface", epochs: int = 30,
     seconds = time.monotonic() - t_start
     if out is not None:
         recipe = dict(config, steps=step, epochs_done=sum(1 for h in history if h["complete"]),
-                      stopped_early=stopped, device=dev.type, precision="bf16 autocast" if cuda else "fp32",
+                      stopped_early=stopped, device=dev.type, precision=precision_name(use_bf16),
                       final_loss=history[-1]["loss"] if history else None,
                       final_train_acc=history[-1]["train_acc"] if history else None,
                       torch=torch.__version__)
@@ -470,6 +475,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, metavar="PATH.safetensors")
     p.add_argument("--device", default="auto", help="auto|cpu|cuda (default auto)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="auto (bf16 on CUDA and on CPUs with native bf16, else fp32), bf16 or fp32")
     p.add_argument("--max-minutes", type=float, default=None, help="stop cleanly after N minutes and save")
     p.add_argument("--checkpoint", default=None, metavar="PATH",
                    help="resume from PATH when it exists; rewritten every epoch and on stop")
@@ -498,7 +505,8 @@ def run(args: argparse.Namespace) -> int:
     train(samples, head=args.head, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
           input_size=args.input_size, backbone=args.backbone, dim=args.dim, seed=args.seed, out=args.out,
           device=args.device, max_minutes=args.max_minutes, checkpoint=args.checkpoint, workers=args.workers,
-          sources=sources, flip_average=args.flip_average, min_crop_scale=args.min_crop_scale, log=lambda s: print(s, flush=True))
+          sources=sources, flip_average=args.flip_average, min_crop_scale=args.min_crop_scale,
+          precision=args.precision, log=lambda s: print(s, flush=True))
     return 0
 
 
