@@ -27,7 +27,7 @@ class Detector(Protocol):
     name: str
     model_id: str
     # "bf16" or "fp32" for a network (models/precision.py decides per machine); None otherwise.
-    # Not part of model_id: bf16 and fp32 find the same faces, scores within about 0.005 (model card).
+    # Not part of model_id: bf16 and fp32 find the same faces, scores within 0.006 (model card).
     precision: str | None
 
     def detect(self, image_bgr: np.ndarray) -> list[Detection]: ...
