@@ -9,7 +9,8 @@ Sources (``--train``/``--val``, repeatable) are ``yolo:IMAGES:LABELS``, ``cava:F
 AP50/AP/recall (``models.eval_detector``) to ``<out>.train_log.json``.
 
 Recipe: images augmented to ``--size`` squares (scale jitter 0.6-1.4, random crop/pad, flip, HSV jitter;
-``models.det_data.augment``), torchvision's RetinaNet focal and L1 losses, SGD momentum 0.9, weight decay
+``models.det_data.augment``), torchvision's RetinaNet focal loss and a box loss (``--box-loss``: L1 on
+the encoded offsets, torchvision's default, or GIoU on the decoded boxes, as its RetinaNet v2 recipe), SGD momentum 0.9, weight decay
 1e-4, lr ``--lr`` (default 0.01 * batch / 16) with a linear warm-up over the first ``--warmup-steps`` and
 cosine decay to zero over all planned steps, gradients clipped at norm 10 (from-scratch detectors
 spike early). ``--init-embedder FILE`` starts a ResNet-18 body from our identity embedder's trunk.
@@ -51,6 +52,7 @@ from models.train_embedder import (EpochBatches, _default_workers, _save_checkpo
                                    seed_everything)
 
 DEFAULT_OPERATING_THRESHOLD = 0.5
+BOX_LOSSES = ("l1", "giou")
 
 
 class AugmentedBoxes(Dataset):
@@ -114,13 +116,16 @@ def train(train_items: Sequence[BoxedImage], *, val_sets: dict[str, list[BoxedIm
           max_minutes: float | None = None, checkpoint_minutes: float = 10.0, max_steps: int | None = None,
           workers: int | None = None, init_embedder: str | Path | None = None,
           init_detector: str | Path | None = None, threshold: float = DEFAULT_OPERATING_THRESHOLD,
-          augment: bool = True, sources: Sequence[str] = (), precision: str = "auto", log=print) -> dict:
+          augment: bool = True, sources: Sequence[str] = (), precision: str = "auto", box_loss: str = "l1",
+          log=print) -> dict:
     """Train; returns {"model", "history", "step_losses", "steps", "stopped_early", "seconds"}.
 
     ``epochs`` may be fractional (0.6: the first 60% of one shuffled pass): the lr schedule spans exactly
     the steps planned, so a short fine-tuning cycle still decays to zero."""
     if not epochs > 0:  # refused before any weights are built or loaded
         raise ValueError(f"epochs must be positive, got {epochs!r}")
+    if box_loss not in BOX_LOSSES:
+        raise ValueError(f"unknown box loss {box_loss!r}; choose one of {', '.join(BOX_LOSSES)}")
     dev = resolve_device(device)
     use_bf16 = uses_bf16(precision, dev)  # refuses an unknown precision before any work
     seed_everything(seed)
@@ -136,6 +141,8 @@ def train(train_items: Sequence[BoxedImage], *, val_sets: dict[str, list[BoxedIm
             raise ValueError(f"{init_detector} is a {trained.backbone} detector, not {backbone}")
         model.load_state_dict(trained.model.state_dict())  # load_detector builds it in fp32
         log(f"initialised from detector {trained.model_id}")
+    # torchvision picks the regression head's loss by this attribute (its v2 recipe sets "giou" the same way).
+    model.head.regression_head._loss_type = box_loss
     model = model.to(dev).train().to(memory_format=torch.channels_last)
     base_lr = lr if lr is not None else 0.01 * batch_size / 16
     decay, no_decay = [], []
@@ -183,7 +190,7 @@ def train(train_items: Sequence[BoxedImage], *, val_sets: dict[str, list[BoxedIm
                   "weight_decay": weight_decay, "warmup_steps": warmup_steps, "seed": seed,
                   "init_embedder": str(init_embedder) if init_embedder else None,
                   "init_detector": str(init_detector) if init_detector else None, "steps": step, "augment": augment,
-                  "device": str(dev), "precision": precision_name(use_bf16),
+                  "device": str(dev), "precision": precision_name(use_bf16), "box_loss": box_loss,
                   "train": summarise(train_items), "sources": list(sources)}
         save_detector(model, out_path, backbone=backbone, size=size, score_threshold=threshold,
                       meta={"recipe": recipe, "history": history})
@@ -277,6 +284,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="auto: bf16 on CUDA and on CPUs that compute bf16 natively, else fp32")
+    p.add_argument("--box-loss", choices=BOX_LOSSES, default="l1",
+                   help="box regression loss: l1 on encoded offsets (default) or giou on decoded boxes")
     p.add_argument("--workers", type=int)
     p.add_argument("--threshold", type=float, default=DEFAULT_OPERATING_THRESHOLD,
                    help="operating score threshold stored with the weights")
@@ -317,7 +326,7 @@ def run(args: argparse.Namespace) -> int:
                    workers=args.workers, init_embedder=args.init_embedder, init_detector=args.init_detector,
                    threshold=args.threshold,
                    augment=args.augment, sources=args.train, precision=args.precision,
-                   log=lambda m: print(m, flush=True))
+                   box_loss=args.box_loss, log=lambda m: print(m, flush=True))
     print(json.dumps({"steps": result["steps"], "seconds": round(result["seconds"], 1),
                       "stopped_early": result["stopped_early"], "out": args.out}))
     return 0

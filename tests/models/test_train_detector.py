@@ -51,11 +51,13 @@ def test_cli_writes_weights_and_a_log_with_validation_ap(tmp_path, capsys):
     out = tmp_path / "det.safetensors"
     rc = main(["--train", f"yolo:{ICF}/images/train:{ICF}/labels/train", "--val", f"dexter=cava:{CAVA_DEXTER}:val",
                "--backbone", "resnet18", "--size", "128", "--batch-size", "4", "--max-steps", "2", "--device", "cpu",
+               "--box-loss", "giou",
                "--init-embedder", str(PROJECT / "models" / "weights" / "embedder.safetensors"), "--out", str(out)])
     assert rc == 0
     det = load_detector(out)
     assert det.size == 128 and det.meta["recipe"]["init_embedder"].endswith("embedder.safetensors")
     assert det.meta["recipe"]["sources"] == [f"yolo:{ICF}/images/train:{ICF}/labels/train"]
+    assert det.meta["recipe"]["box_loss"] == "giou"
     # --precision auto: bf16 where this CPU computes it natively, and the recipe says which.
     assert det.meta["recipe"]["precision"] == resolve_precision("auto", "cpu")
     log = json.loads(out.with_suffix(".train_log.json").read_text())
@@ -63,6 +65,8 @@ def test_cli_writes_weights_and_a_log_with_validation_ap(tmp_path, capsys):
     assert "stopped_early" in capsys.readouterr().out
     assert main(["--train", "voc:nowhere", "--out", str(out)]) == 2
     assert main(["--train", f"cava:{CAVA_DEXTER}:train", "--epochs", "0", "--out", str(out)]) == 2
+    with pytest.raises(ValueError, match="box loss"):
+        train(some_frames(), epochs=1, box_loss="smooth_l1", log=lambda m: None, **TINY)
     with pytest.raises(ValueError, match="precision"):
         train(some_frames(), epochs=1, precision="fp16", log=lambda m: None, **TINY)
     for size in ("100", "96", "4096"):   # not a multiple of 32, or outside what the detector runs at
