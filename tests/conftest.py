@@ -20,6 +20,14 @@ VIDEOS = SHARED / "fixtures" / "video"
 CAVA_DEXTER = SHARED / "data" / "cava" / "dexters_laboratory"
 
 
+def pytest_configure(config):
+    # The tests read real images, videos and pages from the shared folder (never copied into the repo);
+    # without it every module would fail on its own, so say once what is missing.
+    if not (CAVA_DEXTER / "boxes.csv").is_file():
+        pytest.exit(f"the shared data folder was not found at {SHARED}: clone the project beside `shared/`, "
+                    "or point TOONFACE_SHARED at it", returncode=4)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
