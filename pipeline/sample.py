@@ -13,6 +13,7 @@ tests/flows/test_ingest.py checks it on every run.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -34,6 +35,11 @@ ALBUMS = (
 )
 EPISODES_PER_ALBUM = 3
 STILLS_PER_ALBUM = 6
+# Each album has a fixed cast that recurs across its episodes and stills, as characters do, so the
+# reference images of the named ones pre-label their other appearances. One cast member per album
+# is left without a typical image: its faces are what annotators name by hand.
+CAST_PER_ALBUM = 3
+NAMED_CHARACTERS = {"sunny_school": ("Hana", "Kai")}
 VIDEO_W, VIDEO_H, FPS = 640, 360, 12
 VIDEO_SECONDS = 5.5
 # The album that also receives the two intentionally unreadable files.
@@ -175,11 +181,21 @@ def _head_extent(size: float) -> tuple[float, float, float]:
     return 0.65 * size, 0.85 * size, 1.1 * size
 
 
-def _place_faces(rng: np.random.Generator, w: int, h: int, n: int) -> list[FaceSpec]:
-    """Place n non-overlapping heads that fit fully inside a w x h frame."""
+def _make_cast(rng: np.random.Generator, n: int) -> list[FaceSpec]:
+    """n characters (colours and hair style; placed later), each with its own hair colour."""
+    hair = rng.permutation(len(HAIR_COLOURS))
+    return [_random_face(rng, 0.0, 0.0, 0.0, int(hair[i])) for i in range(n)]
+
+
+def _place_faces(rng: np.random.Generator, w: int, h: int, n: int,
+                 cast: list[FaceSpec] | None = None) -> list[FaceSpec]:
+    """Place n non-overlapping heads that fit fully inside a w x h frame: distinct members of ``cast``,
+    or new random faces without one."""
     faces: list[FaceSpec] = []
     # Distinct hair per face, so two characters in one frame look different.
     hair = rng.permutation(len(HAIR_COLOURS))
+    who = rng.permutation(len(cast)) if cast else None
+    n = min(n, len(cast)) if cast else n
     # Sizes from the requested 120-220 px range, capped so n heads fit.
     max_size = min(220.0, h / 2.0, w / (1.4 * n))
     for _ in range(n):
@@ -191,15 +207,19 @@ def _place_faces(rng: np.random.Generator, w: int, h: int, n: int) -> list[FaceS
             cx = float(rng.uniform(hw, w - hw))
             cy = float(rng.uniform(up, max(up + 1, h - down)))
             if all(abs(cx - o.cx) > hw + _head_extent(o.size)[0] for o in faces):
-                faces.append(_random_face(rng, cx, cy, size, int(hair[len(faces)])))
+                if cast:
+                    faces.append(dataclasses.replace(cast[int(who[len(faces)])], cx=cx, cy=cy, size=size))
+                else:
+                    faces.append(_random_face(rng, cx, cy, size, int(hair[len(faces)])))
                 break
     return faces
 
 
-def _make_still(rng: np.random.Generator) -> np.ndarray:
+def _make_still(rng: np.random.Generator, cast: list[FaceSpec] | None = None, faces: int = 0) -> np.ndarray:
+    """A still of 1-2 faces (``faces`` to fix the number), from ``cast`` when given."""
     w, h = int(rng.integers(480, 801)), int(rng.integers(480, 801))
     img = _background(rng, w, h)
-    for f in _place_faces(rng, w, h, int(rng.integers(1, 3))):
+    for f in _place_faces(rng, w, h, faces or int(rng.integers(1, 3)), cast):
         _draw_face(img, f)
     return img
 
@@ -224,13 +244,13 @@ def _codec_args(container: str) -> list[str]:
             "-pix_fmt", "yuv420p", "-threads", "1"]
 
 
-def _write_episode(rng: np.random.Generator, path: Path, container: str) -> None:
+def _write_episode(rng: np.random.Generator, path: Path, container: str, cast: list[FaceSpec]) -> None:
     """Render frames in memory and pipe them as raw BGR to ffmpeg."""
     n_frames = int(round(VIDEO_SECONDS * FPS))
     bg = _background(rng, VIDEO_W, VIDEO_H)
     # Sizes stay in the lower part of the range so heads fit the 360 px frame.
     n = int(rng.integers(1, 3))
-    faces = _place_faces(rng, VIDEO_W, VIDEO_H, n)
+    faces = _place_faces(rng, VIDEO_W, VIDEO_H, n, cast)
     for f in faces:
         f.size = min(f.size, 150.0)
     # Each face drifts on its own slow sinusoid and "talks".
@@ -279,9 +299,10 @@ def _write_broken_files(rng: np.random.Generator, stills_dir: Path) -> None:
 def make_sample_library(out_dir: str | Path, seed: int = 0) -> Path:
     """Generate the sample library under ``out_dir`` and return ``albums.yaml``.
 
-    Two albums, each with 3 short episodes and 6 stills; one album also has a
-    truncated ``broken.jpg`` and a text file named ``not_an_image.png``.  The
-    output depends only on ``seed``.
+    Two albums, each with 3 short episodes and 6 stills drawn from a cast of
+    CAST_PER_ALBUM characters; one album also has a truncated ``broken.jpg``, a
+    text file named ``not_an_image.png`` and a typical image (``characters/``) of
+    each of its NAMED_CHARACTERS.  The output depends only on ``seed``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -297,10 +318,11 @@ def make_sample_library(out_dir: str | Path, seed: int = 0) -> Path:
         episodes.mkdir(parents=True, exist_ok=True)
         stills.mkdir(parents=True, exist_ok=True)
 
+        cast = _make_cast(rng, CAST_PER_ALBUM)
         for e in range(1, EPISODES_PER_ALBUM + 1):
-            _write_episode(rng, episodes / f"ep{e:02d}.{container}", container)
+            _write_episode(rng, episodes / f"ep{e:02d}.{container}", container, cast)
         for k in range(1, STILLS_PER_ALBUM + 1):
-            img = _make_still(rng)
+            img = _make_still(rng, cast)
             # Alternate formats so both decoders get exercised.
             if k % 2:
                 cv2.imwrite(str(stills / f"still_{k:02d}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 92])
@@ -316,13 +338,15 @@ def make_sample_library(out_dir: str | Path, seed: int = 0) -> Path:
             "episodes": episodes.relative_to(out).as_posix(),
             "stills": stills.relative_to(out).as_posix(),
         }
-        if album_id == BROKEN_ALBUM:
-            # Two named characters with a typical image each: the reference set that pre-labels the
-            # other faces (and feeds the verification page) in the demo.
-            entry["characters"] = [
-                {"name": "Hana", "images": [(stills / "still_01.jpg").relative_to(out).as_posix()]},
-                {"name": "Kai", "images": [(stills / "still_02.png").relative_to(out).as_posix()]},
-            ]
+        if album_id in NAMED_CHARACTERS:
+            # Named cast members with a typical image each (that character alone): the reference set
+            # that pre-labels their faces in the episodes and stills (and feeds the verification page).
+            entry["characters"] = []
+            for name, member in zip(NAMED_CHARACTERS[album_id], cast):
+                typical = out / album_id / "characters" / f"{name.lower()}.png"
+                typical.parent.mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(typical), _make_still(rng, [member], faces=1))
+                entry["characters"].append({"name": name, "images": [typical.relative_to(out).as_posix()]})
         entries.append(entry)
 
     albums_file = out / "albums.yaml"

@@ -81,3 +81,31 @@ def test_invalid_stills_are_unreadable(library):
             im.load()  # ...but cannot be fully decoded
     with pytest.raises(OSError):  # PIL.UnidentifiedImageError is an OSError
         Image.open(text)
+
+
+def _hair_colours(path: Path) -> set[tuple[int, int, int]]:
+    """The hair colours drawn in a lossless image (each covers many exact pixels)."""
+    import cv2
+    import numpy as np
+    from pipeline.sample import HAIR_COLOURS
+
+    img = cv2.imread(str(path))
+    return {c for c in HAIR_COLOURS if np.all(img == np.array(c, np.uint8), axis=2).sum() > 300}
+
+
+def test_a_recurring_cast_and_a_typical_image_of_each_named_character(library):
+    from pipeline.sample import CAST_PER_ALBUM
+
+    root = library.parent
+    sunny = next(a for a in yaml.safe_load(library.read_text())["albums"] if a["id"] == "sunny_school")
+    typical = {c["name"]: root / c["images"][0] for c in sunny["characters"]}
+    assert sorted(typical) == ["Hana", "Kai"]
+    hair = {}
+    for name, path in typical.items():
+        with Image.open(path) as im:
+            assert len(animeface.detect(im.convert("RGB"))) == 1, name   # that character alone
+        (hair[name],) = _hair_colours(path)
+    assert hair["Hana"] != hair["Kai"]
+    # the lossless stills draw only the album's cast, and the named characters come back in them
+    seen = set().union(*(_hair_colours(p) for p in (root / sunny["stills"]).glob("still_*.png")))
+    assert len(seen | set(hair.values())) <= CAST_PER_ALBUM and seen & set(hair.values())
