@@ -13,10 +13,13 @@ val frames with their rows of boxes.csv (bench_identity's crops), under the same
 data that is not ours to redistribute: it stays git-ignored and only travels to the device machine.
 
 ``--train`` packs the detector's GPU training data instead (``.device_train/``, see
-benchmarks/device_train.sh): every iCartoonFace training image as WebP quality 75 with its YOLO label
-(YOLO boxes are relative, so they hold at any scale), at the largest side that fits what a call may
-carry beside the working tree with the embedder's weights left out of it (that call does not need
-them): about 37 MB, so about 384 px on the longer side (iCartoonFace's own are at most 640 px).
+benchmarks/device_train.sh): every iCartoonFace training image, and every 4th CAVA training frame of
+each show (Dexter's Laboratory and Scooby-Doo: 250 each, about 13% of the pack's images, the CAVA share of
+the CPU stages' mixes, so the fine-tune keeps seeing broadcast frames and their looser head boxes),
+as WebP quality 75 with YOLO labels (relative boxes hold at any scale; the CAVA ``boxes.csv`` rows
+are converted), at the largest side that fits what a call may carry beside the working tree with the
+embedder's weights left out of it (that call does not need them): about 36 MB, so a little under
+384 px on the longer side (iCartoonFace's own are at most 640 px, CAVA's 480).
 """
 from __future__ import annotations
 
@@ -57,7 +60,7 @@ def shrink(src: Path, dst: Path) -> float:
 # What one device call may carry (its limit), and what the training call leaves out of the working tree.
 CALL_LIMIT_BYTES = 64 * 2**20
 LEFT_OUT_FOR_TRAINING = ("models/weights/embedder.safetensors",)
-TRAIN_SIDES = (512, 448, 416, 384, 352, 320, 288, 256)
+TRAIN_SIDES = (512, 448, 416, 384, 368, 352, 336, 320, 288, 256)
 
 
 def travelling_tree_bytes(left_out=LEFT_OUT_FOR_TRAINING) -> int:
@@ -77,28 +80,61 @@ def webp(src: Path, side: int) -> bytes:
     return data.tobytes()
 
 
-def pack_training(shared: Path, out: Path, budget: int) -> int:
-    """Write the iCartoonFace training set under `out` in at most `budget` bytes, at the largest side of
-    TRAIN_SIDES that fits (judged on a sample of 200, then checked on the whole). Returns the side."""
+CAVA_SHOWS = ("dexters_laboratory", "scooby_doo")
+CAVA_EVERY = 4
+
+
+def training_sources(shared: Path) -> list[tuple[Path, str, Path | list]]:
+    """(image, name in the pack, its YOLO label file or its pixel boxes) for every image the pack holds."""
     icf = shared / "data" / "icartoonface_det"
-    images = sorted((icf / "images" / "train").glob("*.jpg"))
-    sample = random.Random(0).sample(images, min(200, len(images)))
+    sources = [(src, src.stem, icf / "labels" / "train" / f"{src.stem}.txt")
+               for src in sorted((icf / "images" / "train").glob("*.jpg"))]
+    for show in CAVA_SHOWS:
+        folder = shared / "data" / "cava" / show
+        if not (folder / "boxes.csv").exists():
+            continue
+        boxes: dict[str, list] = {}
+        with open(folder / "boxes.csv") as f:
+            for row in csv.DictReader(f):
+                if row["split"] == "train":
+                    boxes.setdefault(row["image"], []).append([float(row[k]) for k in ("x1", "y1", "x2", "y2")])
+        for image in sorted(boxes)[::CAVA_EVERY]:
+            sources.append((folder / image, f"cava_{show}_{Path(image).stem}", boxes[image]))
+    return sources
+
+
+def yolo_lines(boxes: list, width: int, height: int) -> str:
+    """Pixel ``x1, y1, x2, y2`` boxes as YOLO label lines (class 0, centre and size relative to the image)."""
+    return "".join(f"0 {(x1 + x2) / 2 / width:.6f} {(y1 + y2) / 2 / height:.6f} {(x2 - x1) / width:.6f} "
+                   f"{(y2 - y1) / height:.6f}\n" for x1, y1, x2, y2 in boxes)
+
+
+def pack_training(shared: Path, out: Path, budget: int) -> int:
+    """Write the detector's training images (``training_sources``) under `out` in at most `budget` bytes,
+    at the largest side of TRAIN_SIDES that fits (judged on a sample of 200, then checked on the whole).
+    Returns the side."""
+    sources = training_sources(shared)
+    sample = random.Random(0).sample(sources, min(200, len(sources)))
     for side in TRAIN_SIDES:
-        estimate = sum(len(webp(f, side)) for f in sample) / len(sample) * len(images)
+        estimate = sum(len(webp(src, side)) for src, _, _ in sample) / len(sample) * len(sources)
         if estimate > budget * 0.97:
             continue
         shutil.rmtree(out, ignore_errors=True)
         (out / "images").mkdir(parents=True)
         (out / "labels").mkdir()
         written = 0
-        for src in images:
+        for src, name, label in sources:
             data = webp(src, side)
-            (out / "images" / f"{src.stem}.webp").write_bytes(data)
+            (out / "images" / f"{name}.webp").write_bytes(data)
             written += len(data)
-            label = icf / "labels" / "train" / f"{src.stem}.txt"
-            if label.exists():
-                shutil.copy(label, out / "labels" / label.name)
-                written += label.stat().st_size
+            if isinstance(label, list):  # CAVA pixel boxes: relative to the original frame's size
+                height, width = cv2.imread(str(src)).shape[:2]
+                text = yolo_lines(label, width, height)
+            else:
+                text = label.read_text() if label.exists() else ""
+            if text:
+                (out / "labels" / f"{name}.txt").write_text(text)
+                written += len(text)
         if written <= budget:
             return side
     raise SystemExit(f"the training set does not fit in {budget / 2**20:.1f} MiB even at {TRAIN_SIDES[-1]} px")
@@ -116,7 +152,8 @@ def main() -> int:
         budget = CALL_LIMIT_BYTES - travelling_tree_bytes() - 2**20  # 1 MiB to spare
         side = pack_training(args.shared, out, budget)
         size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
-        print(f"{out}: {sum(1 for _ in out.glob('images/*'))} images at most {side} px, {size / 2**20:.1f} MiB "
+        cava = sum(1 for _ in out.glob('images/cava_*'))
+        print(f"{out}: {sum(1 for _ in out.glob('images/*'))} images ({cava} CAVA frames) at most {side} px, {size / 2**20:.1f} MiB "
               f"(budget {budget / 2**20:.1f} MiB beside the working tree without {', '.join(LEFT_OUT_FOR_TRAINING)})")
         return 0
     args.out = args.out or PROJECT / ".device_pack"

@@ -8,13 +8,19 @@ import shutil
 import subprocess
 import sys
 
+import csv
+from pathlib import Path
+
 import cv2
+import numpy as np
 import pytest
 
+from models.det_data import read_yolo
 from models.detector import load_detector
 from tests.conftest import PROJECT, SHARED
 
 ICF = SHARED / "data" / "icartoonface_det"
+SCOOBY = SHARED / "data" / "cava" / "scooby_doo"
 
 
 def benchmark_module(name: str):
@@ -27,8 +33,9 @@ def benchmark_module(name: str):
 device_pack, device_plan = benchmark_module("device_pack"), benchmark_module("device_plan")
 
 
-def small_shared(tmp_path, n: int):
-    """A ../shared holding the first `n` iCartoonFace training images (links, not copies)."""
+def small_shared(tmp_path, n: int, cava_frames: int = 0):
+    """A ../shared holding the first `n` iCartoonFace training images and the first `cava_frames` Scooby-Doo
+    training frames with their boxes.csv rows (links, not copies)."""
     shared = tmp_path / "shared"
     for sub in ("images", "labels"):
         (shared / "data" / "icartoonface_det" / sub / "train").mkdir(parents=True)
@@ -36,6 +43,18 @@ def small_shared(tmp_path, n: int):
         label = ICF / "labels" / "train" / f"{image.stem}.txt"
         os.symlink(image, shared / "data" / "icartoonface_det" / "images" / "train" / image.name)
         os.symlink(label, shared / "data" / "icartoonface_det" / "labels" / "train" / label.name)
+    if cava_frames:
+        scooby = shared / "data" / "cava" / "scooby_doo"
+        (scooby / "images" / "train").mkdir(parents=True)
+        with open(SCOOBY / "boxes.csv") as f:
+            rows = [r for r in csv.DictReader(f) if r["split"] == "train"]
+        frames = sorted({r["image"] for r in rows})[:cava_frames]
+        for frame in frames:
+            os.symlink(SCOOBY / frame, scooby / frame)
+        with open(scooby / "boxes.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(r for r in rows if r["image"] in frames)
     return shared
 
 
@@ -50,6 +69,26 @@ def test_the_pack_takes_the_largest_side_that_fits_the_budget(tmp_path):
     assert max(cv2.imread(str(images[0])).shape[:2]) <= side
     with pytest.raises(SystemExit, match="does not fit"):
         device_pack.pack_training(shared, tmp_path / "pack", budget=1000)
+
+
+def test_the_pack_holds_every_fourth_cava_frame_with_its_boxes_as_yolo_labels(tmp_path):
+    shared = small_shared(tmp_path, 4, cava_frames=12)
+    whole = sum(len(device_pack.webp(src, 512)) for src, _, _ in device_pack.training_sources(shared))
+    side = device_pack.pack_training(shared, tmp_path / "pack", budget=int(whole * 0.6))
+    assert side < 480  # smaller than the frames, so their boxes had to follow the scale
+    packed = read_yolo(tmp_path / "pack" / "images", tmp_path / "pack" / "labels")
+    cava = [b for b in packed if b.path.name.startswith("cava_scooby_doo_")]
+    assert len(packed) == 4 + 3 and len(cava) == 3  # frames 1, 5 and 9 of the 12
+    with open(shared / "data" / "cava" / "scooby_doo" / "boxes.csv") as f:
+        truth: dict[str, list] = {}
+        for r in csv.DictReader(f):
+            truth.setdefault(Path(r["image"]).stem, []).append([float(r[k]) for k in ("x1", "y1", "x2", "y2")])
+    for boxed in cava:
+        image, boxes = boxed.load()
+        original = np.array(truth[boxed.path.stem.removeprefix("cava_scooby_doo_")])
+        assert max(image.shape[:2]) <= side
+        scale = image.shape[1] / 480  # the frames are 480 x 360
+        np.testing.assert_allclose(boxes, original * scale, atol=0.01)
 
 
 def test_the_plan_times_steps_after_start_up():
