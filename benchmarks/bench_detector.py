@@ -10,7 +10,8 @@ pipeline's choice, models/precision.py) runs bf16 on CUDA and on CPUs that compu
 to 64, on the CPU to 8 with torch's threads.
 
 Rows:
-* ``ours <backbone>``: models.detector.FaceDetector.forward_letterboxed (batched post-processing).
+* ``ours <backbone>``: models.detector.FaceDetector.forward_letterboxed (batched post-processing; the
+  body's norms folded into its convolutions, as load_detector does).
 * ``stock torchvision retinanet_resnet50_fpn``: the unmodified model(images) call on the same
   letterboxed images (its transform, per-image post-processing), random weights with one class.
 * ``backbone+heads only``: our network without any post-processing (the ceiling).
@@ -30,7 +31,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from models.detector import FaceDetector, build_retinanet, letterbox, load_detector, to_tensor  # noqa: E402
+from models.detector import (FaceDetector, build_retinanet, fold_batchnorm, letterbox, load_detector,  # noqa: E402
+                             to_tensor)
 from models.precision import PRECISIONS, precision_name, uses_bf16  # noqa: E402
 from pipeline.detect import DEFAULT_DETECTOR_WEIGHTS  # noqa: E402
 
@@ -84,6 +86,7 @@ def main() -> int:
                   FaceDetector(shipped.model, backbone=shipped.backbone, size=args.size, device=device,
                                precision=args.precision))]
     r50 = build_retinanet("resnet50", args.size)
+    fold_batchnorm(r50.backbone.body.eval())  # as load_detector runs any trained file
     detectors.append(("ours resnet50 (untrained)", FaceDetector(r50, backbone="resnet50", size=args.size, device=device,
                                                                 precision=args.precision)))
     for name, det in detectors:

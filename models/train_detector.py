@@ -136,7 +136,7 @@ def train(train_items: Sequence[BoxedImage], *, val_sets: dict[str, list[BoxedIm
     if init_detector:
         from models.detector import load_detector
 
-        trained = load_detector(init_detector)
+        trained = load_detector(init_detector, fold_norms=False)
         if trained.backbone != backbone:
             raise ValueError(f"{init_detector} is a {trained.backbone} detector, not {backbone}")
         model.load_state_dict(trained.model.state_dict())  # load_detector builds it in fp32

@@ -82,6 +82,25 @@ def test_fast_forward_equals_stock_torchvision_forward():
         torch.testing.assert_close(m[:, 4], ref["scores"][keep], rtol=0, atol=1e-3)
 
 
+def test_folding_the_norms_into_the_convolutions_changes_nothing_but_rounding():
+    """load_detector folds the body's BatchNorms into its convolutions for inference; the network with
+    its norms (as stored and trained) gives the same head outputs on real val images."""
+    folded = load_detector(DEFAULT_DETECTOR_WEIGHTS, precision="fp32")
+    stored = load_detector(DEFAULT_DETECTOR_WEIGHTS, precision="fp32", fold_norms=False)
+    norms = lambda det: sum(isinstance(m, torch.nn.BatchNorm2d) for m in det.model.modules())  # noqa: E731
+    assert norms(folded) == 0 and norms(stored) == 20  # ResNet-18: the stem, 16 in the blocks, 3 shortcuts
+    assert folded.model_id == stored.model_id  # the same weights file, the same model
+    items = read_yolo(ICF / "images" / "val", ICF / "labels" / "val")[:4]
+    batch = to_tensor(np.stack([letterbox(item.load()[0], folded.size)[0] for item in items]))
+    a, b = folded.network_outputs(batch)[0], stored.network_outputs(batch)[0]
+    torch.testing.assert_close(a["cls_logits"], b["cls_logits"], rtol=0, atol=2e-3)
+    torch.testing.assert_close(a["bbox_regression"], b["bbox_regression"], rtol=0, atol=2e-3)
+    for x, y in zip(folded.forward_letterboxed(batch), stored.forward_letterboxed(batch)):
+        x, y = x[x[:, 4] > 0.1], y[y[:, 4] > 0.1]
+        assert len(x) == len(y)
+        torch.testing.assert_close(x[:, :5], y[:, :5], rtol=0, atol=0.01)
+
+
 def test_bf16_finds_the_same_faces_as_fp32():
     """bf16 (what "auto" runs on CUDA and on CPUs with native bf16; forced here, so any CPU checks it)
     moves boxes and scores a little and nothing more, on real val images."""
@@ -163,9 +182,12 @@ def test_save_load_round_trip_keeps_the_id(tmp_path):
     model = build_retinanet("resnet18", SIZE)
     path = save_detector(model, tmp_path / "d.safetensors", backbone="resnet18", size=SIZE, score_threshold=0.4,
                          meta={"recipe": {"epochs": 0}})
-    a = load_detector(path)
+    a = load_detector(path, fold_norms=False)  # as stored: a detector folded for inference cannot be saved
     save_detector(a.model, tmp_path / "e.safetensors", backbone="resnet18", size=SIZE, score_threshold=0.4,
                   meta={"note": "re-saved"})
+    with pytest.raises(ValueError, match="fold_norms=False"):
+        save_detector(load_detector(path).model, tmp_path / "f.safetensors", backbone="resnet18", size=SIZE,
+                      score_threshold=0.4)
     b = load_detector(tmp_path / "e.safetensors")
     assert a.model_id == b.model_id and a.score_threshold == 0.4 and a.size == SIZE
     with pytest.raises(ValueError, match="not a toonface detector"):
