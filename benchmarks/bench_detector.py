@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from models.detector import (FaceDetector, build_retinanet, fold_batchnorm, letterbox, load_detector,  # noqa: E402
-                             to_tensor)
+from models.detector import FaceDetector, build_retinanet, letterbox, load_detector, to_tensor  # noqa: E402
+from models.fold import fold_batchnorm  # noqa: E402
 from models.precision import PRECISIONS, precision_name, uses_bf16  # noqa: E402
 from pipeline.detect import DEFAULT_DETECTOR_WEIGHTS  # noqa: E402
 
@@ -86,7 +86,7 @@ def main() -> int:
                   FaceDetector(shipped.model, backbone=shipped.backbone, size=args.size, device=device,
                                precision=args.precision))]
     r50 = build_retinanet("resnet50", args.size)
-    fold_batchnorm(r50.backbone.body.eval())  # as load_detector runs any trained file
+    fold_batchnorm(r50.eval(), r50.backbone.body)  # as load_detector runs any trained file
     detectors.append(("ours resnet50 (untrained)", FaceDetector(r50, backbone="resnet50", size=args.size, device=device,
                                                                 precision=args.precision)))
     for name, det in detectors:

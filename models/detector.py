@@ -45,6 +45,7 @@ from torchvision.ops import boxes as box_ops
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 from models.embedder import MEAN_RGB, STD_RGB, read_meta, weights_sha256  # same file conventions
+from models.fold import fold_batchnorm, refuse_folded
 from models.input_size import check_input_size  # noqa: F401 - part of this module's interface
 from models.precision import precision_name, uses_bf16
 
@@ -107,30 +108,6 @@ def init_from_embedder(model: RetinaNet, embedder_path: str | Path) -> int:
         raise ValueError(f"{embedder_path}: no ResNet-18 trunk tensors matched the detector backbone")
     model.backbone.body.load_state_dict(copied, strict=False)
     return len(copied)
-
-
-def fold_batchnorm(module: nn.Module) -> int:
-    """Fold each eval-mode BatchNorm of a ResNet body into the convolution before it (the conv takes the
-    norm's scale and shift as weight and bias, the norm becomes an Identity); returns how many were folded.
-    Inference only: the same function, one elementwise pass less per convolution (about 10% of the whole
-    network's time on a 2-core CPU at 576 px). Training needs the norms: load_detector(fold_norms=False)."""
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    folded = 0
-    for child in list(module.children()):
-        folded += fold_batchnorm(child)
-    pairs = [("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3")]
-    for conv, norm in pairs:
-        if isinstance(getattr(module, conv, None), nn.Conv2d) and isinstance(getattr(module, norm, None), nn.BatchNorm2d):
-            setattr(module, conv, fuse_conv_bn_eval(getattr(module, conv), getattr(module, norm)))
-            setattr(module, norm, nn.Identity())
-            folded += 1
-    downsample = getattr(module, "downsample", None)
-    if isinstance(downsample, nn.Sequential) and len(downsample) == 2 and isinstance(downsample[1], nn.BatchNorm2d):
-        downsample[0] = fuse_conv_bn_eval(downsample[0], downsample[1])
-        downsample[1] = nn.Identity()
-        folded += 1
-    return folded
 
 
 # ------------------------------------------------------------------------------------------ letterbox
@@ -340,9 +317,7 @@ def save_detector(model: RetinaNet, path: str | Path, *, backbone: str, size: in
     """Write safetensors (floating tensors fp16) with architecture + model-card metadata; atomic."""
     from safetensors.torch import save
 
-    if not any(isinstance(m, nn.BatchNorm2d) for m in model.backbone.body.modules()):
-        raise ValueError("this detector's norms were folded into its convolutions for inference, which no file "
-                         "stores; load it with load_detector(..., fold_norms=False) to save it again")
+    refuse_folded(model)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {}
@@ -371,7 +346,7 @@ def load_detector(path: str | Path, device: str | torch.device = "cpu",
     letterbox side: larger finds smaller faces, smaller runs faster. It changes the boxes, so a size other
     than the stored one is part of the model id (``-<size>px``). ``precision`` (models/precision.py):
     "auto" runs bf16 where the hardware computes it, else fp32; "fp32" for bit-for-bit comparisons.
-    ``fold_norms`` folds the body's norms into its convolutions for inference (the same outputs
+    ``fold_norms`` folds the body's norms into its convolutions for inference (models/fold.py: the same outputs
     within float rounding, faster); pass False to get the stored tensors as they are (to train on)."""
     from safetensors.torch import load_file
 
@@ -385,7 +360,7 @@ def load_detector(path: str | Path, device: str | torch.device = "cpu",
     state = {k: (v.to(ref[k].dtype) if k in ref else v) for k, v in load_file(str(path)).items()}
     model.load_state_dict(state, strict=True)
     if fold_norms:
-        fold_batchnorm(model.backbone.body.eval())
+        fold_batchnorm(model.eval(), model.backbone.body)  # FPN and heads have no norms
     digest = weights_sha256(path)
     meta["weights_sha256"] = digest
     thresh = float(meta.get("score_threshold", 0.5)) if score_threshold is None else float(score_threshold)

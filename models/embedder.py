@@ -49,6 +49,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
+from models.fold import fold_batchnorm, refuse_folded
 from models.precision import precision_name, uses_bf16
 
 # Fixed normalisation constants (RGB order, on 0..1 pixel values). These are the ImageNet statistics,
@@ -227,6 +228,7 @@ def save_embedder(model: Embedder, path: str | Path, meta: dict | None = None) -
     """
     from safetensors.torch import save
 
+    refuse_folded(model)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {}
@@ -287,10 +289,12 @@ def model_id(path: str | Path) -> str:
 
 
 def load_embedder(path: str | Path, device: str | torch.device = "cpu",
-                  precision: str = "auto") -> tuple[Embedder, dict]:
+                  precision: str = "auto", fold_norms: bool = True) -> tuple[Embedder, dict]:
     """Rebuild the model (fp32 weights, eval mode, channels_last) on ``device``. ``embed`` runs in bf16 where
     ``precision`` says so (models/precision.py: "auto" where the hardware computes bf16; embeddings agree
-    with fp32 to a cosine of 0.9998 or more). ``meta`` is ``read_meta`` plus ``weights_sha256`` and ``model_id``."""
+    with fp32 to a cosine of 0.9998 or more). ``meta`` is ``read_meta`` plus ``weights_sha256`` and ``model_id``.
+    ``fold_norms`` folds the trunk's norms into its convolutions for inference (models/fold.py: the same
+    embeddings within float rounding, faster); pass False for the stored tensors as they are (to re-save)."""
     from safetensors.torch import load_file
 
     meta = read_meta(path)
@@ -303,6 +307,8 @@ def load_embedder(path: str | Path, device: str | torch.device = "cpu",
     ref = model.state_dict()
     state = {k: (v.to(ref[k].dtype) if k in ref else v) for k, v in state.items()}
     model.load_state_dict(state, strict=True)
+    if fold_norms:
+        fold_batchnorm(model.eval(), model.trunk)  # not the embedding's BatchNorm1d: no conv before it
     model.eval().to(device).to(memory_format=torch.channels_last)
     model.use_bf16 = uses_bf16(precision, torch.device(device))
     digest = weights_sha256(path)
