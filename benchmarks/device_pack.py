@@ -35,6 +35,8 @@ import cv2
 
 PROJECT = Path(__file__).resolve().parent.parent
 SHARED = PROJECT.parent / "shared"
+sys.path.insert(0, str(PROJECT))  # run from anywhere without install
+from models.det_data import read_cava  # noqa: E402
 MAX_SIDE = 640
 
 
@@ -90,16 +92,10 @@ def training_sources(shared: Path) -> list[tuple[Path, str, Path | list]]:
     sources = [(src, src.stem, icf / "labels" / "train" / f"{src.stem}.txt")
                for src in sorted((icf / "images" / "train").glob("*.jpg"))]
     for show in CAVA_SHOWS:
-        folder = shared / "data" / "cava" / show
-        if not (folder / "boxes.csv").exists():
-            continue
-        boxes: dict[str, list] = {}
-        with open(folder / "boxes.csv") as f:
-            for row in csv.DictReader(f):
-                if row["split"] == "train":
-                    boxes.setdefault(row["image"], []).append([float(row[k]) for k in ("x1", "y1", "x2", "y2")])
-        for image in sorted(boxes)[::CAVA_EVERY]:
-            sources.append((folder / image, f"cava_{show}_{Path(image).stem}", boxes[image]))
+        boxes_csv = shared / "data" / "cava" / show / "boxes.csv"
+        if boxes_csv.exists():
+            for boxed in read_cava(boxes_csv, split="train")[::CAVA_EVERY]:  # sorted by image name
+                sources.append((boxed.path, f"cava_{show}_{boxed.path.stem}", list(boxed.boxes)))
     return sources
 
 
