@@ -2,13 +2,12 @@
 tiny size: a lent GPU machine gives one try, so the script must already work end to end."""
 from __future__ import annotations
 
+import csv
 import importlib.util
 import os
 import shutil
 import subprocess
 import sys
-
-import csv
 from pathlib import Path
 
 import cv2
