@@ -204,11 +204,17 @@ class Manifest:
             if (hist["run_id"] == staging.run_id).any():
                 return int(hist.loc[hist["run_id"] == staging.run_id, "manifest_version"].iloc[0])
             version = len(hist)
-            marker = {"manifest_version": version, "run_info": run_info}
+            # The marker is what a later publisher rolls forward from, so it must read back as the
+            # same run_info: times are written as ISO text and parsed back in _publish_locked.
+            marker = {"manifest_version": version, "run_info": _jsonable(run_info)}
             staging.dir.mkdir(parents=True, exist_ok=True)
             tmp = staging.dir / ".publishing.json.tmp"
-            tmp.write_text(json.dumps(marker, default=str))
+            with open(tmp, "w") as f:
+                f.write(json.dumps(marker))
+                f.flush()
+                os.fsync(f.fileno())
             os.replace(tmp, staging.dir / "publishing.json")
+            _fault_point("marker")
             self._publish_locked(staging, version, run_info)
         return version
 
@@ -244,10 +250,10 @@ class Manifest:
         for table, (schema, keys) in TABLES.items():
             path = self.table_path(table)
             delta = self._delta(table)
-            committed = delta.transaction_version(APP_ID) if delta is not None else None
-            if committed is not None and committed >= version:
+            done = self._commit_of_run(delta, version, staging.run_id) if delta is not None else None
+            if done is not None:
                 # This table got this run's commit before a crash; its rows are in already.
-                table_versions[table] = self._version_of_commit(delta, version)
+                table_versions[table] = done
                 rows_added[table] = -1
                 continue
             staged = staging.read(table)
@@ -263,13 +269,12 @@ class Manifest:
                     app_transactions=[Transaction(app_id=APP_ID, version=version)]),
             )
             table_versions[table] = DeltaTable(str(path)).version()
-            if os.environ.get("TOONFACE_FAULT_KILL_AFTER_COMMIT") == table:  # fault injection for tests
-                os.kill(os.getpid(), 9)
+            _fault_point(table)
         row = {
             "manifest_version": version,
             "run_id": staging.run_id,
             "flow_run_id": str(run_info.get("flow_run_id") or ""),
-            "started_at": run_info.get("started_at") or _now(),
+            "started_at": _as_datetime(run_info.get("started_at")) or _now(),
             "published_at": _now(),
             "git_commit": str(run_info.get("git_commit") or ""),
             "config_hash": str(run_info.get("config_hash") or ""),
@@ -286,15 +291,22 @@ class Manifest:
             commit_properties=CommitProperties(
                 custom_metadata=metadata, app_transactions=[Transaction(app_id=APP_ID, version=version)]),
         )
+        _fault_point("runs")
         shutil.rmtree(staging.dir, ignore_errors=True)
 
     @staticmethod
-    def _version_of_commit(delta: DeltaTable, manifest_version: int) -> int:
+    def _commit_of_run(delta: DeltaTable, manifest_version: int, run_id: str) -> int | None:
+        """The Delta version holding this run's commit of `manifest_version`, if it was made. A commit
+        of the same manifest version by another run (one that died and whose staging was deleted by
+        hand) does not count: this run's rows must still go in."""
+        committed = delta.transaction_version(APP_ID)
+        if committed is None or committed < manifest_version:
+            return None
         for commit in delta.history():
-            if commit.get("toonface.manifest_version") == str(manifest_version):
+            if (commit.get("toonface.manifest_version") == str(manifest_version)
+                    and commit.get("toonface.run_id") == run_id):
                 return int(commit["version"])
-        raise ManifestError(f"table {delta.table_uri} has the transaction of version {manifest_version} "
-                            "but no commit metadata for it")
+        return None
 
     def remove_abandoned_staging(self) -> list[str]:
         """Delete staging folders of runs that died before publishing (their shard caches remain,
@@ -311,6 +323,28 @@ class Manifest:
                     shutil.rmtree(folder, ignore_errors=True)
                     removed.append(folder.name)
         return removed
+
+
+def _jsonable(value: Any) -> Any:
+    """run_info as plain JSON values: datetimes become ISO text (read back by _as_datetime)."""
+    return json.loads(json.dumps(value, default=lambda v: v.isoformat() if isinstance(v, dt.datetime) else str(v)))
+
+
+def _as_datetime(value: Any) -> dt.datetime | None:
+    if value is None or isinstance(value, dt.datetime):
+        return value
+    parsed = dt.datetime.fromisoformat(str(value))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+
+
+FAULT_POINTS = ("marker", *TABLES, "runs")
+
+
+def _fault_point(name: str) -> None:
+    """Fault injection for the crash tests: TOONFACE_FAULT_KILL_AFTER_COMMIT=<point> kills this process
+    with SIGKILL right after that step of a publish (see FAULT_POINTS)."""
+    if os.environ.get("TOONFACE_FAULT_KILL_AFTER_COMMIT") == name:
+        os.kill(os.getpid(), 9)
 
 
 def _new_rows(staged: pa.Table, keys: tuple[str, ...], existing: set[tuple]) -> pa.Table:

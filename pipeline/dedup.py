@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data_manifest.store import file_lock
 from pipeline.store import atomic_write
 
 
@@ -185,8 +186,6 @@ class PublishedIndex:
     def promote(self, published_runs: dict[str, int]) -> list[str]:
         """Add the parked vectors of every published run (oldest version first) to the index.
         Called after publishing, and at the start of a run in case one died in between."""
-        from data_manifest.store import file_lock
-
         promoted = []
         if not self.dir.exists():
             return promoted
@@ -194,18 +193,27 @@ class PublishedIndex:
             pending = {p.stem[len("pending-"):]: p for p in self.dir.glob("pending-*.npy")}
             for run_id in sorted((r for r in pending if r in published_runs), key=published_runs.get):
                 ids = json.loads((self.dir / f"pending-{run_id}.json").read_text())
-                self.commit(np.load(pending[run_id]), ids, published_runs[run_id])
+                self._commit_locked(np.load(pending[run_id]), ids, published_runs[run_id])
                 pending[run_id].unlink()
                 (self.dir / f"pending-{run_id}.json").unlink(missing_ok=True)
                 promoted.append(run_id)
         return promoted
 
     def commit(self, vectors: np.ndarray, ids: list[str], version: int) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with file_lock(self.dir / ".lock"):
+            self._commit_locked(vectors, ids, version)
+
+    def _commit_locked(self, vectors: np.ndarray, ids: list[str], version: int) -> None:
         old_vectors, old_ids = self.load()
+        # Two runs over the same library may both index a crop: an id already indexed is not added again.
+        known = set(old_ids)
+        fresh = [i for i, face_id in enumerate(ids) if face_id not in known and not known.add(face_id)]
+        vectors, ids = np.asarray(vectors, np.float32)[fresh] if len(fresh) else None, [ids[i] for i in fresh]
         if len(old_ids) and len(ids):
-            vectors = np.concatenate([old_vectors, vectors.astype(np.float32)])
-            ids = old_ids + list(ids)
-        elif len(old_ids):
+            vectors = np.concatenate([old_vectors, vectors])
+            ids = old_ids + ids
+        elif len(old_ids) or not len(ids):
             vectors, ids = old_vectors, old_ids
         self.dir.mkdir(parents=True, exist_ok=True)
         name = f"v{version:06d}"

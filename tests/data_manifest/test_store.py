@@ -103,6 +103,42 @@ def test_a_publisher_killed_midway_leaves_no_partial_version_and_is_rolled_forwa
     assert len(m.read("assets", version=1)) == 4
 
 
+@pytest.mark.parametrize("point", ["marker", "albums", "assets", "runs"])
+def test_a_publish_killed_at_any_point_with_a_start_time_is_rolled_forward(tmp_path, point):
+    # The runs row carries started_at; the marker it is rebuilt from must give it back as a time.
+    m = Manifest(tmp_path)
+    publish(m, "r0", [album("a")], [asset("s1", "a/1.jpg")])
+    started = "2026-12-05T01:02:03+00:00"
+    code = f"""
+import datetime as dt, sys; sys.path.insert(0, {PROJECT!r})
+from tests.data_manifest.test_store import publish, album, asset
+from data_manifest import Manifest
+publish(Manifest({str(tmp_path)!r}), 'killed', [album('b')], [asset('k'+str(i), 'b/'+str(i)) for i in range(3)],
+        started_at=dt.datetime.fromisoformat({started!r}))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "TOONFACE_FAULT_KILL_AFTER_COMMIT": point})
+    assert proc.returncode == -9
+    assert publish(m, "r2", [], [asset("s9", "a/9.jpg")]) == 2
+    hist = m.history()
+    assert list(hist["run_id"]) == ["r0", "killed", "r2"]
+    assert hist["started_at"][1] == dt.datetime.fromisoformat(started)
+    assert sorted(m.read("assets", version=1)["asset_id"]) == ["k0", "k1", "k2", "s1"]
+    assert sorted(m.read("albums")["album_id"]) == ["a", "b"]
+    assert not (m.root / "staging").exists() or not any((m.root / "staging").iterdir())
+
+
+def test_a_run_after_a_half_published_run_whose_staging_was_deleted_keeps_its_own_rows(tmp_path):
+    m = Manifest(tmp_path)
+    publish(m, "r0", [album("a")], [asset("s1", "a/1.jpg")])
+    proc = _publish_in_subprocess(tmp_path, "killed", 3, {"TOONFACE_FAULT_KILL_AFTER_COMMIT": "assets"})
+    assert proc.wait(60) == -9
+    import shutil
+    shutil.rmtree(m.root / "staging" / "killed")  # what a user did by hand to unblock the root
+    # r2 gets the manifest version the killed run had reached: its own commits must still be made.
+    assert publish(m, "r2", [album("c")], [asset("s9", "a/9.jpg")]) == 1
+    assert "s9" in set(m.read("assets")["asset_id"]) and "c" in set(m.read("albums")["album_id"])
+
+
 def test_two_writers_at_once_both_land_intact(tmp_path):
     procs = [_publish_in_subprocess(tmp_path, f"w{i}", 200) for i in range(2)]
     assert [p.wait(120) for p in procs] == [0, 0]

@@ -50,7 +50,8 @@ def test_incremental_dedup_against_published_crops(tmp_path):
     assert second.kept.tolist() == [False, True] and second.duplicate_of == ["r1a", None]
     index.commit(at_angle([45]), ["r2b"], version=1)
     assert index.load()[1] == ["r1a", "r1b", "r2b"]
-    assert sorted(p.name for p in (tmp_path / "index" / "emb-test").iterdir()) == ["CURRENT", "v000001.json", "v000001.npy"]
+    files = (tmp_path / "index" / "emb-test").iterdir()
+    assert sorted(p.name for p in files if not p.name.startswith(".")) == ["CURRENT", "v000001.json", "v000001.npy"]
 
 
 def test_many_random_vectors_match_brute_force():
@@ -118,3 +119,16 @@ def test_greedy_keep_equals_the_rule_written_out_on_brute_force_similarities():
             expected[i] = None
     assert 50 < len(vectors) - len(kept) < 400  # both outcomes are common here
     assert result.duplicate_of == [expected[i] for i in range(len(vectors))]
+
+
+def test_two_runs_publishing_the_same_crops_index_each_crop_once(tmp_path):
+    # Two runs over one library both stage the same 40 crops; the index must hold 40 ids, not 80.
+    vectors = np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32)
+    ids = [f"face-{i}" for i in range(40)]
+    index = PublishedIndex(tmp_path, "emb-test")
+    index.stage("run-a", vectors, ids)
+    index.stage("run-b", vectors[::-1], ids[::-1])
+    assert index.promote({"run-a": 0, "run-b": 1}) == ["run-a", "run-b"]
+    loaded, loaded_ids = index.load()
+    assert sorted(loaded_ids) == sorted(ids) and loaded.shape == (40, 8)
+    np.testing.assert_array_equal(loaded[loaded_ids.index("face-7")], vectors[7])
