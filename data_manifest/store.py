@@ -218,6 +218,12 @@ class Manifest:
             self._publish_locked(staging, version, run_info)
         return version
 
+    def recover(self) -> None:
+        """Roll forward any publish that a crash interrupted (publish does this too; call it first when
+        what to publish depends on what is published)."""
+        with file_lock(self.root / ".publish.lock"):
+            self._recover_locked()
+
     def _recover_locked(self) -> None:
         """Roll forward every run whose publishing began but whose runs row is missing."""
         staging_root = self.root / "staging"

@@ -25,29 +25,30 @@ from pipeline.detect import get_detector
 from pipeline.plan import plan_run
 from pipeline.progress import StageProgress
 from pipeline.report import contact_sheet, funnel_rows
-from pipeline.shards import EpisodeShard, RunContext, StillsShard, merge_counts, process_episode, process_stills
+from pipeline.shards import (EpisodeShard, RunContext, StillsShard, guarded, merge_counts, process_episode,
+                             process_stills)
 from pipeline.sources.library import Album, discover_albums
-from pipeline.web import ImageJob, WebShard, crawl_album, download_images, web_shards
+from pipeline.web import ImageJob, WebShard, crawl_album, download_images, record_crawl_failure, web_shards
 
 # Our own content-hash caches decide what is redone, so Prefect's input hashing is switched off.
 @task(name="episode-shard", cache_policy=NO_CACHE, task_run_name="{shard.name}")
 def episode_shard(shard: EpisodeShard, ctx: RunContext) -> dict[str, int]:
-    return process_episode(shard, ctx)
+    return guarded(process_episode, shard, ctx)
 
 
 @task(name="stills-shard", cache_policy=NO_CACHE, task_run_name="{shard.name}")
 def stills_shard(shard: StillsShard, ctx: RunContext) -> dict[str, int]:
-    return process_stills(shard, ctx)
+    return guarded(process_stills, shard, ctx)
 
 
 @task(name="crawl-album", cache_policy=NO_CACHE, task_run_name="crawl-{album.album_id}")
 def crawl_task(album: Album, ctx: RunContext) -> tuple[list[ImageJob], dict[str, int]]:
-    return crawl_album(album, ctx)
+    return guarded(crawl_album, album, ctx, on_failure=record_crawl_failure)
 
 
 @task(name="web-shard", cache_policy=NO_CACHE, task_run_name="{shard.name}")
 def web_shard(shard: WebShard, ctx: RunContext) -> dict[str, int]:
-    return download_images(shard, ctx)
+    return guarded(download_images, shard, ctx)
 
 
 @task(name="identity", cache_policy=NO_CACHE)
@@ -89,7 +90,8 @@ def _count_identity(counts: dict, outcome) -> None:
 
 def _run_shards(plan, web_albums: list[Album], ctx: RunContext, progress: bool | None) -> list[dict]:
     """Submit every shard to the task runner; return their counts. Crawls come first, as their
-    image URLs become download shards. A failed shard fails the run before anything is published
+    image URLs become download shards. A shard's bad input becomes a row (see `guarded`); a shard
+    that still fails had a run fault (disk, manifest) and fails the run before anything is published
     (finished work stays cached, so a rerun redoes only the rest)."""
     totals = {"shards": len(plan.shards) + len(web_albums), "stills": sum(len(s.files) for s in plan.stills_shards)}
     bar = StageProgress(totals, enabled=progress)
@@ -140,6 +142,7 @@ def ingest(library: str, albums: str | None = None, data_root: str = "data",
     manifest = Manifest(data_root)
     started = dt.datetime.now(dt.timezone.utc)
     run_id = f"{started:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+    manifest.recover()  # a run killed while publishing is rolled forward before this one plans
     removed = manifest.remove_abandoned_staging()
     if removed:
         logger.info("removed staging of %d runs that died before publishing: %s", len(removed), removed)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import errno
 import json
+import os
 from pathlib import Path
 
 import cv2
 
-from data_manifest.store import Manifest
+from data_manifest.store import Manifest, ManifestError
 from pipeline.config import IngestConfig
 from pipeline.detect import get_detector
 from pipeline.faces import FunnelCache, ImageAnalysis, analyse_images, funnel_key
@@ -47,6 +49,13 @@ class StillsShard:
     def name(self) -> str:
         return f"stills-{self.album_id}-{self.index:05d}"
 
+    def record_failure(self, ctx: "RunContext", detail: str) -> dict[str, int]:
+        """Rows for every still of a shard that failed as a whole: each one dropped as internal_error."""
+        rows = [error_asset_row(ctx, self.album_id, source, "still", detail) for _, source in self.files]
+        ctx.staging().write("assets", self.name, rows)
+        return {"stills": len(rows), "images_dropped": len(rows), "drop.image.internal_error": len(rows),
+                "internal_errors": len(rows)}
+
 
 @dataclasses.dataclass(frozen=True)
 class EpisodeShard:
@@ -58,6 +67,13 @@ class EpisodeShard:
     @property
     def name(self) -> str:
         return f"episode-{self.album_id}-{sha256_bytes(self.episode_path.encode())[:16]}"
+
+    def record_failure(self, ctx: "RunContext", detail: str) -> dict[str, int]:
+        """The episode's row, dropped as internal_error, when its shard failed as a whole."""
+        ctx.staging().write("episodes", self.name, [episode_row(self, ctx, status="dropped", size_bytes=0,
+                                                               episode_sha="", drop_reason="internal_error",
+                                                               detail=detail)])
+        return {"episodes": 1, "drop.episode.internal_error": 1, "internal_errors": 1}
 
 
 def asset_row(analysis: ImageAnalysis, ctx: RunContext, album_id: str, source: str, kind: str,
@@ -73,6 +89,67 @@ def asset_row(analysis: ImageAnalysis, ctx: RunContext, album_id: str, source: s
     }
 
 
+def error_asset_row(ctx: RunContext, album_id: str, source: str, kind: str, detail: str) -> dict:
+    """An input that could not be analysed at all; keyed by its source, as its bytes may be unknown."""
+    analysis = ImageAnalysis(sha256_bytes(source.encode(errors="backslashreplace")), 0, None, 0, 0,
+                             "internal_error", detail, [])
+    return asset_row(analysis, ctx, album_id, source, kind)
+
+
+# Errors that are the run's own (the disk, the manifest), not one input's: these still fail the run.
+RUN_FAULT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+
+
+def is_run_fault(exc: BaseException) -> bool:
+    return isinstance(exc, (MemoryError, ManifestError)) or (
+        isinstance(exc, OSError) and exc.errno in RUN_FAULT_ERRNOS)
+
+
+def describe(exc: BaseException) -> str:
+    """`detail` text of an internal_error row: the exception type first, so rows can be grouped by it."""
+    return f"{type(exc).__name__}: {exc}"[:1000]
+
+
+def guarded(process, work, ctx: RunContext, on_failure=None):
+    """`process(work, ctx)`; if it fails on something other than a run fault, `on_failure(work, ctx,
+    detail)` (default: the shard's `record_failure`) writes internal_error rows for its inputs instead,
+    and the run goes on. A rerun retries them: nothing of theirs is cached."""
+    try:
+        return process(work, ctx)
+    except Exception as exc:
+        if is_run_fault(exc):
+            raise
+        if on_failure is None:
+            return work.record_failure(ctx, describe(exc))
+        return on_failure(work, ctx, describe(exc))
+
+
+def analyse_each(datas: list[bytes], config: IngestConfig, detector, store: ContentStore,
+                 cache: FunnelCache) -> list[tuple[ImageAnalysis, bool]]:
+    """`analyse_images`, except that an unexpected error costs only the image that raised it: the batch
+    is retried one image at a time and that image gets an internal_error analysis (not cached)."""
+    try:
+        _fault_raise(datas)
+        return analyse_images(datas, config, detector, store, cache)
+    except Exception as exc:
+        if is_run_fault(exc):
+            raise
+        if len(datas) > 1:
+            return [result for data in datas for result in analyse_each([data], config, detector, store, cache)]
+        # Keyed apart from the image's own sha, so that a later run that analyses it can still publish it.
+        sha = sha256_bytes(datas[0])
+        return [(ImageAnalysis(sha256_bytes(f"internal_error:{sha}".encode()), len(datas[0]), None, 0, 0,
+                               "internal_error", f"{describe(exc)} (bytes sha256 {sha})"[:1000], []), False)]
+
+
+def _fault_raise(datas: list[bytes]) -> None:
+    """Fault injection for the tests: TOONFACE_FAULT_RAISE_ON=<sha256> makes the analysis of those
+    bytes raise, as an unknown bug in a stage would."""
+    target = os.environ.get("TOONFACE_FAULT_RAISE_ON")
+    if target and any(sha256_bytes(data) == target for data in datas):
+        raise RuntimeError(f"injected fault on {target[:12]}")
+
+
 def count_analysis(counts: collections.Counter, analysis: ImageAnalysis, cached: bool, precision: str | None) -> None:
     """Funnel counts of one image. `precision`: the detector's ("bf16"/"fp32"), counted per image it
     ran on, as `precision.<name>`, so a version says which float type its new faces came from."""
@@ -82,6 +159,8 @@ def count_analysis(counts: collections.Counter, analysis: ImageAnalysis, cached:
     if analysis.drop_reason:
         counts["images_dropped"] += 1
         counts[f"drop.image.{analysis.drop_reason}"] += 1
+        if analysis.drop_reason == "internal_error":
+            counts["internal_errors"] += 1
         return
     counts["images_ok"] += 1
     counts["faces_detected"] += len(analysis.faces)
@@ -116,7 +195,7 @@ def process_stills(shard: StillsShard, ctx: RunContext) -> dict[str, int]:
                 datas.append(Path(path).read_bytes())
             except OSError as exc:  # vanished or unreadable file: a row, not a crash
                 datas.append(exc)
-        analysed = iter(analyse_images([d for d in datas if isinstance(d, bytes)], config, detector, store, cache))
+        analysed = iter(analyse_each([d for d in datas if isinstance(d, bytes)], config, detector, store, cache))
         for (_, source), data in zip(batch, datas):
             counts["stills"] += 1
             if isinstance(data, bytes):
@@ -172,13 +251,18 @@ def _extract_episode(path: Path, episode_sha: str, ctx: RunContext) -> dict:
     return result
 
 
+def episode_row(shard: EpisodeShard, ctx: RunContext, **values) -> dict:
+    row = {"album_id": shard.album_id, "episode_path": shard.episode_path, "selected": True,
+           "sample_rank": shard.sample_rank, "run_id": ctx.run_id, "frames": 0, "detail": "",
+           "duration_s": None, "codec": None, "drop_reason": None, "status": "ok"}
+    return {**row, **values}
+
+
 def process_episode(shard: EpisodeShard, ctx: RunContext) -> dict[str, int]:
     config, store = ctx.config, ctx.store
     counts: collections.Counter = collections.Counter({"episodes": 1})
     path = Path(shard.path)
-    row = {"album_id": shard.album_id, "episode_path": shard.episode_path, "selected": True,
-           "sample_rank": shard.sample_rank, "run_id": ctx.run_id, "frames": 0, "detail": "",
-           "duration_s": None, "codec": None, "drop_reason": None, "status": "ok"}
+    row = episode_row(shard, ctx)
     try:
         row["size_bytes"] = path.stat().st_size
         row["episode_sha"] = episode_sha = _file_sha(ctx.data_root, path)
@@ -202,7 +286,7 @@ def process_episode(shard: EpisodeShard, ctx: RunContext) -> dict[str, int]:
     assets, faces = [], []
     for batch in chunks(extracted["frames"], config.detect_batch_size):
         datas = [store.get(frame["sha"], ".jpg") for frame in batch]
-        for frame, (analysis, cached) in zip(batch, analyse_images(datas, config, detector, store, cache)):
+        for frame, (analysis, cached) in zip(batch, analyse_each(datas, config, detector, store, cache)):
             counts["frames"] += 1
             count_analysis(counts, analysis, cached, detector.precision)
             source = f"{shard.album_id}/{shard.episode_path}#t={frame['timestamp_s']:g}"

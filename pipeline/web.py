@@ -24,8 +24,9 @@ from pathlib import Path
 from pipeline.config import IngestConfig
 from pipeline.decode import EXTENSIONS, sniff_format
 from pipeline.detect import get_detector
-from pipeline.faces import FunnelCache, ImageAnalysis, analyse_images, funnel_key
-from pipeline.shards import RunContext, asset_row, count_analysis, embed_kept, face_rows
+from pipeline.faces import FunnelCache, ImageAnalysis, funnel_key
+from pipeline.shards import (RunContext, analyse_each, asset_row, count_analysis, describe, embed_kept,
+                             error_asset_row, face_rows, is_run_fault)
 from pipeline.sources.downloader import Downloader, FetchResult, canonicalize_url
 from pipeline.sources.encyclopedia import PageShapeError, next_page_url, parse_characters
 from pipeline.sources.image_search import character_query, parse_search, read_url_list, search_url
@@ -50,6 +51,15 @@ class WebShard:
     @property
     def name(self) -> str:
         return f"web-{self.album_id}-{self.index:05d}"
+
+    def record_failure(self, ctx: RunContext, detail: str) -> dict[str, int]:
+        """Rows for every image URL of a shard that failed as a whole: each one dropped as internal_error."""
+        rows = []
+        for job in self.jobs:
+            row = error_asset_row(ctx, job.album_id, job.url, "web", detail)
+            rows.append({**row, "character": job.character, "query": job.query})
+        ctx.staging().write("assets", self.name, rows)
+        return {"images_dropped": len(rows), "drop.image.internal_error": len(rows), "internal_errors": len(rows)}
 
 
 # One downloader per process and settings: shards running in threads of one process share its
@@ -142,8 +152,8 @@ class _ImageIngest:
 
     def flush(self) -> list[ImageAnalysis]:
         queued, self._queued = self._queued, []
-        results = analyse_images([data for data, _ in queued], self.ctx.config, self.detector, self.ctx.store,
-                                 self.cache)
+        results = analyse_each([data for data, _ in queued], self.ctx.config, self.detector, self.ctx.store,
+                               self.cache)
         for (_, (album_id, source, kind, character, query)), (analysis, cached) in zip(queued, results):
             count_analysis(self.counts, analysis, cached, self.detector.precision)
             row = asset_row(analysis, self.ctx, album_id, source, kind)
@@ -177,6 +187,14 @@ def _fetch_page(dl: Downloader, url: str, parse, purpose: str, album_id: str, ct
         counts[f"drop.{purpose}.page_shape_not_recognised"] += 1
         downloads.append(_download_row(res, album_id, purpose, ctx.run_id,
                                        reason="page_shape_not_recognised", detail=str(exc)))
+        return None
+    except Exception as exc:  # a parser bug costs this page, not the run
+        if is_run_fault(exc):
+            raise
+        counts[f"drop.{purpose}.internal_error"] += 1
+        counts["internal_errors"] += 1
+        downloads.append(_download_row(res, album_id, purpose, ctx.run_id, reason="internal_error",
+                                       detail=describe(exc)))
         return None
     downloads.append(_download_row(res, album_id, purpose, ctx.run_id, detail=f"{len(records)} records"))
     return _Page(records, text, res.final_url)
@@ -319,6 +337,18 @@ def crawl_album(album: Album, ctx: RunContext) -> tuple[list[ImageJob], dict[str
     staging.write("assets", part, refs.assets)
     staging.write("faces", part, refs.faces)
     return list(jobs.values()), dict(counts)
+
+
+def record_crawl_failure(album: Album, ctx: RunContext, detail: str) -> tuple[list[ImageJob], dict[str, int]]:
+    """An album whose crawl failed as a whole: a `downloads` row per encyclopedia page saying so, and no
+    image jobs; its stills and episodes are published as usual."""
+    now = dt.datetime.now(dt.timezone.utc)
+    rows = [{"url": url, "album_id": album.album_id, "purpose": "encyclopedia", "final_url": None, "ok": False,
+             "reason": "internal_error", "http_status": None, "content_type": None, "asset_id": None,
+             "attempts": 0, "detail": detail, "fetched_at": now, "run_id": ctx.run_id}
+            for url in album.encyclopedia or ["albums-file"]]
+    ctx.staging().write("downloads", f"crawl-{album.album_id}", rows)
+    return [], {"drop.crawl.internal_error": 1, "internal_errors": 1}
 
 
 def _add_job(jobs: dict, url: str, album_id: str, character: str | None, query: str | None) -> None:

@@ -108,6 +108,7 @@ def merge_decisions(data_root: str | Path) -> int:
     """Publish the decisions not yet published as a new manifest version (its `labels` rows).
     Returns that version, or the latest version unchanged when there is nothing to publish."""
     manifest = Manifest(data_root)
+    manifest.recover()  # a merge killed mid-publish holds rows that are not pending any more
     latest = manifest.resolve_version()  # raises when nothing is published yet
     rows = pending_labels(data_root)
     if not rows:
