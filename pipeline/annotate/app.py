@@ -5,15 +5,14 @@ HttpOnly, SameSite=Strict), except the login form and its stylesheet. Images are
 only (64 hex characters, and only shas of faces in the manifest), so a path cannot leave the
 content store. State-changing requests must carry the session's CSRF token in `X-CSRF-Token`
 and, when the browser sends Origin or Referer, come from this origin; the login form carries a
-double-submit nonce instead. Refusals are 403 (CSRF, origin), 401 (no session, wrong token)."""
+double-submit nonce instead. Refusals are 403 (CSRF, origin), 401 (no session, wrong token), 429
+(a name locked out after failed logins), 413 (a body over MAX_BODY, refused before it is read)."""
 from __future__ import annotations
 
-import collections
 import contextlib
 import hmac
 import re
 import secrets
-import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -22,8 +21,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import BaseModel, Field
+from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
-from pipeline.annotate.service import AnnotationService, Refused, Settings
+from pipeline.annotate.db import NAME_RE
+from pipeline.annotate.service import AnnotationService, LoginThrottle, Refused, Settings
 from pipeline.store import ContentStore
 
 HERE = Path(__file__).resolve().parent
@@ -36,6 +37,8 @@ STATIC = {"annotate.js": "text/javascript; charset=utf-8", "annotate.css": "text
 CSP = ("default-src 'none'; img-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; "
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 MAX_FAILURES, FAILURE_WINDOW_S = 10, 600
+MAX_BODY = 64 * 1024          # the largest real request, a 48-face grid, is a few KB
+SHUTDOWN_GRACE_S = 5          # then requests still open (a client stalled mid-body) are cancelled
 
 
 class DecideIn(BaseModel):
@@ -85,7 +88,7 @@ def create_app(data_root: str | Path, settings: Settings | None = None, merge_on
     store = ContentStore(data_root / "store")
     templates = Environment(loader=FileSystemLoader(str(HERE / "templates")), autoescape=select_autoescape(["html"]))
     static = {name: (HERE / "static" / name).read_bytes() for name in STATIC}
-    failures: dict[str, collections.deque] = collections.defaultdict(collections.deque)
+    throttle = LoginThrottle(MAX_FAILURES, FAILURE_WINDOW_S)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -98,10 +101,14 @@ def create_app(data_root: str | Path, settings: Settings | None = None, merge_on
         service.close()
 
     app = FastAPI(title="toonface annotate", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
-    app.state.service = service
+    app.state.service, app.state.throttle = service, throttle
 
     def render(name: str, status: int = 200, **context) -> HTMLResponse:
         return HTMLResponse(templates.get_template(name).render(**context), status_code=status)
+
+    # A Content-Length over MAX_BODY is answered 413 before anything is read, a chunked body as soon
+    # as the bytes read pass it. Inside `guard` (added first): its task group would turn the 413 into a 500.
+    app.add_middleware(RequestBodyLimitMiddleware, max_body_size=MAX_BODY)
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
@@ -144,22 +151,18 @@ def create_app(data_root: str | Path, settings: Settings | None = None, merge_on
 
     @app.post("/login")
     async def login(request: Request):
-        form = {k: v[0] for k, v in parse_qs((await request.body())[:8192].decode("utf-8", "replace")).items()}
+        form = {k: v[0] for k, v in parse_qs((await request.body()).decode("utf-8", "replace")).items()}
         name, token = form.get("name", "").strip(), form.get("token", "")
         nonce = request.cookies.get(LOGIN_COOKIE, "")
         if not nonce or not hmac.compare_digest(nonce.encode(), form.get("nonce", "").encode()):
             return JSONResponse({"error": "missing or wrong login form token; reload the login page"}, status_code=403)
-        if len(failures) > 10_000:  # names tried at random do not grow this without bound
-            failures.clear()
-        recent = failures[name]
-        while recent and recent[0] < time.monotonic() - FAILURE_WINDOW_S:
-            recent.popleft()
-        if len(recent) >= MAX_FAILURES:
+        if not NAME_RE.match(name):   # no annotator has such a name: nothing to guess, nothing to track
+            return render("login.html", 401, nonce=nonce, error="Wrong name or token.")
+        if not throttle.attempt(name):
             return render("login.html", 429, nonce=nonce, error="Too many failed attempts; wait a few minutes.")
         if not await run_in_threadpool(service.db.check_login, name, token):
-            recent.append(time.monotonic())
             return render("login.html", 401, nonce=nonce, error="Wrong name or token.")
-        recent.clear()
+        throttle.succeeded(name)
         session, _ = service.db.create_session(name, service.settings.session_hours)
         response = RedirectResponse("/pair", status_code=303)
         _cookie(response, request, SESSION_COOKIE, session, int(service.settings.session_hours * 3600))
@@ -268,4 +271,5 @@ def serve(data_root: str | Path, host: str = "127.0.0.1", port: int = 8765, sett
 
     app = create_app(data_root, settings, merge_on_exit)
     print(f"toonface annotate: http://{host}:{port}/  (data root {Path(data_root).resolve()})", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
+                timeout_graceful_shutdown=SHUTDOWN_GRACE_S)

@@ -7,7 +7,7 @@ import functools
 import statistics
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from itertools import combinations
 from pathlib import Path
 
@@ -85,6 +85,67 @@ def cohen_kappa(a: list[bool], b: list[bool]) -> float | None:
     if pe >= 1.0:
         return 1.0 if po == 1.0 else None
     return (po - pe) / (1 - pe)
+
+
+class LoginThrottle:
+    """Failed logins per name: `limit` failures within `window_s` seconds lock the name out until
+    the oldest of them is `window_s` old. An attempt counts as a failure from the start (so parallel
+    guesses cannot overshoot the limit) until `succeeded` clears the name.
+
+    At most `capacity` names are tracked. Making room forgets expired names first, then the name
+    idle longest that is not locked out; a live lockout is never forgotten, so failing under other
+    names cannot unlock a victim. When every tracked name is locked out, names not tracked are
+    refused too (fail closed): the alternative, attempts nobody counts, would be unlimited guessing."""
+
+    def __init__(self, limit: int = 10, window_s: float = 600.0, capacity: int = 10_000):
+        self.limit, self.window_s, self.capacity = limit, window_s, capacity
+        self.failures: dict[str, deque] = {}   # kept in order of each name's latest failure
+        self.full_until = float("-inf")        # all locked out until this failure expires
+        self.lock = threading.Lock()
+
+    def _live(self, name: str, cutoff: float) -> deque | None:
+        recent = self.failures.get(name)
+        while recent and recent[0] <= cutoff:
+            recent.popleft()
+        return recent
+
+    def attempt(self, name: str) -> bool:
+        """Count an attempt under `name`; False (nothing counted) when it may not try now."""
+        now = time.monotonic()
+        with self.lock:
+            recent = self._live(name, now - self.window_s)
+            if recent is None:
+                if len(self.failures) >= self.capacity and not self._make_room(now - self.window_s):
+                    return False
+                recent = deque()
+            elif len(recent) >= self.limit:
+                return False
+            else:
+                del self.failures[name]     # re-inserted below: the most recent failure goes last
+            recent.append(now)
+            self.failures[name] = recent
+            return True
+
+    def succeeded(self, name: str) -> None:
+        with self.lock:
+            self.failures.pop(name, None)
+
+    def _make_room(self, cutoff: float) -> bool:
+        if cutoff < self.full_until:        # found full of lockouts, and none has expired since
+            return False
+        while self.failures:                # expired names sit at the front (oldest latest failure)
+            oldest = next(iter(self.failures))
+            if self.failures[oldest] and self.failures[oldest][-1] > cutoff:
+                break
+            del self.failures[oldest]
+        if len(self.failures) < self.capacity:
+            return True
+        for name in self.failures:          # else the idlest name that is not locked out
+            if len(self._live(name, cutoff)) < self.limit:
+                del self.failures[name]
+                return True
+        self.full_until = min(recent[0] for recent in self.failures.values())
+        return False
 
 
 class AnnotationService:

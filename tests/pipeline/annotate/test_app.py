@@ -11,7 +11,7 @@ with warnings.catch_warnings():  # starlette suggests httpx2 for its test client
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
-from pipeline.annotate.app import create_app
+from pipeline.annotate.app import MAX_BODY, create_app
 from pipeline.annotate.service import Settings
 from tests.pipeline.annotate.conftest import CSRF_RE, NONCE_RE, add_user
 
@@ -212,3 +212,36 @@ def test_stats_page_shows_how_the_pre_labels_fared_per_album(app_env):
     row = re.search(r'<tr data-album="toon">(.*?)</tr>', page, re.S).group(1)
     assert re.findall(r"<td[^>]*>([^<]*)</td>", row) == ["toon", "3", "2", "67%"]
     assert "2 of 3 judged pre-labels right (67%)" in page and "No setting reaches 95% over 30 faces judged in random order yet\n  (0 so far" in page
+
+
+def test_a_lockout_survives_failed_logins_under_10001_other_names(app_env):
+    client, _, _, token = app_env
+    for _ in range(10):
+        assert do_login(client, "ann", "wrong").status_code == 401
+    assert do_login(client, "ann", token).status_code == 429
+    throttle = client.app.state.throttle
+    for i in range(10_001):   # what 10,001 wrong logins under other names leave (through HTTP: 70 ms of scrypt each)
+        throttle.attempt(f"other{i}")
+    assert len(throttle.failures) <= 10_000
+    assert do_login(client, "ann", token).status_code == 429
+    # a name no annotator can have is refused without being tracked (the table's keys stay short)
+    assert do_login(client, "x" * 5000, token).status_code == 401 and "x" * 5000 not in throttle.failures
+
+
+def test_bodies_over_the_limit_are_refused_on_every_route_that_reads_one(app_env):
+    client, _, _, token = app_env
+    nonce = NONCE_RE.search(client.get("/login").text).group(1)
+    form = f"name=ann&token={token}&nonce={nonce}&pad="
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    r = client.post("/login", content=(form + "x" * (MAX_BODY + 1 - len(form))).encode(), headers=headers)
+    assert r.status_code == 413
+    r = client.post("/login", content=iter([form.encode()] + [b"x" * 4096] * 17), headers=headers)  # chunked
+    assert r.status_code == 413
+    r = client.post("/login", content=(form + "x" * (MAX_BODY - len(form))).encode(), headers=headers)
+    assert r.status_code == 303                   # exactly at the limit: a login
+    h = {"X-CSRF-Token": CSRF_RE.search(client.get("/pair").text).group(1), "Content-Type": "application/json"}
+    big = b'{"face_id": "p0", "proposed": "toon/alice", "decision": "same", "pad": "' + b"x" * MAX_BODY + b'"}'
+    for url in ("/api/decide", "/api/undo", "/api/grid"):
+        assert client.post(url, content=big, headers=h).status_code == 413, url
+        assert client.post(url, content=iter([big[:40], big[40:]]), headers=h).status_code == 413, url
+    assert client.get("/api/stats").json()["annotators"][0]["decisions"] == 0

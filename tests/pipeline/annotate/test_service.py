@@ -1,8 +1,9 @@
 """The annotation service without HTTP: queue order, undo, gold items, agreement, the audit
-trail's guarantees, and the merge into the manifest's labels table."""
+trail's guarantees, the merge into the manifest's labels table, the login throttle."""
 import argparse
 import json
 import sqlite3
+import time
 
 import pytest
 
@@ -11,7 +12,7 @@ from pipeline.annotate import cli as annotate_cli
 from pipeline.annotate import db as annotate_db
 from pipeline.annotate.catalogue import random_rank
 from pipeline.annotate.merge import merge_decisions, pending_labels, random_order_faces
-from pipeline.annotate.service import AnnotationService, Settings, cohen_kappa
+from pipeline.annotate.service import AnnotationService, LoginThrottle, Settings, cohen_kappa
 
 
 def ids(items):
@@ -232,3 +233,30 @@ def test_merge_publishes_majority_verdicts_once(data_root, capsys):
     assert new[["face_id", "identity", "verdict", "change"]].values.tolist() == [["p1", "toon/bob", "rejected", "added"]]
     # published faces leave the queue of a fresh server
     assert not {"p0", "p1", "p2"} & set(ids(AnnotationService(root, Settings(gold_rate=0)).queue("z", 50)))
+
+
+def test_failing_under_10001_other_names_does_not_lift_a_lockout():
+    throttle = LoginThrottle(limit=10, window_s=600, capacity=10_000)
+    assert all(throttle.attempt("victim") for _ in range(10))
+    assert not throttle.attempt("victim")
+    for i in range(10_001):                 # room for each new name: an unlocked name is forgotten
+        assert throttle.attempt(f"other{i}")
+        assert len(throttle.failures) <= 10_000
+    assert not throttle.attempt("victim")
+    assert "other0" not in throttle.failures and "other10000" in throttle.failures
+
+
+def test_the_throttle_forgets_expired_then_idlest_unlocked_names_and_never_a_lockout():
+    throttle = LoginThrottle(limit=3, window_s=0.3, capacity=3)
+    for name in ("a", "b", "c", "a"):
+        assert throttle.attempt(name)
+    assert throttle.attempt("d") and list(throttle.failures) == ["c", "a", "d"]   # b: idlest, not locked
+    for name, more in (("a", 1), ("c", 2), ("d", 2)):    # all three reach the limit
+        assert all(throttle.attempt(name) for _ in range(more))
+    assert list(throttle.failures) == ["a", "c", "d"] and not any(throttle.attempt(n) for n in "acd")
+    # every tracked name locked out: a new name is refused (fail closed), nothing is forgotten
+    assert not throttle.attempt("e") and not throttle.attempt("f") and list(throttle.failures) == ["a", "c", "d"]
+    time.sleep(0.35)                        # the window passes: lockouts end, expired names make room
+    assert throttle.attempt("e") and throttle.attempt("a") and list(throttle.failures) == ["e", "a"]
+    throttle.succeeded("a")
+    assert list(throttle.failures) == ["e"]
