@@ -30,7 +30,10 @@ What it guarantees
   discarded unread: reason `x_robots_tag`.
 * No request ever goes to a private, loopback, link-local, multicast, reserved, unspecified,
   CGNAT or otherwise non-global address (IPv4 and IPv6, including IPv4-mapped, NAT64 and 6to4
-  forms of those), unless the URL's host is in `allow_private_hosts`. The host is resolved and
+  forms of those), unless `allow_private_hosts` allows that origin: an entry "host:port" allows
+  exactly that port of the host (also as a redirect target); a bare "host" allows the host only at
+  the host:port the fetch started at, so a redirect or a robots.txt redirect to another port of an
+  allowed host, or from one allowed host to another, is refused. The host is resolved and
   checked before every request and every redirect hop (`private_address`, nothing sent), and the
   connection layer itself is pinned: each new socket connects only to addresses from the same vetted
   resolution (see `_GuardedConnectionMixin`), so DNS rebinding between the check and the connect
@@ -38,8 +41,14 @@ What it guarantees
   cookies are never stored or sent.
 * Size and time bounds: `Content-Length` above `max_bytes` is refused before the body is read, and
   the body is counted while streaming (after Content-Encoding decoding, so a gzip bomb stops at
-  `max_bytes` too); `total_timeout` bounds each request attempt from connect to last body byte
-  (enforced between reads and by shortening the socket timeout to the time left).
+  `max_bytes` too); `total_timeout` is a wall-clock limit on each request attempt (each retry, each
+  redirect hop, each robots.txt request) from connect to last body byte. A socket timeout restarts
+  with every packet, so a server trickling its headers a byte at a time never trips one: a watchdog
+  thread shuts the attempt's socket down when the deadline passes, which ends a blocked connect,
+  TLS handshake, header read or body read at once (reason `timeout`). A fetch therefore takes at
+  most about (retries + 1) * total_timeout per hop, plus backoff and rate-limit waits.
+* `cancel()` (safe in a signal handler) abandons every fetch in flight within about 0.1 s, wakes
+  every rate-limit / Retry-After / robots.txt wait, and refuses new fetches: all `cancelled`.
 * Redirects are followed by hand (`allow_redirects=False`): every hop is canonicalised, checked for
   private addresses and robots.txt, and rate limited; a hop back to an already visited URL is a
   `redirect_loop`; more than `max_redirects` hops is `too_many_redirects`.
@@ -57,9 +66,7 @@ Known limits
   share a filesystem with working locks do not coordinate, nor does the in-flight limit. Spacing is enforced on request *starts* in the
   client; what the server sees can differ by the send jitter (a few ms).
 * No HTTP proxy support (a proxy would defeat the address pin).
-* `total_timeout` can be overrun while the system resolver is blocked (see above) or while response
-  headers trickle in (the read timeout restarts per received packet until the headers are complete;
-  the overrun is detected and reported as `timeout` once they are).
+* `total_timeout` and `cancel()` can be overrun while the system resolver is blocked (see above).
 """
 from __future__ import annotations
 
@@ -67,11 +74,13 @@ import concurrent.futures as cf
 import contextlib
 import dataclasses
 import email.utils
+import errno
 import http.cookiejar
 import ipaddress
 import os
 import random
 import re
+import selectors
 import socket
 import sys
 import threading
@@ -79,7 +88,7 @@ import time
 import urllib.parse
 from collections import deque
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import requests
 import urllib3
@@ -87,7 +96,6 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
-from urllib3.util import connection as _u3_connection
 
 from pipeline.decode import sniff_format
 from pipeline.store import sha256_bytes
@@ -110,19 +118,21 @@ TOO_LARGE = "too_large"
 TRUNCATED = "truncated"
 WRONG_CONTENT_TYPE = "wrong_content_type"
 NOT_AN_IMAGE = "not_an_image"
+CANCELLED = "cancelled"
 INTERNAL_ERROR = "internal_error"
 
 #: Every `FetchResult.reason` is one of these keys, or `http_<code>` (see `is_reason`).
 REASONS: dict[str, str] = {
     INVALID_URL: "not an absolute http(s) URL, or a redirect Location that is not one",
-    PRIVATE_ADDRESS: "the host resolves to a non-public address (and is not in allow_private_hosts); "
-                     "nothing was sent to it",
+    PRIVATE_ADDRESS: "the host resolves to a non-public address and its host:port is not allowed by "
+                     "allow_private_hosts; nothing was sent to it",
     ROBOTS_DISALLOWED: "robots.txt disallows this URL for our user agent; nothing was requested",
     ROBOTS_UNAVAILABLE: "robots.txt answered 429/5xx or could not be fetched: the host is treated as "
                         "fully disallowed (RFC 9309)",
     X_ROBOTS_TAG: "the response carries an X-Robots-Tag that forbids our use (noai, noimageai; "
                   "none/noindex when honour_noindex); the body was discarded",
-    TIMEOUT: "connect, read or total timeout (after the retries)",
+    TIMEOUT: "connect or read timeout, or total_timeout: the wall-clock limit of one request attempt from "
+             "connect to last body byte, headers and TLS handshake included (after the retries)",
     CONNECTION_ERROR: "DNS failure, refused/reset connection, TLS error, bad content encoding "
                       "(after the retries where transient)",
     "http_<code>": "the final response had this status, e.g. http_404, http_500 (after the retries "
@@ -136,6 +146,8 @@ REASONS: dict[str, str] = {
                         "or none; html: text/html or application/xhtml+xml)",
     NOT_AN_IMAGE: "the bytes are not an image format we decode (magic bytes), whatever the "
                   "Content-Type said",
+    CANCELLED: "Downloader.cancel() was called (e.g. on SIGTERM) before or during this fetch; an "
+               "in-flight request was abandoned",
     INTERNAL_ERROR: "a bug in this module (an unexpected exception); please report it",
 }
 
@@ -427,22 +439,71 @@ def _norm_host_key(host: str) -> str:
         return host
 
 
+def _parse_allow_entry(entry: str) -> tuple[str, int | None]:
+    """An allow_private_hosts entry -> (host key, port or None): 'host', 'host:port', '[v6]',
+    '[v6]:port' or a bare IPv6 literal. ValueError for a malformed entry (a config typo should fail
+    loudly, not silently allow or refuse)."""
+    text = str(entry).strip()
+    port_s = None
+    if "/" in text:
+        raise ValueError(f"allow_private_hosts entry {entry!r}: write host or host:port, not a URL")
+    if text.startswith("["):
+        host, close, rest = text[1:].partition("]")
+        if not close or (rest and not rest.startswith(":")):
+            raise ValueError(f"allow_private_hosts entry {entry!r}: bad IPv6 literal")
+        port_s = rest[1:] if rest else None
+    elif text.count(":") == 1:
+        host, port_s = text.split(":")
+    else:
+        host = text
+        if ":" in host:
+            try:
+                ipaddress.IPv6Address(host)
+            except ValueError:
+                raise ValueError(f"allow_private_hosts entry {entry!r}: bad IPv6 literal "
+                                 f"(write [addr]:port for a port)") from None
+    if not host.strip():
+        raise ValueError(f"allow_private_hosts entry {entry!r}: no host")
+    port = None
+    if port_s is not None:
+        if not _DIGITS.match(port_s) or not 0 < int(port_s) <= 65535:
+            raise ValueError(f"allow_private_hosts entry {entry!r}: bad port {port_s!r}")
+        port = int(port_s)
+    return _norm_host_key(host), port
+
+
 class PrivateAddressError(Exception):
     """Raised (inside this module only) when a host resolves to a non-public address. Deliberately
     not an OSError, so urllib3/requests let it through unwrapped and never retry it."""
 
 
 class _AddressGuard:
-    """getaddrinfo with a short cache; refuses non-public results for hosts not allow-listed."""
+    """getaddrinfo with a short cache; refuses non-public results unless allow-listed.
+
+    allow_private_hosts entries are origins: 'host:port' allows that port of the host, wherever a
+    fetch comes from (a redirect included). An entry without a port allows the host only at the
+    origin a fetch starts at (`home`: the URL asked for, or a robots.txt's own origin), so a page on
+    an allowed 127.0.0.1:8080 cannot redirect us to 127.0.0.1:6379."""
 
     def __init__(self, allow: Iterable[str], ttl_s: float):
-        self.allow = frozenset(_norm_host_key(h) for h in allow)
+        entries = [_parse_allow_entry(e) for e in ([allow] if isinstance(allow, str) else allow)]
+        self.bare_hosts = frozenset(h for h, p in entries if p is None)
+        self.origins = frozenset((h, p) for h, p in entries if p is not None)
+        self.allow = frozenset(h if p is None else f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in entries)
         self.ttl_s = ttl_s
         self._cache: dict[str, tuple[float, list[str], str | None]] = {}
         self._lock = threading.Lock()
 
-    def resolve(self, host: str) -> list[str]:
-        """Vetted IP addresses of `host`; PrivateAddressError or socket.gaierror."""
+    def allowed(self, key: str, port: int | None, home: tuple[str, int] | None) -> bool:
+        """May (host key, port) be a private address? `home` None (the connection layer, which has no
+        fetch to ask) lets an entry without a port cover any port: the per-hop check already ran."""
+        if (key, port) in self.origins:
+            return True
+        return key in self.bare_hosts and (home is None or (_norm_host_key(home[0]), home[1]) == (key, port))
+
+    def resolve(self, host: str, port: int | None = None, home: tuple[str, int] | None = None) -> list[str]:
+        """Vetted IP addresses of `host` (to be reached at `port`, by a fetch that started at `home`);
+        PrivateAddressError or socket.gaierror."""
         key = _norm_host_key(host)
         now = time.monotonic()
         with self._lock:
@@ -458,31 +519,177 @@ class _AddressGuard:
                         self._cache.clear()
                     self._cache[key] = hit
         _, ips, bad = hit
-        if bad is not None and key not in self.allow:
-            raise PrivateAddressError(f"{host} resolves to non-public address {bad}")
+        if bad is not None and not self.allowed(key, port, home):
+            msg = f"{host} resolves to non-public address {bad}"
+            if key in self.bare_hosts or any(h == key for h, _ in self.origins):
+                msg += (f"; port {port} of it is not allowed (allow_private_hosts {sorted(self.allow)}: an entry "
+                        f"without a port covers only the host:port a fetch starts at)")
+            raise PrivateAddressError(msg)
         if not ips:
             raise socket.gaierror(socket.EAI_NONAME, f"no addresses for {host}")
         return ips
 
 
+# --------------------------------------------------------------------------------------------------
+# Wall-clock deadlines and cancellation
+# --------------------------------------------------------------------------------------------------
+
+_POLL_S = 0.1  # how often blocked waits look at deadlines and the cancel flag
+_CURRENT = threading.local()  # .attempt: the _Attempt the calling thread is making, for the connection layer
+
+
+def _shutdown(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Attempt:
+    """One request attempt: its wall-clock deadline, and the sockets to shut down when it is aborted
+    (deadline passed, or cancel()). A socket timeout restarts on every received packet, so a server
+    that trickles bytes never trips it; shutdown() instead wakes the blocked recv at once, wherever it
+    is: the TLS handshake, http.client reading the status line and headers, or the body. We hold our
+    own dup() of each socket, so shutting it down never races with urllib3 closing (and the OS
+    reusing) the original descriptor."""
+
+    def __init__(self, deadline: float):
+        self.deadline = deadline
+        self.aborted: str | None = None  # TIMEOUT or CANCELLED once aborted
+        self._socks: list[socket.socket] = []
+        self._done = False
+        self._lock = threading.Lock()
+
+    def watch(self, sock) -> None:
+        try:
+            dup = socket.fromfd(sock.fileno(), sock.family, sock.type)
+        except (OSError, ValueError):  # already closed: nothing to wake
+            return
+        with self._lock:
+            if self._done:
+                dup.close()
+                return
+            self._socks.append(dup)
+            if self.aborted:
+                _shutdown(dup)
+
+    def abort(self, why: str) -> None:
+        with self._lock:
+            if self.aborted or self._done:
+                return
+            self.aborted = why
+            for sock in self._socks:
+                _shutdown(sock)
+
+    def finish(self) -> None:
+        with self._lock:
+            self._done = True
+            socks, self._socks = self._socks, []
+        for sock in socks:
+            sock.close()
+
+
+class _Watchdog:
+    """Aborts every live attempt whose deadline has passed, and all of them once `is_cancelled()`.
+    One thread per downloader, alive only while attempts are (it exits after a second idle). It polls
+    instead of being woken, so cancel() can be a plain flag store, safe inside a signal handler."""
+
+    def __init__(self, is_cancelled: Callable[[], bool]):
+        self._is_cancelled = is_cancelled
+        self._live: set[_Attempt] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def begin(self, deadline: float) -> _Attempt:
+        att = _Attempt(deadline)
+        with self._lock:
+            self._live.add(att)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="toonface-dl-watchdog", daemon=True)
+                self._thread.start()
+        if self._is_cancelled():
+            att.abort(CANCELLED)
+        return att
+
+    def end(self, att: _Attempt) -> None:
+        with self._lock:
+            self._live.discard(att)
+        att.finish()
+
+    def _run(self) -> None:
+        idle_since = None
+        while True:
+            now = time.monotonic()
+            with self._lock:
+                live = list(self._live)
+                if live:
+                    idle_since = None
+                elif idle_since is None:
+                    idle_since = now
+                elif now - idle_since > 1.0:
+                    self._thread = None
+                    return
+            cancelled = self._is_cancelled()
+            for att in live:
+                if cancelled:
+                    att.abort(CANCELLED)
+                elif att.deadline <= now:
+                    att.abort(TIMEOUT)
+            nearest = min((a.deadline for a in live if not a.aborted), default=now + _POLL_S)
+            time.sleep(min(_POLL_S, max(0.005, nearest - time.monotonic())))
+
+
+def _connect(ip: str, port: int, timeout, source_address, socket_options, att: _Attempt | None) -> socket.socket:
+    """Connect to one vetted IP like urllib3's create_connection, but wait for the handshake in short
+    slices, so the attempt's deadline and cancel() also end a connect the network leaves hanging."""
+    timeout = float(timeout) if isinstance(timeout, (int, float)) else None
+    family, socktype, proto, _, sockaddr = socket.getaddrinfo(
+        ip, port, 0, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST)[0]
+    end = time.monotonic() + (timeout if timeout is not None else 3600.0)
+    if att is not None:
+        end = min(end, att.deadline)
+    sock = socket.socket(family, socktype, proto)
+    try:
+        for opt in socket_options or ():
+            sock.setsockopt(*opt)
+        if source_address:
+            sock.bind(source_address)
+        sock.setblocking(False)
+        err = sock.connect_ex(sockaddr)
+        if err in (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EALREADY, errno.EINTR):
+            with selectors.DefaultSelector() as sel:
+                sel.register(sock, selectors.EVENT_WRITE)
+                while not sel.select(min(_POLL_S, max(0.0, end - time.monotonic()))):
+                    if att is not None and att.aborted:
+                        raise ConnectionAbortedError(f"connect abandoned: {att.aborted}")
+                    if time.monotonic() >= end:
+                        raise socket.timeout("timed out")
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            raise OSError(err, os.strerror(err))
+        sock.settimeout(timeout)
+        return sock
+    except BaseException:
+        sock.close()
+        raise
+
+
 class _GuardedConnectionMixin:
     """Connect only to addresses the guard has vetted (the same resolution it checked), so a DNS
     answer that changes between the check and the connect (rebinding) cannot reach an internal host.
-    TLS still uses the host name for SNI and certificate checks."""
+    TLS still uses the host name for SNI and certificate checks. Every socket is handed to the
+    calling thread's current _Attempt, which shuts it down when the attempt's deadline passes."""
 
     _guard: _AddressGuard
 
     def _new_conn(self) -> socket.socket:  # overrides urllib3.connection.HTTPConnection._new_conn
         try:
-            ips = self._guard.resolve(self._dns_host)
+            ips = self._guard.resolve(self._dns_host, self.port)
         except socket.gaierror as exc:
             raise NameResolutionError(self.host, self, exc) from exc
+        att = getattr(_CURRENT, "attempt", None)
         error: Exception | None = None
         for ip in ips:
             try:
-                sock = _u3_connection.create_connection(
-                    (ip, self.port), self.timeout,
-                    source_address=self.source_address, socket_options=self.socket_options)
+                sock = _connect(ip, self.port, self.timeout, self.source_address, self.socket_options, att)
             except socket.timeout as exc:
                 error = ConnectTimeoutError(
                     self, f"Connection to {self.host} ({ip}) timed out. (connect timeout={self.timeout})")
@@ -492,9 +699,17 @@ class _GuardedConnectionMixin:
                 error.__cause__ = exc
             else:
                 sys.audit("http.client.connect", self, self.host, self.port)
+                if att is not None:  # watched from here on: the TLS handshake, then the response
+                    att.watch(sock)
                 return sock
         assert error is not None
         raise error
+
+    def request(self, *args, **kwargs):  # a reused keep-alive connection: watch its socket too
+        att = getattr(_CURRENT, "attempt", None)
+        if att is not None and self.sock is not None:
+            att.watch(self.sock)
+        return super().request(*args, **kwargs)
 
 
 class _Session(requests.Session):
@@ -536,12 +751,14 @@ class _DomainLimiter:
     With `shared_dir`, start times are also reserved in one file per domain under that folder,
     under an exclusive lock (flock), so every process on the machine that uses the same folder (the
     workers of a local Dask cluster, several flow runs) keeps the same spacing. The concurrency
-    limit stays per process."""
+    limit stays per process. Both waits give up with `cancelled` once `is_cancelled()`."""
 
-    def __init__(self, interval_s: float, max_per_domain: int, shared_dir: str | os.PathLike | None = None):
+    def __init__(self, interval_s: float, max_per_domain: int, shared_dir: str | os.PathLike | None = None,
+                 is_cancelled: Callable[[], bool] = lambda: False):
         self.default_interval = interval_s
         self.max_per_domain = max_per_domain
         self.shared_dir = Path(shared_dir) if shared_dir else None
+        self._is_cancelled = is_cancelled
         self._cv = threading.Condition()
         self._next: dict[tuple, float] = {}
         self._active: dict[tuple, int] = {}
@@ -593,15 +810,18 @@ class _DomainLimiter:
     def slot(self, key: tuple):
         with self._cv:
             while self._active.get(key, 0) >= self.max_per_domain:
-                self._cv.wait()
+                if self._is_cancelled():
+                    raise _Fail(CANCELLED, "cancelled while waiting for a free slot of the domain")
+                self._cv.wait(_POLL_S)
             self._active[key] = self._active.get(key, 0) + 1
             start = max(time.monotonic(), self._next.get(key, 0.0))
             start = self._shared(key, start, self.interval(key))
             self._next[key] = start + self.interval(key)
         try:
-            delay = start - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
+            while (delay := start - time.monotonic()) > 0:  # in slices: a Retry-After can be minutes
+                if self._is_cancelled():
+                    raise _Fail(CANCELLED, "cancelled while waiting for the domain's rate limit")
+                time.sleep(min(delay, _POLL_S))
             yield
         finally:
             with self._cv:
@@ -814,7 +1034,8 @@ _XRT_AGENT = re.compile(r"^\s*([A-Za-z0-9_.-]+)\s*:\s*(.*)$", re.DOTALL)
 class Downloader:
     """Polite concurrent fetcher; see the module docstring. Thread-safe (fetch may be called from
     several threads; all share one rate limiter, robots cache and connection pool); use as a context
-    manager or call close().
+    manager or call close(). `cancel()` (safe in a signal handler) abandons everything in flight and
+    makes it unusable: see there.
 
     Settings (keyword only):
       user_agent          sent on every request; its product token (before the first '/') is the
@@ -834,8 +1055,11 @@ class Downloader:
       obey_robots         robots.txt (True); robots_ttl_s cache lifetime (24 h); max_crawl_delay_s
                           cap on a robots Crawl-delay (30 s)
       honour_noindex      X-Robots-Tag none/noindex also discard the body (False)
-      allow_private_hosts host names / IP literals (as written in URLs) that may resolve to
-                          non-public addresses, e.g. {"127.0.0.1"} for tests (empty)
+      allow_private_hosts origins that may resolve to non-public addresses (empty): "host:port"
+                          (host as written in URLs, IPv6 in brackets) allows that port of the
+                          host, redirects included; a bare "host" allows it only at the host:port
+                          a fetch starts at, never as a redirect target on another port or from
+                          another host. E.g. {"127.0.0.1"} for tests
       dns_cache_ttl_s     lifetime of a vetted DNS answer (30 s; 0 = resolve every time)
       lookahead           URLs fetch_many reads ahead to find domains that are ready
       verify              TLS verification: True (certifi bundle) or a CA bundle path
@@ -898,7 +1122,10 @@ class Downloader:
 
         self._guard = _AddressGuard(allow_private_hosts, dns_cache_ttl_s)
         self.allow_private_hosts = self._guard.allow
-        self._limiter = _DomainLimiter(self.min_interval_s, self.max_per_domain, rate_limit_dir)
+        self._cancel_requested = False  # a plain bool: cancel() must be safe in a signal handler
+        self._watchdog = _Watchdog(lambda: self._cancel_requested)
+        self._limiter = _DomainLimiter(self.min_interval_s, self.max_per_domain, rate_limit_dir,
+                                       lambda: self._cancel_requested)
         self._robots: dict[tuple, _RobotsSlot] = {}
         self._robots_lock = threading.Lock()
         self._rng = random.Random()
@@ -919,7 +1146,24 @@ class Downloader:
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def close(self) -> None:
+        """Release pooled connections (a later fetch opens new ones). Does not cancel: see cancel()."""
         self._session.close()
+
+    def cancel(self) -> None:
+        """Abandon every fetch in flight and refuse new ones, for good (e.g. from a SIGTERM handler).
+
+        Returns at once; it only sets a flag, so it is safe in a signal handler and from any thread.
+        Within about 0.1 s every blocked request has its socket shut down (connect, TLS handshake,
+        headers or body) and every wait (rate limit, Retry-After, robots.txt of another thread)
+        gives up: those fetches, and every later `fetch`, return `ok=False, reason="cancelled"`
+        (attempts 0 when nothing was sent). `fetch_many` stops reading `urls`, yields the in-flight
+        fetches as they return and every URL it had read but not started, all `cancelled`, then
+        ends. Not interruptible: a system DNS lookup in progress (see Known limits)."""
+        self._cancel_requested = True
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel_requested
 
     def __enter__(self) -> "Downloader":
         return self
@@ -958,6 +1202,14 @@ class Downloader:
         pool = cf.ThreadPoolExecutor(self.max_workers, thread_name_prefix="toonface-dl")
         try:
             while True:
+                if self._cancel_requested:  # read no more; what was read but not started comes back cancelled
+                    exhausted = True
+                    for key in order:
+                        for canonical in pending[key]:
+                            yield self._cancelled_result(canonical, "cancelled before it started")
+                    pending.clear()
+                    order.clear()
+                    buffered = 0
                 while not exhausted and buffered < self.lookahead:
                     try:
                         raw = next(source)
@@ -1012,7 +1264,7 @@ class Downloader:
                     return
                 timeout = None if wake is None else max(0.0, wake - time.monotonic())
                 if not inflight:
-                    time.sleep(timeout if timeout is not None else 0.01)
+                    time.sleep(min(timeout if timeout is not None else 0.01, _POLL_S))
                     continue
                 done, _ = cf.wait(list(inflight), timeout=timeout, return_when=cf.FIRST_COMPLETED)
                 for fut in done:
@@ -1039,12 +1291,18 @@ class Downloader:
         return (host, port)
 
     @staticmethod
+    def _cancelled_result(canonical: str, detail: str) -> FetchResult:
+        return FetchResult(canonical, canonical, False, CANCELLED, None, None, None, None, None, 0, 0.0, detail)
+
+    @staticmethod
     def _invalid(url, exc: Exception, t0: float) -> FetchResult:
         text = url if isinstance(url, str) else repr(url)
         return FetchResult(text, text, False, INVALID_URL, None, None, None, None, None, 0,
                            time.monotonic() - t0, str(exc))
 
     def _fetch_canonical(self, canonical: str, expect: str, t0: float) -> FetchResult:
+        if self._cancel_requested:
+            return self._cancelled_result(canonical, "the downloader was cancelled; nothing was requested")
         st = _State(final_url=canonical)
         try:
             data, fmt = self._follow(canonical, expect, st)
@@ -1060,15 +1318,16 @@ class Downloader:
     def _follow(self, canonical: str, expect: str, st: _State) -> tuple[bytes, str | None]:
         current = canonical
         visited = {canonical}
+        home = _url_parts(canonical)[1:]  # the origin asked for: what a port-less allow-list entry covers
         for hop in range(self.max_redirects + 1):
             st.final_url = current
             scheme, host, port = _url_parts(current)
             key = (host, port)
-            self._precheck(host)
+            self._precheck(host, port, home)
             if self.obey_robots:
                 self._check_robots(scheme, host, port, current)
             outcome = self._with_retries(current, key, lambda r, d: self._handle(r, d, expect, st), st,
-                                         _ACCEPT[expect])
+                                         _ACCEPT[expect], home)
             if not isinstance(outcome, _Redirect):
                 return outcome
             target = self._redirect_target(current, outcome.location)
@@ -1091,9 +1350,9 @@ class Downloader:
         except ValueError as exc:
             raise _Fail(INVALID_URL, f"redirect to {location!r}: {exc}") from None
 
-    def _precheck(self, host: str) -> None:
+    def _precheck(self, host: str, port: int, home: tuple[str, int]) -> None:
         try:
-            self._guard.resolve(host)
+            self._guard.resolve(host, port, home)
         except PrivateAddressError as exc:
             raise _Fail(PRIVATE_ADDRESS, str(exc)) from None
         except socket.gaierror as exc:
@@ -1109,12 +1368,14 @@ class Downloader:
         delay = min(self.backoff_max_s, self.backoff_base_s * (2 ** retry_index))
         return delay / 2 + self._rng.uniform(0, delay / 2)  # "equal jitter": at least half the delay
 
-    def _with_retries(self, url: str, key: tuple, handler, st: _State | None, accept: str):
+    def _with_retries(self, url: str, key: tuple, handler, st: _State | None, accept: str, home: tuple[str, int]):
         for i in range(self.retries + 1):
+            if self._cancel_requested:
+                raise _Fail(CANCELLED, "the downloader was cancelled")
             if st is not None:
                 st.attempts += 1
             try:
-                self._precheck(key[0])
+                self._precheck(key[0], key[1], home)
                 return self._attempt(url, key, handler, st, accept)
             except _Retry as r:
                 final = r.reason
@@ -1133,37 +1394,75 @@ class Downloader:
 
     def _attempt(self, url: str, key: tuple, handler, st: _State | None, accept: str):
         with self._limiter.slot(key):
-            deadline = time.monotonic() + self.total_timeout
+            # The watchdog shuts the attempt's sockets down at the deadline or on cancel(); the
+            # connection layer, running in this thread, finds the attempt through _CURRENT.
+            att = self._watchdog.begin(time.monotonic() + self.total_timeout)
+            _CURRENT.attempt = att
             try:
-                resp = self._session.get(url, headers={"Accept": accept}, stream=True,
-                                         allow_redirects=False, timeout=self._timeout)
-            except PrivateAddressError as exc:
-                raise _Fail(PRIVATE_ADDRESS, str(exc)) from None
-            except requests.exceptions.Timeout as exc:
-                raise _Retry(TIMEOUT, f"{type(exc).__name__}: {exc}") from None
-            except requests.exceptions.SSLError as exc:
-                raise _Fail(CONNECTION_ERROR, f"TLS: {exc}") from None
-            except requests.exceptions.ConnectionError as exc:
-                private = _find_cause(exc, PrivateAddressError)
-                if private is not None:
-                    raise _Fail(PRIVATE_ADDRESS, str(private)) from None
-                if _find_cause(exc, NameResolutionError) is not None:
-                    raise _Fail(CONNECTION_ERROR, f"DNS: {exc}") from None
-                raise _Retry(CONNECTION_ERROR, f"{type(exc).__name__}: {exc}") from None
-            except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
-                    requests.exceptions.MissingSchema, requests.exceptions.URLRequired) as exc:
-                raise _Fail(INVALID_URL, str(exc)) from None
-            except requests.exceptions.RequestException as exc:
-                raise _Fail(CONNECTION_ERROR, f"{type(exc).__name__}: {exc}") from None
-            try:
-                if st is not None:
-                    st.http_status = resp.status_code
-                    st.content_type = resp.headers.get("Content-Type")
-                if time.monotonic() > deadline:
-                    raise _Retry(TIMEOUT, f"response headers took longer than total_timeout={self.total_timeout:g} s")
-                return handler(resp, deadline)
+                return self._attempt_watched(att, url, handler, st, accept)
             finally:
-                resp.close()
+                _CURRENT.attempt = None
+                self._watchdog.end(att)
+
+    def _aborted(self, att: _Attempt, what: str, exc: BaseException | None) -> Exception:
+        """The failure of an attempt the watchdog aborted; `exc` is what the shut-down socket caused."""
+        cause = getattr(exc, "detail", None) or (f"{type(exc).__name__}: {exc}" if exc is not None else "")
+        cause = f" ({cause})" if cause else ""
+        if att.aborted == CANCELLED:
+            return _Fail(CANCELLED, f"cancelled while waiting for {what}{cause}")
+        return _Retry(TIMEOUT, f"{what} not complete within total_timeout={self.total_timeout:g} s{cause}")
+
+    def _attempt_watched(self, att: _Attempt, url: str, handler, st: _State | None, accept: str):
+        try:
+            resp = self._get(url, accept)
+        except Exception as exc:
+            if att.aborted:  # whatever the shut-down socket looked like (reset, EOF, TLS error)
+                raise self._aborted(att, "the connection or the response headers", exc) from None
+            raise
+        try:
+            if st is not None:
+                st.http_status = resp.status_code
+                st.content_type = resp.headers.get("Content-Type")
+            if att.aborted:  # the shutdown's EOF ends header parsing early, without an error
+                raise self._aborted(att, "the response headers", None)
+            if time.monotonic() > att.deadline:
+                raise _Retry(TIMEOUT, f"response headers took longer than total_timeout={self.total_timeout:g} s")
+            try:
+                result = handler(resp, att.deadline)
+            except Exception as exc:
+                # A cut body reads as truncated or as a decoding error: report why it was cut.
+                if att.aborted == CANCELLED or (att.aborted and getattr(exc, "reason", None) != TIMEOUT):
+                    raise self._aborted(att, "the body", exc) from None
+                raise
+            if att.aborted:  # a body cut by the shutdown can look complete (no Content-Length)
+                raise self._aborted(att, "the body", None)
+            return result
+        finally:
+            resp.close()
+
+    def _get(self, url: str, accept: str) -> requests.Response:
+        """The request up to the response headers; every failure as _Fail or _Retry."""
+        try:
+            return self._session.get(url, headers={"Accept": accept}, stream=True,
+                                     allow_redirects=False, timeout=self._timeout)
+        except PrivateAddressError as exc:
+            raise _Fail(PRIVATE_ADDRESS, str(exc)) from None
+        except requests.exceptions.Timeout as exc:
+            raise _Retry(TIMEOUT, f"{type(exc).__name__}: {exc}") from None
+        except requests.exceptions.SSLError as exc:
+            raise _Fail(CONNECTION_ERROR, f"TLS: {exc}") from None
+        except requests.exceptions.ConnectionError as exc:
+            private = _find_cause(exc, PrivateAddressError)
+            if private is not None:
+                raise _Fail(PRIVATE_ADDRESS, str(private)) from None
+            if _find_cause(exc, NameResolutionError) is not None:
+                raise _Fail(CONNECTION_ERROR, f"DNS: {exc}") from None
+            raise _Retry(CONNECTION_ERROR, f"{type(exc).__name__}: {exc}") from None
+        except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
+                requests.exceptions.MissingSchema, requests.exceptions.URLRequired) as exc:
+            raise _Fail(INVALID_URL, str(exc)) from None
+        except requests.exceptions.RequestException as exc:
+            raise _Fail(CONNECTION_ERROR, f"{type(exc).__name__}: {exc}") from None
 
     def _read_body(self, resp: requests.Response, deadline: float, limit: int, *, cut_at_limit: bool = False) -> bytes:
         """Stream the (decoded) body, at most `limit` bytes (too_large beyond, or cut there when
@@ -1283,6 +1582,8 @@ class Downloader:
 
     def _check_robots(self, scheme: str, host: str, port: int, url: str) -> None:
         rules = self._robots_rules(scheme, host, port)
+        if self._cancel_requested:  # robots.txt "unavailable" because we abandoned it is no verdict
+            raise _Fail(CANCELLED, f"cancelled while checking robots.txt of {scheme}://{host}:{port}")
         if rules.kind == _RobotsRules.DISALLOW_ALL:
             raise _Fail(ROBOTS_UNAVAILABLE, rules.detail)
         if not rules.allowed(url):
@@ -1306,7 +1607,9 @@ class Downloader:
             slot.expires = time.monotonic() + self.robots_ttl_s
             slot.ready.set()
         else:
-            slot.ready.wait()
+            while not slot.ready.wait(_POLL_S):
+                if self._cancel_requested:
+                    raise _Fail(CANCELLED, "cancelled while waiting for robots.txt")
         return slot.rules
 
     def _fetch_robots(self, scheme: str, host: str, port: int) -> _RobotsRules:
@@ -1332,8 +1635,9 @@ class Downloader:
         try:
             for _ in range(5 + 1):  # RFC 9309: follow at least five redirects
                 r_scheme, r_host, r_port = _url_parts(current)
-                self._precheck(r_host)
-                outcome = self._with_retries(current, (r_host, r_port), handler, None, "text/plain,*/*;q=0.5")
+                self._precheck(r_host, r_port, (host, port))
+                outcome = self._with_retries(current, (r_host, r_port), handler, None, "text/plain,*/*;q=0.5",
+                                             (host, port))
                 if not isinstance(outcome, _Redirect):
                     return outcome
                 target = self._redirect_target(current, outcome.location)

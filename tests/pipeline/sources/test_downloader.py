@@ -187,6 +187,8 @@ class FaultHandler(BaseHTTPRequestHandler):
                 return self.send(200, ROBOTS_RULES.encode(), "text/plain")
             if mode == "crawl-delay":
                 return self.send(200, ROBOTS_CRAWL_DELAY.encode(), "text/plain")
+            if mode.startswith("http"):  # robots.txt redirects there
+                return self.send(301, b"", "text/plain", {"Location": mode})
             return self.send(int(mode), b"no robots here", "text/plain")
         if path.startswith("/img/") or path.startswith("/private/") or path.startswith("/chain/10"):
             return self.send(200, jpeg(name))
@@ -544,17 +546,89 @@ def test_connection_pin_refuses_rebinding(server, only_local_traffic, monkeypatc
         real = dl._guard.resolve
         calls = []
 
-        def rebinding(host):
+        def rebinding(host, *args):
             calls.append(host)
             if len(calls) == 1 or len(calls) == 2:
                 return ["93.184.215.14"]  # pretend the pre-checks saw a public address
-            return real(host)  # then the connection layer resolves to 127.0.0.1
+            return real(host, *args)  # then the connection layer resolves to 127.0.0.1
 
         monkeypatch.setattr(dl._guard, "resolve", rebinding)
         res = check(dl.fetch(server.url("/img/rebind.jpg")), "private_address")
     assert len(calls) >= 3
     assert "/img/rebind.jpg" not in server.paths()
     assert not _connected_hosts(only_local_traffic)
+
+
+# ---------------------------------------------------------------------------------------------
+# The private-host allow-list holds origins: a redirect cannot move to another port of an allowed host.
+
+@pytest.fixture
+def other():
+    """A second server on the same host, another port: what a redirect must not reach unasked."""
+    srv = FaultServer()
+    yield srv
+    srv.close()
+
+
+def _dialled_ports(since: int) -> set[int]:
+    return {addr[1] for addr in _CONNECTS[since:] if isinstance(addr, tuple)}
+
+
+def test_allowed_host_without_port_does_not_let_a_redirect_reach_another_port(server, other, only_local_traffic):
+    with make() as dl:  # allow_private_hosts={"127.0.0.1"}
+        res = check(dl.fetch(server.url(f"/redirect?to={other.url('/img/o.jpg')}")), "private_address")
+        assert res.final_url == other.url("/img/o.jpg") and res.attempts == 1
+        assert f"port {other.port}" in res.detail and "allow_private_hosts" in res.detail
+        assert other.paths() == [] and other.port not in _dialled_ports(only_local_traffic)
+        check(dl.fetch(other.url("/img/o.jpg")), None)  # asked for directly, that origin is fine
+
+
+def test_allow_list_entry_with_a_port_is_that_origin_only(server, other, only_local_traffic):
+    to_other = server.url(f"/redirect?to={other.url('/img/o2.jpg')}")
+    with make(allow_private_hosts={f"127.0.0.1:{server.port}"}) as dl:
+        check(dl.fetch(server.url("/img/s.jpg")), None)
+        check(dl.fetch(to_other), "private_address")
+        res = check(dl.fetch(other.url("/img/o2.jpg")), "private_address")
+        assert res.attempts == 0
+    assert other.paths() == [] and other.port not in _dialled_ports(only_local_traffic)
+    with make(allow_private_hosts=[f"127.0.0.1:{server.port}", f"127.0.0.1:{other.port}"]) as dl:
+        res = check(dl.fetch(to_other), None)  # both origins listed: the redirect may go there
+        assert res.final_url == other.url("/img/o2.jpg") and res.attempts == 2
+
+
+def test_allowed_bare_hosts_cover_only_the_origin_a_fetch_starts_at(server):
+    # localhost and 127.0.0.1 are both listed, but a fetch started at localhost may not hop to 127.0.0.1.
+    with make(allow_private_hosts={"127.0.0.1", "localhost"}) as dl:
+        url = server.url(f"/redirect?to={server.url('/img/b.jpg')}", "localhost")
+        check(dl.fetch(url), "private_address")
+        check(dl.fetch(server.url("/redirect?to=/img/b.jpg", "localhost")), None)  # same origin is fine
+
+
+def test_robots_txt_redirect_to_another_port_is_refused(other, only_local_traffic):
+    srv = FaultServer(robots=other.url("/robots.txt"))
+    try:
+        with make() as dl:
+            res = check(dl.fetch(srv.url("/img/r.jpg")), "robots_unavailable")
+        assert "private_address" in res.detail
+        assert srv.paths() == ["/robots.txt"] and other.paths() == []
+        assert other.port not in _dialled_ports(only_local_traffic)
+    finally:
+        srv.close()
+
+
+@pytest.mark.parametrize("entry, parsed", [
+    ("127.0.0.1", ("127.0.0.1", None)), (" LocalHost:8080 ", ("localhost", 8080)), ("::1", ("::1", None)),
+    ("[::1]", ("::1", None)), ("[0:0::1]:8443", ("::1", 8443)), ("10.1.2.3", ("10.1.2.3", None)),
+])
+def test_allow_list_entries(entry, parsed):
+    assert dlmod._parse_allow_entry(entry) == parsed
+
+
+@pytest.mark.parametrize("entry", ["127.0.0.1:", "127.0.0.1:0", "127.0.0.1:99999", "host:http", "[::1", "[::1]x",
+                                   ":80", "::1:zz", "http://127.0.0.1:8080"])
+def test_malformed_allow_list_entries_are_refused(entry):
+    with pytest.raises(ValueError, match="allow_private_hosts"):
+        Downloader(allow_private_hosts=[entry])
 
 
 # ---------------------------------------------------------------------------------------------
