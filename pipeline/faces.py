@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -17,6 +18,7 @@ from pipeline.crop import cut, enlarged_box
 from pipeline.decode import EXTENSIONS, decode_image
 from pipeline.detect import Detector
 from pipeline.quality import gate, sharpness
+from pipeline.sources.library import file_problem, safe_name
 from pipeline.store import ContentStore, atomic_write, sha256_bytes
 
 
@@ -57,6 +59,25 @@ class FunnelCache:
 
     def put(self, analysis: ImageAnalysis) -> None:
         atomic_write(self._path(analysis.asset_id), analysis.to_json().encode())
+
+
+def read_still(path: str | Path, source: str, max_bytes: int) -> bytes | ImageAnalysis:
+    """A library still's bytes, or the dropped analysis of one that cannot be read (`unreadable`,
+    `not_a_file`) or is over `max_bytes` (`file_too_large`). Type and size come from stat first: a
+    FIFO is never opened, and a 1 GiB still costs no memory. A dropped one has no bytes to hash, so
+    its asset_id is the hash of its `source` name."""
+    size, problem = 0, file_problem(path)
+    try:
+        if problem is None:
+            size = os.stat(path).st_size
+            if size > max_bytes:
+                problem = "file_too_large", f"{size} bytes > {max_bytes}"
+            else:
+                with open(path, "rb") as f:
+                    return f.read(size + 1)  # a file grown since stat still cannot make this read more
+    except OSError as exc:  # gone or unreadable since the listing
+        problem = "unreadable", safe_name(str(exc))
+    return ImageAnalysis(sha256_bytes(source.encode()), size, None, 0, 0, problem[0], problem[1], [])
 
 
 def funnel_key(config: IngestConfig, detector: Detector) -> str:

@@ -77,15 +77,11 @@ def extract_frames(path: str | Path, fps: float = 1.0, timeout_s: float = 60.0) 
     """Yield one frame per 1/fps seconds. Raises VideoError (after the frames it got) on failure."""
     info = probe(path)
     frame_bytes = info.width * info.height * 3
-    select = f"gte(t-start_t,selected_n/{fps!r})"  # ffmpeg-python escapes the comma itself
-    cmd = (
-        ffmpeg.input(str(path))
-        .video.filter("select", select)
-        .filter("showinfo")
-        .output("pipe:", format="rawvideo", pix_fmt="bgr24", fps_mode="passthrough")
-        .global_args("-hide_banner", "-nostats", "-nostdin", "-loglevel", "info")
-        .compile()
-    )
+    # Built by hand, not with ffmpeg.input(): ffmpeg-python hashes the file name as UTF-8, which a
+    # Linux name with bytes that are not UTF-8 (a str with surrogates) cannot be; Popen passes it as is.
+    cmd = ["ffmpeg", "-hide_banner", "-nostats", "-nostdin", "-loglevel", "info", "-i", str(path),
+           "-filter_complex", f"[0:v]select=gte(t-start_t\\,selected_n/{fps!r}),showinfo[out]", "-map", "[out]",
+           "-f", "rawvideo", "-fps_mode", "passthrough", "-pix_fmt", "bgr24", "pipe:"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=frame_bytes)
     timestamps: queue.Queue[float] = queue.Queue()
     stderr_tail: list[str] = []

@@ -1,24 +1,36 @@
 """Plan an ingest run: which albums, which episodes (seeded, sticky sampling), which still shards."""
 from __future__ import annotations
 
+import collections
 import dataclasses
 
 from data_manifest.store import Manifest
 from pipeline.config import IngestConfig
 from pipeline.shards import EpisodeShard, StillsShard
-from pipeline.sources.library import Album, select_episodes
+from pipeline.sources.library import Album, file_problem, safe_name, select_episodes
 
 
 @dataclasses.dataclass
 class RunPlan:
     album_rows: list[dict]
-    unselected_episode_rows: list[dict]   # episodes noticed but not sampled: recorded, not decoded
+    # episodes recorded, not decoded: noticed but not sampled, or not a readable file (then dropped)
+    unselected_episode_rows: list[dict]
     episode_shards: list[EpisodeShard]
     stills_shards: list[StillsShard]
 
     @property
     def shards(self) -> list:
         return [*self.episode_shards, *self.stills_shards]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Counts of the episodes dropped here, before any shard (shards count their own): merge them
+        into the run's counts."""
+        counts = collections.Counter(f"drop.episode.{row['drop_reason']}"
+                                     for row in self.unselected_episode_rows if row["status"] == "dropped")
+        if counts:
+            counts["episodes"] = sum(counts.values())
+        return dict(counts)
 
 
 def previously_selected(manifest: Manifest) -> dict[str, set[str]]:
@@ -32,16 +44,34 @@ def previously_selected(manifest: Manifest) -> dict[str, set[str]]:
     return picked
 
 
+def _size(path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:  # gone since the listing: the size is only informative
+        return 0
+
+
 def plan_run(albums: list[Album], config: IngestConfig, manifest: Manifest, run_id: str) -> RunPlan:
     picked_before = previously_selected(manifest)
     plan = RunPlan([], [], [], [])
     for album in albums:
         plan.album_rows.append({
             "album_id": album.album_id, "name": album.name, "region": album.region,
-            "episodes_dir": str(album.episodes_dir or album.mixed_dir or ""),
-            "stills_dir": str(album.stills_dir or album.mixed_dir or ""), "run_id": run_id,
+            "episodes_dir": safe_name(str(album.episodes_dir or album.mixed_dir or "")),
+            "stills_dir": safe_name(str(album.stills_dir or album.mixed_dir or "")), "run_id": run_id,
         })
-        episodes = {album.relative(p, episodes=True): p for p in album.episodes()}
+        episodes = {}
+        for path in album.episodes():
+            rel, problem = album.relative(path, episodes=True), file_problem(path)
+            if problem is None:
+                episodes[rel] = path
+                continue
+            # Never sampled: hashing a FIFO would wait forever, and a broken link would take a place.
+            plan.unselected_episode_rows.append({
+                "album_id": album.album_id, "episode_path": rel, "episode_sha": "", "size_bytes": 0,
+                "duration_s": None, "codec": None, "selected": False, "sample_rank": None, "frames": 0,
+                "status": "dropped", "drop_reason": problem[0], "detail": problem[1], "run_id": run_id,
+            })
         choice = select_episodes(album.album_id, list(episodes), picked_before.get(album.album_id, set()),
                                  config.episodes_per_album, config.sample_seed)
         for rel, (selected, rank) in sorted(choice.items(), key=lambda kv: kv[1][1]):
@@ -50,7 +80,7 @@ def plan_run(albums: list[Album], config: IngestConfig, manifest: Manifest, run_
             else:
                 plan.unselected_episode_rows.append({
                     "album_id": album.album_id, "episode_path": rel, "episode_sha": "",
-                    "size_bytes": episodes[rel].stat().st_size, "duration_s": None, "codec": None,
+                    "size_bytes": _size(episodes[rel]), "duration_s": None, "codec": None,
                     "selected": False, "sample_rank": rank, "frames": 0, "status": "not_selected",
                     "drop_reason": None, "detail": "", "run_id": run_id,
                 })

@@ -22,13 +22,21 @@ In a CSV albums file, `encyclopedia`, `search` and `url_lists` are `;`-separated
 Without an albums file, `discover_albums(DIR)` treats each sub-folder holding `episodes/` or
 `stills/` as an album, or else DIR itself as one album whose videos and images are told apart by
 extension.
+
+Every entry of an episodes or stills folder is listed, also what cannot be read as a file: a FIFO, a
+device, a dangling or looping link, a link to a folder (folders are walked, links to them are not).
+`file_problem` names its drop reason, `unreadable` or `not_a_file`, so it becomes a row, not a gap.
+Names that are not valid UTF-8 go into the manifest with their bad bytes escaped (`safe_name`).
 """
 from __future__ import annotations
 
 import csv
 import dataclasses
 import hashlib
+import os
 import re
+import stat
+import sys
 from pathlib import Path
 
 import yaml
@@ -89,16 +97,56 @@ class Album:
                       and p.name not in ALBUMS_FILE_NAMES)
 
     def relative(self, path: Path, episodes: bool) -> str:
+        """The name the manifest records (read files by their real path, not by this)."""
         base = (self.episodes_dir if episodes else self.stills_dir) or self.mixed_dir
-        return path.relative_to(base).as_posix()
+        return safe_name(path.relative_to(base).as_posix())
+
+
+def safe_name(name: str) -> str:
+    """`name` as valid text: bytes that are not UTF-8 in a file name (which os.listdir returns as
+    surrogates, rejected by Parquet and JSON) become `\\xff` escapes; any other name is unchanged."""
+    return os.fsencode(name).decode(sys.getfilesystemencoding(), "backslashreplace")
 
 
 def _files(folder: Path | None, keep) -> list[Path]:
+    """Every entry under `folder` except the folders walked and hidden names, sorted."""
     if folder is None or not folder.is_dir():
         return []
-    return sorted(p for p in folder.rglob("*")
-                  if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-                  and keep(p))
+    found, pending = [], [folder]
+    while pending:
+        current = pending.pop()
+        try:
+            with os.scandir(current) as listing:
+                entries = list(listing)
+        except OSError:  # a folder that cannot be listed is an entry itself: a row, not a silent gap
+            found += [current] if keep(current) else []
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                pending.append(Path(entry.path))
+            elif keep(Path(entry.path)):
+                found.append(Path(entry.path))
+    return sorted(found)
+
+
+_NOT_FILES = ((stat.S_ISDIR, "a folder not walked (a link to a folder, or a folder that cannot be listed)"),
+              (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+              (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def file_problem(path: str | Path) -> tuple[str, str] | None:
+    """(drop reason, detail) of a listed entry that cannot be read as a file, else None. Uses stat
+    only: opening a FIFO waits forever for a writer, and reading a device may never end."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:  # a dangling link, a link loop, a file gone since the listing
+        return "unreadable", safe_name(str(exc))
+    for is_kind, kind in _NOT_FILES:
+        if is_kind(mode):
+            return "not_a_file", kind
+    return None
 
 
 def load_albums_file(path: str | Path) -> list[Album]:
@@ -230,12 +278,12 @@ def discover_albums(library: str | Path, albums_file: str | Path | None = None) 
     for sub in sorted(p for p in library.iterdir() if p.is_dir() and not p.name.startswith(".")):
         episodes, stills = sub / "episodes", sub / "stills"
         if episodes.is_dir() or stills.is_dir():
-            albums.append(Album(_slug(sub.name), sub.name, "", episodes if episodes.is_dir() else None,
+            albums.append(Album(_slug(sub.name), safe_name(sub.name), "", episodes if episodes.is_dir() else None,
                                 stills if stills.is_dir() else None))
     if albums:
         return albums
     resolved = library.resolve()
-    return [Album(_slug(resolved.name), resolved.name, "", mixed_dir=resolved)]
+    return [Album(_slug(resolved.name), safe_name(resolved.name), "", mixed_dir=resolved)]
 
 
 def sample_rank_key(seed: int, album_id: str, episode_path: str) -> str:

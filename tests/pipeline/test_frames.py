@@ -1,4 +1,7 @@
+import os
+import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -72,3 +75,13 @@ def test_probe_reports_size_and_duration():
     info = probe(VIDEOS / "sintel_trailer_720p_16s.mp4")
     assert (info.width, info.height, info.codec) == (1280, 720, "h264")
     assert info.duration_s == pytest.approx(16.11, abs=0.01)
+
+
+def test_a_video_whose_name_is_not_utf8_gives_the_same_frames(tmp_path):
+    # os.listdir hands such a name back with surrogates, which ffmpeg-python's graph cannot hash
+    odd = Path(os.fsdecode(os.fsencode(tmp_path) + b"/ep\xff\xfe.mp4"))
+    shutil.copy(VIDEOS / "big_buck_bunny_opening_2s.mp4", odd)
+    assert probe(odd).duration_s == probe(VIDEOS / "big_buck_bunny_opening_2s.mp4").duration_s
+    got, expected = list(extract_frames(odd)), list(extract_frames(VIDEOS / "big_buck_bunny_opening_2s.mp4"))
+    assert [f.timestamp_s for f in got] == [f.timestamp_s for f in expected] == [0.0, 1.0]
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(got, expected))

@@ -1,6 +1,10 @@
+import os
+from pathlib import Path
+
 import pytest
 
-from pipeline.sources.library import AlbumsFileError, discover_albums, load_albums_file, select_episodes
+from pipeline.sources.library import (AlbumsFileError, discover_albums, file_problem, load_albums_file, safe_name,
+                                     select_episodes)
 
 
 def make_library(root, episodes=3):
@@ -87,3 +91,45 @@ def test_every_file_in_an_episodes_folder_is_an_episode(tmp_path):
     (tmp_path / "a1" / "episodes" / ".hidden.mp4").write_bytes(b"x")
     [album] = discover_albums(tmp_path)
     assert [p.name for p in album.episodes()] == ["ep00.mp4", "ep01.mp4", "ep02.mp4", "ep03.rmvb"]
+
+
+def test_a_file_name_with_invalid_utf8_gets_a_text_source_name_and_keeps_its_real_path(tmp_path):
+    # Linux names are bytes: os.listdir hands back '\udcff'-style surrogates that no UTF-8 writer
+    # (Parquet, JSON) accepts. The manifest name escapes the bad bytes; reading uses the real path.
+    stills = tmp_path / "show" / "stills"
+    stills.mkdir(parents=True)
+    bad = Path(os.fsdecode(os.fsencode(stills) + b"/bad\xff\xfe.jpg"))
+    bad.write_bytes(b"pixels")
+    (stills / "good.jpg").write_bytes(b"x")
+    [album] = discover_albums(tmp_path)
+    names = [album.relative(p, episodes=False) for p in album.stills()]
+    assert names == ["bad\\xff\\xfe.jpg", "good.jpg"]
+    assert all(name.encode("utf-8") for name in names)
+    assert album.stills()[0].read_bytes() == b"pixels"
+    assert safe_name("plain näme.jpg") == "plain näme.jpg"  # valid names are left as they are
+
+
+def test_a_folder_name_with_invalid_utf8_gives_a_text_album_name(tmp_path):
+    folder = Path(os.fsdecode(os.fsencode(tmp_path) + b"/Sh\xe9ow"))
+    (folder / "stills").mkdir(parents=True)
+    [album] = discover_albums(tmp_path)
+    assert album.name == "Sh\\xe9ow" and album.album_id == "Sh_ow"
+
+
+def test_entries_that_are_not_readable_files_are_listed_with_a_reason(tmp_path):
+    """FIFOs, dangling links, link loops and links to folders used to vanish from the listing;
+    now each is listed and `file_problem` (stat only: a FIFO is never opened) says why it is dropped."""
+    stills = tmp_path / "show" / "stills"
+    (stills / "sub").mkdir(parents=True)
+    (stills / "sub" / "ok.jpg").write_bytes(b"x")
+    (stills / ".hidden.jpg").write_bytes(b"x")      # hidden names stay out, as before
+    os.mkfifo(stills / "pipe.jpg")
+    (stills / "dangling.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    (stills / "loop.jpg").symlink_to(stills / "loop.jpg")
+    (stills / "folder_link").symlink_to(stills / "sub")  # not walked (as before), but not unnoticed
+    [album] = discover_albums(tmp_path)
+    found = {album.relative(p, episodes=False): file_problem(p) for p in album.stills()}
+    assert {name: problem and problem[0] for name, problem in found.items()} == {
+        "dangling.jpg": "unreadable", "folder_link": "not_a_file", "loop.jpg": "unreadable",
+        "pipe.jpg": "not_a_file", "sub/ok.jpg": None}
+    assert "FIFO" in found["pipe.jpg"][1] and "symbolic links" in found["loop.jpg"][1]
