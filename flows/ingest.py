@@ -19,6 +19,7 @@ from data_manifest.store import Manifest, file_lock
 from flows.runners import make_task_runner
 
 from pipeline import identity as identity_module
+from pipeline import stopping
 from pipeline.config import IngestConfig
 from pipeline.dedup import PublishedIndex
 from pipeline.detect import get_detector
@@ -27,7 +28,7 @@ from pipeline.progress import StageProgress
 from pipeline.report import contact_sheet, funnel_rows
 from pipeline.shards import (EpisodeShard, RunContext, StillsShard, guarded, merge_counts, process_episode,
                              process_stills)
-from pipeline.sources.library import Album, discover_albums
+from pipeline.sources.library import Album, discover_albums, safe_name
 from pipeline.web import ImageJob, WebShard, crawl_album, download_images, record_crawl_failure, web_shards
 
 # Our own content-hash caches decide what is redone, so Prefect's input hashing is switched off.
@@ -136,7 +137,14 @@ def _flow_run_id() -> str:
 @flow(name="ingest", task_runner=make_task_runner(), log_prints=True)
 def ingest(library: str, albums: str | None = None, data_root: str = "data",
            config: dict | None = None, progress: bool | None = None) -> dict:
-    """Ingest a media library into the manifests under `data_root`. Returns the run summary."""
+    """Ingest a media library into the manifests under `data_root`. Returns the run summary.
+    SIGTERM or SIGINT stops it cleanly (see pipeline/stopping.py)."""
+    stopping.reset()
+    with stopping.stop_on_signals():
+        return _ingest(library, albums, data_root, config, progress)
+
+
+def _ingest(library: str, albums: str | None, data_root: str, config: dict | None, progress: bool | None) -> dict:
     logger = get_run_logger()
     cfg = IngestConfig.from_dict(config)
     manifest = Manifest(data_root)
@@ -162,7 +170,7 @@ def ingest(library: str, albums: str | None = None, data_root: str = "data",
         logger.info("run %s: %d albums, %d episodes sampled, %d still shards", run_id, len(album_list),
                     len(plan.episode_shards), len(plan.stills_shards))
         parts = _run_shards(plan, [a for a in album_list if a.has_web_sources], ctx, progress)
-        counts = merge_counts(parts)
+        counts = merge_counts([*parts, plan.counts])
         counts.update(albums=len(album_list))
         model_ids = {detector.name: detector.model_id}
         identity = identity_stage(staging, manifest, cfg, ctx) if embedder_meta else None
@@ -175,10 +183,11 @@ def ingest(library: str, albums: str | None = None, data_root: str = "data",
         run_info = {
             "flow_run_id": _flow_run_id(), "started_at": started, "git_commit": git_commit(),
             "config_hash": cfg.hash(), "config": cfg.to_dict(), "model_ids": model_ids,
-            "counts": counts, "library": str(Path(library).resolve()),
+            "counts": counts, "library": safe_name(str(Path(library).resolve())),
             "calibration": identity.calibration if identity is not None else {},
         }
-        version = manifest.publish(staging, run_info)
+        with stopping.publishing():
+            version = manifest.publish(staging, run_info)
         if embedder_meta:
             PublishedIndex(ctx.data_root, embedder_meta["model_id"]).promote(manifest.run_versions())
     sheet = contact_sheet(kept_shas, ctx.store, Path(data_root) / "reports" / run_id / "contact_sheet.jpg")

@@ -7,13 +7,19 @@ to this server.
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Iterator
+
+from pipeline import stopping
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 WORK_POOL = "toonface-process"
@@ -73,7 +79,7 @@ def _spawn(name: str, args: list[str], cfg: dict[str, str]) -> int:
     return proc.pid
 
 
-def wait_healthy(api_url: str, timeout_s: float = 180.0) -> None:
+def wait_healthy(api_url: str, timeout_s: float = 180.0, poll_s: float = 1.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
@@ -82,7 +88,7 @@ def wait_healthy(api_url: str, timeout_s: float = 180.0) -> None:
                     return
         except OSError:
             pass
-        time.sleep(1)
+        time.sleep(poll_s)
     raise RuntimeError(f"Prefect server at {api_url} did not answer within {timeout_s:.0f} s")
 
 
@@ -92,6 +98,64 @@ def _run(args: list[str], cfg: dict[str, str], extra_env: dict[str, str] | None 
     out = subprocess.run(args, env=env, cwd=PROJECT_DIR, capture_output=True, text=True, timeout=300)
     if out.returncode != 0:
         raise RuntimeError(f"{' '.join(args[1:4])} failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGKILL when the process that started it dies, even by SIGKILL."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+
+
+@contextlib.contextmanager
+def run_api() -> Iterator[None]:
+    """The Prefect API a one-off `toonface ingest` reports to: the configured server, or else a
+    temporary one of its own. Unlike Prefect's own temporary server, this one writes to a log file, so a
+    caller capturing our output is never held open by it, and it dies with this process, even on SIGKILL."""
+    import prefect
+    from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
+
+    current = get_current_settings()
+    if current.api.url:
+        yield
+        return
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/api"
+    home = Path(current.home)
+    home.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+    with open(home / "temporary-server.log", "ab") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory",
+             "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
+             "--log-level", "error", "--lifespan", "on"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, preexec_fn=_die_with_parent)
+    stopping.spare(server.pid)  # a stop ends the run's other children; the flow still reports to this one
+    saved = os.environ.get("PREFECT_API_URL")
+    try:
+        wait_healthy(url, timeout_s=120, poll_s=0.2)
+        os.environ["PREFECT_API_URL"] = url  # for Dask workers started by the run
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            yield
+    finally:
+        # Send the run's queued logs and events while the server still listens (left for exit, they
+        # meet a stopped server and Prefect retries them for over a minute).
+        from prefect.events.worker import EventsWorker
+        from prefect.logging.handlers import APILogWorker
+
+        with contextlib.suppress(Exception):
+            APILogWorker.drain_all(timeout=10, at_exit=False)
+            EventsWorker.drain_all(timeout=10, at_exit=False)
+        if saved is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = saved
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 def start(home=None, library: str | None = None, data_root: str | None = None, cron: str | None = None) -> dict:

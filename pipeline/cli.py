@@ -31,11 +31,18 @@ def _config_overrides(pairs: list[str]) -> dict:
 
 def cmd_ingest(args) -> int:
     from flows.ingest import ingest
+    from flows.local_server import run_api
     from flows.runners import make_task_runner
+    from pipeline import stopping
 
     flow = ingest.with_options(task_runner=make_task_runner(args.task_runner)) if args.task_runner else ingest
-    summary = flow(library=args.library, albums=args.albums, data_root=args.data_root,
-                   config=_config_overrides(args.set), progress=None)
+    try:
+        with stopping.stop_on_signals(), run_api():
+            summary = flow(library=args.library, albums=args.albums, data_root=args.data_root,
+                           config=_config_overrides(args.set), progress=None)
+    except stopping.RunStopped as stop:
+        print(f"toonface: run {stop}; nothing partly published (a rerun resumes from its caches)", file=sys.stderr)
+        return stop.exit_code
     _print_summary(summary, args.data_root)
     return 0
 

@@ -17,10 +17,12 @@ from pathlib import Path
 import cv2
 
 from data_manifest.store import Manifest, ManifestError
+from pipeline import stopping
 from pipeline.config import IngestConfig
 from pipeline.detect import get_detector
-from pipeline.faces import FunnelCache, ImageAnalysis, analyse_images, funnel_key
+from pipeline.faces import FunnelCache, ImageAnalysis, analyse_images, funnel_key, read_still
 from pipeline.frames import VideoError, extract_frames, probe
+from pipeline.sources.library import safe_name
 from pipeline.store import ContentStore, atomic_write, sha256_bytes, sha256_file
 
 
@@ -107,7 +109,7 @@ def is_run_fault(exc: BaseException) -> bool:
 
 def describe(exc: BaseException) -> str:
     """`detail` text of an internal_error row: the exception type first, so rows can be grouped by it."""
-    return f"{type(exc).__name__}: {exc}"[:1000]
+    return safe_name(f"{type(exc).__name__}: {exc}")[:1000]
 
 
 def guarded(process, work, ctx: RunContext, on_failure=None):
@@ -189,20 +191,16 @@ def process_stills(shard: StillsShard, ctx: RunContext) -> dict[str, int]:
     counts: collections.Counter = collections.Counter()
     assets, faces = [], []
     for batch in chunks(shard.files, config.detect_batch_size):
-        datas: list[bytes | OSError] = []
-        for path, _ in batch:
-            try:
-                datas.append(Path(path).read_bytes())
-            except OSError as exc:  # vanished or unreadable file: a row, not a crash
-                datas.append(exc)
+        stopping.check()
+        # stat before reading: a FIFO is never opened, a huge still never loaded (a dropped analysis instead)
+        datas = [read_still(path, source, config.max_image_bytes) for path, source in batch]
         analysed = iter(analyse_each([d for d in datas if isinstance(d, bytes)], config, detector, store, cache))
         for (_, source), data in zip(batch, datas):
             counts["stills"] += 1
             if isinstance(data, bytes):
                 analysis, cached = next(analysed)
-            else:
-                analysis = ImageAnalysis(sha256_bytes(source.encode()), 0, None, 0, 0, "unreadable", str(data), [])
-                cached = False
+            else:  # unreadable, not_a_file or file_too_large
+                analysis, cached = data, False
             count_analysis(counts, analysis, cached, detector.precision)
             assets.append(asset_row(analysis, ctx, shard.album_id, source, "still"))
             faces.extend(face_rows(analysis, shard.album_id, ctx.run_id))
@@ -216,7 +214,7 @@ def process_stills(shard: StillsShard, ctx: RunContext) -> dict[str, int]:
 def _file_sha(data_root: str, path: Path) -> str:
     """sha256 of a (large) file, remembered by path + size + mtime so nightly runs do not rehash."""
     st = path.stat()
-    memo = Path(data_root) / "cache" / "filehash" / f"{sha256_bytes(str(path.resolve()).encode())}.json"
+    memo = Path(data_root) / "cache" / "filehash" / f"{sha256_bytes(os.fsencode(path.resolve()))}.json"
     try:
         known = json.loads(memo.read_text())
         if known["size"] == st.st_size and known["mtime_ns"] == st.st_mtime_ns:
@@ -267,7 +265,8 @@ def process_episode(shard: EpisodeShard, ctx: RunContext) -> dict[str, int]:
         row["size_bytes"] = path.stat().st_size
         row["episode_sha"] = episode_sha = _file_sha(ctx.data_root, path)
     except OSError as exc:
-        row.update(size_bytes=0, episode_sha="", status="dropped", drop_reason="unreadable", detail=str(exc))
+        row.update(size_bytes=0, episode_sha="", status="dropped", drop_reason="unreadable",
+                   detail=safe_name(str(exc)))
         counts["drop.episode.unreadable"] += 1
         ctx.staging().write("episodes", shard.name, [row])
         return dict(counts)
@@ -278,13 +277,14 @@ def process_episode(shard: EpisodeShard, ctx: RunContext) -> dict[str, int]:
         reason = extracted["error"]["reason"]
         row["detail"] = extracted["error"]["detail"][:1000]
         counts[f"drop.episode.{reason}"] += 1
-        if not extracted["frames"]:  # nothing usable; a partly decodable episode keeps its frames
-            row.update(status="dropped", drop_reason=reason)
+        # a partly decodable episode keeps its frames (status ok), and its row still names what broke
+        row.update(drop_reason=reason, status="ok" if extracted["frames"] else "dropped")
     row["frames"] = len(extracted["frames"])
     detector = get_detector(config.detector, config.detector_weights, config.detector_size)
     cache = FunnelCache(ctx.data_root, funnel_key(config, detector))
     assets, faces = [], []
     for batch in chunks(extracted["frames"], config.detect_batch_size):
+        stopping.check()
         datas = [store.get(frame["sha"], ".jpg") for frame in batch]
         for frame, (analysis, cached) in zip(batch, analyse_each(datas, config, detector, store, cache)):
             counts["frames"] += 1

@@ -21,6 +21,7 @@ import threading
 import unicodedata
 from pathlib import Path
 
+from pipeline import stopping
 from pipeline.config import IngestConfig
 from pipeline.decode import EXTENSIONS, sniff_format
 from pipeline.detect import get_detector
@@ -83,6 +84,7 @@ def downloader_for(ctx: RunContext) -> Downloader:
                 allow_private_hosts=config.web_allow_private_hosts, total_timeout=config.web_timeout_s,
                 read_timeout=min(20.0, config.web_timeout_s), connect_timeout=min(10.0, config.web_timeout_s),
                 rate_limit_dir=rate_limit_dir)
+            stopping.on_stop(_downloaders[key].cancel)  # a stopped run abandons its downloads at once
         return _downloaders[key]
 
 
@@ -151,6 +153,7 @@ class _ImageIngest:
         return self.flush()[-1]
 
     def flush(self) -> list[ImageAnalysis]:
+        stopping.check()
         queued, self._queued = self._queued, []
         results = analyse_each([data for data, _ in queued], self.ctx.config, self.detector, self.ctx.store,
                                self.cache)

@@ -6,10 +6,13 @@ rerun's dataset is compared table by table with an uninterrupted run's.
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from data_manifest import Manifest
@@ -119,3 +122,56 @@ def test_a_still_whose_analysis_raises_is_an_internal_error_row_and_the_rest_is_
     monkeypatch.delenv("TOONFACE_FAULT_RAISE_ON")
     again = ingest(library=str(stills), data_root=str(tmp_path / "data"), config={**MECHANICS, "embedder": "none"})
     assert again["counts"]["images_analysed"] == 1
+
+
+def _start_ingest(library: Path, data: Path, *extra: str) -> subprocess.Popen:
+    """`toonface ingest` as a scheduler runs it: output captured, no Prefect server configured (so it
+    starts its own temporary one)."""
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    cmd = [sys.executable, "-m", "pipeline.cli", "ingest", "--library", str(library), "--data-root", str(data),
+           "--set", "detector_size=320", "--set", "stills_per_shard=2", "--task-runner", "thread:1", *extra]
+    return subprocess.Popen(cmd, cwd=PROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _wait_for_staged_parts(data: Path, n: int, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if len(list((data / "manifest" / "staging").glob("*/assets/*.parquet"))) >= n:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the run did not get mid-way (exit code {proc.poll()})")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_or_sigint_stops_an_ingest_within_seconds_and_ends_its_children(library, tmp_path, sig):
+    data = tmp_path / "data"
+    proc = _start_ingest(library, data)
+    _wait_for_staged_parts(data, 2, proc)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    assert children, "the run's own Prefect server should be a child"
+    started = time.monotonic()
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + sig, err.decode()[-2000:]
+    assert time.monotonic() - started < 20
+    assert b"nothing partly published" in err
+    _, alive = psutil.wait_procs(children, timeout=5)
+    assert alive == []
+    assert Manifest(data).latest_version() is None
+    summary = ingest(library=str(library), data_root=str(data), config={"detector_size": 320})
+    assert summary["manifest_version"] == 0 and summary["counts"]["images_cached"] > 0
+
+
+@pytest.mark.slow
+def test_a_killed_ingest_leaves_no_process_holding_its_output(library, tmp_path):
+    # After kill -9 nothing of the run may keep the caller's pipes open (its temporary Prefect server
+    # used to), or a scheduler capturing the output would wait forever.
+    data = tmp_path / "data"
+    proc = _start_ingest(library, data)
+    _wait_for_staged_parts(data, 1, proc)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    proc.kill()
+    proc.communicate(timeout=10)
+    _, alive = psutil.wait_procs(children, timeout=5)
+    assert alive == []
