@@ -131,7 +131,7 @@ def analyse_each(datas: list[bytes], config: IngestConfig, detector, store: Cont
     """`analyse_images`, except that an unexpected error costs only the image that raised it: the batch
     is retried one image at a time and that image gets an internal_error analysis (not cached)."""
     try:
-        _fault_raise(datas)
+        inject_fault(datas)
         return analyse_images(datas, config, detector, store, cache)
     except Exception as exc:
         if is_run_fault(exc):
@@ -144,7 +144,7 @@ def analyse_each(datas: list[bytes], config: IngestConfig, detector, store: Cont
                                "internal_error", f"{describe(exc)} (bytes sha256 {sha})"[:1000], []), False)]
 
 
-def _fault_raise(datas: list[bytes]) -> None:
+def inject_fault(datas: list[bytes]) -> None:
     """Fault injection for the tests: TOONFACE_FAULT_RAISE_ON=<sha256> makes the analysis of those
     bytes raise, as an unknown bug in a stage would."""
     target = os.environ.get("TOONFACE_FAULT_RAISE_ON")

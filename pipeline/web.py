@@ -27,7 +27,7 @@ from pipeline.decode import EXTENSIONS, sniff_format
 from pipeline.detect import get_detector
 from pipeline.faces import FunnelCache, ImageAnalysis, funnel_key
 from pipeline.shards import (RunContext, analyse_each, asset_row, count_analysis, describe, embed_kept,
-                             error_asset_row, face_rows, is_run_fault)
+                             error_asset_row, face_rows, inject_fault, is_run_fault)
 from pipeline.sources.downloader import Downloader, FetchResult, canonicalize_url
 from pipeline.sources.encyclopedia import PageShapeError, next_page_url, parse_characters
 from pipeline.sources.image_search import character_query, parse_search, read_url_list, search_url
@@ -185,6 +185,7 @@ def _fetch_page(dl: Downloader, url: str, parse, purpose: str, album_id: str, ct
         return None
     text = _text(res)
     try:
+        inject_fault([res.data or b""])
         records = parse(text, res.final_url)
     except PageShapeError as exc:
         counts[f"drop.{purpose}.page_shape_not_recognised"] += 1

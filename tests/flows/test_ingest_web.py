@@ -42,6 +42,15 @@ class Site:
                 pass
 
             def do_GET(self):
+                if self.path == "/web/trickle.jpg":  # headers one byte a second, for ever
+                    for byte in b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\n" * 100:
+                        try:
+                            self.wfile.write(bytes([byte]))
+                            self.wfile.flush()
+                        except ConnectionError:
+                            return
+                        time.sleep(1)
+                    return
                 status, ctype, body = site.route(self.path)
                 if self.path.startswith("/web/"):
                     time.sleep(site.delay_s)
@@ -217,3 +226,59 @@ def test_a_listing_is_followed_up_to_the_page_limit(tmp_path, site):
     names, counts, downloads = read(50)
     assert names == ["Hana", "Kai"] and counts["drop.encyclopedia.page_loop"] == 1
     assert [d["ok"] for d in downloads] == [True, True]
+
+
+def test_a_trickling_server_a_crashing_page_and_a_stop_cost_their_own_rows_only(tmp_path, site, monkeypatch):
+    # One searched image's server sends its headers a byte a second; one search page makes the parser
+    # raise (injected: the crafted pages of the issue no longer do). The run publishes everything else.
+    albums = tmp_path / "albums.yaml"
+    albums.write_text(
+        "albums:\n  - id: toon\n    name: Toon Town\n"
+        f"    encyclopedia: [{site.base}/wiki/Category:Characters]\n"
+        f"    search: [{{engine: bing, url: '{site.base}/images/search'}}]\n")
+    urls = tmp_path / "urls.csv"
+    urls.write_text(f"url\n{site.base}/web/trickle.jpg\n{site.base}/web/40.jpg\n")
+    import hashlib
+    import urllib.request
+
+    with urllib.request.urlopen(f"{site.base}/images/search?q=Kai+Toon+Town") as page:
+        monkeypatch.setenv("TOONFACE_FAULT_RAISE_ON", hashlib.sha256(page.read()).hexdigest())
+    text = albums.read_text() + f"    url_lists: [{urls}]\n"
+    albums.write_text(text)
+    started = time.monotonic()
+    summary = ingest(library=str(tmp_path), albums=str(albums), data_root=str(tmp_path / "data"),
+                     config={**CONFIG, "web_timeout_s": 2})
+    downloads = Manifest(tmp_path / "data").read("downloads").set_index("url")
+    assert downloads.loc[f"{site.base}/web/trickle.jpg", "reason"] == "timeout"
+    crashed = downloads[downloads["reason"] == "internal_error"]
+    assert len(crashed) == 1 and crashed["detail"].iloc[0].startswith("RuntimeError: injected fault")
+    assert summary["counts"]["internal_errors"] == 1
+    web = Manifest(tmp_path / "data").read("assets").query("kind == 'web'")
+    assert len(web) == 3 + 1  # Hana's three searched images and the listed one; Kai's search was lost
+    assert time.monotonic() - started < 120
+
+
+def test_sigterm_abandons_downloads_in_flight_within_seconds(tmp_path, site):
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import PROJECT
+
+    site.delay_s = 120  # every searched image hangs before its headers
+    data = tmp_path / "data"
+    overrides = ["--set", 'web_allow_private_hosts=["127.0.0.1"]', "--set", "web_min_interval_s=0",
+                 "--set", "web_timeout_s=300"]
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "ingest", "--library", str(tmp_path),
+                             "--albums", str(albums_file(tmp_path, site)), "--data-root", str(data), *overrides],
+                            cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not any(p.startswith("/images/search") for p in site.requests):
+        time.sleep(0.05)
+    time.sleep(1.0)  # the image downloads are now waiting on the server
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err.decode()[-2000:]
+    assert time.monotonic() - started < 10
+    assert Manifest(data).latest_version() is None

@@ -1,0 +1,43 @@
+"""Shard guards: an unexpected error costs its inputs a row each; a fault of the run itself fails it."""
+import errno
+
+import pytest
+
+from data_manifest import Manifest
+from pipeline.config import IngestConfig
+from pipeline.shards import EpisodeShard, RunContext, StillsShard, guarded, is_run_fault
+
+
+def broken_stage(shard, ctx):
+    return [][1]  # an IndexError, as a bug in a stage would raise
+
+
+def test_a_stills_shard_that_raises_gives_each_still_an_internal_error_row(tmp_path):
+    ctx = RunContext(str(tmp_path), "run-1", IngestConfig())
+    shard = StillsShard("toon", 0, (("/lib/toon/a.jpg", "toon/a.jpg"), ("/lib/toon/b.jpg", "toon/b.jpg")))
+    counts = guarded(broken_stage, shard, ctx)
+    assert counts["internal_errors"] == 2 and counts["drop.image.internal_error"] == 2
+    rows = Manifest(tmp_path).staging("run-1").read("assets").to_pandas()
+    assert sorted(rows["source"]) == ["toon/a.jpg", "toon/b.jpg"]
+    assert set(rows["drop_reason"]) == {"internal_error"} and set(rows["status"]) == {"dropped"}
+    assert rows["detail"].str.startswith("IndexError: list index out of range").all()
+
+
+def test_an_episode_shard_that_raises_gives_the_episode_an_internal_error_row(tmp_path):
+    ctx = RunContext(str(tmp_path), "run-1", IngestConfig())
+    shard = EpisodeShard("toon", "/lib/toon/episodes/e1.mp4", "e1.mp4", 0)
+    assert guarded(broken_stage, shard, ctx)["drop.episode.internal_error"] == 1
+    (row,) = Manifest(tmp_path).staging("run-1").read("episodes").to_pylist()
+    assert row["episode_path"] == "e1.mp4" and row["drop_reason"] == "internal_error"
+
+
+def test_a_full_disk_or_an_unreadable_manifest_still_fails_the_run(tmp_path):
+    ctx = RunContext(str(tmp_path), "run-1", IngestConfig())
+    shard = StillsShard("toon", 0, (("/lib/a.jpg", "a.jpg"),))
+
+    def disk_full(shard, ctx):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        guarded(disk_full, shard, ctx)
+    assert is_run_fault(MemoryError()) and not is_run_fault(FileNotFoundError(errno.ENOENT, "gone"))
