@@ -106,6 +106,9 @@ def cmd_parse(args) -> int:
     except PageShapeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except ValueError as exc:  # a --url that is not a URL
+        print(f"error: --url {args.url!r}: {exc}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(records, ensure_ascii=False, indent=1))
     else:

@@ -60,6 +60,7 @@ protocol-relative URLs get https) and brought to a useful size:
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, quote, unquote, urljoin, urlsplit, urlunsplit
 
@@ -81,6 +82,39 @@ class PageShapeError(ValueError):
 
     def __init__(self, why: str):
         super().__init__(f"page shape not recognised: {why}")
+
+
+# Blink's HTML parser stops nesting at 512 elements too; the saved pages in ../shared nest 14-25 deep.
+# The bound keeps ancestor walks (find_parent, soupsieve's descendant selectors, role items) short.
+MAX_DEPTH = 512
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def without_surrogates(text: str) -> str:
+    """Lone surrogates (from JSON \\udXXX escapes or a str built in code) as U+FFFD: lxml and the
+    UTF-8 output of the CLI both refuse them."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def html_soup(html: str) -> BeautifulSoup:
+    """The page parsed by lxml; a page nested deeper than MAX_DEPTH raises PageShapeError."""
+    soup = BeautifulSoup(without_surrogates(html), "lxml")
+    stack = [(soup, 0)]
+    while stack:  # iterative: the tree may be far deeper than Python's recursion limit
+        tag, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise PageShapeError(f"HTML nested deeper than {MAX_DEPTH} elements")
+        stack.extend((child, depth + 1) for child in tag.contents if isinstance(child, Tag))
+    return soup
+
+
+def _split(url: str):
+    """urlsplit, or None for a URL urllib refuses (bad IPv6 host, NFKC look-alikes): page data can
+    hold anything."""
+    try:
+        return urlsplit(url)
+    except ValueError:
+        return None
 
 
 # --------------------------------------------------------------------------- site detection
@@ -130,7 +164,7 @@ def parse_characters(html: str, page_url: str, kind: str = "auto",
         if kind not in ("mediawiki", "baike"):
             what = "no encyclopedia markup" if kind == "unknown" else f"a {kind} search page"
             raise PageShapeError(f"{what}, not a MediaWiki or Baike page")
-    soup = BeautifulSoup(html, "lxml")
+    soup = html_soup(html)
     base = _base_url(soup, page_url)
     if kind == "baike":
         return _parse_baike(soup, base)
@@ -142,20 +176,20 @@ def next_page_url(html: str, page_url: str) -> str | None:
     on any other kind of page. Classic MediaWiki and the Oasis skin link it as "next 200" with a
     `pagefrom=` (old wikis: `from=`) query; the previous page uses `pageuntil=`/`until=` and is never
     taken. Fandom's 2019- skin has `a.category-page__pagination-next`."""
-    soup = BeautifulSoup(html, "lxml")
+    soup = html_soup(html)
     if not _is_mediawiki(soup) or not _is_category(soup, _page_title(soup)):
         return None
     base = _base_url(soup, page_url)
     link = soup.select_one("a.category-page__pagination-next[href]")
     if link is None:
         for a in soup.select("#mw-pages a[href]"):
-            query = parse_qs(urlsplit(a["href"]).query)
+            parts = _split(a["href"])
+            query = parse_qs(parts.query) if parts else {}
             if ("pagefrom" in query or "from" in query) and not ({"pageuntil", "until"} & set(query)):
                 link = a
                 break
-    if link is None:
-        return None
-    return _without_fragment(absolute_url(link["href"], base))
+    url = absolute_url(link["href"], base) if link is not None else None
+    return _without_fragment(url) if url else None
 
 
 # --------------------------------------------------------------------------- URLs and images
@@ -173,7 +207,7 @@ def _base_url(soup: BeautifulSoup, page_url: str) -> str:
         return page_url
     for sel, attr in (('link[rel="canonical"]', "href"), ('meta[property="og:url"]', "content")):
         tag = soup.select_one(sel)
-        if tag and tag.get(attr, "").startswith(("http://", "https://")):
+        if tag and tag.get(attr, "").startswith(("http://", "https://")) and _split(tag[attr]):
             return tag[attr]
     return page_url or ""
 
@@ -182,8 +216,11 @@ def _without_fragment(url: str) -> str:
     return urlunsplit(urlsplit(url)._replace(fragment="")) if url else ""
 
 
-def absolute_url(url: str, base: str) -> str:
+def absolute_url(url: str, base: str) -> str | None:
+    """url resolved against base; None when urllib cannot read url."""
     url = url.strip()
+    if _split(url) is None:
+        return None
     if url.startswith("//"):  # protocol-relative: take the page's scheme, https when unknown
         return (urlsplit(base).scheme or "https") + ":" + url
     return urljoin(base, url) if base else url
@@ -191,14 +228,17 @@ def absolute_url(url: str, base: str) -> str:
 
 def full_size_url(url: str) -> str:
     """A thumbnail URL turned into the original image (rules in the module docstring)."""
-    parts = urlsplit(url)
+    parts = _split(url)
+    if parts is None:
+        return url
     host = (parts.hostname or "").lower()
     m = _WM_THUMB.match(url)
     if m:
         ext = m["file"].rsplit(".", 1)[-1].lower()
         if ext not in _NON_RASTER:
             return f"{m['head']}/{m['hash']}/{m['file']}"
-        if int(m["px"]) < 800:  # keep a rendering, large enough to find a face in
+        # keep a rendering, large enough to find a face in (int() refuses over 4,300 digits)
+        if len(m["px"]) < 10 and int(m["px"]) < 800:
             return f"{m['head']}/thumb/{m['hash']}/{m['file']}/{m['prefix']}800px-{m['rest']}"
         return url
     if host.endswith(("wikia.nocookie.net", "fandom.com")) and "/revision/" in parts.path:
@@ -245,7 +285,8 @@ def image_url(img: Tag | None, base: str) -> str | None:
     if not url and img.get("data-image-key") and urlsplit(base).netloc:
         origin = urlsplit(base)
         url = f"{origin.scheme}://{origin.netloc}/wiki/Special:FilePath/{quote(img['data-image-key'])}"
-    return full_size_url(absolute_url(url, base)) if url else None
+    url = absolute_url(url, base) if url else None
+    return full_size_url(url) if url else None
 
 
 def _display_width(img: Tag) -> int | None:
@@ -334,7 +375,9 @@ def _article_link(a: Tag, base: str) -> tuple[str, str] | None:
     if not href or href.startswith("#") or {"new", "external", "extiw", "mw-selflink"} & set(classes):
         return None
     url = absolute_url(href, base)
-    parts = urlsplit(url)
+    parts = _split(url) if url else None
+    if parts is None:
+        return None
     query = parse_qs(parts.query)
     if {"action", "redlink", "veaction", "oldid", "diff"} & set(query):
         return None
@@ -456,6 +499,15 @@ class _Doc:
         self.tags = root.find_all(True)
         self.pos = {id(t): i for i, t in enumerate(self.tags)}
         self.headings = [t for t in self.tags if _HEADING.match(t.name)]
+        # Each heading's section ends at the next heading of its level or higher: found once for
+        # all (a stack of open sections), so a page with thousands of headings stays linear.
+        self.index = {id(h): k for k, h in enumerate(self.headings)}
+        self.section_end = [len(self.headings)] * len(self.headings)
+        open_sections: list[int] = []
+        for k, h in enumerate(self.headings):
+            while open_sections and self.level(self.headings[open_sections[-1]]) >= self.level(h):
+                self.section_end[open_sections.pop()] = k
+            open_sections.append(k)
 
     @staticmethod
     def level(h: Tag) -> int:
@@ -481,16 +533,13 @@ class _Doc:
     def end_of(self, h: Tag, any_level: bool = False) -> int:
         """Index after the last tag of h's section (up to the next heading of its level or
         higher; with any_level, up to the next heading at all)."""
-        start = self.pos[id(h)]
-        for other in self.headings:
-            i = self.pos[id(other)]
-            if i > start and (any_level or self.level(other) <= self.level(h)):
-                return i
-        return len(self.tags)
+        k = self.index[id(h)]
+        end = k + 1 if any_level else self.section_end[k]
+        return self.pos[id(self.headings[end])] if end < len(self.headings) else len(self.tags)
 
     def subheadings(self, h: Tag) -> list[Tag]:
-        start, end = self.pos[id(h)], self.end_of(h)
-        return [o for o in self.headings if start < self.pos[id(o)] < end]
+        k = self.index[id(h)]
+        return self.headings[k + 1:self.section_end[k]]
 
     def between(self, start: int, end: int) -> list[Tag]:
         return self.tags[start:end]
@@ -695,14 +744,18 @@ def _parse_baike(soup: BeautifulSoup, base: str) -> list[Character]:
     roots = soup.find_all(lambda t: any(_ROLE_ROOT.search(c) and "item" not in c.lower()
                                         for c in (t.get("class") or [])))
     names = soup.find_all(lambda t: _has_class(t, _ROLE_NAME))
-    names = [n for n in names if not any(p in names for p in n.parents)]  # outermost only
+    # Tags are compared by identity: Tag == compares whole subtrees (slow, recursive).
+    name_ids = {id(n) for n in names}
+    names = [n for n in names if not any(id(p) in name_ids for p in n.parents)]  # outermost only
     if not names:
         if roots:
             return []  # a role module with nobody in it
         raise PageShapeError("Baike page without a role module (roleIntroduction / role-list / role-name)")
+    held = Counter(id(p) for n in names for p in n.parents)  # role names inside each element
+    root_ids = {id(r) for r in roots}
     out = _Collected()
     for el in names:
-        item = _role_item(el, names, roots)
+        item = _role_item(el, held, root_ids)
         img = next((i for i in item.find_all("img") if _is_picture(i, item)), None) or item.find("img")
         raw = re.sub(r"^(角色名?|名字|姓名)\s*[:：]\s*", "", _text(el))
         name, aliases = raw, []
@@ -712,21 +765,20 @@ def _parse_baike(soup: BeautifulSoup, base: str) -> list[Character]:
             if not _VOICE.search(m[2]):
                 aliases.append(m[2].strip())
         link = el if el.name == "a" else el.find("a", href=True)
-        source = absolute_url(link["href"], base) if link is not None and link.get("href") \
-            else _without_fragment(base)
+        source = (absolute_url(link["href"], base) if link is not None and link.get("href") else None) \
+            or _without_fragment(base)
         if name:
             out.add(Character(name, image_url(img, base), source, aliases))
     return out.result()
 
 
-def _role_item(name: Tag, names: list[Tag], roots: list[Tag]) -> Tag:
+def _role_item(name: Tag, held: Counter, root_ids: set[int]) -> Tag:
     """The largest ancestor of a role name that holds no other role name and is not the module."""
     item = name
     while True:
         parent = item.parent
-        if parent is None or parent.name in ("body", "html", "[document]") or parent in roots:
-            return item
-        if sum(1 for n in names if parent in n.parents) > 1:
+        if (parent is None or parent.name in ("body", "html", "[document]") or id(parent) in root_ids
+                or held[id(parent)] > 1):
             return item
         item = parent
 

@@ -2,7 +2,8 @@
 
 Pure functions: page text in, `SearchResult` records out; no network. Results keep the page's
 order; a repeated image URL is kept once. A page we cannot read raises `PageShapeError`
-("page shape not recognised: ..."); a recognised page with no results returns [].
+("page shape not recognised: ..."); a recognised page with no results returns []. An entry whose
+values have the wrong type (a number for a URL, a list for an object) is skipped, not the page.
 
 Baidu (image.baidu.com)
   * the HTML result page: `flip.setData('imgData', {..., "data": [{thumbURL, middleURL, objURL,
@@ -44,9 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
 
-from bs4 import BeautifulSoup
-
-from pipeline.sources.encyclopedia import PageShapeError, detect_site
+from pipeline.sources.encyclopedia import PageShapeError, detect_site, html_soup, without_surrogates
 
 KINDS = ("auto", "bing", "baidu", "google")
 BING_PAGE_SIZE = 35
@@ -110,16 +109,27 @@ def _unique(results: list[SearchResult]) -> list[SearchResult]:
 
 # --------------------------------------------------------------------------- helpers
 
+_URL = re.compile(r"^https?://[^\s\ud800-\udfff]+$")  # lone surrogates (JSON \udXXX) cannot be printed
+
+
 def _http(url) -> str | None:
-    return url.strip() if isinstance(url, str) and re.match(r"^https?://\S+$", url.strip()) else None
+    return url.strip() if isinstance(url, str) and _URL.match(url.strip()) else None
 
 
 def _int(value) -> int | None:
+    # Only numbers and digit strings: str() of a decoded list may be huge or nested too deep.
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        return None
     try:
         n = int(str(value).strip())
-    except (TypeError, ValueError):
+    except ValueError:  # also a number over 4,300 digits
         return None
     return n if n > 0 else None
+
+
+def _dict(value) -> dict:
+    """value when it is a JSON object, else {}: a wrong-typed field reads as a missing one."""
+    return value if isinstance(value, dict) else {}
 
 
 def _plain(title) -> str | None:
@@ -127,12 +137,28 @@ def _plain(title) -> str | None:
     if not isinstance(title, str):
         return None
     text = html_lib.unescape(re.sub(r"<[^>]+>", "", title)).replace("\ue000", "").replace("\ue001", "")
-    return " ".join(text.split()) or None
+    return without_surrogates(" ".join(text.split())) or None
+
+
+def _json_int(digits: str) -> int | None:
+    # int() refuses over 4,300 digits; such a number is no size anyway, so it reads as null.
+    return int(digits) if len(digits) <= 4300 else None
+
+
+def _json_object(text: str) -> dict | None:
+    """A JSON object, or None for anything else (not JSON, another type, nested too deep)."""
+    try:
+        value = json.loads(text, parse_int=_json_int)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def js_object_at(text: str, start: int) -> str:
     """The {...} or [...] literal starting at text[start], found by matching brackets outside
     string literals (quotes of either kind, with backslash escapes)."""
+    if not 0 <= start < len(text) or text[start] not in "{[":
+        raise PageShapeError(f"no {{ or [ literal at offset {start}")
     opener = text[start]
     closer = {"{": "}", "[": "]"}[opener]
     depth, i, quote = 0, start, None
@@ -160,15 +186,19 @@ def js_object_at(text: str, start: int) -> str:
 def loads_lenient(literal: str):
     """JSON that JavaScript wrote: also accepts \\' and \\xNN escapes and trailing commas."""
     try:
-        return json.loads(literal, strict=False)
+        return json.loads(literal, strict=False, parse_int=_json_int)
     except json.JSONDecodeError:
         pass
+    except RecursionError:  # json's C decoder recurses once per nesting level
+        raise PageShapeError("embedded data is nested too deeply") from None
     fixed = re.sub(r"\\x([0-9a-fA-F]{2})", r"\\u00\1", literal.replace("\\'", "'"))
     fixed = re.sub(r",\s*([}\]])", r"\1", fixed)
     try:
-        return json.loads(fixed, strict=False)
+        return json.loads(fixed, strict=False, parse_int=_json_int)
     except json.JSONDecodeError as exc:
         raise PageShapeError(f"embedded data is not JSON ({exc})") from None
+    except RecursionError:
+        raise PageShapeError("embedded data is nested too deeply") from None
 
 
 # --------------------------------------------------------------------------- Baidu
@@ -176,6 +206,10 @@ def loads_lenient(literal: str):
 _BAIDU_TOKENS = {"_z2C$q": ":", "_z&e3B": ".", "AzdH3F": "/"}
 _BAIDU_CHARS = str.maketrans("wkv1ju2it3hs4g5rq6fp7eo8dn9cm0bla", "abcdefghijklmnopqrstuvw1234567890")
 _BAIDU_TOKEN_RE = re.compile("|".join(re.escape(t) for t in _BAIDU_TOKENS))
+
+
+def _baidu_url(value) -> str | None:
+    return _http(decode_baidu_url(value)) if isinstance(value, str) else None
 
 
 def decode_baidu_url(value: str) -> str:
@@ -215,12 +249,12 @@ def _parse_baidu(text: str, page_url: str) -> list[SearchResult]:
         replace = item.get("replaceUrl") or [{}]
         replace = replace[0] if isinstance(replace, list) and replace and isinstance(replace[0], dict) else {}
         thumb = _http(item.get("thumbURL")) or _http(item.get("middleURL"))
-        image = (_http(decode_baidu_url(item.get("objURL") or ""))
+        image = (_baidu_url(item.get("objURL"))
                  or _http(replace.get("ObjURL") or replace.get("ObjUrl"))
                  or _http(item.get("middleURL")) or thumb)
         if not image:
             continue
-        source = (_http(decode_baidu_url(item.get("fromURL") or ""))
+        source = (_baidu_url(item.get("fromURL"))
                   or _http(replace.get("FromURL") or replace.get("FromUrl")))
         title = _plain(item.get("fromPageTitleEnc")) or _plain(item.get("fromPageTitle"))
         out.append(SearchResult(image, thumb, source, title, _int(item.get("width")), _int(item.get("height"))))
@@ -233,7 +267,7 @@ _SIZE = re.compile(r"(\d+)\s*[x×]\s*(\d+)")
 
 
 def _parse_bing(text: str, page_url: str) -> list[SearchResult]:
-    soup = BeautifulSoup(text, "lxml")
+    soup = html_soup(text)
     tiles = soup.select("a.iusc[m]")
     if not tiles:
         if soup.select_one("a.iusc, #mmComponent_images_1, .dgControl"):
@@ -241,11 +275,8 @@ def _parse_bing(text: str, page_url: str) -> list[SearchResult]:
         raise PageShapeError("Bing page without result tiles (a.iusc with an m attribute)")
     out = []
     for a in tiles:
-        try:
-            m = json.loads(a["m"])
-        except json.JSONDecodeError:
-            continue
-        image = _http(m.get("murl"))
+        m = _json_object(a["m"])
+        image = _http(m.get("murl")) if m else None
         if not image:
             continue
         width = height = None
@@ -253,7 +284,7 @@ def _parse_bing(text: str, page_url: str) -> list[SearchResult]:
         info = tile.select_one(".img_info span") if tile is not None else None
         size = _SIZE.search(info.get_text(" ")) if info is not None else None
         if size:
-            width, height = int(size[1]), int(size[2])
+            width, height = _int(size[1]), _int(size[2])
         out.append(SearchResult(image, _http(m.get("turl")), _http(m.get("purl")), _plain(m.get("t")),
                                 width, height))
     return out
@@ -267,34 +298,39 @@ _GOOGLE_PAIR = re.compile(
 _GOOGLE_2003 = re.compile(r'"2003":\[null,"(?:[^"\\]|\\.)*","((?:[^"\\]|\\.)*)","((?:[^"\\]|\\.)*)"')
 
 
-def _js_string(s: str) -> str:
-    return json.loads(f'"{s}"', strict=False)
+def _js_string(s: str) -> str | None:
+    """A JavaScript string literal's body; None for escapes JSON lacks (\\q, a cut \\u12)."""
+    try:
+        return json.loads(f'"{s}"', strict=False)
+    except ValueError:
+        return None
 
 
 def _parse_google(text: str, page_url: str) -> list[SearchResult]:
     if '"ischj"' in text[:2000]:
         start = text.rfind("{", 0, text.index('"ischj"'))
-        doc = loads_lenient(js_object_at(text, start))
+        ischj = _dict(loads_lenient(js_object_at(text, start))).get("ischj") or {}
+        metadata = (ischj.get("metadata") or []) if isinstance(ischj, dict) else None
+        if not isinstance(metadata, list):
+            raise PageShapeError('Google "ischj" JSON is not {"metadata": [...]}')
         out = []
-        for item in (doc.get("ischj") or {}).get("metadata") or []:
-            original, result = item.get("original_image") or {}, item.get("result") or {}
+        for item in metadata:
+            item = _dict(item)
+            original, result = _dict(item.get("original_image")), _dict(item.get("result"))
             image = _http(original.get("url"))
             if image:
-                out.append(SearchResult(image, _http((item.get("thumbnail") or {}).get("url")),
+                out.append(SearchResult(image, _http(_dict(item.get("thumbnail")).get("url")),
                                         _http(result.get("referrer_url")), _plain(result.get("page_title")),
                                         _int(original.get("width")), _int(original.get("height"))))
         return out
 
-    soup = BeautifulSoup(text, "lxml")
+    soup = html_soup(text)
     metas = soup.select("div.rg_meta")
     if metas:
         out = []
         for div in metas:
-            try:
-                m = json.loads(div.get_text())
-            except json.JSONDecodeError:
-                continue
-            image = _http(m.get("ou"))
+            m = _json_object(div.get_text())
+            image = _http(m.get("ou")) if m else None
             if image:
                 out.append(SearchResult(image, _http(m.get("tu")), _http(m.get("ru")), _plain(m.get("pt")),
                                         _int(m.get("ow")), _int(m.get("oh"))))
@@ -310,11 +346,14 @@ def _parse_google(text: str, page_url: str) -> list[SearchResult]:
         for i, m in enumerate(matches):
             # The source page and title sit after the image pair, before the next result.
             end = matches[i + 1].start() if i + 1 < len(matches) else len(script)
+            image = _http(_js_string(m[4]))
+            if not image:
+                continue
             meta = _GOOGLE_2003.search(script, m.end(), end)
             source = _http(_js_string(meta[1])) if meta else None
             title = _plain(_js_string(meta[2])) if meta else None
-            out.append(SearchResult(_js_string(m[4]), _js_string(m[1]), source, title,
-                                    int(m[6]), int(m[5])))  # arrays are [url, height, width]
+            out.append(SearchResult(image, _http(_js_string(m[1])), source, title,
+                                    _int(m[6]), _int(m[5])))  # arrays are [url, height, width]
     return out
 
 

@@ -5,6 +5,12 @@
   * kind bing / baidu / google: {"image_url", "thumb_url", "source_url", "title", "width", "height"}
 With kind "auto" the site is recognised from page_url's host when it is a known one, else from
 the markup (see `encyclopedia.detect_site`). A page nobody recognises raises PageShapeError.
+
+Whatever the text, every kind returns a list or raises PageShapeError, never another exception:
+an entry with wrong-typed values (a number where a URL belongs, a list where an object does) is
+skipped and the rest of the page kept; data nested too deeply (JSON past Python's recursion limit,
+HTML past encyclopedia.MAX_DEPTH) makes the page unreadable. tests/pipeline/sources/test_parser_fuzz.py
+fuzzes this. Only an unknown `kind` (or a page_url urllib cannot split) raises a plain ValueError.
 """
 from __future__ import annotations
 
