@@ -26,6 +26,7 @@ from typing import Any, Iterator
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
@@ -117,7 +118,7 @@ class Manifest:
         runs = self._delta("runs")
         if runs is None:
             return pd.DataFrame({f.name: pd.Series(dtype=object) for f in RUNS})
-        return runs.to_pandas().sort_values("manifest_version").reset_index(drop=True)
+        return _rows(runs, RUNS).to_pandas().sort_values("manifest_version").reset_index(drop=True)
 
     def run_versions(self) -> dict[str, int]:
         """run_id -> the manifest version that run published."""
@@ -161,7 +162,7 @@ class Manifest:
         schema = TABLES[table][0]
         if delta_version < 0:
             return schema.empty_table().to_pandas()
-        return DeltaTable(str(self.table_path(table)), version=delta_version).to_pandas(columns=columns)
+        return _rows(DeltaTable(str(self.table_path(table)), version=delta_version), schema, columns).to_pandas()
 
     def diff(self, table: str, a: int, b: int) -> pd.DataFrame:
         """Rows added, removed or changed between manifest versions a and b (`change` column)."""
@@ -190,7 +191,7 @@ class Manifest:
         if delta is None:
             return set()
         cols = list(columns or TABLES[table][1])
-        frame = delta.to_pyarrow_table(columns=cols).to_pylist()
+        frame = _rows(delta, TABLES[table][0], cols).to_pylist()
         return {tuple(r[c] for c in cols) for r in frame}
 
     # ---- publishing ----------------------------------------------------------------------
@@ -329,6 +330,18 @@ class Manifest:
                     shutil.rmtree(folder, ignore_errors=True)
                     removed.append(folder.name)
         return removed
+
+
+def _rows(delta: DeltaTable, schema: pa.Schema, columns: list[str] | None = None) -> pa.Table:
+    """A Delta version's rows, read from its Parquet files by pyarrow. deltalake's own scanner
+    (to_pandas, to_pyarrow_table) leaves a thread that makes a short-lived process abort at exit
+    ("terminate called without an active exception", exit 134) about half the time. Our tables are
+    append-only and unpartitioned with no deletion vectors, so the version's files are its rows."""
+    files = delta.file_uris()
+    if not files:
+        table = schema.empty_table()
+        return table.select(columns) if columns else table
+    return ds.dataset(files, schema=schema, format="parquet").to_table(columns=columns)
 
 
 def _jsonable(value: Any) -> Any:

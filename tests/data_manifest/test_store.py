@@ -166,3 +166,18 @@ def test_reading_before_any_publish_is_a_clear_error(tmp_path):
         Manifest(tmp_path).read("faces")
     with pytest.raises(ManifestError, match="unknown table"):
         Manifest(tmp_path).table_path("nope")
+
+
+def test_a_short_process_that_reads_the_manifest_exits_cleanly(tmp_path):
+    # deltalake's own scanner made about half of such processes abort at exit (exit 134, "terminate
+    # called without an active exception"): a scheduler saw a failed command after a good merge.
+    m = Manifest(tmp_path)
+    publish(m, "r0", [album("a")], [asset("s1", "a/1.jpg")])
+    code = f"""
+import sys; sys.path.insert(0, {PROJECT!r})
+from data_manifest import Manifest
+m = Manifest({str(tmp_path)!r})
+assert len(m.read("assets")) == 1 and len(m.read("labels")) == 0 and m.existing_keys("assets")
+"""
+    codes = [subprocess.run([sys.executable, "-c", code]).returncode for _ in range(8)]
+    assert codes == [0] * 8
