@@ -209,11 +209,11 @@ class PublishedIndex:
         # Two runs over the same library may both index a crop: an id already indexed is not added again.
         known = set(old_ids)
         fresh = [i for i, face_id in enumerate(ids) if face_id not in known and not known.add(face_id)]
-        vectors, ids = np.asarray(vectors, np.float32)[fresh] if len(fresh) else None, [ids[i] for i in fresh]
-        if len(old_ids) and len(ids):
-            vectors = np.concatenate([old_vectors, vectors])
-            ids = old_ids + ids
-        elif len(old_ids) or not len(ids):
+        if fresh:
+            new = np.asarray(vectors, np.float32)[fresh]
+            vectors = np.concatenate([old_vectors, new]) if old_ids else new
+            ids = old_ids + [ids[i] for i in fresh]
+        else:
             vectors, ids = old_vectors, old_ids
         self.dir.mkdir(parents=True, exist_ok=True)
         name = f"v{version:06d}"

@@ -53,10 +53,10 @@ class StillsShard:
 
     def record_failure(self, ctx: "RunContext", detail: str) -> dict[str, int]:
         """Rows for every still of a shard that failed as a whole: each one dropped as internal_error."""
-        rows = [error_asset_row(ctx, self.album_id, source, "still", detail) for _, source in self.files]
+        rows, counts = failed_input_rows(ctx, self.album_id, [source for _, source in self.files], "still", detail)
         ctx.staging().write("assets", self.name, rows)
-        return {"stills": len(rows), "images_dropped": len(rows), "drop.image.internal_error": len(rows),
-                "internal_errors": len(rows)}
+        counts["stills"] += len(rows)
+        return dict(counts)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,11 +91,18 @@ def asset_row(analysis: ImageAnalysis, ctx: RunContext, album_id: str, source: s
     }
 
 
-def error_asset_row(ctx: RunContext, album_id: str, source: str, kind: str, detail: str) -> dict:
-    """An input that could not be analysed at all; keyed by its source, as its bytes may be unknown."""
-    analysis = ImageAnalysis(sha256_bytes(source.encode(errors="backslashreplace")), 0, None, 0, 0,
-                             "internal_error", detail, [])
-    return asset_row(analysis, ctx, album_id, source, kind)
+def failed_input_rows(ctx: RunContext, album_id: str, sources: list[str], kind: str,
+                      detail: str) -> tuple[list[dict], collections.Counter]:
+    """Asset rows and funnel counts of inputs that could not be analysed at all (their shard failed as a
+    whole): each one internal_error, keyed by its source, as its bytes may be unknown."""
+    counts: collections.Counter = collections.Counter()
+    rows = []
+    for source in sources:
+        analysis = ImageAnalysis(sha256_bytes(source.encode(errors="backslashreplace")), 0, None, 0, 0,
+                                 "internal_error", detail, [])
+        count_analysis(counts, analysis, False, None)
+        rows.append(asset_row(analysis, ctx, album_id, source, kind))
+    return rows, counts
 
 
 # Errors that are the run's own (the disk, the manifest), not one input's: these still fail the run.

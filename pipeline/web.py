@@ -27,7 +27,7 @@ from pipeline.decode import EXTENSIONS, sniff_format
 from pipeline.detect import get_detector
 from pipeline.faces import FunnelCache, ImageAnalysis, funnel_key
 from pipeline.shards import (RunContext, analyse_each, asset_row, count_analysis, describe, embed_kept,
-                             error_asset_row, face_rows, inject_fault, is_run_fault)
+                             face_rows, failed_input_rows, inject_fault, is_run_fault)
 from pipeline.sources.downloader import Downloader, FetchResult, canonicalize_url
 from pipeline.sources.encyclopedia import PageShapeError, next_page_url, parse_characters
 from pipeline.sources.image_search import character_query, parse_search, read_url_list, search_url
@@ -55,12 +55,10 @@ class WebShard:
 
     def record_failure(self, ctx: RunContext, detail: str) -> dict[str, int]:
         """Rows for every image URL of a shard that failed as a whole: each one dropped as internal_error."""
-        rows = []
-        for job in self.jobs:
-            row = error_asset_row(ctx, job.album_id, job.url, "web", detail)
-            rows.append({**row, "character": job.character, "query": job.query})
+        rows, counts = failed_input_rows(ctx, self.album_id, [job.url for job in self.jobs], "web", detail)
+        rows = [{**row, "character": job.character, "query": job.query} for row, job in zip(rows, self.jobs)]
         ctx.staging().write("assets", self.name, rows)
-        return {"images_dropped": len(rows), "drop.image.internal_error": len(rows), "internal_errors": len(rows)}
+        return dict(counts)
 
 
 # One downloader per process and settings: shards running in threads of one process share its
@@ -346,10 +344,8 @@ def crawl_album(album: Album, ctx: RunContext) -> tuple[list[ImageJob], dict[str
 def record_crawl_failure(album: Album, ctx: RunContext, detail: str) -> tuple[list[ImageJob], dict[str, int]]:
     """An album whose crawl failed as a whole: a `downloads` row per encyclopedia page saying so, and no
     image jobs; its stills and episodes are published as usual."""
-    now = dt.datetime.now(dt.timezone.utc)
-    rows = [{"url": url, "album_id": album.album_id, "purpose": "encyclopedia", "final_url": None, "ok": False,
-             "reason": "internal_error", "http_status": None, "content_type": None, "asset_id": None,
-             "attempts": 0, "detail": detail, "fetched_at": now, "run_id": ctx.run_id}
+    rows = [_download_row(FetchResult(url, url, False, "internal_error", None, None, None, None, None, 0, 0.0,
+                                      detail), album.album_id, "encyclopedia", ctx.run_id)
             for url in album.encyclopedia or ["albums-file"]]
     ctx.staging().write("downloads", f"crawl-{album.album_id}", rows)
     return [], {"drop.crawl.internal_error": 1, "internal_errors": 1}

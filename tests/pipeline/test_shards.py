@@ -41,3 +41,23 @@ def test_a_full_disk_or_an_unreadable_manifest_still_fails_the_run(tmp_path):
     with pytest.raises(OSError, match="No space left"):
         guarded(disk_full, shard, ctx)
     assert is_run_fault(MemoryError()) and not is_run_fault(FileNotFoundError(errno.ENOENT, "gone"))
+
+
+def test_a_web_shard_or_a_crawl_that_raises_leaves_rows_for_its_urls(tmp_path):
+    from pipeline.sources.library import Album
+    from pipeline.web import ImageJob, WebShard, record_crawl_failure
+
+    ctx = RunContext(str(tmp_path), "run-1", IngestConfig())
+    jobs = (ImageJob("http://a.test/1.jpg", "toon", "Kai", "Kai Toon"),
+            ImageJob("http://a.test/2.jpg", "toon", None, None))
+    counts = guarded(broken_stage, WebShard("toon", 0, jobs), ctx)
+    assert counts["internal_errors"] == 2 and counts["drop.image.internal_error"] == 2
+    assets = Manifest(tmp_path).staging("run-1").read("assets").to_pandas().set_index("source")
+    assert assets.loc["http://a.test/1.jpg", "character"] == "Kai" and set(assets["kind"]) == {"web"}
+
+    album = Album("toon", "Toon Town", encyclopedia=("http://wiki.test/Characters",))
+    jobs, counts = guarded(broken_stage, album, ctx, on_failure=record_crawl_failure)
+    assert jobs == [] and counts == {"drop.crawl.internal_error": 1, "internal_errors": 1}
+    (row,) = Manifest(tmp_path).staging("run-1").read("downloads").to_pylist()
+    assert row["url"] == "http://wiki.test/Characters" and row["reason"] == "internal_error" and not row["ok"]
+    assert row["detail"].startswith("IndexError")
