@@ -1,7 +1,7 @@
 # Two commands do everything on a fresh machine:
 #   make demo   set up, generate the offline sample library, start Prefect (server + worker +
 #               nightly deployment) and run `prefect deployment run 'ingest/nightly'` on it
-#   make test   set up and run the test suite
+#   make test   set up, check lint, format and the import layers, and run the test suite
 # Both are idempotent: setup is redone only when requirements.lock or pyproject.toml change.
 
 VENV   ?= .venv
@@ -42,6 +42,9 @@ test: setup
 	@# the verification page's browser test drives Debian's headless Chromium through chromedriver
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 server-stop:

@@ -8,6 +8,7 @@ folder). YOLO (icartoonface_det): one `<name>.txt` per image with lines `0 cx cy
 an image without a label file has no face. Images are decoded and detected at full size, as ingest
 does. Prints readable lines, then one JSON line.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -93,7 +94,7 @@ def main() -> None:
         images = sorted(gt_of)
         source = f"CAVA {args.folder / 'boxes.csv'} split {args.split}"
     if args.limit:
-        images = images[:args.limit]
+        images = images[: args.limit]
 
     detector = get_detector("animeface")
     n_gt = n_det = tp = unreadable = 0
@@ -105,21 +106,39 @@ def main() -> None:
         t0 = time.perf_counter()
         found = [(d.x1, d.y1, d.x2, d.y2) for d in detector.detect(decoded.image)] if decoded.ok else []
         detect_s += time.perf_counter() - t0
-        gt = gt_of[path] if gt_of is not None else yolo_boxes(args.yolo_labels / f"{path.stem}.txt",
-                                                              decoded.width, decoded.height)
+        gt = (
+            gt_of[path]
+            if gt_of is not None
+            else yolo_boxes(args.yolo_labels / f"{path.stem}.txt", decoded.width, decoded.height)
+        )
         n_gt, n_det, tp = n_gt + len(gt), n_det + len(found), tp + match(gt, found, args.iou)
 
     recall = tp / n_gt if n_gt else 0.0
     precision = tp / n_det if n_det else 0.0
     print(f"source: {source} ({detector.model_id})")
-    print(f"images: {len(images)} (unreadable {unreadable}); detection {detect_s:.1f} s = "
-          f"{len(images) / detect_s if detect_s else 0:.2f} images/s")
+    print(
+        f"images: {len(images)} (unreadable {unreadable}); detection {detect_s:.1f} s = "
+        f"{len(images) / detect_s if detect_s else 0:.2f} images/s"
+    )
     print(f"GT boxes: {n_gt}  detections: {n_det}  true positives: {tp}")
     print(f"recall@IoU{args.iou}: {recall:.3f}  precision@IoU{args.iou}: {precision:.3f}")
-    print(json.dumps({"source": source, "model_id": detector.model_id, "images": len(images),
-                      "unreadable": unreadable, "gt_boxes": n_gt, "detections": n_det, "true_positives": tp,
-                      "iou": args.iou, "recall": round(recall, 4), "precision": round(precision, 4),
-                      "detect_seconds": round(detect_s, 2)}))
+    print(
+        json.dumps(
+            {
+                "source": source,
+                "model_id": detector.model_id,
+                "images": len(images),
+                "unreadable": unreadable,
+                "gt_boxes": n_gt,
+                "detections": n_det,
+                "true_positives": tp,
+                "iou": args.iou,
+                "recall": round(recall, 4),
+                "precision": round(precision, 4),
+                "detect_seconds": round(detect_s, 2),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

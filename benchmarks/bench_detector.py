@@ -17,6 +17,7 @@ Rows:
 * ``backbone+heads only``: our network without any post-processing (the ceiling).
 Also printed: letterbox (decode excluded) images/s on the CPU, and peak GPU memory.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -70,41 +71,63 @@ def main() -> int:
     paths = sorted((SHARED / "data" / "icartoonface_det" / "images" / "val").glob("*.jpg"))
     decoded = [cv2.imread(str(pth)) for pth in paths[:batch]]
     while len(decoded) < batch:
-        decoded += decoded[:batch - len(decoded)]
+        decoded += decoded[: batch - len(decoded)]
     t0 = time.perf_counter()
     boxed = np.stack([letterbox(img, args.size)[0] for img in decoded])
     letterbox_s = time.perf_counter() - t0
     x_host = to_tensor(boxed)
     x_dev = x_host.to(device)
     rows = []
-    print(f"device: {torch.cuda.get_device_name() if cuda else 'cpu'} ({torch.get_num_threads()} threads), "
-          f"{'bf16' if bf16 else 'fp32'}, size {args.size}, batch {batch}, repeats {repeats}; letterbox on the CPU: "
-          f"{batch / letterbox_s:.1f} images/s", flush=True)
+    print(
+        f"device: {torch.cuda.get_device_name() if cuda else 'cpu'} ({torch.get_num_threads()} threads), "
+        f"{'bf16' if bf16 else 'fp32'}, size {args.size}, batch {batch}, repeats {repeats}; letterbox on the CPU: "
+        f"{batch / letterbox_s:.1f} images/s",
+        flush=True,
+    )
 
     shipped = load_detector(args.weights)  # run at --size (the network is fully convolutional)
-    detectors = [(f"ours {shipped.backbone} (shipped weights, stored size {shipped.size} px)",
-                  FaceDetector(shipped.model, backbone=shipped.backbone, size=args.size, device=device,
-                               precision=args.precision))]
+    detectors = [
+        (
+            f"ours {shipped.backbone} (shipped weights, stored size {shipped.size} px)",
+            FaceDetector(
+                shipped.model, backbone=shipped.backbone, size=args.size, device=device, precision=args.precision
+            ),
+        )
+    ]
     r50 = build_retinanet("resnet50", args.size)
     fold_batchnorm(r50.eval(), r50.backbone.body)  # as load_detector runs any trained file
-    detectors.append(("ours resnet50 (untrained)", FaceDetector(r50, backbone="resnet50", size=args.size, device=device,
-                                                                precision=args.precision)))
+    detectors.append(
+        (
+            "ours resnet50 (untrained)",
+            FaceDetector(r50, backbone="resnet50", size=args.size, device=device, precision=args.precision),
+        )
+    )
     for name, det in detectors:
         if cuda:
             torch.cuda.reset_peak_memory_stats()
-        seconds = timed(lambda: [r.cpu() for r in det.forward_letterboxed(x_dev)], repeats, sync)
-        rows.append({"what": name, "images_per_s": batch / seconds,
-                     "gpu_peak_mib": torch.cuda.max_memory_allocated() / 2**20 if cuda else None})
+        seconds = timed(lambda det=det: [r.cpu() for r in det.forward_letterboxed(x_dev)], repeats, sync)
+        rows.append(
+            {
+                "what": name,
+                "images_per_s": batch / seconds,
+                "gpu_peak_mib": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
+            }
+        )
 
-        seconds = timed(lambda: det.network_outputs(x_dev), repeats, sync)
+        seconds = timed(lambda det=det: det.network_outputs(x_dev), repeats, sync)
         rows.append({"what": name + ": backbone+heads only", "images_per_s": batch / seconds})
         print(json.dumps(rows[-2]), json.dumps(rows[-1]), flush=True)
 
     if not args.skip_stock:
         from torchvision.models.detection import retinanet_resnet50_fpn
 
-        stock = retinanet_resnet50_fpn(weights=None, weights_backbone=None, num_classes=1,
-                                       min_size=args.size, max_size=args.size).eval().to(device)
+        stock = (
+            retinanet_resnet50_fpn(
+                weights=None, weights_backbone=None, num_classes=1, min_size=args.size, max_size=args.size
+            )
+            .eval()
+            .to(device)
+        )
         stock = stock.to(memory_format=torch.channels_last)
         images = [t for t in (x_dev.float() / 255)]
         if cuda:
@@ -114,12 +137,22 @@ def main() -> int:
             with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 out = stock(images)
             [o["boxes"].cpu() for o in out]
+
         seconds = timed(stock_forward, repeats, sync)
-        rows.append({"what": "stock torchvision retinanet_resnet50_fpn (random weights)", "images_per_s": batch / seconds,
-                     "gpu_peak_mib": torch.cuda.max_memory_allocated() / 2**20 if cuda else None})
+        rows.append(
+            {
+                "what": "stock torchvision retinanet_resnet50_fpn (random weights)",
+                "images_per_s": batch / seconds,
+                "gpu_peak_mib": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
-    print(json.dumps({"size": args.size, "batch": batch, "device": str(device),
-                      "precision": precision_name(bf16), "rows": rows}, indent=1))
+    print(
+        json.dumps(
+            {"size": args.size, "batch": batch, "device": str(device), "precision": precision_name(bf16), "rows": rows},
+            indent=1,
+        )
+    )
     return 0
 
 

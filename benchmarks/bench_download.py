@@ -18,6 +18,7 @@ ContentStore under a temporary folder, by a small thread pool (cv2 releases the 
 The server process shares the machine's cores with the client (2 cores here): the figures are a
 lower bound for the client alone. Prints readable lines, then one JSON line.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,7 +43,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere without install
 
 from pipeline.decode import EXTENSIONS, decode_image
-from pipeline.sources.downloader import Downloader
+from pipeline.sources.download import Downloader, DownloadSettings
 from pipeline.store import ContentStore
 
 ROBOTS = b"User-agent: *\nDisallow: /private/\n"
@@ -85,11 +86,14 @@ def serve(ports_out, ready, stop, n_ports: int, stats_out) -> None:
                 body, ctype = unique_jpeg(bases, int(self.path[5:].split(".", 1)[0])), b"image/jpeg"
             else:
                 body, ctype = b"not found", b"text/plain"
-                self.wfile.write(b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 9\r\n\r\n" + body)
+                self.wfile.write(
+                    b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 9\r\n\r\n" + body
+                )
                 return
             # One write for status line, headers and body.
-            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s"
-                             % (ctype, len(body), body))
+            self.wfile.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s" % (ctype, len(body), body)
+            )
 
     class Server(ThreadingHTTPServer):
         daemon_threads = True
@@ -103,8 +107,12 @@ def serve(ports_out, ready, stop, n_ports: int, stats_out) -> None:
     stop.wait()
     for s in servers:
         s.shutdown()
-    stats_out.send({"server_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                    "server_cpu_s": sum(os.times()[:2])})
+    stats_out.send(
+        {
+            "server_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "server_cpu_s": sum(os.times()[:2]),
+        }
+    )
 
 
 def main() -> None:  # noqa: C901
@@ -114,8 +122,11 @@ def main() -> None:  # noqa: C901
     ap.add_argument("--workers", type=int, default=16)
     ap.add_argument("--max-per-domain", type=int, default=8)
     ap.add_argument("--decode-threads", type=int, default=2)
-    ap.add_argument("--download-only", action="store_true",
-                    help="skip decode_image and the ContentStore: the downloader's own rate (magic bytes still checked)")
+    ap.add_argument(
+        "--download-only",
+        action="store_true",
+        help="skip decode_image and the ContentStore: the downloader's own rate (magic bytes still checked)",
+    )
     args = ap.parse_args()
 
     ctx = mp.get_context("spawn")
@@ -157,10 +168,20 @@ def main() -> None:  # noqa: C901
     counts: dict[str, int] = {}
     nbytes = 0
     cpu0 = sum(os.times()[:2])
-    dl = Downloader(min_interval_s=0.0, max_workers=args.workers, max_per_domain=args.max_per_domain,
-                    allow_private_hosts={"127.0.0.1", "localhost"}, connect_timeout=5, read_timeout=10,
-                    total_timeout=30, retries=1)
+    dl = Downloader(
+        DownloadSettings(
+            min_interval_s=0.0,
+            max_workers=args.workers,
+            max_per_domain=args.max_per_domain,
+            allow_private_hosts={"127.0.0.1", "localhost"},
+            connect_timeout=5,
+            read_timeout=10,
+            total_timeout=30,
+            retries=1,
+        )
+    )
     t0 = time.perf_counter()
+
     def tally(done):
         nonlocal nbytes
         for fut in done:
@@ -189,23 +210,37 @@ def main() -> None:  # noqa: C901
 
     ok = counts.get("ok", 0)
     out = {
-        "count": args.count, "ok": ok, "outcomes": counts, "stored_files": stored,
-        "domains": len(hosts), "workers": args.workers, "max_per_domain": args.max_per_domain,
-        "decode_threads": args.decode_threads, "download_only": args.download_only, "min_interval_s": 0.0,
-        "wall_s": round(wall, 3), "images_per_s": round(ok / wall, 1), "mb_per_s": round(nbytes / wall / 1e6, 2),
+        "count": args.count,
+        "ok": ok,
+        "outcomes": counts,
+        "stored_files": stored,
+        "domains": len(hosts),
+        "workers": args.workers,
+        "max_per_domain": args.max_per_domain,
+        "decode_threads": args.decode_threads,
+        "download_only": args.download_only,
+        "min_interval_s": 0.0,
+        "wall_s": round(wall, 3),
+        "images_per_s": round(ok / wall, 1),
+        "mb_per_s": round(nbytes / wall / 1e6, 2),
         "mean_kb": round(nbytes / max(ok, 1) / 1e3, 1),
-        "client_cpu_s": round(cpu, 2), "client_peak_rss_mib": round(peak["rss"] / 2**20, 1),
+        "client_cpu_s": round(cpu, 2),
+        "client_peak_rss_mib": round(peak["rss"] / 2**20, 1),
         "client_ru_maxrss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         **{k: round(v, 2) for k, v in server_stats.items()},
         "cpus": os.cpu_count(),
     }
     what = "downloaded+validated" if args.download_only else "downloaded+validated+decoded+stored"
-    print(f"{what} {ok}/{args.count} images in {wall:.2f} s "
-          f"over {len(hosts)} domains ({args.workers} workers, <= {args.max_per_domain}/domain, rate limit off)")
+    print(
+        f"{what} {ok}/{args.count} images in {wall:.2f} s "
+        f"over {len(hosts)} domains ({args.workers} workers, <= {args.max_per_domain}/domain, rate limit off)"
+    )
     print(f"  {out['images_per_s']} images/s, {out['mb_per_s']} MB/s, mean {out['mean_kb']} KB/image")
-    print(f"  client: peak RSS {out['client_peak_rss_mib']} MiB, CPU {out['client_cpu_s']} s; "
-          f"server (separate process, same {os.cpu_count()} cores): peak RSS "
-          f"{out.get('server_peak_rss_mib', '?')} MiB, CPU {out.get('server_cpu_s', '?')} s")
+    print(
+        f"  client: peak RSS {out['client_peak_rss_mib']} MiB, CPU {out['client_cpu_s']} s; "
+        f"server (separate process, same {os.cpu_count()} cores): peak RSS "
+        f"{out.get('server_peak_rss_mib', '?')} MiB, CPU {out.get('server_cpu_s', '?')} s"
+    )
     if counts.keys() - {"ok"}:
         print(f"  failures: { {k: v for k, v in counts.items() if k != 'ok'} }")
     print(json.dumps(out))

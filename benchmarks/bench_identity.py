@@ -13,6 +13,7 @@ exact search is 1 by construction. On CUDA, Faiss's CPU search is timed too, for
 --vectors is at most 200,000. Album means: the time a night spends on them with 4 albums of 1,024
 published faces, the first night (from the faces' cached views) and the next (read back).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,11 +32,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from models.embedder import REFERENCE_VIEW_SCALES, REFERENCE_VIEWS_ID, load_embedder  # noqa: E402
+from models.crop import cut, enlarged_box  # noqa: E402
+from models.embedder import REFERENCE_VIEW_SCALES, load_embedder  # noqa: E402
 from models.precision import PRECISIONS, precision_name  # noqa: E402
-from pipeline.crop import cut, enlarged_box  # noqa: E402
 from pipeline.dedup import greedy_dedup, range_neighbours  # noqa: E402
-from pipeline.identity import DEFAULT_WEIGHTS, EmbeddingCache, album_means, load  # noqa: E402
+from pipeline.identity.embedding import DEFAULT_WEIGHTS, album_means, embedding_cache, load  # noqa: E402
 
 SHARED = Path(os.environ.get("TOONFACE_SHARED", Path(__file__).resolve().parent.parent.parent / "shared"))
 
@@ -64,9 +65,18 @@ def bench_embed(weights: Path, n: int, precision: str = "auto") -> dict:
     t = time.perf_counter()
     plain = model.embed(crops, batch_size=64)
     seconds = plain_seconds = time.perf_counter() - t
-    out = {"device": device, "precision": dtype, "model_id": meta["model_id"], "input_size": int(meta.get("input_size", 112)),
-           "crops": n, "seconds": round(seconds, 2), "embeddings_per_s": round(n / seconds, 1)}
-    print(f"embed: {n} crops in {seconds:.2f} s = {n / seconds:.1f} embeddings/s on {device}, {dtype} ({meta['model_id']})")
+    out = {
+        "device": device,
+        "precision": dtype,
+        "model_id": meta["model_id"],
+        "input_size": int(meta.get("input_size", 112)),
+        "crops": n,
+        "seconds": round(seconds, 2),
+        "embeddings_per_s": round(n / seconds, 1),
+    }
+    print(
+        f"embed: {n} crops in {seconds:.2f} s = {n / seconds:.1f} embeddings/s on {device}, {dtype} ({meta['model_id']})"
+    )
     # The pipeline's candidate_views (and every reference): each crop's 4 views, view 0 being the
     # plain embedding it already has (dedup needs it first), so 3 more forward passes per crop.
     t = time.perf_counter()
@@ -74,8 +84,10 @@ def bench_embed(weights: Path, n: int, precision: str = "auto") -> dict:
     seconds = time.perf_counter() - t
     both = plain_seconds + seconds  # unrounded, unlike out["seconds"]
     out.update({"views_seconds": round(seconds, 2), "crops_with_views_per_s": round(n / both, 1)})
-    print(f"embed views: {n} crops x 3 more views in {seconds:.2f} s; with the plain embedding "
-          f"{n / both:.1f} crops/s end to end")
+    print(
+        f"embed views: {n} crops x 3 more views in {seconds:.2f} s; with the plain embedding "
+        f"{n / both:.1f} crops/s end to end"
+    )
     return out
 
 
@@ -83,8 +95,9 @@ def bench_dedup(n: int, dim: int = 512, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     base = rng.normal(size=(n, dim)).astype(np.float32)
     copies = rng.choice(n, size=n // 10, replace=False)
-    base[copies[: len(copies) // 2]] = base[copies[len(copies) // 2:]] + 0.1 * rng.normal(
-        size=(len(copies) - len(copies) // 2, dim)).astype(np.float32)
+    base[copies[: len(copies) // 2]] = base[copies[len(copies) // 2 :]] + 0.1 * rng.normal(
+        size=(len(copies) - len(copies) // 2, dim)
+    ).astype(np.float32)
     base /= np.linalg.norm(base, axis=1, keepdims=True)
     quality = rng.random(n)
     search = "torch fp16 + fp32 check on cuda" if torch.cuda.is_available() else "faiss on cpu"
@@ -96,8 +109,10 @@ def bench_dedup(n: int, dim: int = 512, seed: int = 0) -> dict:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t
     removed = int((~result.kept).sum())
-    print(f"dedup: {n} vectors ({dim}-d) in {seconds:.1f} s ({search}), {removed} removed as near-duplicates "
-          f"(exact search: recall 1.0)")
+    print(
+        f"dedup: {n} vectors ({dim}-d) in {seconds:.1f} s ({search}), {removed} removed as near-duplicates "
+        f"(exact search: recall 1.0)"
+    )
     out = {"vectors": n, "dim": dim, "search": search, "seconds": round(seconds, 2), "removed": removed}
     if torch.cuda.is_available():
         out["gpu_peak_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
@@ -106,8 +121,10 @@ def bench_dedup(n: int, dim: int = 512, seed: int = 0) -> dict:
         t = time.perf_counter()
         neighbours = range_neighbours(base, base, 0.95, device="cpu")
         out["faiss_cpu_search_seconds"] = round(time.perf_counter() - t, 2)
-        print(f"  faiss on cpu, search only: {out['faiss_cpu_search_seconds']} s "
-              f"({sum(len(i) for i, _ in neighbours)} pairs)")
+        print(
+            f"  faiss on cpu, search only: {out['faiss_cpu_search_seconds']} s "
+            f"({sum(len(i) for i, _ in neighbours)} pairs)"
+        )
     return out
 
 
@@ -117,9 +134,9 @@ def bench_album_means(weights: Path, faces: int = 1024, albums: int = 4, seed: i
     and read back from the album-mean cache on the nights after."""
     rng = np.random.default_rng(seed)
     setting = str(weights)
-    model_id = load(setting)[1]["model_id"]
+    model_id = load(setting).model_id
     with tempfile.TemporaryDirectory() as root:
-        cache = EmbeddingCache(root, f"{model_id}-{REFERENCE_VIEWS_ID}")
+        cache = embedding_cache(root, model_id, views=True)
         shas = [f"{i:064x}" for i in range(faces * albums)]
         plain = rng.normal(size=(len(shas), 512)).astype(np.float32)
         plain /= np.linalg.norm(plain, axis=1, keepdims=True)
@@ -131,8 +148,10 @@ def bench_album_means(weights: Path, faces: int = 1024, albums: int = 4, seed: i
             t = time.perf_counter()
             album_means(names, shas, plain, setting, root, views=True)
             out[night] = round(time.perf_counter() - t, 3)
-    print(f"album means: {albums} albums x {faces} faces: {out['first_night_seconds']} s from their views, "
-          f"{out['next_night_seconds']} s read back the next night")
+    print(
+        f"album means: {albums} albums x {faces} faces: {out['first_night_seconds']} s from their views, "
+        f"{out['next_night_seconds']} s read back the next night"
+    )
     return out
 
 
@@ -144,8 +163,11 @@ def main() -> None:
     p.add_argument("--precision", default="auto", choices=PRECISIONS)
     args = p.parse_args()
     print(f"cores: {os.cpu_count()}, torch threads: {torch.get_num_threads()}")
-    result = {"embed": bench_embed(args.weights, args.crops, args.precision), "dedup": bench_dedup(args.vectors),
-              "album_means": bench_album_means(args.weights)}
+    result = {
+        "embed": bench_embed(args.weights, args.crops, args.precision),
+        "dedup": bench_dedup(args.vectors),
+        "album_means": bench_album_means(args.weights),
+    }
     result["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(f"peak RSS: {result['peak_rss_mib']} MiB")
     print(json.dumps(result))

@@ -10,6 +10,7 @@ server) and samples the total RSS of the subprocess tree with psutil every 0.2 s
 Prints readable lines, then one JSON line. The sum of RSS counts shared pages once per process,
 so it is an upper bound of the tree's real footprint; what matters here is its trend with N.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,7 +54,7 @@ def make_stills(out: Path, count: int, seed: int) -> None:
             scale = rng.uniform(max(W / fw, H / fh), 1.0)  # crop a window of random size, then resize
             cw, ch = int(W / scale), int(H / scale)
             x, y = rng.integers(fw - cw + 1), rng.integers(fh - ch + 1)
-            img = cv2.resize(frame[y:y + ch, x:x + cw], (W, H), interpolation=cv2.INTER_AREA)
+            img = cv2.resize(frame[y : y + ch, x : x + cw], (W, H), interpolation=cv2.INTER_AREA)
             img = cv2.convertScaleAbs(img, alpha=1.0, beta=float(rng.integers(-8, 9)))
             ok, jpeg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(80, 96))])
             digest = hashlib.sha256(jpeg.tobytes()).digest()
@@ -86,16 +87,18 @@ def tree_rss(proc: psutil.Process) -> tuple[int, int]:
 
 def ingest_command(library: Path, data_root: Path) -> list[str]:
     script = Path(sys.executable).parent / "toonface"
-    base = [str(script)] if script.is_file() else [sys.executable, "-m", "pipeline.cli"]
-    return base + ["ingest", "--library", str(library), "--data-root", str(data_root),
-                   "--set", "stills_per_shard=1000"]
+    base = [str(script)] if script.is_file() else [sys.executable, "-m", "toonface.cli"]
+    return base + ["ingest", "--library", str(library), "--data-root", str(data_root), "--set", "stills_per_shard=1000"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, required=True, help="number of distinct stills")
-    parser.add_argument("--workdir", type=Path, help="where stills, data root and Prefect home go "
-                                                     "(default: a new temp folder, removed afterwards)")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        help="where stills, data root and Prefect home go (default: a new temp folder, removed afterwards)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp folder")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--interval", type=float, default=0.2, help="RSS sampling period, seconds")
@@ -109,8 +112,13 @@ def main() -> None:
         shutil.rmtree(folder, ignore_errors=True)
     prefect_home.mkdir(parents=True)
 
-    env = dict(os.environ, PREFECT_HOME=str(prefect_home), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               DO_NOT_TRACK="1", PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120")
+    env = dict(
+        os.environ,
+        PREFECT_HOME=str(prefect_home),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        DO_NOT_TRACK="1",
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
+    )
     env.pop("PREFECT_API_URL", None)  # force the run's own temporary server, never a shared one
     cmd = ingest_command(library / "stills", data_root)
     print("running: " + " ".join(cmd))
@@ -125,8 +133,11 @@ def main() -> None:
             own, total = tree_rss(proc)
             peak_own, peak_tree, samples = max(peak_own, own), max(peak_tree, total), samples + 1
             if time.perf_counter() >= next_report:  # a running trace shows growth within one run too
-                print(f"  t={time.perf_counter() - t0:6.0f} s  tree RSS {total / 2**20:7.1f} MiB  "
-                      f"(ingest process {own / 2**20:.1f} MiB)", flush=True)
+                print(
+                    f"  t={time.perf_counter() - t0:6.0f} s  tree RSS {total / 2**20:7.1f} MiB  "
+                    f"(ingest process {own / 2**20:.1f} MiB)",
+                    flush=True,
+                )
                 next_report += 30
             time.sleep(args.interval)
     wall = time.perf_counter() - t0
@@ -136,13 +147,24 @@ def main() -> None:
         print(output[-3000:])
         raise SystemExit(f"ingest failed with exit code {child.returncode}; log: {log}")
 
-    result = {"images": args.count, "wall_s": round(wall, 1), "images_per_s": round(args.count / wall, 2),
-              "peak_rss_tree_mib": round(peak_tree / 2**20, 1), "peak_rss_ingest_process_mib": round(peak_own / 2**20, 1),
-              "samples": samples, "funnel": funnel, "cores": os.cpu_count()}
+    result = {
+        "images": args.count,
+        "wall_s": round(wall, 1),
+        "images_per_s": round(args.count / wall, 2),
+        "peak_rss_tree_mib": round(peak_tree / 2**20, 1),
+        "peak_rss_ingest_process_mib": round(peak_own / 2**20, 1),
+        "samples": samples,
+        "funnel": funnel,
+        "cores": os.cpu_count(),
+    }
     print(funnel)
-    print(f"images: {args.count}  wall: {wall:.1f} s  images/s: {args.count / wall:.2f} (includes Prefect server start)")
-    print(f"peak RSS, whole process tree: {peak_tree / 2**20:.1f} MiB; ingest process alone: {peak_own / 2**20:.1f} MiB "
-          f"({samples} samples every {args.interval} s)")
+    print(
+        f"images: {args.count}  wall: {wall:.1f} s  images/s: {args.count / wall:.2f} (includes Prefect server start)"
+    )
+    print(
+        f"peak RSS, whole process tree: {peak_tree / 2**20:.1f} MiB; ingest process alone: {peak_own / 2**20:.1f} MiB "
+        f"({samples} samples every {args.interval} s)"
+    )
     if args.workdir is None and not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)
     else:

@@ -8,6 +8,7 @@ result on the same real images. Prints one JSON object; exit 1 when a check fail
 bf16 natively, else fp32 again): a dry run of the script where no GPU is lent.
 Images: ``$TOONFACE_SHARED`` (the device pack, see benchmarks/device_pack.py) or ``../shared``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,12 +23,12 @@ import torch
 
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
+from models.det_metrics import box_iou  # noqa: E402
 from models.detector import load_detector  # noqa: E402
 from models.embedder import load_embedder  # noqa: E402
-from models.eval_detector import box_iou  # noqa: E402
 from pipeline.dedup import torch_range_neighbours  # noqa: E402
 from pipeline.detect import DEFAULT_DETECTOR_WEIGHTS  # noqa: E402
-from pipeline.identity import DEFAULT_WEIGHTS  # noqa: E402
+from pipeline.identity.embedding import DEFAULT_WEIGHTS  # noqa: E402
 
 SHARED = Path(os.environ.get("TOONFACE_SHARED", PROJECT.parent / "shared"))
 
@@ -35,10 +36,10 @@ SHARED = Path(os.environ.get("TOONFACE_SHARED", PROJECT.parent / "shared"))
 def detector_agreement(images: list[np.ndarray], device: str) -> dict:
     """Each CPU detection scoring >= 0.5 should have a device detection at IoU >= 0.9 (bf16 moves
     boxes and scores a little); scores of matched pairs should differ by < 0.05."""
-    cpu = load_detector(DEFAULT_DETECTOR_WEIGHTS, precision="fp32").detect_many(images, batch_size=16,
-                                                                                score_threshold=0.3)
-    dev = load_detector(DEFAULT_DETECTOR_WEIGHTS, device=device).detect_many(images, batch_size=16,
-                                                                            score_threshold=0.3)
+    cpu = load_detector(DEFAULT_DETECTOR_WEIGHTS, precision="fp32").detect_many(
+        images, batch_size=16, score_threshold=0.3
+    )
+    dev = load_detector(DEFAULT_DETECTOR_WEIGHTS, device=device).detect_many(images, batch_size=16, score_threshold=0.3)
     confident = matched = 0
     score_gaps = []
     for a, b in zip(cpu, dev):
@@ -53,8 +54,12 @@ def detector_agreement(images: list[np.ndarray], device: str) -> dict:
         score_gaps += np.abs(a[hit, 4] - b[best[hit], 4]).tolist()
     share = matched / confident if confident else 1.0
     gap = max(score_gaps) if score_gaps else 0.0
-    return {"confident_cpu_detections": confident, "matched_at_iou_0.9": share, "max_score_gap": gap,
-            "ok": share >= 0.95 and gap < 0.05}
+    return {
+        "confident_cpu_detections": confident,
+        "matched_at_iou_0.9": share,
+        "max_score_gap": gap,
+        "ok": share >= 0.95 and gap < 0.05,
+    }
 
 
 def embedder_agreement(crops: list[np.ndarray], device: str) -> dict:
@@ -69,8 +74,9 @@ def dedup_agreement(device: str, n: int = 20_000, dim: int = 512) -> dict:
     """The device's fp16 search (candidates, then fp32 re-check) against the CPU's fp32 products."""
     rng = np.random.default_rng(0)
     base = rng.normal(size=(n, dim)).astype(np.float32)
-    base[n // 2:] = base[:n // 2] + rng.uniform(0.2, 0.4, (n // 2, 1)).astype(np.float32) * rng.normal(
-        size=(n // 2, dim)).astype(np.float32)
+    base[n // 2 :] = base[: n // 2] + rng.uniform(0.2, 0.4, (n // 2, 1)).astype(np.float32) * rng.normal(
+        size=(n // 2, dim)
+    ).astype(np.float32)
     base /= np.linalg.norm(base, axis=1, keepdims=True)
     cpu = torch_range_neighbours(base, base, 0.95, device="cpu", dtype="float32")
     dev = torch_range_neighbours(base, base, 0.95, device=device)
@@ -86,11 +92,14 @@ def main() -> int:
     icf = sorted((SHARED / "data" / "icartoonface_det" / "images" / "val").glob("*.jpg"))[:64]
     images = [cv2.imread(str(path)) for path in icf]
     crops = [cv2.resize(img, (160, 160)) for img in images]  # whole images as crops: any picture will do here
-    result = {"device": args.device, "torch": torch.__version__,
-              "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
-              "detector": detector_agreement(images, args.device),
-              "embedder": embedder_agreement(crops, args.device),
-              "dedup": dedup_agreement(args.device)}
+    result = {
+        "device": args.device,
+        "torch": torch.__version__,
+        "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
+        "detector": detector_agreement(images, args.device),
+        "embedder": embedder_agreement(crops, args.device),
+        "dedup": dedup_agreement(args.device),
+    }
     print(json.dumps(result, indent=1))
     return 0 if all(result[k]["ok"] for k in ("detector", "embedder", "dedup")) else 1
 

@@ -9,6 +9,7 @@ original: JPEG re-encoded at quality 40, resized to half, centre-cropped to 90%.
 share of copies removed as duplicates of their own original; wrongly removed counts originals that
 were removed as duplicates of a different original.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from models.embedder import load_embedder  # noqa: E402
 from pipeline.dedup import greedy_dedup  # noqa: E402
-from pipeline.identity import DEFAULT_WEIGHTS  # noqa: E402
+from pipeline.identity.embedding import DEFAULT_WEIGHTS  # noqa: E402
 
 SHARED = Path(os.environ.get("TOONFACE_SHARED", Path(__file__).resolve().parent.parent.parent / "shared"))
 
@@ -41,7 +42,7 @@ def copies(image: np.ndarray) -> list[np.ndarray]:
     jpeg = cv2.imdecode(cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 40])[1], cv2.IMREAD_COLOR)
     half = cv2.resize(image, (max(1, w // 2), max(1, h // 2)), interpolation=cv2.INTER_AREA)
     dy, dx = h // 20, w // 20
-    return [jpeg, half, image[dy:h - dy, dx:w - dx]]
+    return [jpeg, half, image[dy : h - dy, dx : w - dx]]
 
 
 def main() -> None:
@@ -60,16 +61,25 @@ def main() -> None:
     print(f"{meta['model_id']}: {len(copy_images)} copies of {n} real crops")
     for threshold in args.threshold:
         result = greedy_dedup(emb, ids, quality, threshold)
-        per_kind = {k: sum(1 for i in range(k, len(copy_images), 3) if result.duplicate_of[n + i] == f"o{i // 3}")
-                    for k in range(3)}
+        per_kind = {
+            k: sum(1 for i in range(k, len(copy_images), 3) if result.duplicate_of[n + i] == f"o{i // 3}")
+            for k in range(3)
+        }
         own = sum(per_kind.values())
         wrong = int((~result.kept[:n]).sum())
-        out = {"model_id": meta["model_id"], "threshold": threshold, "originals": n, "copies": len(copy_images),
-               "recall": round(own / len(copy_images), 4),
-               "recall_by_copy": {"jpeg_q40": per_kind[0] / n, "half_size": per_kind[1] / n, "crop_90": per_kind[2] / n},
-               "distinct_wrongly_removed": wrong}
-        print(f"> {threshold}: dedup recall {out['recall']:.3f} (jpeg q40 {per_kind[0] / n:.3f}, half size "
-              f"{per_kind[1] / n:.3f}, 90% crop {per_kind[2] / n:.3f}); distinct originals wrongly removed: {wrong} of {n}")
+        out = {
+            "model_id": meta["model_id"],
+            "threshold": threshold,
+            "originals": n,
+            "copies": len(copy_images),
+            "recall": round(own / len(copy_images), 4),
+            "recall_by_copy": {"jpeg_q40": per_kind[0] / n, "half_size": per_kind[1] / n, "crop_90": per_kind[2] / n},
+            "distinct_wrongly_removed": wrong,
+        }
+        print(
+            f"> {threshold}: dedup recall {out['recall']:.3f} (jpeg q40 {per_kind[0] / n:.3f}, half size "
+            f"{per_kind[1] / n:.3f}, 90% crop {per_kind[2] / n:.3f}); distinct originals wrongly removed: {wrong} of {n}"
+        )
         print(json.dumps(out))
 
 

@@ -21,6 +21,7 @@ are converted), at the largest side that fits what a call may carry beside the w
 embedder's weights left out of it (that call does not need them): about 36 MB, so a little under
 384 px on the longer side (iCartoonFace's own are at most 640 px, CAVA's 480).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,6 +38,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 SHARED = PROJECT.parent / "shared"
 sys.path.insert(0, str(PROJECT))  # run from anywhere without install
 from models.det_data import read_cava  # noqa: E402
+
 MAX_SIDE = 640
 
 
@@ -67,8 +69,16 @@ TRAIN_SIDES = (512, 448, 416, 384, 368, 352, 336, 320, 288, 256)
 
 def travelling_tree_bytes(left_out=LEFT_OUT_FOR_TRAINING) -> int:
     """Bytes of the files a device call sends (tracked, and untracked but not ignored), less `left_out`."""
-    names = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=PROJECT,
-                           check=True, capture_output=True).stdout.decode().split("\0")
+    names = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=PROJECT,
+            check=True,
+            capture_output=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     files = {PROJECT / n for n in names if n and n not in left_out}
     return sum(f.stat().st_size for f in files if f.is_file())
 
@@ -89,8 +99,10 @@ CAVA_EVERY = 4
 def training_sources(shared: Path) -> list[tuple[Path, str, Path | list]]:
     """(image, name in the pack, its YOLO label file or its pixel boxes) for every image the pack holds."""
     icf = shared / "data" / "icartoonface_det"
-    sources = [(src, src.stem, icf / "labels" / "train" / f"{src.stem}.txt")
-               for src in sorted((icf / "images" / "train").glob("*.jpg"))]
+    sources = [
+        (src, src.stem, icf / "labels" / "train" / f"{src.stem}.txt")
+        for src in sorted((icf / "images" / "train").glob("*.jpg"))
+    ]
     for show in CAVA_SHOWS:
         boxes_csv = shared / "data" / "cava" / show / "boxes.csv"
         if boxes_csv.exists():
@@ -101,8 +113,10 @@ def training_sources(shared: Path) -> list[tuple[Path, str, Path | list]]:
 
 def yolo_lines(boxes: list, width: int, height: int) -> str:
     """Pixel ``x1, y1, x2, y2`` boxes as YOLO label lines (class 0, centre and size relative to the image)."""
-    return "".join(f"0 {(x1 + x2) / 2 / width:.6f} {(y1 + y2) / 2 / height:.6f} {(x2 - x1) / width:.6f} "
-                   f"{(y2 - y1) / height:.6f}\n" for x1, y1, x2, y2 in boxes)
+    return "".join(
+        f"0 {(x1 + x2) / 2 / width:.6f} {(y1 + y2) / 2 / height:.6f} {(x2 - x1) / width:.6f} {(y2 - y1) / height:.6f}\n"
+        for x1, y1, x2, y2 in boxes
+    )
 
 
 def pack_training(shared: Path, out: Path, budget: int) -> int:
@@ -148,16 +162,18 @@ def main() -> int:
         budget = CALL_LIMIT_BYTES - travelling_tree_bytes() - 2**20  # 1 MiB to spare
         side = pack_training(args.shared, out, budget)
         size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
-        cava = sum(1 for _ in out.glob('images/cava_*'))
-        print(f"{out}: {sum(1 for _ in out.glob('images/*'))} images ({cava} CAVA frames) at most {side} px, {size / 2**20:.1f} MiB "
-              f"(budget {budget / 2**20:.1f} MiB beside the working tree without {', '.join(LEFT_OUT_FOR_TRAINING)})")
+        cava = sum(1 for _ in out.glob("images/cava_*"))
+        print(
+            f"{out}: {sum(1 for _ in out.glob('images/*'))} images ({cava} CAVA frames) at most {side} px, {size / 2**20:.1f} MiB "
+            f"(budget {budget / 2**20:.1f} MiB beside the working tree without {', '.join(LEFT_OUT_FOR_TRAINING)})"
+        )
         return 0
     args.out = args.out or PROJECT / ".device_pack"
     shutil.rmtree(args.out, ignore_errors=True)
     shared_out = args.out / "shared" / "data"
 
     icf = args.shared / "data" / "icartoonface_det" / "images" / "val"
-    for src in sorted(icf.glob("*.jpg"))[:args.images]:
+    for src in sorted(icf.glob("*.jpg"))[: args.images]:
         shrink(src, shared_out / "icartoonface_det" / "images" / "val" / src.name)
 
     dexter = args.shared / "data" / "cava" / "dexters_laboratory"
@@ -165,14 +181,16 @@ def main() -> int:
         reader = csv.DictReader(f)
         fields = reader.fieldnames
         rows = [r for r in reader if r["split"] == "val"]
-    frames = sorted({r["image"] for r in rows})[:args.images]
+    frames = sorted({r["image"] for r in rows})[: args.images]
     scales = {frame: shrink(dexter / frame, shared_out / "cava" / "dexters_laboratory" / frame) for frame in frames}
     with open(shared_out / "cava" / "dexters_laboratory" / "boxes.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         for r in rows:
             if r["image"] in scales:
-                writer.writerow({**r, **{k: f"{float(r[k]) * scales[r['image']]:.1f}" for k in ("x1", "y1", "x2", "y2")}})
+                writer.writerow(
+                    {**r, **{k: f"{float(r[k]) * scales[r['image']]:.1f}" for k in ("x1", "y1", "x2", "y2")}}
+                )
     size = sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file())
     print(f"{args.out}: {sum(1 for p in args.out.rglob('*.jpg'))} images, {size / 2**20:.1f} MiB")
     return 0

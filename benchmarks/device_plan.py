@@ -6,6 +6,7 @@ The rate is taken between the probe's step-50 and step-100 log lines, so that lo
 the first steps' kernel tuning (seconds, against a fraction of a second a step) do not count; a probe
 too short for two lines falls back to its summary (start-up included: fewer epochs than would fit).
 """
+
 from __future__ import annotations
 
 import json

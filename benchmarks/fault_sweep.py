@@ -15,6 +15,7 @@
 
 Prints one line per fault and a JSON line. All runs share one temporary Prefect server.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,18 @@ from data_manifest.compare import table_differences  # noqa: E402
 from data_manifest.store import FAULT_POINTS  # noqa: E402
 
 SHARED = Path(os.environ.get("TOONFACE_SHARED", REPO.parent / "shared"))
-SETTINGS = ["--set", "detector_size=320", "--set", "episodes_per_album=1", "--set", "web_min_interval_s=0",
-            "--set", "web_timeout_s=3", "--set", 'web_allow_private_hosts=["127.0.0.1"]']
+SETTINGS = [
+    "--set",
+    "detector_size=320",
+    "--set",
+    "episodes_per_album=1",
+    "--set",
+    "web_min_interval_s=0",
+    "--set",
+    "web_timeout_s=3",
+    "--set",
+    'web_allow_private_hosts=["127.0.0.1"]',
+]
 
 # Every episode of the bad-input library is sampled, so a bad video never takes a good one's place.
 INPUT_SETTINGS = [*SETTINGS, "--set", "episodes_per_album=10"]
@@ -64,8 +75,13 @@ def toonface(*args: str, env: dict | None = None, timeout: float = 900) -> tuple
     log = LOGS[0] / f"{len(list(LOGS[0].glob('*.log'))):03d}.log"
     started = time.monotonic()
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], cwd=REPO,
-                                env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "toonface.cli", *args],
+            cwd=REPO,
+            env={**os.environ, **(env or {})},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
         timer = threading.Timer(timeout, proc.kill)
         timer.start()
         _, status, usage = os.wait4(proc.pid, 0)
@@ -94,15 +110,29 @@ def kill_sweep(work: Path, rows: list[dict], points: list[str]) -> None:
         for folder in ("store", "cache"):
             shutil.copytree(clean / folder, data / folder)
         started = time.monotonic()
-        killed, _, _ = toonface("ingest", "--library", str(library), "--data-root", str(data), *SETTINGS,
-                                env={"TOONFACE_FAULT_KILL_AFTER_COMMIT": point})
+        killed, _, _ = toonface(
+            "ingest",
+            "--library",
+            str(library),
+            "--data-root",
+            str(data),
+            *SETTINGS,
+            env={"TOONFACE_FAULT_KILL_AFTER_COMMIT": point},
+        )
         rerun, _, _ = toonface("ingest", "--library", str(library), "--data-root", str(data), *SETTINGS)
         differences = sum(table_differences(clean, data).values())
-        outcome = ("killed, rolled forward" if killed == -9 else "no commit here, finished") + \
-            (f"; rerun exit {rerun}" if rerun else "")
-        rows.append({"fault": f"ingest killed after {point}", "outcome": outcome,
-                     "ok": rerun == 0 and differences == 0 and staging_left(data) == 0,
-                     "rows_lost": differences, "seconds": time.monotonic() - started})
+        outcome = ("killed, rolled forward" if killed == -9 else "no commit here, finished") + (
+            f"; rerun exit {rerun}" if rerun else ""
+        )
+        rows.append(
+            {
+                "fault": f"ingest killed after {point}",
+                "outcome": outcome,
+                "ok": rerun == 0 and differences == 0 and staging_left(data) == 0,
+                "rows_lost": differences,
+                "seconds": time.monotonic() - started,
+            }
+        )
     # annotate merge: two decisions on the clean root, merged cleanly and with a kill at each point
     from pipeline.annotate.catalogue import load_catalogue
     from pipeline.annotate.merge import merge_decisions
@@ -121,16 +151,22 @@ def kill_sweep(work: Path, rows: list[dict], points: list[str]) -> None:
         data = work / "kills" / f"merge-{point}"
         shutil.copytree(decided, data)
         started = time.monotonic()
-        killed, _, _ = toonface("annotate", "merge", "--data-root", str(data),
-                                env={"TOONFACE_FAULT_KILL_AFTER_COMMIT": point})
+        killed, _, _ = toonface(
+            "annotate", "merge", "--data-root", str(data), env={"TOONFACE_FAULT_KILL_AFTER_COMMIT": point}
+        )
         rerun, _, _ = toonface("annotate", "merge", "--data-root", str(data))
         differences = sum(table_differences(merged, data).values())
         versions = len(Manifest(data).history())
-        rows.append({"fault": f"merge killed after {point}",
-                     "outcome": ("killed, rolled forward" if killed == -9 else f"exit {killed}") +
-                     (f"; rerun exit {rerun}" if rerun else ""),
-                     "ok": rerun == 0 and differences == 0 and versions == 2 and staging_left(data) == 0,
-                     "rows_lost": differences, "seconds": time.monotonic() - started})
+        rows.append(
+            {
+                "fault": f"merge killed after {point}",
+                "outcome": ("killed, rolled forward" if killed == -9 else f"exit {killed}")
+                + (f"; rerun exit {rerun}" if rerun else ""),
+                "ok": rerun == 0 and differences == 0 and versions == 2 and staging_left(data) == 0,
+                "rows_lost": differences,
+                "seconds": time.monotonic() - started,
+            }
+        )
 
 
 class BadSite:
@@ -180,9 +216,11 @@ def good_library(root: Path) -> Path:
 
 def bad_inputs(site: BadSite) -> dict:
     """name -> (function adding the bad input to a copy of the good library, how to find its row)."""
+
     def still(name: str, make):
         def add(lib: Path):
             make(lib / "good" / "stills" / os.fsdecode(name))
+
         return add
 
     def sparse(path: Path):
@@ -192,6 +230,7 @@ def bad_inputs(site: BadSite) -> dict:
     def episode(name: str, make):
         def add(lib: Path):
             make(lib / "good" / "episodes" / name)
+
         return add
 
     def albums_with_search(engine: str, index: int):
@@ -199,28 +238,41 @@ def bad_inputs(site: BadSite) -> dict:
             (lib / "albums.yaml").write_text(
                 "albums:\n  - id: good\n    name: Good\n    stills: good/stills\n    episodes: good/episodes\n"
                 f"    characters: [{{name: Dee}}]\n"
-                f"    search: [{{engine: {engine}, url: '{site.base}/search/{index}'}}]\n")
+                f"    search: [{{engine: {engine}, url: '{site.base}/search/{index}'}}]\n"
+            )
+
         return add
 
     def trickle(lib: Path):
         (lib / "urls.csv").write_text(f"url\n{site.base}/trickle.jpg\n")
         (lib / "albums.yaml").write_text(
             "albums:\n  - id: good\n    name: Good\n    stills: good/stills\n    episodes: good/episodes\n"
-            f"    url_lists: [{lib / 'urls.csv'}]\n")
+            f"    url_lists: [{lib / 'urls.csv'}]\n"
+        )
 
     webm = (SHARED / "fixtures/video/big_buck_bunny_0_30s.webm").read_bytes()
     inputs = {
-        "file name with invalid UTF-8": (still(b"bad\xff\xfe.jpg", lambda p: shutil.copy(
-            SHARED / "data/cava/dexters_laboratory/images/val/050.jpg", p)), ("assets", "source", "bad\\xff\\xfe")),
+        "file name with invalid UTF-8": (
+            still(
+                b"bad\xff\xfe.jpg", lambda p: shutil.copy(SHARED / "data/cava/dexters_laboratory/images/val/050.jpg", p)
+            ),
+            ("assets", "source", "bad\\xff\\xfe"),
+        ),
         "sparse 1 GiB still": (still(b"huge.jpg", sparse), ("assets", "source", "huge.jpg")),
         "FIFO": (still(b"pipe.jpg", lambda p: os.mkfifo(p)), ("assets", "source", "pipe.jpg")),
-        "dangling link": (still(b"gone.jpg", lambda p: p.symlink_to(p.parent / "nowhere.jpg")),
-                          ("assets", "source", "gone.jpg")),
+        "dangling link": (
+            still(b"gone.jpg", lambda p: p.symlink_to(p.parent / "nowhere.jpg")),
+            ("assets", "source", "gone.jpg"),
+        ),
         "link loop": (still(b"loop.jpg", lambda p: p.symlink_to(p)), ("assets", "source", "loop.jpg")),
-        "corrupt image": (still(b"corrupt.jpg", lambda p: p.write_bytes(b"\xff\xd8\xff" + os.urandom(5000))),
-                          ("assets", "source", "corrupt.jpg")),
-        "truncated video": (episode("cut.webm", lambda p: p.write_bytes(webm[: len(webm) // 3])),
-                            ("episodes", "episode_path", "cut.webm")),
+        "corrupt image": (
+            still(b"corrupt.jpg", lambda p: p.write_bytes(b"\xff\xd8\xff" + os.urandom(5000))),
+            ("assets", "source", "corrupt.jpg"),
+        ),
+        "truncated video": (
+            episode("cut.webm", lambda p: p.write_bytes(webm[: len(webm) // 3])),
+            ("episodes", "episode_path", "cut.webm"),
+        ),
         "fake video": (episode("fake.mp4", lambda p: p.write_text("hello")), ("episodes", "episode_path", "fake.mp4")),
         "server trickling its headers": (trickle, ("downloads", "url", "/trickle.jpg")),
     }
@@ -239,8 +291,7 @@ def input_sweep(work: Path, rows: list[dict]) -> None:
     baseline = work / "inputs" / "data-good-cached"
     for folder in ("store", "cache"):
         shutil.copytree(good_data / folder, baseline / folder)
-    code, seconds, good_peak = toonface("ingest", "--library", str(base), "--data-root", str(baseline),
-                                        *INPUT_SETTINGS)
+    code, seconds, good_peak = toonface("ingest", "--library", str(base), "--data-root", str(baseline), *INPUT_SETTINGS)
     good = Manifest(good_data)
     good_assets = set(good.read("assets")["source"])
     print(f"good files alone: {len(good_assets)} assets, {seconds:.1f} s, peak {good_peak:.0f} MB")
@@ -252,8 +303,9 @@ def input_sweep(work: Path, rows: list[dict]) -> None:
         for folder in ("store", "cache"):  # the good files' work is cached: the run's time is the bad input's
             shutil.copytree(good_data / folder, data / folder)
         albums = ["--albums", str(lib / "albums.yaml")] if (lib / "albums.yaml").exists() else []
-        code, seconds, peak = toonface("ingest", "--library", str(lib), "--data-root", str(data), *albums,
-                                       *INPUT_SETTINGS)
+        code, seconds, peak = toonface(
+            "ingest", "--library", str(lib), "--data-root", str(data), *albums, *INPUT_SETTINGS
+        )
         outcome, lost = f"exit {code}, nothing published", len(good_assets)
         if code == 0:
             m = Manifest(data)
@@ -263,9 +315,16 @@ def input_sweep(work: Path, rows: list[dict]) -> None:
             reasons = sorted(set(hit[reason_column].dropna())) or ["kept, no drop reason"]
             outcome = f"published; its row: {', '.join(reasons)}" if len(hit) else "published; NO ROW"
             lost = len(good_assets - set(m.read("assets")["source"]))
-        rows.append({"fault": name, "outcome": outcome, "rows_lost": lost, "seconds": seconds,
-                     "peak_mb_over_good": peak - good_peak,
-                     "ok": code == 0 and "NO ROW" not in outcome and lost == 0 and peak - good_peak < 300})
+        rows.append(
+            {
+                "fault": name,
+                "outcome": outcome,
+                "rows_lost": lost,
+                "seconds": seconds,
+                "peak_mb_over_good": peak - good_peak,
+                "ok": code == 0 and "NO ROW" not in outcome and lost == 0 and peak - good_peak < 300,
+            }
+        )
     site.server.shutdown()
 
 
@@ -273,8 +332,13 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--workdir", type=Path, help="where libraries and data roots go (default: a temp folder)")
     p.add_argument("--only", choices=("kills", "inputs"))
-    p.add_argument("--points", nargs="*", default=list(FAULT_POINTS), choices=FAULT_POINTS,
-                   help="the ingest's kill points (default: all)")
+    p.add_argument(
+        "--points",
+        nargs="*",
+        default=list(FAULT_POINTS),
+        choices=FAULT_POINTS,
+        help="the ingest's kill points (default: all)",
+    )
     args = p.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="toonface-fault-sweep-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -292,8 +356,10 @@ def main() -> int:
     print(f"\n{'fault':<40} {'ok':<3} {'rows lost':>9} {'seconds':>8} {'MB over good':>12}  outcome")
     for r in rows:
         extra = f"{r['peak_mb_over_good']:>12.0f}" if "peak_mb_over_good" in r else f"{'':>12}"
-        print(f"{r['fault']:<40} {'yes' if r['ok'] else 'NO':<3} {r['rows_lost']:>9} {r['seconds']:>8.1f} {extra}  "
-              f"{r['outcome']}")
+        print(
+            f"{r['fault']:<40} {'yes' if r['ok'] else 'NO':<3} {r['rows_lost']:>9} {r['seconds']:>8.1f} {extra}  "
+            f"{r['outcome']}"
+        )
     print(json.dumps({"faults": len(rows), "failed": sum(not r["ok"] for r in rows), "rows": rows}))
     return 0 if all(r["ok"] for r in rows) else 1
 

@@ -9,6 +9,7 @@ that gave a list (`rows`: the records in them); `seconds` is the time inside par
 Hypothesis' drawing. The first unexpected exceptions are printed with their pages. Prints a table,
 then one JSON line; exits 1 when anything unexpected was raised.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,12 +28,17 @@ from tests.pipeline.sources.parser_pages import KINDS, pages  # noqa: E402
 
 
 def fuzz(kind: str, count: int) -> tuple[dict, list[str]]:
-    row = {"parser": kind, "pages": 0, "results": 0, "page_shape_errors": 0, "unexpected": 0, "rows": 0,
-           "seconds": 0.0}
+    row = {"parser": kind, "pages": 0, "results": 0, "page_shape_errors": 0, "unexpected": 0, "rows": 0, "seconds": 0.0}
     reports: list[str] = []
 
-    @settings(max_examples=count, deadline=None, derandomize=True, database=None, phases=[Phase.generate],
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=count,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
     @given(pages(kind))
     def one(page):
         text, url = page
@@ -66,16 +72,21 @@ def main() -> int:
     ap.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
     args = ap.parse_args()
 
-    header = f"{'parser':<10} {'pages':>7} {'results':>8} {'page-shape errors':>18} {'unexpected':>11} " \
-             f"{'rows':>7} {'seconds':>8} {'wall':>7}"
+    header = (
+        f"{'parser':<10} {'pages':>7} {'results':>8} {'page-shape errors':>18} {'unexpected':>11} "
+        f"{'rows':>7} {'seconds':>8} {'wall':>7}"
+    )
     print(header)
     print("-" * len(header))
     table = []
     for kind in args.kinds:
         row, reports = fuzz(kind, args.pages)
         table.append(row)
-        print(f"{kind:<10} {row['pages']:>7} {row['results']:>8} {row['page_shape_errors']:>18} "
-              f"{row['unexpected']:>11} {row['rows']:>7} {row['seconds']:>8.1f} {row['wall']:>7.1f}", flush=True)
+        print(
+            f"{kind:<10} {row['pages']:>7} {row['results']:>8} {row['page_shape_errors']:>18} "
+            f"{row['unexpected']:>11} {row['rows']:>7} {row['seconds']:>8.1f} {row['wall']:>7.1f}",
+            flush=True,
+        )
         for report in reports:
             print(report, file=sys.stderr)
     print(json.dumps({"pages_per_kind": args.pages, "table": table}))

@@ -13,6 +13,7 @@ files (the `publishing.json` marker says which tables it had reached), so nothin
 nothing is written twice. Every Delta commit of a run carries the run's metadata and an
 idempotent-writer transaction id (app `toonface`, version = manifest version).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -21,8 +22,9 @@ import fcntl
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -41,7 +43,7 @@ class ManifestError(Exception):
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 @contextlib.contextmanager
@@ -70,7 +72,7 @@ class RunStaging:
 
     def write(self, table: str, part: str, rows: list[dict]) -> None:
         """Write one part (e.g. one shard) of a table's rows, atomically."""
-        schema = TABLES[table][0]
+        schema = TABLES[table].schema
         folder = self.dir / table
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / f".{part}.parquet.tmp"
@@ -86,7 +88,7 @@ class RunStaging:
                 f.unlink()
 
     def read(self, table: str) -> pa.Table:
-        schema = TABLES[table][0]
+        schema = TABLES[table].schema
         files = sorted((self.dir / table).glob("*.parquet")) if (self.dir / table).exists() else []
         if not files:
             return schema.empty_table()
@@ -151,22 +153,27 @@ class Manifest:
             return rows.iloc[-1]
         return hist.iloc[-1]
 
-    def read(self, table: str, version: int | None = None, as_of: dt.datetime | str | None = None,
-             columns: list[str] | None = None) -> pd.DataFrame:
+    def read(
+        self,
+        table: str,
+        version: int | None = None,
+        as_of: dt.datetime | str | None = None,
+        columns: list[str] | None = None,
+    ) -> pd.DataFrame:
         """A table as pandas at a manifest version (default: the latest)."""
         if table == "runs":
             return self.history()
         self.table_path(table)
         run = self.resolve_version(version, as_of)
         delta_version = json.loads(run["table_versions"]).get(table, -1)
-        schema = TABLES[table][0]
+        schema = TABLES[table].schema
         if delta_version < 0:
             return schema.empty_table().to_pandas()
         return _rows(DeltaTable(str(self.table_path(table)), version=delta_version), schema, columns).to_pandas()
 
     def diff(self, table: str, a: int, b: int) -> pd.DataFrame:
         """Rows added, removed or changed between manifest versions a and b (`change` column)."""
-        keys = list(TABLES[table][1]) if table in TABLES else ["manifest_version"]
+        keys = list(TABLES[table].key) if table in TABLES else ["manifest_version"]
         old, new = self.read(table, version=a), self.read(table, version=b)
         merged = old.merge(new, on=keys, how="outer", suffixes=("_a", "_b"), indicator=True)
         values = [c for c in new.columns if c not in keys and c != "run_id"]
@@ -190,8 +197,8 @@ class Manifest:
         delta = self._delta(table)
         if delta is None:
             return set()
-        cols = list(columns or TABLES[table][1])
-        frame = _rows(delta, TABLES[table][0], cols).to_pylist()
+        cols = list(columns or TABLES[table].key)
+        frame = _rows(delta, TABLES[table].schema, cols).to_pylist()
         return {tuple(r[c] for c in cols) for r in frame}
 
     # ---- publishing ----------------------------------------------------------------------
@@ -254,7 +261,7 @@ class Manifest:
         }
         table_versions: dict[str, int] = {}
         rows_added: dict[str, int] = {}
-        for table, (schema, keys) in TABLES.items():
+        for table, spec in TABLES.items():
             path = self.table_path(table)
             delta = self._delta(table)
             done = self._commit_of_run(delta, version, staging.run_id) if delta is not None else None
@@ -264,39 +271,29 @@ class Manifest:
                 rows_added[table] = -1
                 continue
             staged = staging.read(table)
-            new_rows = _new_rows(staged, keys, self.existing_keys(table) if delta is not None else set())
+            new_rows = _new_rows(staged, spec.key, self.existing_keys(table) if delta is not None else set())
             rows_added[table] = new_rows.num_rows
             if new_rows.num_rows == 0 and delta is not None:
                 table_versions[table] = delta.version()
                 continue
             write_deltalake(
-                str(path), new_rows, mode="append",
+                str(path),
+                new_rows,
+                mode="append",
                 commit_properties=CommitProperties(
-                    custom_metadata=metadata,
-                    app_transactions=[Transaction(app_id=APP_ID, version=version)]),
+                    custom_metadata=metadata, app_transactions=[Transaction(app_id=APP_ID, version=version)]
+                ),
             )
             table_versions[table] = DeltaTable(str(path)).version()
             _fault_point(table)
-        row = {
-            "manifest_version": version,
-            "run_id": staging.run_id,
-            "flow_run_id": str(run_info.get("flow_run_id") or ""),
-            "started_at": _as_datetime(run_info.get("started_at")) or _now(),
-            "published_at": _now(),
-            "git_commit": str(run_info.get("git_commit") or ""),
-            "config_hash": str(run_info.get("config_hash") or ""),
-            "config": json.dumps(run_info.get("config") or {}, sort_keys=True),
-            "model_ids": metadata["toonface.model_ids"],
-            "counts": metadata["toonface.counts"],
-            "rows_added": json.dumps(rows_added, sort_keys=True),
-            "table_versions": json.dumps(table_versions, sort_keys=True),
-            "calibration": json.dumps(run_info.get("calibration") or {}, sort_keys=True),
-            "library": str(run_info.get("library") or ""),
-        }
+        row = _runs_row(staging.run_id, version, run_info, metadata, rows_added, table_versions)
         write_deltalake(
-            str(self.table_path("runs")), pa.Table.from_pylist([row], schema=RUNS), mode="append",
+            str(self.table_path("runs")),
+            pa.Table.from_pylist([row], schema=RUNS),
+            mode="append",
             commit_properties=CommitProperties(
-                custom_metadata=metadata, app_transactions=[Transaction(app_id=APP_ID, version=version)]),
+                custom_metadata=metadata, app_transactions=[Transaction(app_id=APP_ID, version=version)]
+            ),
         )
         _fault_point("runs")
         shutil.rmtree(staging.dir, ignore_errors=True)
@@ -310,8 +307,10 @@ class Manifest:
         if committed is None or committed < manifest_version:
             return None
         for commit in delta.history():
-            if (commit.get("toonface.manifest_version") == str(manifest_version)
-                    and commit.get("toonface.run_id") == run_id):
+            if (
+                commit.get("toonface.manifest_version") == str(manifest_version)
+                and commit.get("toonface.run_id") == run_id
+            ):
                 return int(commit["version"])
         return None
 
@@ -353,7 +352,7 @@ def _as_datetime(value: Any) -> dt.datetime | None:
     if value is None or isinstance(value, dt.datetime):
         return value
     parsed = dt.datetime.fromisoformat(str(value))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
 FAULT_POINTS = ("marker", *TABLES, "runs")
@@ -364,6 +363,28 @@ def _fault_point(name: str) -> None:
     with SIGKILL right after that step of a publish (see FAULT_POINTS)."""
     if os.environ.get("TOONFACE_FAULT_KILL_AFTER_COMMIT") == name:
         os.kill(os.getpid(), 9)
+
+
+def _runs_row(
+    run_id: str, version: int, run_info: dict[str, Any], metadata: dict, rows_added: dict, table_versions: dict
+) -> dict:
+    """The run's row of the `runs` table: what it was, and what it added to each table."""
+    return {
+        "manifest_version": version,
+        "run_id": run_id,
+        "flow_run_id": str(run_info.get("flow_run_id") or ""),
+        "started_at": _as_datetime(run_info.get("started_at")) or _now(),
+        "published_at": _now(),
+        "git_commit": str(run_info.get("git_commit") or ""),
+        "config_hash": str(run_info.get("config_hash") or ""),
+        "config": json.dumps(run_info.get("config") or {}, sort_keys=True),
+        "model_ids": metadata["toonface.model_ids"],
+        "counts": metadata["toonface.counts"],
+        "rows_added": json.dumps(rows_added, sort_keys=True),
+        "table_versions": json.dumps(table_versions, sort_keys=True),
+        "calibration": json.dumps(run_info.get("calibration") or {}, sort_keys=True),
+        "library": str(run_info.get("library") or ""),
+    }
 
 
 def _new_rows(staged: pa.Table, keys: tuple[str, ...], existing: set[tuple]) -> pa.Table:

@@ -3,33 +3,39 @@
 Only wiring lives here; every stage is a plain function in `pipeline/`.
 Deployed as `ingest/nightly` by prefect.yaml; run once with `toonface ingest`.
 """
+
 from __future__ import annotations
 
 import datetime as dt
 import uuid
 from pathlib import Path
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger, runtime, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 
-from pipeline.provenance import git_commit
 from data_manifest.store import Manifest, file_lock
 from flows.runners import make_task_runner
-
-from pipeline import identity as identity_module
 from pipeline import stopping
+from pipeline.annotate.merge import random_order_faces
 from pipeline.config import IngestConfig
 from pipeline.dedup import PublishedIndex
-from pipeline.detect import get_detector
+from pipeline.episodes import EpisodeShard, process_episode
+from pipeline.faults import guarded
+from pipeline.identity import embedding
+from pipeline.identity.published import Published
+from pipeline.identity.stage import run_identity_stage
 from pipeline.plan import plan_run
 from pipeline.progress import StageProgress
+from pipeline.provenance import git_commit
 from pipeline.report import contact_sheet, funnel_rows
-from pipeline.shards import (EpisodeShard, RunContext, StillsShard, guarded, merge_counts, process_episode,
-                             process_stills)
+from pipeline.runner import RunContext, detector_of, merge_counts
 from pipeline.sources.library import Album, discover_albums, safe_name
-from pipeline.web import ImageJob, WebShard, crawl_album, download_images, record_crawl_failure, web_shards
+from pipeline.stills import StillsShard, process_stills
+from pipeline.web_crawl import crawl_album, record_crawl_failure
+from pipeline.web_images import ImageJob, WebShard, download_images, web_shards
+
 
 # Our own content-hash caches decide what is redone, so Prefect's input hashing is switched off.
 @task(name="episode-shard", cache_policy=NO_CACHE, task_run_name="{shard.name}")
@@ -53,21 +59,25 @@ def web_shard(shard: WebShard, ctx: RunContext) -> dict[str, int]:
 
 
 @task(name="identity", cache_policy=NO_CACHE)
-def identity_stage(staging, manifest: Manifest, cfg: IngestConfig, ctx: RunContext):
+def identity_stage(staging, manifest: Manifest, cfg: IngestConfig, ctx: RunContext, embedder_id: str):
     """Run-wide: near-duplicates against everything published, references, pre-labels."""
     faces = staging.read("faces").to_pandas()
     assets = staging.read("assets").to_pandas()
-    _, meta = identity_module.load(cfg.embedder)
-    dedup, prelabel = identity_module.thresholds(meta, cfg.dedup_threshold, cfg.prelabel_threshold)
-    outcome = identity_module.run_identity_stage(
-        faces, assets, identity_module.Published.read(manifest), cfg.embedder, ctx.data_root, dedup, prelabel,
-        ctx.run_id, cfg.prelabel_min_margin, cfg.verified_references, cfg.reference_views,
-        cfg.candidate_views, cfg.subtract_album_mean, cfg.within_album)
+    outcome = run_identity_stage(
+        faces,
+        assets,
+        Published.read(manifest),
+        settings=cfg.identity,
+        data_root=ctx.data_root,
+        run_id=ctx.run_id,
+        random_sample=random_order_faces(ctx.data_root),
+    )
     if outcome is None:
         return None
     if outcome.published_crops_indexed:
-        get_run_logger().info("embedded %d published crops into the index of %s", outcome.published_crops_indexed,
-                              meta["model_id"])
+        get_run_logger().info(
+            "embedded %d published crops into the index of %s", outcome.published_crops_indexed, embedder_id
+        )
     records = outcome.faces.astype(object).where(outcome.faces.notna(), None).to_dict("records")
     staging.replace("faces", records)
     staging.write("identities", "identity", outcome.identities)
@@ -78,10 +88,16 @@ def identity_stage(staging, manifest: Manifest, cfg: IngestConfig, ctx: RunConte
 def _count_identity(counts: dict, outcome) -> None:
     faces = outcome.faces
     duplicates = int((faces["drop_reason"] == "near_duplicate").sum())
-    counts.update({"near_duplicates": duplicates, "drop.face.near_duplicate": duplicates,
-                   "prelabelled": int(faces["prelabel"].notna().sum()), "identities": len(outcome.identities),
-                   "prelabels_updated": len(outcome.prelabels),
-                   "identity_conflicts": sum(1 for r in outcome.identities if r["conflicts"] != "[]")})
+    counts.update(
+        {
+            "near_duplicates": duplicates,
+            "drop.face.near_duplicate": duplicates,
+            "prelabelled": int(faces["prelabel"].notna().sum()),
+            "identities": len(outcome.identities),
+            "prelabels_updated": len(outcome.prelabels),
+            "identity_conflicts": sum(1 for r in outcome.identities if r["conflicts"] != "[]"),
+        }
+    )
     if outcome.published_crops_indexed:  # crops published under another embedder (or none), embedded by this one
         counts["published_crops_indexed"] = outcome.published_crops_indexed
     # crops that passed the quality gate but were near-duplicates are no longer kept
@@ -109,7 +125,7 @@ def _run_shards(plan, web_albums: list[Album], ctx: RunContext, progress: bool |
                 continue
             parts.append(part)
             bar.advance(part)
-            shards = web_shards(jobs, ctx.config.web_images_per_shard)
+            shards = web_shards(jobs, ctx.config.plan.web_images_per_shard)
             bar.add_total("shards", len(shards))
             futures += [web_shard.submit(s, ctx) for s in shards]
         for future in as_completed(futures):
@@ -123,20 +139,25 @@ def _run_shards(plan, web_albums: list[Album], ctx: RunContext, progress: bool |
     finally:
         bar.close()
     if failures:
-        raise RuntimeError(f"{len(failures)} of {len(futures) + len(crawls)} shards failed; nothing was published "
-                           f"(finished work is cached, a rerun redoes only the rest): {failures[0]!r}")
+        raise RuntimeError(
+            f"{len(failures)} of {len(futures) + len(crawls)} shards failed; nothing was published "
+            f"(finished work is cached, a rerun redoes only the rest): {failures[0]!r}"
+        )
     return parts
 
 
 def _flow_run_id() -> str:
-    from prefect import runtime
-
     return str(runtime.flow_run.id or "")
 
 
 @flow(name="ingest", task_runner=make_task_runner(), log_prints=True)
-def ingest(library: str, albums: str | None = None, data_root: str = "data",
-           config: dict | None = None, progress: bool | None = None) -> dict:
+def ingest(
+    library: str,
+    albums: str | None = None,
+    data_root: str = "data",
+    config: dict | None = None,
+    progress: bool | None = None,
+) -> dict:
     """Ingest a media library into the manifests under `data_root`. Returns the run summary.
     SIGTERM or SIGINT stops it cleanly (see pipeline/stopping.py)."""
     stopping.reset()
@@ -148,63 +169,99 @@ def _ingest(library: str, albums: str | None, data_root: str, config: dict | Non
     logger = get_run_logger()
     cfg = IngestConfig.from_dict(config)
     manifest = Manifest(data_root)
-    started = dt.datetime.now(dt.timezone.utc)
+    started = dt.datetime.now(dt.UTC)
     run_id = f"{started:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
     manifest.recover()  # a run killed while publishing is rolled forward before this one plans
     removed = manifest.remove_abandoned_staging()
     if removed:
         logger.info("removed staging of %d runs that died before publishing: %s", len(removed), removed)
     album_list = discover_albums(library, albums)
-    detector = get_detector(cfg.detector, cfg.detector_weights, cfg.detector_size)  # fail fast on a bad detector or embedder, before any work
-    embedder = identity_module.load(cfg.embedder)
-    embedder_meta = embedder[1] if embedder else None
-    if embedder_meta:  # vectors of a run that died after publishing join the index now
-        PublishedIndex(str(Path(data_root).resolve()), embedder_meta["model_id"]).promote(manifest.run_versions())
+    detector, embedder_id = _load_models(cfg, manifest, data_root)
     ctx = RunContext(str(Path(data_root).resolve()), run_id, cfg)
     staging = manifest.staging(run_id)
     staging.dir.mkdir(parents=True, exist_ok=True)
     with file_lock(staging.dir / ".active"):  # marks this staging folder as alive
-        plan = plan_run(album_list, cfg, manifest, run_id)
+        plan = plan_run(album_list, cfg.plan, manifest, run_id)
         staging.write("albums", "plan", plan.album_rows)
         staging.write("episodes", "plan", plan.unselected_episode_rows)
-        logger.info("run %s: %d albums, %d episodes sampled, %d still shards", run_id, len(album_list),
-                    len(plan.episode_shards), len(plan.stills_shards))
+        logger.info(
+            "run %s: %d albums, %d episodes sampled, %d still shards",
+            run_id,
+            len(album_list),
+            len(plan.episode_shards),
+            len(plan.stills_shards),
+        )
         parts = _run_shards(plan, [a for a in album_list if a.has_web_sources], ctx, progress)
         counts = merge_counts([*parts, plan.counts])
         counts.update(albums=len(album_list))
         model_ids = {detector.name: detector.model_id}
-        identity = identity_stage(staging, manifest, cfg, ctx) if embedder_meta else None
+        identity = identity_stage(staging, manifest, cfg, ctx, embedder_id) if embedder_id else None
         if identity is not None:
-            model_ids["embedder"] = embedder_meta["model_id"]
+            model_ids["embedder"] = embedder_id
             _count_identity(counts, identity)
-            PublishedIndex(ctx.data_root, embedder_meta["model_id"]).stage(run_id, identity.new_vectors, identity.new_ids)
-        kept = staging.read("faces").to_pandas()
-        kept_shas = kept.loc[kept["status"] == "kept", "crop_sha"].dropna().tolist() if len(kept) else []
+            PublishedIndex(ctx.data_root, embedder_id).stage(run_id, identity.new_vectors, identity.new_ids)
+        kept_shas = _kept_crops(staging)
         run_info = {
-            "flow_run_id": _flow_run_id(), "started_at": started, "git_commit": git_commit(),
-            "config_hash": cfg.hash(), "config": cfg.to_dict(), "model_ids": model_ids,
-            "counts": counts, "library": safe_name(str(Path(library).resolve())),
+            "flow_run_id": _flow_run_id(),
+            "started_at": started,
+            "git_commit": git_commit(),
+            "config_hash": cfg.hash(),
+            "config": cfg.to_dict(),
+            "model_ids": model_ids,
+            "counts": counts,
+            "library": safe_name(str(Path(library).resolve())),
             "calibration": identity.calibration if identity is not None else {},
         }
         with stopping.publishing():
             version = manifest.publish(staging, run_info)
-        if embedder_meta:
-            PublishedIndex(ctx.data_root, embedder_meta["model_id"]).promote(manifest.run_versions())
+        if embedder_id:
+            PublishedIndex(ctx.data_root, embedder_id).promote(manifest.run_versions())
     sheet = contact_sheet(kept_shas, ctx.store, Path(data_root) / "reports" / run_id / "contact_sheet.jpg")
     _publish_artifacts(run_id, version, counts, sheet, len(kept_shas))
-    summary = {"run_id": run_id, "manifest_version": version, "counts": counts,
-               "rows_added": manifest.history().iloc[version]["rows_added"],
-               "manifest": str(manifest.root), "contact_sheet": str(sheet) if sheet else None}
     logger.info("published manifest version %d of %s", version, manifest.root)
-    return summary
+    return _summary(run_id, version, counts, manifest, sheet)
+
+
+def _load_models(cfg: IngestConfig, manifest: Manifest, data_root: str):
+    """The run's detector and embedder model id (None: no identity stage), loaded before any work so
+    that bad weights fail fast. Vectors of a run that died after publishing join the index now."""
+    detector = detector_of(cfg)
+    embedder = embedding.load(cfg.identity.embedder)
+    embedder_id = embedder.model_id if embedder is not None else None
+    if embedder_id:
+        PublishedIndex(str(Path(data_root).resolve()), embedder_id).promote(manifest.run_versions())
+    return detector, embedder_id
+
+
+def _kept_crops(staging) -> list[str]:
+    faces = staging.read("faces").to_pandas()
+    return faces.loc[faces["status"] == "kept", "crop_sha"].dropna().tolist() if len(faces) else []
+
+
+def _summary(run_id: str, version: int, counts: dict, manifest: Manifest, sheet: Path | None) -> dict:
+    return {
+        "run_id": run_id,
+        "manifest_version": version,
+        "counts": counts,
+        "rows_added": manifest.history().iloc[version]["rows_added"],
+        "manifest": str(manifest.root),
+        "contact_sheet": str(sheet) if sheet else None,
+    }
 
 
 def _publish_artifacts(run_id: str, version: int, counts: dict, sheet: Path | None, kept: int) -> None:
     key = "ingest-funnel"
-    create_table_artifact(funnel_rows(counts), key=key, description=f"Face funnel of run {run_id} (manifest v{version})")
-    sheet_line = f"![contact sheet]({sheet.resolve().as_uri()})\n\n[open the contact sheet]({sheet.resolve().as_uri()})" \
-        if sheet else "_no crop was kept in this run_"
+    create_table_artifact(
+        funnel_rows(counts), key=key, description=f"Face funnel of run {run_id} (manifest v{version})"
+    )
+    sheet_line = (
+        f"![contact sheet]({sheet.resolve().as_uri()})\n\n[open the contact sheet]({sheet.resolve().as_uri()})"
+        if sheet
+        else "_no crop was kept in this run_"
+    )
     create_markdown_artifact(
         f"# Ingest run {run_id}\n\nManifest version **{version}**: {kept} crops kept, "
         f"{counts.get('crops_dropped', 0)} dropped.\n\n{sheet_line}\n",
-        key="ingest-contact-sheet", description=f"Kept crops of run {run_id}")
+        key="ingest-contact-sheet",
+        description=f"Kept crops of run {run_id}",
+    )

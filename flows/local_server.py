@@ -5,6 +5,7 @@ State lives in one folder (default ./.toonface, or $TOONFACE_HOME): the SQLite d
 pid files, and `env`, a file to `source` so that `prefect deployment run 'ingest/nightly'` talks
 to this server.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -16,8 +17,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from pipeline import stopping
 
@@ -73,8 +74,15 @@ def _spawn(name: str, args: list[str], cfg: dict[str, str]) -> int:
     home.mkdir(parents=True, exist_ok=True)
     log = open(home / f"{name}.log", "ab")
     # A session of its own: it outlives this command, and `stop` can end its whole group.
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            env=_env(cfg), cwd=PROJECT_DIR, start_new_session=True)
+    proc = subprocess.Popen(
+        args,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=_env(cfg),
+        cwd=PROJECT_DIR,
+        start_new_session=True,
+    )
     (home / f"{name}.pid").write_text(str(proc.pid))
     return proc.pid
 
@@ -110,7 +118,7 @@ def run_api() -> Iterator[None]:
     """The Prefect API a one-off `toonface ingest` reports to: the configured server, or else a
     temporary one of its own. Unlike Prefect's own temporary server, this one writes to a log file, so a
     caller capturing our output is never held open by it, and it dies with this process, even on SIGKILL."""
-    import prefect
+    # Prefect is imported here, not at the top: `toonface server start|stop|status` never needs it.
     from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
 
     current = get_current_settings()
@@ -121,15 +129,7 @@ def run_api() -> Iterator[None]:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}/api"
-    home = Path(current.home)
-    home.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
-    with open(home / "temporary-server.log", "ab") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory",
-             "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
-             "--log-level", "error", "--lifespan", "on"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, preexec_fn=_die_with_parent)
+    server = _start_temporary_server(port, Path(current.home))
     stopping.spare(server.pid)  # a stop ends the run's other children; the flow still reports to this one
     saved = os.environ.get("PREFECT_API_URL")
     try:
@@ -138,14 +138,7 @@ def run_api() -> Iterator[None]:
         with temporary_settings(updates={PREFECT_API_URL: url}):
             yield
     finally:
-        # Send the run's queued logs and events while the server still listens (left for exit, they
-        # meet a stopped server and Prefect retries them for over a minute).
-        from prefect.events.worker import EventsWorker
-        from prefect.logging.handlers import APILogWorker
-
-        with contextlib.suppress(Exception):
-            APILogWorker.drain_all(timeout=10, at_exit=False)
-            EventsWorker.drain_all(timeout=10, at_exit=False)
+        _drain_logs_and_events()
         if saved is None:
             os.environ.pop("PREFECT_API_URL", None)
         else:
@@ -158,20 +151,63 @@ def run_api() -> Iterator[None]:
             server.wait()
 
 
+def _start_temporary_server(port: int, home: Path) -> subprocess.Popen:
+    """Prefect's API app under uvicorn on 127.0.0.1:`port`, logging to `home`/temporary-server.log."""
+    import prefect
+
+    home.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+    app_dir = str(prefect.__module_path__.parent)
+    command = [sys.executable, "-m", "uvicorn", "--app-dir", app_dir, "--factory"]
+    command += ["prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--log-level", "error", "--lifespan", "on"]
+    with open(home / "temporary-server.log", "ab") as log:
+        return subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            preexec_fn=_die_with_parent,
+        )
+
+
+def _drain_logs_and_events() -> None:
+    """Send the run's queued logs and events while the server still listens (left for exit, they
+    meet a stopped server and Prefect retries them for over a minute)."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    with contextlib.suppress(Exception):
+        APILogWorker.drain_all(timeout=10, at_exit=False)
+        EventsWorker.drain_all(timeout=10, at_exit=False)
+
+
 def start(home=None, library: str | None = None, data_root: str | None = None, cron: str | None = None) -> dict:
     cfg = settings(home)
     home_dir = Path(cfg["home"])
     if not _alive(home_dir / "server.pid"):
-        _spawn("server", [_prefect(), "server", "start", "--host", "127.0.0.1",
-                          "--port", cfg["PREFECT_SERVER_API_PORT"]], cfg)
+        _spawn(
+            "server",
+            [_prefect(), "server", "start", "--host", "127.0.0.1", "--port", cfg["PREFECT_SERVER_API_PORT"]],
+            cfg,
+        )
     wait_healthy(cfg["PREFECT_API_URL"])
     _run([_prefect(), "--no-prompt", "work-pool", "create", WORK_POOL, "--type", "process", "--overwrite"], cfg)
-    _run([_prefect(), "--no-prompt", "deploy", "--all"], cfg, {
-        "TOONFACE_PROJECT_DIR": str(PROJECT_DIR),
-        "TOONFACE_LIBRARY": str(Path(library or os.environ.get("TOONFACE_LIBRARY") or PROJECT_DIR / "sample_library").resolve()),
-        "TOONFACE_DATA_ROOT": str(Path(data_root or os.environ.get("TOONFACE_DATA_ROOT") or PROJECT_DIR / "data").resolve()),
-        "TOONFACE_NIGHTLY_CRON": cron or os.environ.get("TOONFACE_NIGHTLY_CRON") or "0 2 * * *",
-    })
+    _run(
+        [_prefect(), "--no-prompt", "deploy", "--all"],
+        cfg,
+        {
+            "TOONFACE_PROJECT_DIR": str(PROJECT_DIR),
+            "TOONFACE_LIBRARY": str(
+                Path(library or os.environ.get("TOONFACE_LIBRARY") or PROJECT_DIR / "sample_library").resolve()
+            ),
+            "TOONFACE_DATA_ROOT": str(
+                Path(data_root or os.environ.get("TOONFACE_DATA_ROOT") or PROJECT_DIR / "data").resolve()
+            ),
+            "TOONFACE_NIGHTLY_CRON": cron or os.environ.get("TOONFACE_NIGHTLY_CRON") or "0 2 * * *",
+        },
+    )
     if not _alive(home_dir / "worker.pid"):
         _spawn("worker", [_prefect(), "worker", "start", "--pool", WORK_POOL, "--type", "process"], cfg)
     env_file = home_dir / "env"
@@ -201,9 +237,11 @@ def stop(home=None) -> None:
 def main(action: str, home=None, library=None, data_root=None) -> int:
     if action == "start":
         cfg = start(home, library, data_root)
-        print(f"Prefect server {cfg['PREFECT_API_URL']} (UI at {cfg['PREFECT_API_URL'][:-4]}), worker on pool "
-              f"'{WORK_POOL}', deployment 'ingest/nightly' scheduled.\n"
-              f"To use the prefect CLI against it:  source {cfg['home']}/env")
+        print(
+            f"Prefect server {cfg['PREFECT_API_URL']} (UI at {cfg['PREFECT_API_URL'][:-4]}), worker on pool "
+            f"'{WORK_POOL}', deployment 'ingest/nightly' scheduled.\n"
+            f"To use the prefect CLI against it:  source {cfg['home']}/env"
+        )
     elif action == "stop":
         stop(home)
         print("stopped")

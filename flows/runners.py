@@ -1,11 +1,12 @@
 """Task runners, chosen by a short spec (flag `--task-runner` or env `TOONFACE_TASK_RUNNER`):
 
-    thread            threads in the flow's process (default; one per core)
-    thread:8          eight threads
-    dask              a local Dask cluster started for the run
-    tcp://HOST:PORT   an existing Dask scheduler (scale-out); its workers need PREFECT_API_URL
-                      set to the same Prefect server as the flow
+thread            threads in the flow's process (default; one per core)
+thread:8          eight threads
+dask              a local Dask cluster started for the run
+tcp://HOST:PORT   an existing Dask scheduler (scale-out); its workers need PREFECT_API_URL
+                  set to the same Prefect server as the flow
 """
+
 from __future__ import annotations
 
 import os

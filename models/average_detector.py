@@ -14,14 +14,15 @@ size and operating threshold (unless ``--threshold``), every earlier stage's rec
 the inputs, and under ``recipe.average_of`` each input's model id, sha256, recipe and training log, so
 the file says exactly how it was made.
 """
+
 from __future__ import annotations
 
 import argparse
 import functools
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -49,14 +50,16 @@ def average_detectors(paths: Sequence[str | Path], out: str | Path, *, threshold
             raise ValueError(f"{p}: its tensors are not those of {paths[0]} (a different architecture)")
         bad = [k for k in first if s[k].shape != first[k].shape]
         if bad:
-            raise ValueError(f"{p}: tensor {bad[0]} has shape {tuple(s[bad[0]].shape)}, "
-                             f"{paths[0]} has {tuple(first[bad[0]].shape)}")
+            raise ValueError(
+                f"{p}: tensor {bad[0]} has shape {tuple(s[bad[0]].shape)}, {paths[0]} has {tuple(first[bad[0]].shape)}"
+            )
 
     # A running sum from the first tensor, not torch.mean: a sum that starts at +0 turns stored -0.0 into
     # +0.0, so a file averaged with itself would not keep its bytes (nor its model id).
-    mean = {k: (functools.reduce(torch.add, [s[k].float() for s in states]) / len(states)
-                if v.is_floating_point() else v)
-            for k, v in first.items()}
+    mean = {
+        k: (functools.reduce(torch.add, [s[k].float() for s in states]) / len(states) if v.is_floating_point() else v)
+        for k, v in first.items()
+    }
     backbone, size = metas[0]["backbone"], int(metas[0]["size"])
     model = build_retinanet(backbone, size)
     ref = model.state_dict()
@@ -65,9 +68,15 @@ def average_detectors(paths: Sequence[str | Path], out: str | Path, *, threshold
     inputs = []
     for p, m in zip(paths, metas):
         digest = weights_sha256(p)
-        inputs.append({"file": Path(p).name, "model_id": detector_model_id(m["backbone"], digest, int(m["size"]),
-                                                                           int(m["size"])),
-                       "weights_sha256": digest, "recipe": m.get("recipe"), "history": m.get("history")})
+        inputs.append(
+            {
+                "file": Path(p).name,
+                "model_id": detector_model_id(m["backbone"], digest, int(m["size"]), int(m["size"])),
+                "weights_sha256": digest,
+                "recipe": m.get("recipe"),
+                "history": m.get("history"),
+            }
+        )
     meta: dict = {}
     for m in metas:  # earlier stages' records; the first file wins where two carry the same stage
         for k, v in m.items():
@@ -92,14 +101,24 @@ def run(args: argparse.Namespace) -> int:
         print(f"average-detector: {e}", file=sys.stderr)
         return 2
     det = load_detector(out)
-    print(json.dumps({"out": str(out), "model_id": det.model_id,
-                      "average_of": [i["model_id"] for i in det.meta["recipe"]["average_of"]]}))
+    print(
+        json.dumps(
+            {
+                "out": str(out),
+                "model_id": det.model_id,
+                "average_of": [i["model_id"] for i in det.meta["recipe"]["average_of"]],
+            }
+        )
+    )
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="toonface average-detector", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="toonface average-detector",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     return run(add_arguments(parser).parse_args(argv))
 
 

@@ -11,18 +11,21 @@ All sources give ``BoxedImage`` rows: the image path and its boxes as ``x1, y1, 
 (YOLO boxes are converted once the image size is known, when the image is read). A malformed line
 raises ``ValueError`` naming the file and line: labels that changed shape must not train silently.
 """
+
 from __future__ import annotations
 
 import csv
 import dataclasses
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np
+import torch
+from torch.utils.data import Dataset
 
-from models.detector import PAD_RGB, letterbox
+from models.detector import PAD_RGB, letterbox, to_tensor
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
@@ -71,7 +74,9 @@ def read_yolo(images_dir: str | Path, labels_dir: str | Path) -> list[BoxedImage
     return out
 
 
-def read_cava(boxes_csv: str | Path, split: str | None = None, images_root: str | Path | None = None) -> list[BoxedImage]:
+def read_cava(
+    boxes_csv: str | Path, split: str | None = None, images_root: str | Path | None = None
+) -> list[BoxedImage]:
     boxes_csv = Path(boxes_csv)
     root = Path(images_root) if images_root else boxes_csv.parent
     per_image: dict[str, list] = {}
@@ -109,7 +114,9 @@ def read_coco(json_path: str | Path, images_dir: str | Path) -> list[BoxedImage]
     return [BoxedImage(images_dir / images[i], tuple(per_image[i])) for i in sorted(images, key=lambda i: images[i])]
 
 
-def read_boxes_file(path: str | Path, images_dir: str | Path | None = None, split: str | None = None) -> list[BoxedImage]:
+def read_boxes_file(
+    path: str | Path, images_dir: str | Path | None = None, split: str | None = None
+) -> list[BoxedImage]:
     """``--boxes FILE``: COCO JSON (``.json``) or a CAVA-style CSV; image paths relative to images_dir
     when given, else to the file's folder."""
     path = Path(path)
@@ -133,8 +140,15 @@ def parse_source(spec: str) -> list[BoxedImage]:
 
 # ----------------------------------------------------------------------------------------- augmentation
 
-def augment(image_bgr: np.ndarray, boxes: np.ndarray, size: int, rng: np.random.Generator,
-            scale_range: tuple[float, float] = (0.6, 1.4), min_kept_area: float = 0.4) -> tuple[np.ndarray, np.ndarray]:
+
+def augment(
+    image_bgr: np.ndarray,
+    boxes: np.ndarray,
+    size: int,
+    rng: np.random.Generator,
+    scale_range: tuple[float, float] = (0.6, 1.4),
+    min_kept_area: float = 0.4,
+) -> tuple[np.ndarray, np.ndarray]:
     """Cartoon-friendly training view: (size x size x 3 RGB uint8, (K, 4) boxes).
 
     Scale jitter around "long side = size" (zooming in gives small faces more pixels), a random
@@ -154,7 +168,7 @@ def augment(image_bgr: np.ndarray, boxes: np.ndarray, size: int, rng: np.random.
     sx, sy = max(0, -ox), max(0, -oy)
     dx, dy = max(0, ox), max(0, oy)
     cw, ch = min(nw - sx, size - dx), min(nh - sy, size - dy)
-    canvas[dy:dy + ch, dx:dx + cw] = img[sy:sy + ch, sx:sx + cw]
+    canvas[dy : dy + ch, dx : dx + cw] = img[sy : sy + ch, sx : sx + cw]
     if len(b):
         b += np.asarray([ox, oy, ox, oy], np.float32)
         area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
@@ -183,3 +197,35 @@ def letterbox_with_boxes(image_bgr: np.ndarray, boxes: np.ndarray, size: int) ->
 
 def summarise(sources: Sequence[BoxedImage]) -> dict:
     return {"images": len(sources), "boxes": int(sum(len(s.boxes) for s in sources))}
+
+
+class AugmentedBoxes(Dataset):
+    """Item (index, seed) -> (RGB uint8 size x size x 3, (K, 4) float boxes); augmentation from the seed."""
+
+    def __init__(self, items: Sequence[BoxedImage], size: int, augment_: bool = True):
+        self.items, self.size, self.augment = list(items), size, augment_
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, key):
+        """A sample, or (None, path) for an unreadable image: the step goes on without it, the log names it."""
+        index, seed = key
+        try:
+            img, boxes = self.items[index].load()
+        except ValueError:
+            return None, str(self.items[index].path)
+        if self.augment:
+            return augment(img, boxes, self.size, np.random.default_rng(seed))
+        return letterbox_with_boxes(img, boxes, self.size)
+
+
+def collate(batch):
+    """-> (images, targets, paths of unreadable images); images is None when none could be read."""
+    skipped = [path for img, path in batch if img is None]
+    batch = [(img, boxes) for img, boxes in batch if img is not None]
+    if not batch:
+        return None, [], skipped
+    images = to_tensor(np.stack([img for img, _ in batch]))
+    targets = [{"boxes": torch.from_numpy(b), "labels": torch.zeros(len(b), dtype=torch.int64)} for _, b in batch]
+    return images, targets, skipped

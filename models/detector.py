@@ -18,18 +18,19 @@ Inference (``FaceDetector.detect``): images are letterboxed to one fixed square 
 padded right/bottom with the mean colour), so a batch is one tensor, the anchors are computed once, and
 the whole post-processing — sigmoid, score threshold, per-level top-k, box decoding, clipping, NMS and
 the per-image cap — runs as batched tensor operations on the model's device, with no per-image Python
-loop (``batched_postprocess``). It returns exactly what torchvision's ``RetinaNet.postprocess_detections``
+loop (``batched_postprocess``, in models/det_postprocess.py). It returns exactly what torchvision's ``RetinaNet.postprocess_detections``
 returns for the same head outputs (a test checks it). The network runs channels_last, in bf16 on CUDA and on
 CPUs that compute bf16 natively (models/precision.py), else in fp32.
 
 Files: safetensors, floating tensors in fp16, architecture and model-card fields as metadata.
 ``model_id`` is ``retinanet-<backbone>-<first 12 hex of the tensors' sha256>``.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -40,10 +41,9 @@ from torchvision.models.detection import RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.models.detection.image_list import ImageList
-from torchvision.models.detection import _utils as det_utils
-from torchvision.ops import boxes as box_ops
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
+from models.det_postprocess import CANDIDATE_SCORE, DETECTIONS_PER_IMAGE, NMS_IOU, TOPK_CANDIDATES, batched_postprocess
 from models.embedder import MEAN_RGB, STD_RGB, read_meta, weights_sha256  # same file conventions
 from models.fold import fold_batchnorm, refuse_folded
 from models.input_size import check_input_size  # noqa: F401 - part of this module's interface
@@ -53,13 +53,6 @@ FORMAT = "toonface-detector/1"
 BACKBONES = ("resnet18", "resnet50")
 DEFAULT_BACKBONE = "resnet18"
 DEFAULT_SIZE = 512
-# torchvision's inference defaults, kept so the fast path can be compared with the stock forward.
-CANDIDATE_SCORE = 0.05
-NMS_IOU = 0.5
-TOPK_CANDIDATES = 1000
-DETECTIONS_PER_IMAGE = 300
-# RetinaNet's own box coder (RetinaNet.box_coder is built with these weights).
-BOX_CODER = det_utils.BoxCoder(weights=(1.0, 1.0, 1.0, 1.0))
 # Mean colour (RGB 0..255) used for letterbox padding: it normalises to ~0, i.e. "no signal".
 PAD_RGB = tuple(int(round(m * 255)) for m in MEAN_RGB)
 
@@ -81,13 +74,23 @@ def build_retinanet(backbone: str = DEFAULT_BACKBONE, size: int = DEFAULT_SIZE) 
     body = _resnet_fpn_extractor(trunk, 5, returned_layers=[2, 3, 4], extra_blocks=LastLevelP6P7(width, width))
     if width != 256:  # the extractor always builds a 256-wide FPN; rebuild it at the chosen width
         from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork
+
         in_channels = [trunk.inplanes // 8 * 2 ** (i - 1) for i in (2, 3, 4)]
         body.fpn = FeaturePyramidNetwork(in_channels, width, extra_blocks=LastLevelP6P7(width, width))
         body.out_channels = width
-    return RetinaNet(body, num_classes=1, min_size=size, max_size=size, image_mean=list(MEAN_RGB),
-                     image_std=list(STD_RGB), anchor_generator=_anchor_generator(),
-                     score_thresh=CANDIDATE_SCORE, nms_thresh=NMS_IOU,
-                     detections_per_img=DETECTIONS_PER_IMAGE, topk_candidates=TOPK_CANDIDATES)
+    return RetinaNet(
+        body,
+        num_classes=1,
+        min_size=size,
+        max_size=size,
+        image_mean=list(MEAN_RGB),
+        image_std=list(STD_RGB),
+        anchor_generator=_anchor_generator(),
+        score_thresh=CANDIDATE_SCORE,
+        nms_thresh=NMS_IOU,
+        detections_per_img=DETECTIONS_PER_IMAGE,
+        topk_candidates=TOPK_CANDIDATES,
+    )
 
 
 def init_from_embedder(model: RetinaNet, embedder_path: str | Path) -> int:
@@ -111,6 +114,7 @@ def init_from_embedder(model: RetinaNet, embedder_path: str | Path) -> int:
 
 
 # ------------------------------------------------------------------------------------------ letterbox
+
 
 def letterbox(image_bgr: np.ndarray, size: int) -> tuple[np.ndarray, float]:
     """BGR/grey/BGRA uint8 image -> (size x size x 3 RGB uint8, scale). Content at top-left, scaled to fit."""
@@ -143,6 +147,7 @@ def normalise(x_uint8: torch.Tensor, dtype: torch.dtype = torch.float32) -> torc
 
 # ------------------------------------------------------------------------------- network forward parts
 
+
 def head_outputs(model: RetinaNet, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
     """Backbone + heads on an already normalised (N, 3, S, S) batch; returns (head outputs, features)."""
     features = list(model.backbone(x).values())
@@ -167,82 +172,24 @@ def compute_loss(model: RetinaNet, x: torch.Tensor, targets: list[dict[str, torc
     return model.compute_loss(targets, outputs, [anchors] * len(x))
 
 
-# ---------------------------------------------------------------------------- batched post-processing
-
-@torch.no_grad()
-def batched_postprocess(cls_logits: torch.Tensor, bbox_regression: torch.Tensor, anchors: torch.Tensor,
-                        level_sizes_: Sequence[int], image_size: tuple[int, int], *,
-                        score_thresh: float = CANDIDATE_SCORE, nms_thresh: float = NMS_IOU,
-                        topk_candidates: int = TOPK_CANDIDATES,
-                        detections_per_img: int = DETECTIONS_PER_IMAGE) -> list[torch.Tensor]:
-    """torchvision's ``RetinaNet.postprocess_detections`` for a whole batch at once.
-
-    cls_logits (N, A, C), bbox_regression (N, A, 4), anchors (A, 4) shared by every image. Returns per
-    image a (K, 6) tensor [x1, y1, x2, y2, score, label], sorted by score, in letterboxed pixels.
-    Same steps as torchvision (per level: scores > threshold, top-k; decode; clip; NMS per image and
-    class; cap), but each step covers every image in one tensor operation and NMS runs once over the
-    batch, images kept apart by the coordinate-offset trick.
-    """
-    n, _, num_classes = cls_logits.shape
-    device = cls_logits.device
-    boxes_all, scores_all, labels_all, valid_all = [], [], [], []
-    start = 0
-    for size_l in level_sizes_:
-        logits = cls_logits[:, start:start + size_l].float().reshape(n, -1)       # (N, A_l * C)
-        regression = bbox_regression[:, start:start + size_l].float()             # (N, A_l, 4)
-        anchors_l = anchors[start:start + size_l]
-        start += size_l
-        scores = torch.sigmoid(logits)
-        k = min(topk_candidates, scores.shape[1])
-        # Entries at or below the threshold are pushed under every real score, so top-k picks the
-        # same set torchvision picks after its filter; they are masked out again by `valid`.
-        masked = torch.where(scores > score_thresh, scores, torch.full_like(scores, -1.0))
-        top_scores, top_idx = masked.topk(k, dim=1)
-        anchor_idx = torch.div(top_idx, num_classes, rounding_mode="floor")
-        labels = top_idx % num_classes
-        reg = torch.gather(regression, 1, anchor_idx.unsqueeze(-1).expand(-1, -1, 4))
-        boxes = BOX_CODER.decode_single(reg.reshape(-1, 4), anchors_l[anchor_idx.reshape(-1)]).reshape(n, k, 4)
-        boxes_all.append(boxes)
-        scores_all.append(top_scores)
-        labels_all.append(labels)
-        valid_all.append(top_scores > score_thresh)
-    boxes = torch.cat(boxes_all, 1)
-    h, w = image_size
-    boxes = torch.stack([boxes[..., 0].clamp(0, w), boxes[..., 1].clamp(0, h),
-                         boxes[..., 2].clamp(0, w), boxes[..., 3].clamp(0, h)], -1)
-    scores = torch.cat(scores_all, 1)
-    labels = torch.cat(labels_all, 1)
-    valid = torch.cat(valid_all, 1)
-    image_idx = torch.arange(n, device=device).unsqueeze(1).expand_as(scores)
-
-    boxes, scores, labels, image_idx = boxes[valid], scores[valid], labels[valid], image_idx[valid]
-    if scores.numel() == 0:
-        return [torch.zeros((0, 6), device=device) for _ in range(n)]
-    # One NMS for the whole batch: shift each (image, class) group to its own region of the plane.
-    group = image_idx * num_classes + labels
-    offsets = group.to(boxes.dtype) * (boxes.max() + 1)
-    keep = box_ops.nms(boxes + offsets[:, None], scores, nms_thresh)               # sorted by score
-    kept_image = image_idx[keep]
-    order = torch.argsort(kept_image, stable=True)                                 # by image, score order kept
-    keep, kept_image = keep[order], kept_image[order]
-    counts = torch.bincount(kept_image, minlength=n)
-    first = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(len(keep), device=device) - first[kept_image]
-    capped = rank < detections_per_img
-    keep, kept_image = keep[capped], kept_image[capped]
-    rows = torch.cat([boxes[keep], scores[keep, None], labels[keep, None].to(boxes.dtype)], 1)
-    per_image = torch.bincount(kept_image, minlength=n).tolist()
-    return list(torch.split(rows, per_image))
-
-
 # ------------------------------------------------------------------------------------------ inference
+
 
 class FaceDetector:
     """A loaded RetinaNet plus its fixed input size and operating threshold: images in, boxes out."""
 
-    def __init__(self, model: RetinaNet, *, backbone: str, size: int, score_threshold: float = 0.5,
-                 model_id: str = "retinanet-untrained", device: str | torch.device = "cpu", meta: dict | None = None,
-                 precision: str = "auto"):
+    def __init__(
+        self,
+        model: RetinaNet,
+        *,
+        backbone: str,
+        size: int,
+        score_threshold: float = 0.5,
+        model_id: str = "retinanet-untrained",
+        device: str | torch.device = "cpu",
+        meta: dict | None = None,
+        precision: str = "auto",
+    ):
         self.device = torch.device(device)
         self.model = model.eval().to(self.device)
         self.backbone, self.size = backbone, int(size)
@@ -261,7 +208,9 @@ class FaceDetector:
         return precision_name(self.use_bf16)
 
     @torch.no_grad()
-    def network_outputs(self, x_uint8: torch.Tensor) -> tuple[dict[str, torch.Tensor], list[torch.Tensor], torch.Tensor]:
+    def network_outputs(
+        self, x_uint8: torch.Tensor
+    ) -> tuple[dict[str, torch.Tensor], list[torch.Tensor], torch.Tensor]:
         """The network alone on a (N, 3, S, S) uint8 RGB batch, in this detector's precision and layout:
         (head outputs, FPN features, the normalised input)."""
         x = normalise(x_uint8.to(self.device, non_blocking=True), torch.bfloat16 if self.use_bf16 else torch.float32)
@@ -278,18 +227,26 @@ class FaceDetector:
             self._anchors = anchors_for(self.model, x, features).float()
             self._levels = level_sizes(features, self.model.anchor_generator.num_anchors_per_location()[0])
         thresh = CANDIDATE_SCORE if score_thresh is None else score_thresh
-        return batched_postprocess(outputs["cls_logits"], outputs["bbox_regression"], self._anchors, self._levels,
-                                   (self.size, self.size), score_thresh=thresh, nms_thresh=self.model.nms_thresh,
-                                   topk_candidates=self.model.topk_candidates,
-                                   detections_per_img=self.model.detections_per_img)
+        return batched_postprocess(
+            outputs["cls_logits"],
+            outputs["bbox_regression"],
+            self._anchors,
+            self._levels,
+            (self.size, self.size),
+            score_thresh=thresh,
+            nms_thresh=self.model.nms_thresh,
+            topk_candidates=self.model.topk_candidates,
+            detections_per_img=self.model.detections_per_img,
+        )
 
-    def detect_many(self, images_bgr: Sequence[np.ndarray], batch_size: int = 16,
-                    score_threshold: float | None = None) -> list[np.ndarray]:
+    def detect_many(
+        self, images_bgr: Sequence[np.ndarray], batch_size: int = 16, score_threshold: float | None = None
+    ) -> list[np.ndarray]:
         """Per image a float32 (K, 5) array [x1, y1, x2, y2, score] in that image's pixels, score-sorted."""
         thresh = self.score_threshold if score_threshold is None else float(score_threshold)
         results: list[np.ndarray] = []
         for i in range(0, len(images_bgr), batch_size):
-            chunk = images_bgr[i:i + batch_size]
+            chunk = images_bgr[i : i + batch_size]
             boxed = [letterbox(img, self.size) for img in chunk]
             batch = np.stack([b for b, _ in boxed])
             # A short batch is padded to the next power of two (at most batch_size): few distinct shapes keep
@@ -312,8 +269,10 @@ class FaceDetector:
 
 # ------------------------------------------------------------------------------------------------ files
 
-def save_detector(model: RetinaNet, path: str | Path, *, backbone: str, size: int, score_threshold: float,
-                  meta: dict | None = None) -> Path:
+
+def save_detector(
+    model: RetinaNet, path: str | Path, *, backbone: str, size: int, score_threshold: float, meta: dict | None = None
+) -> Path:
     """Write safetensors (floating tensors fp16) with architecture + model-card metadata; atomic."""
     from safetensors.torch import save
 
@@ -325,9 +284,16 @@ def save_detector(model: RetinaNet, path: str | Path, *, backbone: str, size: in
         t = t.detach().cpu()
         tensors[name] = (t.to(torch.float16) if t.is_floating_point() else t).contiguous()
     strings = {str(k): (v if isinstance(v, str) else json.dumps(v, sort_keys=True)) for k, v in (meta or {}).items()}
-    strings.update({"format": FORMAT, "backbone": backbone, "size": str(int(size)),
-                    "score_threshold": json.dumps(float(score_threshold)),
-                    "mean_rgb": json.dumps(list(MEAN_RGB)), "std_rgb": json.dumps(list(STD_RGB))})
+    strings.update(
+        {
+            "format": FORMAT,
+            "backbone": backbone,
+            "size": str(int(size)),
+            "score_threshold": json.dumps(float(score_threshold)),
+            "mean_rgb": json.dumps(list(MEAN_RGB)),
+            "std_rgb": json.dumps(list(STD_RGB)),
+        }
+    )
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(save(tensors, metadata=strings))
     tmp.replace(path)
@@ -339,9 +305,14 @@ def detector_model_id(backbone: str, digest: str, size: int, stored: int) -> str
     return f"retinanet-{backbone}-{digest[:12]}" + (f"-{size}px" if size != stored else "")
 
 
-def load_detector(path: str | Path, device: str | torch.device = "cpu",
-                  score_threshold: float | None = None, size: int | None = None,
-                  precision: str = "auto", fold_norms: bool = True) -> FaceDetector:
+def load_detector(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    score_threshold: float | None = None,
+    size: int | None = None,
+    precision: str = "auto",
+    fold_norms: bool = True,
+) -> FaceDetector:
     """``size`` (None/0: the size stored with the weights) runs the fully convolutional network at another
     letterbox side: larger finds smaller faces, smaller runs faster. It changes the boxes, so a size other
     than the stored one is part of the model id (``-<size>px``). ``precision`` (models/precision.py):
@@ -365,5 +336,13 @@ def load_detector(path: str | Path, device: str | torch.device = "cpu",
     meta["weights_sha256"] = digest
     thresh = float(meta.get("score_threshold", 0.5)) if score_threshold is None else float(score_threshold)
     model_id = detector_model_id(meta["backbone"], digest, size, stored)
-    return FaceDetector(model, backbone=meta["backbone"], size=size, score_threshold=thresh,
-                        model_id=model_id, device=device, meta=meta, precision=precision)
+    return FaceDetector(
+        model,
+        backbone=meta["backbone"],
+        size=size,
+        score_threshold=thresh,
+        model_id=model_id,
+        device=device,
+        meta=meta,
+        precision=precision,
+    )

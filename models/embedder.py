@@ -35,12 +35,13 @@ again around it; a face found in another image is framed a little differently, s
 the typical image at several zooms (the best view counts) finds it more often at the same precision
 (model card: "One typical image, several views").
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -75,8 +76,7 @@ def _trunk(backbone: str) -> tuple[nn.Module, int]:
         return nn.Sequential(net.features, nn.ReLU(inplace=True)), net.classifier.in_features
     if backbone == "resnet18":
         net = torchvision.models.resnet18(weights=None)
-        body = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool,
-                             net.layer1, net.layer2, net.layer3, net.layer4)
+        body = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4)
         return body, net.fc.in_features
     raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
 
@@ -84,9 +84,14 @@ def _trunk(backbone: str) -> tuple[nn.Module, int]:
 class Embedder(nn.Module):
     """CNN trunk -> GAP -> dropout -> Linear -> BatchNorm1d -> L2-normalised ``dim``-d embedding."""
 
-    def __init__(self, backbone: str = DEFAULT_BACKBONE, dim: int = DEFAULT_DIM,
-                 input_size: int = DEFAULT_INPUT_SIZE, dropout: float = DEFAULT_DROPOUT,
-                 flip_average: bool = False):
+    def __init__(
+        self,
+        backbone: str = DEFAULT_BACKBONE,
+        dim: int = DEFAULT_DIM,
+        input_size: int = DEFAULT_INPUT_SIZE,
+        dropout: float = DEFAULT_DROPOUT,
+        flip_average: bool = False,
+    ):
         super().__init__()
         self.flip_average = bool(flip_average)
         # Inference in bf16 (``embed``); load_embedder sets it where the hardware computes bf16.
@@ -124,7 +129,7 @@ class Embedder(nn.Module):
         out = []
         try:
             for i in range(0, len(images_bgr), batch_size):
-                x = preprocess(images_bgr[i:i + batch_size], self.input_size)
+                x = preprocess(images_bgr[i : i + batch_size], self.input_size)
                 n = len(x)
                 if n < batch_size:
                     # Always the same batch shape: each new shape makes the CPU kernels cache more
@@ -142,8 +147,9 @@ class Embedder(nn.Module):
             return np.zeros((0, self.dim), np.float32)
         return torch.cat(out).numpy()
 
-    def embed_views(self, images_bgr: Sequence[np.ndarray], batch_size: int = 64,
-                    plain: np.ndarray | None = None) -> np.ndarray:
+    def embed_views(
+        self, images_bgr: Sequence[np.ndarray], batch_size: int = 64, plain: np.ndarray | None = None
+    ) -> np.ndarray:
         """Embeddings of each image's ``reference_views``: float32 (N, 1 + len(REFERENCE_VIEW_SCALES), dim);
         view 0 is ``embed`` of the image itself. ``plain`` (N, dim), when the caller already has those
         embeddings, becomes view 0 as given, and only the centred crops are embedded."""
@@ -170,7 +176,7 @@ def reference_views(image_bgr: np.ndarray, scales: Sequence[float] = REFERENCE_V
     for scale in scales:
         ch, cw = max(1, round(h * scale)), max(1, round(w * scale))
         y, x = (h - ch) // 2, (w - cw) // 2
-        views.append(image_bgr[y:y + ch, x:x + cw])
+        views.append(image_bgr[y : y + ch, x : x + cw])
     return views
 
 
@@ -201,21 +207,24 @@ def preprocess(images_bgr: Sequence[np.ndarray], input_size: int = DEFAULT_INPUT
 
 # ---------------------------------------------------------------------------------------------- files
 
+
 def _meta_strings(model: Embedder, meta: dict) -> dict[str, str]:
     out: dict[str, str] = {}
     for k, v in (meta or {}).items():
         out[str(k)] = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
     # Architecture fields come from the model itself, so a file always rebuilds correctly.
-    out.update({
-        "format": FORMAT,
-        "backbone": model.backbone,
-        "dim": str(model.dim),
-        "input_size": str(model.input_size),
-        "dropout": str(model.dropout_p),
-        "flip_average": json.dumps(model.flip_average),
-        "mean_rgb": json.dumps(list(MEAN_RGB)),
-        "std_rgb": json.dumps(list(STD_RGB)),
-    })
+    out.update(
+        {
+            "format": FORMAT,
+            "backbone": model.backbone,
+            "dim": str(model.dim),
+            "input_size": str(model.input_size),
+            "dropout": str(model.dropout_p),
+            "flip_average": json.dumps(model.flip_average),
+            "mean_rgb": json.dumps(list(MEAN_RGB)),
+            "std_rgb": json.dumps(list(STD_RGB)),
+        }
+    )
     return out
 
 
@@ -273,8 +282,7 @@ def weights_sha256(path: str | Path) -> str:
     with safe_open(str(path), framework="pt") as f:
         for name in sorted(f.keys()):
             t = f.get_tensor(name).contiguous()
-            h.update(name.encode() + b"\0" + str(t.dtype).encode() + b"\0"
-                     + json.dumps(list(t.shape)).encode() + b"\0")
+            h.update(name.encode() + b"\0" + str(t.dtype).encode() + b"\0" + json.dumps(list(t.shape)).encode() + b"\0")
             h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
@@ -288,8 +296,9 @@ def model_id(path: str | Path) -> str:
     return _model_id(read_meta(path), weights_sha256(path))
 
 
-def load_embedder(path: str | Path, device: str | torch.device = "cpu",
-                  precision: str = "auto", fold_norms: bool = True) -> tuple[Embedder, dict]:
+def load_embedder(
+    path: str | Path, device: str | torch.device = "cpu", precision: str = "auto", fold_norms: bool = True
+) -> tuple[Embedder, dict]:
     """Rebuild the model (fp32 weights, eval mode, channels_last) on ``device``. ``embed`` runs in bf16 where
     ``precision`` says so (models/precision.py: "auto" where the hardware computes bf16; embeddings agree
     with fp32 to a cosine of 0.9998 or more). ``meta`` is ``read_meta`` plus ``weights_sha256`` and ``model_id``.
@@ -300,9 +309,13 @@ def load_embedder(path: str | Path, device: str | torch.device = "cpu",
     meta = read_meta(path)
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path}: not a toonface embedder file (format={meta.get('format')!r})")
-    model = Embedder(backbone=meta["backbone"], dim=int(meta["dim"]), input_size=int(meta["input_size"]),
-                     dropout=float(meta.get("dropout", DEFAULT_DROPOUT)),
-                     flip_average=bool(meta.get("flip_average", False)))
+    model = Embedder(
+        backbone=meta["backbone"],
+        dim=int(meta["dim"]),
+        input_size=int(meta["input_size"]),
+        dropout=float(meta.get("dropout", DEFAULT_DROPOUT)),
+        flip_average=bool(meta.get("flip_average", False)),
+    )
     state = load_file(str(path))
     ref = model.state_dict()
     state = {k: (v.to(ref[k].dtype) if k in ref else v) for k, v in state.items()}

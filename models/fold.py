@@ -8,6 +8,7 @@ model card); the embedder at 112 px gained 0-5%, within that machine's noise (sc
 56.7). Both loaders fold, so that inference has one form. Training needs the norms, and a file stores
 them, so a folded model is marked (``norms_folded``) and the save functions refuse it.
 """
+
 from __future__ import annotations
 
 import torch.nn as nn
@@ -30,14 +31,18 @@ def fold_batchnorm(model: nn.Module, part: nn.Module | None = None) -> int:
 
 def refuse_folded(model: nn.Module) -> None:
     if getattr(model, "norms_folded", False):
-        raise ValueError("this model's norms were folded into its convolutions for inference, which no file "
-                         "stores; load it with fold_norms=False to save it again")
+        raise ValueError(
+            "this model's norms were folded into its convolutions for inference, which no file "
+            "stores; load it with fold_norms=False to save it again"
+        )
 
 
 def _fold(module: nn.Module) -> int:
     folded = sum(_fold(child) for child in module.children())
     for conv, norm in NAMED_PAIRS:
-        if isinstance(getattr(module, conv, None), nn.Conv2d) and isinstance(getattr(module, norm, None), nn.BatchNorm2d):
+        if isinstance(getattr(module, conv, None), nn.Conv2d) and isinstance(
+            getattr(module, norm, None), nn.BatchNorm2d
+        ):
             setattr(module, conv, fuse_conv_bn_eval(getattr(module, conv), getattr(module, norm)))
             setattr(module, norm, nn.Identity())
             folded += 1

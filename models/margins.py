@@ -32,6 +32,7 @@ embedding; cos(theta_j,i) = W_j^T x_i. Only the target logit (j = y_i) gets a ma
 
 Margin heads compute in fp32 with autocast disabled (margins on bf16 cosines are too coarse).
 """
+
 from __future__ import annotations
 
 import math
@@ -109,7 +110,7 @@ class ArcFaceHead(_NormalisedHead):
         self.m = float(m)
         self.easy_margin = bool(easy_margin)
         self.cos_m, self.sin_m = math.cos(self.m), math.sin(self.m)
-        self.th = math.cos(math.pi - self.m)        # beyond this, theta + m > pi
+        self.th = math.cos(math.pi - self.m)  # beyond this, theta + m > pi
         self.mm = math.sin(math.pi - self.m) * self.m  # = m sin(m): the fallback margin
 
     def target_logit(self, cos_t):
@@ -138,14 +139,27 @@ def _chebyshev(c: torch.Tensor, m: int) -> torch.Tensor:
 class SphereFaceHead(_NormalisedHead):
     """A-Softmax with multiplicative margin m and the reference lambda annealing (see module doc)."""
 
-    def __init__(self, dim: int, classes: int, m: int = 4, s: float = 30.0, lambda_base: float = 1000.0,
-                 gamma: float = 0.12, power: float = 1.0, lambda_min: float = 5.0):
+    def __init__(
+        self,
+        dim: int,
+        classes: int,
+        m: int = 4,
+        s: float = 30.0,
+        lambda_base: float = 1000.0,
+        gamma: float = 0.12,
+        power: float = 1.0,
+        lambda_min: float = 5.0,
+    ):
         super().__init__(dim, classes, s)
         if int(m) != m or m < 1:
             raise ValueError("SphereFace margin m must be an integer >= 1")
         self.m = int(m)
         self.lambda_base, self.gamma, self.power, self.lambda_min = (
-            float(lambda_base), float(gamma), float(power), float(lambda_min))
+            float(lambda_base),
+            float(gamma),
+            float(power),
+            float(lambda_min),
+        )
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
 
     @property
@@ -172,16 +186,13 @@ class SphereFaceHead(_NormalisedHead):
         return out
 
     def extra_repr(self):
-        return (super().extra_repr() + f", m={self.m}, lambda=max({self.lambda_min}, {self.lambda_base}"
-                f"*(1+{self.gamma}*it)^-{self.power})")
+        return (
+            super().extra_repr() + f", m={self.m}, lambda=max({self.lambda_min}, {self.lambda_base}"
+            f"*(1+{self.gamma}*it)^-{self.power})"
+        )
 
 
-HEADS = {
-    "softmax": SoftmaxHead,
-    "sphereface": SphereFaceHead,
-    "cosface": CosFaceHead,
-    "arcface": ArcFaceHead,
-}
+HEADS = {"softmax": SoftmaxHead, "sphereface": SphereFaceHead, "cosface": CosFaceHead, "arcface": ArcFaceHead}
 
 
 def make_head(name: str, dim: int, classes: int, **kw) -> nn.Module:

@@ -6,7 +6,7 @@
 
 Sources (``--train``/``--val``, repeatable) are ``yolo:IMAGES:LABELS``, ``cava:FOLDER[:SPLIT]`` or
 ``coco:FILE.json:IMAGES`` (``models.det_data``). Each epoch logs the mean losses and, per ``--val`` set,
-AP50/AP/recall (``models.eval_detector``) to ``<out>.train_log.json``.
+AP50/AP/recall (``models.det_metrics``) to ``<out>.train_log.json``.
 
 Recipe: images augmented to ``--size`` squares (scale jitter 0.6-1.4, random crop/pad, flip, HSV jitter;
 ``models.det_data.augment``), torchvision's RetinaNet focal loss and a box loss (``--box-loss``: L1 on
@@ -28,96 +28,169 @@ A source given twice is sampled twice as often (its images appear twice in every
 stored with the weights lists the sources as given.
 The final weights go to ``--out`` (fp16 safetensors + metadata).
 """
+
 from __future__ import annotations
 
 import argparse
+import functools
 import json
-import math
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from models.det_data import BoxedImage, augment, letterbox_with_boxes, parse_source, summarise
-from models.detector import (BACKBONES, DEFAULT_BACKBONE, DEFAULT_SIZE, FaceDetector, build_retinanet,
-                             check_input_size, compute_loss, init_from_embedder, normalise, save_detector,
-                             to_tensor)
-from models.eval_detector import evaluate
+from models.det_data import AugmentedBoxes, BoxedImage, collate, parse_source, summarise
+from models.det_metrics import evaluate
+from models.detector import (
+    BACKBONES,
+    DEFAULT_BACKBONE,
+    DEFAULT_SIZE,
+    FaceDetector,
+    build_retinanet,
+    check_input_size,
+    init_from_embedder,
+    load_detector,
+    save_detector,
+)
+from models.detector_loop import Limits, Session, optimizer_for, run_epochs
 from models.precision import PRECISIONS, precision_name, uses_bf16
-from models.train_embedder import (EpochBatches, _default_workers, _save_checkpoint, resolve_device,
-                                   seed_everything)
+from models.training import EpochBatches, default_workers, resolve_device, seed_everything
 
 DEFAULT_OPERATING_THRESHOLD = 0.5
 BOX_LOSSES = ("l1", "giou")
 
 
-class AugmentedBoxes(Dataset):
-    """Item (index, seed) -> (RGB uint8 size x size x 3, (K, 4) float boxes); augmentation from the seed."""
-
-    def __init__(self, items: Sequence[BoxedImage], size: int, augment_: bool = True):
-        self.items, self.size, self.augment = list(items), size, augment_
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, key):
-        """A sample, or (None, path) for an unreadable image: the step goes on without it, the log names it."""
-        index, seed = key
-        try:
-            img, boxes = self.items[index].load()
-        except ValueError:
-            return None, str(self.items[index].path)
-        if self.augment:
-            return augment(img, boxes, self.size, np.random.default_rng(seed))
-        return letterbox_with_boxes(img, boxes, self.size)
-
-
-def collate(batch):
-    """-> (images, targets, paths of unreadable images); images is None when none could be read."""
-    skipped = [path for img, path in batch if img is None]
-    batch = [(img, boxes) for img, boxes in batch if img is not None]
-    if not batch:
-        return None, [], skipped
-    images = to_tensor(np.stack([img for img, _ in batch]))
-    targets = [{"boxes": torch.from_numpy(b), "labels": torch.zeros(len(b), dtype=torch.int64)} for _, b in batch]
-    return images, targets, skipped
-
-
-def lr_at(step: int, total: int, warmup: int) -> float:
-    """Linear warm-up then cosine decay to 0 at ``total`` steps (a factor on the base lr)."""
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-
-
-def validate(model, size: int, device: torch.device, val_sets: dict[str, list[BoxedImage]],
-             threshold: float, batch_size: int = 16, precision: str = "auto") -> dict:
+def validate(
+    model,
+    size: int,
+    device: torch.device,
+    val_sets: dict[str, list[BoxedImage]],
+    threshold: float,
+    batch_size: int = 16,
+    precision: str = "auto",
+) -> dict:
     was_training = model.training
     det = FaceDetector(model, backbone="", size=size, score_threshold=threshold, device=device, precision=precision)
     out = {}
     try:
         for name, items in val_sets.items():
-            r = evaluate(lambda imgs: det.detect_many(imgs, batch_size=batch_size, score_threshold=0.05),
-                         items, threshold, batch_size)
+            r = evaluate(
+                lambda imgs: det.detect_many(imgs, batch_size=batch_size, score_threshold=0.05),
+                items,
+                threshold,
+                batch_size,
+            )
             out[name] = {k: r[k] for k in ("ap50", "ap", "recall", "precision_at_threshold", "recall_at_threshold")}
     finally:
         model.train(was_training)  # FaceDetector left it channels_last, as training wants it
     return out
 
 
-def train(train_items: Sequence[BoxedImage], *, val_sets: dict[str, list[BoxedImage]] | None = None,
-          backbone: str = DEFAULT_BACKBONE, size: int = DEFAULT_SIZE, epochs: float = 12, batch_size: int = 8,
-          lr: float | None = None, weight_decay: float = 1e-4, warmup_steps: int = 300, seed: int = 0,
-          device: str = "auto", out: str | Path | None = None, checkpoint: str | Path | None = None,
-          max_minutes: float | None = None, checkpoint_minutes: float = 10.0, max_steps: int | None = None,
-          workers: int | None = None, init_embedder: str | Path | None = None,
-          init_detector: str | Path | None = None, threshold: float = DEFAULT_OPERATING_THRESHOLD,
-          augment: bool = True, sources: Sequence[str] = (), precision: str = "auto", box_loss: str = "l1",
-          log=print) -> dict:
+def _initial_model(
+    backbone: str, size: int, init_embedder, init_detector, box_loss: str, dev: torch.device, log
+) -> torch.nn.Module:
+    """The RetinaNet to train, on ``dev`` in training mode and channels_last: fresh (seeded by the caller),
+    its body from an embedder's trunk, or a trained detector's weights."""
+    model = build_retinanet(backbone, size)
+    if init_embedder:
+        n = init_from_embedder(model, init_embedder)
+        log(f"initialised {n} backbone tensors from {init_embedder}")
+    if init_detector:
+        trained = load_detector(init_detector, fold_norms=False)
+        if trained.backbone != backbone:
+            raise ValueError(f"{init_detector} is a {trained.backbone} detector, not {backbone}")
+        model.load_state_dict(trained.model.state_dict())  # load_detector builds it in fp32
+        log(f"initialised from detector {trained.model_id}")
+    # torchvision picks the regression head's loss by this attribute (its v2 recipe sets "giou" the same way).
+    model.head.regression_head._loss_type = box_loss
+    return model.to(dev).train().to(memory_format=torch.channels_last)
+
+
+def _write_outputs(session: Session, out_path: Path | None, recipe: dict, threshold: float) -> None:
+    """The weights with the recipe and history (``save_detector``), and ``<out>.train_log.json``."""
+    if out_path is None:
+        return
+    recipe = dict(recipe, steps=session.step)
+    save_detector(
+        session.model,
+        out_path,
+        backbone=recipe["backbone"],
+        size=recipe["size"],
+        score_threshold=threshold,
+        meta={"recipe": recipe, "history": session.history},
+    )
+    out_path.with_suffix(".train_log.json").write_text(
+        json.dumps({"recipe": recipe, "history": session.history}, indent=2)
+    )
+
+
+def _epoch_batches(n_items: int, batch_size: int, seed: int) -> EpochBatches:
+    """The seeded order of each epoch's batches; refuses a set smaller than one batch."""
+    sampler = EpochBatches(n_items, batch_size, seed)
+    if sampler.n_batches == 0:
+        raise ValueError(f"{n_items} training images are fewer than one batch of {batch_size}")
+    return sampler
+
+
+def _loader(
+    train_items: Sequence[BoxedImage], size: int, augment: bool, sampler: EpochBatches, dev: torch.device, workers
+) -> DataLoader:
+    """The augmented letterboxed batches in ``sampler``'s order (loader processes only on CUDA by default)."""
+    n_workers = default_workers(dev) if workers is None else workers
+    return DataLoader(
+        AugmentedBoxes(train_items, size, augment),
+        batch_sampler=sampler,
+        collate_fn=collate,
+        num_workers=n_workers,
+        persistent_workers=n_workers > 0,
+        pin_memory=dev.type == "cuda",
+    )
+
+
+def _result(session: Session, stopped_early: bool, t_start: float) -> dict:
+    """What ``train`` returns."""
+    return {
+        "model": session.model,
+        "history": session.history,
+        "step_losses": session.step_losses,
+        "steps": session.step,
+        "stopped_early": stopped_early,
+        "seconds": time.time() - t_start,
+    }
+
+
+# long: one line per keyword argument (the CLI's flags) and per field of the recipe that records them
+def train(
+    train_items: Sequence[BoxedImage],
+    *,
+    val_sets: dict[str, list[BoxedImage]] | None = None,
+    backbone: str = DEFAULT_BACKBONE,
+    size: int = DEFAULT_SIZE,
+    epochs: float = 12,
+    batch_size: int = 8,
+    lr: float | None = None,
+    weight_decay: float = 1e-4,
+    warmup_steps: int = 300,
+    seed: int = 0,
+    device: str = "auto",
+    out: str | Path | None = None,
+    checkpoint: str | Path | None = None,
+    max_minutes: float | None = None,
+    checkpoint_minutes: float = 10.0,
+    max_steps: int | None = None,
+    workers: int | None = None,
+    init_embedder: str | Path | None = None,
+    init_detector: str | Path | None = None,
+    threshold: float = DEFAULT_OPERATING_THRESHOLD,
+    augment: bool = True,
+    sources: Sequence[str] = (),
+    precision: str = "auto",
+    box_loss: str = "l1",
+    log=print,
+) -> dict:
     """Train; returns {"model", "history", "step_losses", "steps", "stopped_early", "seconds"}.
 
     ``epochs`` may be fractional (0.6: the first 60% of one shuffled pass): the lr schedule spans exactly
@@ -129,134 +202,40 @@ def train(train_items: Sequence[BoxedImage], *, val_sets: dict[str, list[BoxedIm
     dev = resolve_device(device)
     use_bf16 = uses_bf16(precision, dev)  # refuses an unknown precision before any work
     seed_everything(seed)
-    model = build_retinanet(backbone, size)
-    if init_embedder:
-        n = init_from_embedder(model, init_embedder)
-        log(f"initialised {n} backbone tensors from {init_embedder}")
-    if init_detector:
-        from models.detector import load_detector
-
-        trained = load_detector(init_detector, fold_norms=False)
-        if trained.backbone != backbone:
-            raise ValueError(f"{init_detector} is a {trained.backbone} detector, not {backbone}")
-        model.load_state_dict(trained.model.state_dict())  # load_detector builds it in fp32
-        log(f"initialised from detector {trained.model_id}")
-    # torchvision picks the regression head's loss by this attribute (its v2 recipe sets "giou" the same way).
-    model.head.regression_head._loss_type = box_loss
-    model = model.to(dev).train().to(memory_format=torch.channels_last)
+    model = _initial_model(backbone, size, init_embedder, init_detector, box_loss, dev, log)
     base_lr = lr if lr is not None else 0.01 * batch_size / 16
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (no_decay if p.ndim == 1 else decay).append(p)  # no weight decay on norms and biases
-    opt = torch.optim.SGD([{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-                          lr=base_lr, momentum=0.9)
-    sampler = EpochBatches(len(train_items), batch_size, seed)
-    steps_per_epoch = sampler.n_batches
-    if steps_per_epoch == 0:
-        raise ValueError(f"{len(train_items)} training images are fewer than one batch of {batch_size}")
-    total_steps = max(1, round(steps_per_epoch * epochs))
-    history: list[dict] = []
-    step, start_epoch, start_batch = 0, 0, 0
-    resumed_sums = None
+    sampler = _epoch_batches(len(train_items), batch_size, seed)
+    total_steps = max(1, round(sampler.n_batches * epochs))
     ckpt_path = Path(checkpoint) if checkpoint else None
-    if ckpt_path and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=dev, weights_only=False)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        step, start_epoch, start_batch = state["step"], state["epoch"], state["batch"]
-        history = state["history"]
-        resumed_sums = state.get("epoch_sums")
-        torch.set_rng_state(state["torch_rng"])
-        log(f"resumed from {ckpt_path}: epoch {start_epoch}, batch {start_batch}, step {step}")
-    n_workers = _default_workers(dev) if workers is None else workers
-    loader = DataLoader(AugmentedBoxes(train_items, size, augment), batch_sampler=sampler, collate_fn=collate,
-                        num_workers=n_workers, persistent_workers=n_workers > 0, pin_memory=dev.type == "cuda")
-    out_path = Path(out) if out else None
-    log_path = out_path.with_suffix(".train_log.json") if out_path else None
-    t_start = time.time()
-    step_losses: list[float] = []
-    stopped_early = False
-
-    def save_state(epoch: int, batch: int, epoch_sums: dict | None = None) -> None:
-        if ckpt_path:
-            _save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                                         "epoch": epoch, "batch": batch, "history": history,
-                                         "epoch_sums": epoch_sums, "torch_rng": torch.get_rng_state()})
-
-    def write_outputs() -> None:
-        if out_path is None:
-            return
-        recipe = {"backbone": backbone, "size": size, "epochs": epochs, "batch_size": batch_size, "lr": base_lr,
-                  "weight_decay": weight_decay, "warmup_steps": warmup_steps, "seed": seed,
-                  "init_embedder": str(init_embedder) if init_embedder else None,
-                  "init_detector": str(init_detector) if init_detector else None, "steps": step, "augment": augment,
-                  "device": str(dev), "precision": precision_name(use_bf16), "box_loss": box_loss,
-                  "train": summarise(train_items), "sources": list(sources)}
-        save_detector(model, out_path, backbone=backbone, size=size, score_threshold=threshold,
-                      meta={"recipe": recipe, "history": history})
-        log_path.write_text(json.dumps({"recipe": recipe, "history": history}, indent=2))
-
-    for epoch in range(start_epoch, math.ceil(total_steps / steps_per_epoch)):
-        sampler.set_epoch(epoch, start_batch if epoch == start_epoch else 0)
-        t_epoch = time.time()
-        # Sums over this epoch's steps; carried in mid-epoch checkpoints so a resumed epoch logs whole-epoch means.
-        sums = {"classification": 0.0, "bbox_regression": 0.0, "batches": 0, "skipped": []}
-        if resumed_sums and epoch == start_epoch:
-            sums = resumed_sums
-        batch_index = sampler.start_batch
-        last_save = time.time()
-        for images, targets, skipped in loader:
-            batch_index += 1
-            sums["skipped"] += skipped
-            if images is None:
-                continue
-            for g in opt.param_groups:
-                g["lr"] = base_lr * lr_at(step, total_steps, warmup_steps)
-            x = normalise(images.to(dev, non_blocking=True)).contiguous(memory_format=torch.channels_last)
-            targets = [{k: v.to(dev) for k, v in t.items()} for t in targets]
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
-                losses = compute_loss(model, x, targets)
-            loss = losses["classification"] + losses["bbox_regression"]
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower --lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-            opt.step()
-            step += 1
-            step_losses.append(float(loss.item()))
-            sums["batches"] += 1
-            for k in losses:
-                sums[k] += float(losses[k].item())
-            if step % 50 == 0:
-                log(f"epoch {epoch + 1} step {step}/{total_steps} loss {np.mean(step_losses[-50:]):.4f} "
-                    f"lr {opt.param_groups[0]['lr']:.5f} {time.time() - t_start:.0f}s")
-            if step >= total_steps:  # a fractional last epoch ends here, on schedule
-                break
-            out_of_time = max_minutes is not None and time.time() - t_start > max_minutes * 60
-            if out_of_time or (max_steps is not None and step >= max_steps):
-                stopped_early = True
-                break
-            if time.time() - last_save > checkpoint_minutes * 60:  # a killed run loses at most this much
-                save_state(epoch, batch_index, sums)
-                last_save = time.time()
-        entry = {"epoch": epoch + 1, "steps": step, "seconds": round(time.time() - t_epoch, 1),
-                 "partial": stopped_early,
-                 **{k: sums[k] / max(1, sums["batches"]) for k in ("classification", "bbox_regression")}}
-        if sums["skipped"]:
-            entry["unreadable_images"] = sorted(set(sums["skipped"]))
-            log(f"skipped {len(entry['unreadable_images'])} unreadable images: {entry['unreadable_images'][:5]}")
-        if val_sets and not stopped_early:
-            entry["val"] = validate(model, size, dev, val_sets, threshold, precision=precision)
-        history.append(entry)
-        log(json.dumps(entry))
-        save_state(epoch + (0 if stopped_early else 1), batch_index if stopped_early else 0,
-                   sums if stopped_early else None)
-        write_outputs()
-        if stopped_early:
-            break
-    return {"model": model, "history": history, "step_losses": step_losses, "steps": step,
-            "stopped_early": stopped_early, "seconds": time.time() - t_start}
+    opt = optimizer_for(model, base_lr, weight_decay)
+    session = Session(model, opt, dev, use_bf16, base_lr, total_steps, warmup_steps, ckpt_path)
+    start = session.resume(log) if ckpt_path and ckpt_path.exists() else (0, 0, None)
+    loader = _loader(train_items, size, augment, sampler, dev, workers)
+    # "steps" is filled in when written
+    recipe = {
+        "backbone": backbone,
+        "size": size,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": base_lr,
+        "weight_decay": weight_decay,
+        "warmup_steps": warmup_steps,
+        "seed": seed,
+        "init_embedder": str(init_embedder) if init_embedder else None,
+        "init_detector": str(init_detector) if init_detector else None,
+        "steps": None,
+        "augment": augment,
+        "device": str(dev),
+        "precision": precision_name(use_bf16),
+        "box_loss": box_loss,
+        "train": summarise(train_items),
+        "sources": list(sources),
+    }
+    validate_fn = (lambda m: validate(m, size, dev, val_sets, threshold, precision=precision)) if val_sets else None
+    write_outputs = functools.partial(_write_outputs, session, Path(out) if out else None, recipe, threshold)
+    limits = Limits(time.time(), max_minutes, max_steps, checkpoint_minutes)
+    stopped_early = run_epochs(session, loader, sampler, start, limits, validate_fn, write_outputs, log)
+    return _result(session, stopped_early, limits.t_start)
 
 
 def parse_val(specs: Sequence[str]) -> dict[str, list[BoxedImage]]:
@@ -270,11 +249,18 @@ def parse_val(specs: Sequence[str]) -> dict[str, list[BoxedImage]]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("--train", action="append", required=True, metavar="SOURCE",
-                   help="yolo:IMAGES:LABELS | cava:FOLDER[:SPLIT] | coco:FILE.json:IMAGES (repeatable)")
+    p.add_argument(
+        "--train",
+        action="append",
+        required=True,
+        metavar="SOURCE",
+        help="yolo:IMAGES:LABELS | cava:FOLDER[:SPLIT] | coco:FILE.json:IMAGES (repeatable)",
+    )
     p.add_argument("--val", action="append", default=[], metavar="NAME=SOURCE", help="validation set (repeatable)")
     p.add_argument("--backbone", choices=BACKBONES, default=DEFAULT_BACKBONE)
-    p.add_argument("--size", type=int, default=DEFAULT_SIZE, help="square training/inference size (a multiple of 32, 128 to 2048)")
+    p.add_argument(
+        "--size", type=int, default=DEFAULT_SIZE, help="square training/inference size (a multiple of 32, 128 to 2048)"
+    )
     p.add_argument("--epochs", type=float, default=12, help="passes over the data; may be fractional (0.5)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float)
@@ -282,21 +268,40 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--warmup-steps", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="auto: bf16 on CUDA and on CPUs that compute bf16 natively, else fp32")
-    p.add_argument("--box-loss", choices=BOX_LOSSES, default="l1",
-                   help="box regression loss: l1 on encoded offsets (default) or giou on decoded boxes")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="auto: bf16 on CUDA and on CPUs that compute bf16 natively, else fp32",
+    )
+    p.add_argument(
+        "--box-loss",
+        choices=BOX_LOSSES,
+        default="l1",
+        help="box regression loss: l1 on encoded offsets (default) or giou on decoded boxes",
+    )
     p.add_argument("--workers", type=int)
-    p.add_argument("--threshold", type=float, default=DEFAULT_OPERATING_THRESHOLD,
-                   help="operating score threshold stored with the weights")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=DEFAULT_OPERATING_THRESHOLD,
+        help="operating score threshold stored with the weights",
+    )
     p.add_argument("--init-embedder", help="start a resnet18 body from this embedder's trunk")
-    p.add_argument("--init-detector", metavar="WEIGHTS",
-                   help="start from trained detector weights (continue training, or fine-tune on your own frames)")
+    p.add_argument(
+        "--init-detector",
+        metavar="WEIGHTS",
+        help="start from trained detector weights (continue training, or fine-tune on your own frames)",
+    )
     p.add_argument("--out", required=True, help="weights file (.safetensors)")
     p.add_argument("--checkpoint", help="resume from / save to this file")
     p.add_argument("--max-minutes", type=float)
-    p.add_argument("--checkpoint-minutes", type=float, default=10.0,
-                   help="also rewrite --checkpoint this often within an epoch (default 10)")
+    p.add_argument(
+        "--checkpoint-minutes",
+        type=float,
+        default=10.0,
+        help="also rewrite --checkpoint this often within an epoch (default 10)",
+    )
     p.add_argument("--max-steps", type=int)
     p.add_argument("--no-augment", dest="augment", action="store_false", help="letterbox only (for debugging)")
     return p
@@ -304,7 +309,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        check_input_size(args.size)   # the sizes the detector loads and runs at
+        check_input_size(args.size)  # the sizes the detector loads and runs at
     except ValueError as e:
         print(f"train-detector: --size: {e}", file=sys.stderr)
         return 2
@@ -318,23 +323,52 @@ def run(args: argparse.Namespace) -> int:
         print(f"train-detector: {e}", file=sys.stderr)
         return 2
     print(f"training on {summarise(items)}; val sets: { {k: summarise(v) for k, v in val_sets.items()} }", flush=True)
-    result = train(items, val_sets=val_sets, backbone=args.backbone, size=args.size, epochs=args.epochs,
-                   batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-                   warmup_steps=args.warmup_steps, seed=args.seed, device=args.device, out=args.out,
-                   checkpoint=args.checkpoint, max_minutes=args.max_minutes,
-                   checkpoint_minutes=args.checkpoint_minutes, max_steps=args.max_steps,
-                   workers=args.workers, init_embedder=args.init_embedder, init_detector=args.init_detector,
-                   threshold=args.threshold,
-                   augment=args.augment, sources=args.train, precision=args.precision,
-                   box_loss=args.box_loss, log=lambda m: print(m, flush=True))
-    print(json.dumps({"steps": result["steps"], "seconds": round(result["seconds"], 1),
-                      "stopped_early": result["stopped_early"], "out": args.out}))
+    result = train(
+        items,
+        val_sets=val_sets,
+        backbone=args.backbone,
+        size=args.size,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup_steps=args.warmup_steps,
+        seed=args.seed,
+        device=args.device,
+        out=args.out,
+        checkpoint=args.checkpoint,
+        max_minutes=args.max_minutes,
+        checkpoint_minutes=args.checkpoint_minutes,
+        max_steps=args.max_steps,
+        workers=args.workers,
+        init_embedder=args.init_embedder,
+        init_detector=args.init_detector,
+        threshold=args.threshold,
+        augment=args.augment,
+        sources=args.train,
+        precision=args.precision,
+        box_loss=args.box_loss,
+        log=lambda m: print(m, flush=True),
+    )
+    print(
+        json.dumps(
+            {
+                "steps": result["steps"],
+                "seconds": round(result["seconds"], 1),
+                "stopped_early": result["stopped_early"],
+                "out": args.out,
+            }
+        )
+    )
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="toonface train-detector", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="toonface train-detector",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     return run(add_arguments(parser).parse_args(argv))
 
 

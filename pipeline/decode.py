@@ -3,6 +3,7 @@
 Drop reasons (stable strings, used in the manifest's `drop_reason` column):
   empty_file, file_too_large, not_an_image, decompression_bomb, truncated, corrupt
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,6 +40,7 @@ def sniff_format(data: bytes) -> str | None:
 @dataclasses.dataclass
 class Decoded:
     """An image as a BGR uint8 array, or the reason it could not be decoded."""
+
     image: np.ndarray | None
     fmt: str | None
     width: int = 0

@@ -14,6 +14,7 @@ range search. Faiss has no range search on GPU indexes (faiss-gpu included), so 
 runs as chunked torch matrix products: fp16 finds the candidates a little below the threshold, and
 each candidate's similarity is then computed again in fp32, so the result is the exact one either way.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,13 +30,14 @@ from pipeline.store import atomic_write
 
 @dataclasses.dataclass
 class DedupResult:
-    kept: np.ndarray                  # bool per new crop
-    duplicate_of: list[str | None]    # id of the kept crop it duplicates
-    similarity: np.ndarray            # similarity to that crop (nan when kept)
+    kept: np.ndarray  # bool per new crop
+    duplicate_of: list[str | None]  # id of the kept crop it duplicates
+    similarity: np.ndarray  # similarity to that crop (nan when kept)
 
 
-def range_neighbours(queries: np.ndarray, database: np.ndarray, threshold: float, batch: int = 8192,
-                     device: str = "auto") -> list[tuple[np.ndarray, np.ndarray]]:
+def range_neighbours(
+    queries: np.ndarray, database: np.ndarray, threshold: float, batch: int = 8192, device: str = "auto"
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """For each query, (database indices, similarities) with inner product > threshold, indices
     ascending. ``device`` "auto": CUDA when torch sees a GPU (see torch_range_neighbours), else Faiss."""
     queries = np.ascontiguousarray(queries, dtype=np.float32)
@@ -56,7 +58,7 @@ def range_neighbours(queries: np.ndarray, database: np.ndarray, threshold: float
     index.add(database)
     out: list[tuple[np.ndarray, np.ndarray]] = []
     for start in range(0, len(queries), batch):
-        chunk = queries[start:start + batch]
+        chunk = queries[start : start + batch]
         lims, sims, ids = index.range_search(chunk, threshold)
         for q in range(len(chunk)):
             lo, hi = lims[q], lims[q + 1]
@@ -72,9 +74,14 @@ def range_neighbours(queries: np.ndarray, database: np.ndarray, threshold: float
 _SLACK = {"float16": 4e-3, "bfloat16": 3e-2, "float32": 1e-5}
 
 
-def torch_range_neighbours(queries: np.ndarray, database: np.ndarray, threshold: float, device: str = "cuda",
-                           dtype: str | None = None, max_elements: int | None = None
-                           ) -> list[tuple[np.ndarray, np.ndarray]]:
+def torch_range_neighbours(
+    queries: np.ndarray,
+    database: np.ndarray,
+    threshold: float,
+    device: str = "cuda",
+    dtype: str | None = None,
+    max_elements: int | None = None,
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """range_neighbours as chunked matrix products on a torch device (L2-normalised rows expected).
 
     ``dtype`` (default fp16 on CUDA, fp32 elsewhere) is used to find candidates above threshold minus
@@ -95,7 +102,7 @@ def torch_range_neighbours(queries: np.ndarray, database: np.ndarray, threshold:
     rows, cols, sims = [], [], []
     with torch.no_grad():
         for start in range(0, len(q32), chunk):
-            q = q32[start:start + chunk]
+            q = q32[start : start + chunk]
             approx = (q if low == torch.float32 else q.to(low)) @ db_low.T
             r, c = torch.nonzero(approx > threshold - slack, as_tuple=True)  # row-major: columns ascending
             del approx
@@ -108,11 +115,17 @@ def torch_range_neighbours(queries: np.ndarray, database: np.ndarray, threshold:
     c = torch.cat(cols).numpy().astype(np.int64)
     v = torch.cat(sims).numpy().astype(np.float32)
     bounds = np.searchsorted(r, np.arange(len(queries) + 1))
-    return [(c[bounds[i]:bounds[i + 1]], v[bounds[i]:bounds[i + 1]]) for i in range(len(queries))]
+    return [(c[bounds[i] : bounds[i + 1]], v[bounds[i] : bounds[i + 1]]) for i in range(len(queries))]
 
 
-def greedy_dedup(vectors: np.ndarray, ids: list[str], quality: np.ndarray, threshold: float = 0.95,
-                 published: np.ndarray | None = None, published_ids: list[str] | None = None) -> DedupResult:
+def greedy_dedup(
+    vectors: np.ndarray,
+    ids: list[str],
+    quality: np.ndarray,
+    threshold: float = 0.95,
+    published: np.ndarray | None = None,
+    published_ids: list[str] | None = None,
+) -> DedupResult:
     """Decide keep/remove for new crops. `quality` is a sortable key per crop (higher is better);
     `published` vectors are already in the dataset and are always kept."""
     n = len(vectors)
@@ -133,7 +146,7 @@ def greedy_dedup(vectors: np.ndarray, ids: list[str], quality: np.ndarray, thres
     sizes = np.fromiter((len(idx) for idx, _ in neighbours), np.int64, count=n)
     single = np.flatnonzero(sizes == 1)
     only_self = np.fromiter((neighbours[i][0][0] for i in single), np.int64, count=len(single)) == offset + single
-    alone = (sizes == 0)
+    alone = sizes == 0
     alone[single[only_self]] = True
     alone = alone.tolist()
     for i in order.tolist():
@@ -190,7 +203,7 @@ class PublishedIndex:
         if not self.dir.exists():
             return promoted
         with file_lock(self.dir / ".lock"):
-            pending = {p.stem[len("pending-"):]: p for p in self.dir.glob("pending-*.npy")}
+            pending = {p.stem[len("pending-") :]: p for p in self.dir.glob("pending-*.npy")}
             for run_id in sorted((r for r in pending if r in published_runs), key=published_runs.get):
                 ids = json.loads((self.dir / f"pending-{run_id}.json").read_text())
                 self._commit_locked(np.load(pending[run_id]), ids, published_runs[run_id])

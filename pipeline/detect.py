@@ -3,12 +3,14 @@
 A detector takes a BGR uint8 image and returns face boxes in that image's pixel coordinates.
 `model_id` names the exact model (and weights) and goes into every manifest row it produced.
 """
+
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -60,13 +62,15 @@ class AnimeFaceDetector:
         found = []
         for face in self._animeface.detect(rgb):
             p = face.face.pos
-            found.append(Detection(float(p.x), float(p.y), float(p.x + p.width), float(p.y + p.height),
-                                   float(face.likelihood)))
+            found.append(
+                Detection(float(p.x), float(p.y), float(p.x + p.width), float(p.y + p.height), float(face.likelihood))
+            )
         return found
 
     def detect_many(self, images_bgr: list[np.ndarray], score_threshold: float | None = None) -> list[list[Detection]]:
-        return [[d for d in self.detect(img) if score_threshold is None or d.score >= score_threshold]
-                for img in images_bgr]
+        return [
+            [d for d in self.detect(img) if score_threshold is None or d.score >= score_threshold] for img in images_bgr
+        ]
 
 
 DEFAULT_DETECTOR_WEIGHTS = Path(__file__).resolve().parent.parent / "models" / "weights" / "detector.safetensors"
@@ -74,8 +78,10 @@ DEFAULT_DETECTOR_WEIGHTS = Path(__file__).resolve().parent.parent / "models" / "
 
 def default_detector_weights() -> Path:
     if not DEFAULT_DETECTOR_WEIGHTS.exists():
-        raise FileNotFoundError(f"no shipped detector weights at {DEFAULT_DETECTOR_WEIGHTS}; train them with "
-                                "`toonface train-detector` or use --set detector=animeface")
+        raise FileNotFoundError(
+            f"no shipped detector weights at {DEFAULT_DETECTOR_WEIGHTS}; train them with "
+            "`toonface train-detector` or use --set detector=animeface"
+        )
     return DEFAULT_DETECTOR_WEIGHTS
 
 
@@ -113,10 +119,7 @@ def _animeface(weights: str | None = None, size: int = 0) -> AnimeFaceDetector:
 
 
 # Name -> factory(weights, size).
-DETECTORS: dict[str, Callable[..., Detector]] = {
-    "retinanet": RetinaNetDetector,
-    "animeface": _animeface,
-}
+DETECTORS: dict[str, Callable[..., Detector]] = {"retinanet": RetinaNetDetector, "animeface": _animeface}
 _loaded: dict[tuple[str, str, int], Detector] = {}
 
 

@@ -3,6 +3,7 @@
 Results are cached per image under (sha256 of its bytes, funnel settings, detector model), so
 identical bytes are never processed twice, whichever album, episode or run they come from.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,52 +14,42 @@ from pathlib import Path
 
 import cv2
 
-from pipeline.config import IngestConfig
-from pipeline.crop import cut, enlarged_box
-from pipeline.decode import EXTENSIONS, decode_image
+from models.crop import cut, enlarged_box
+from pipeline.config import FunnelSettings, settings_hash
+from pipeline.decode import EXTENSIONS, Decoded, decode_image
 from pipeline.detect import Detector
 from pipeline.quality import gate, sharpness
 from pipeline.sources.library import file_problem, safe_name
-from pipeline.store import ContentStore, atomic_write, sha256_bytes
+from pipeline.store import Codec, ContentStore, FileCache, sha256_bytes
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(kw_only=True)
 class ImageAnalysis:
+    """What the funnel found in one image: its faces, or why it was dropped."""
+
     asset_id: str
     size_bytes: int
-    format: str | None
-    width: int
-    height: int
-    drop_reason: str | None
-    detail: str
-    faces: list[dict]  # rows of the faces table, without album_id and run_id
+    format: str | None = None
+    width: int = 0
+    height: int = 0
+    drop_reason: str | None = None
+    detail: str = ""
+    faces: list[dict] = dataclasses.field(default_factory=list)  # faces-table rows, without album_id and run_id
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
 
     @classmethod
-    def from_json(cls, text: str) -> "ImageAnalysis":
+    def from_json(cls, text: str) -> ImageAnalysis:
         return cls(**json.loads(text))
 
 
-class FunnelCache:
-    """One small JSON file per analysed image, under a key of settings + model."""
+ANALYSIS = Codec(".json", lambda analysis: analysis.to_json().encode(), ImageAnalysis.from_json)
 
-    def __init__(self, data_root: str | Path, key: str):
-        self.dir = Path(data_root) / "cache" / "faces" / key
 
-    def _path(self, sha: str) -> Path:
-        return self.dir / sha[:2] / f"{sha}.json"
-
-    def get(self, sha: str) -> ImageAnalysis | None:
-        path = self._path(sha)
-        try:
-            return ImageAnalysis.from_json(path.read_text())
-        except (FileNotFoundError, ValueError, TypeError):
-            return None  # absent, or left half-written by an old crash: recompute
-
-    def put(self, analysis: ImageAnalysis) -> None:
-        atomic_write(self._path(analysis.asset_id), analysis.to_json().encode())
+def funnel_cache(data_root: str | Path, settings: FunnelSettings, detector: Detector) -> FileCache:
+    """Each image's analysis by the sha256 of its bytes, under the funnel settings and the detector model."""
+    return FileCache(Path(data_root) / "cache" / "faces" / funnel_key(settings, detector), ANALYSIS)
 
 
 def read_still(path: str | Path, source: str, max_bytes: int) -> bytes | ImageAnalysis:
@@ -77,11 +68,13 @@ def read_still(path: str | Path, source: str, max_bytes: int) -> bytes | ImageAn
                     return f.read(size + 1)  # a file grown since stat still cannot make this read more
     except OSError as exc:  # gone or unreadable since the listing
         problem = "unreadable", safe_name(str(exc))
-    return ImageAnalysis(sha256_bytes(source.encode()), size, None, 0, 0, problem[0], problem[1], [])
+    return ImageAnalysis(
+        asset_id=sha256_bytes(source.encode()), size_bytes=size, drop_reason=problem[0], detail=problem[1]
+    )
 
 
-def funnel_key(config: IngestConfig, detector: Detector) -> str:
-    return f"{config.hash(IngestConfig.FACE_FIELDS)}-{hashlib.sha256(detector.model_id.encode()).hexdigest()[:8]}"
+def funnel_key(settings: FunnelSettings, detector: Detector) -> str:
+    return f"{settings_hash(settings)}-{hashlib.sha256(detector.model_id.encode()).hexdigest()[:8]}"
 
 
 # Decoded pixels one detector call may hold (~300 MB as BGR): a batch of huge web images is split
@@ -89,12 +82,18 @@ def funnel_key(config: IngestConfig, detector: Detector) -> str:
 MAX_BATCH_PIXELS = 100_000_000
 
 
-def analyse_images(datas: list[bytes], config: IngestConfig, detector: Detector, store: ContentStore,
-                   cache: FunnelCache, max_batch_pixels: int = MAX_BATCH_PIXELS) -> list[tuple[ImageAnalysis, bool]]:
+def analyse_images(
+    datas: list[bytes],
+    settings: FunnelSettings,
+    detector: Detector,
+    store: ContentStore,
+    cache: FileCache,
+    max_batch_pixels: int = MAX_BATCH_PIXELS,
+) -> list[tuple[ImageAnalysis, bool]]:
     """Run the funnel on several images' bytes: batched detector calls for those not cached (one call
     unless their decoded pixels exceed ``max_batch_pixels``). Returns (analysis, was_cached) per image,
     in order. Never raises on bad input: a bad image gets a drop reason. Callers pass at most
-    ``config.detect_batch_size`` images."""
+    `detect_batch_size` images."""
     shas = [sha256_bytes(data) for data in datas]
     results: list[tuple[ImageAnalysis, bool] | None] = []
     pending: list = []  # (position, sha, decoded) of readable images not in the cache, awaiting detection
@@ -103,9 +102,8 @@ def analyse_images(datas: list[bytes], config: IngestConfig, detector: Detector,
     def detect_pending() -> None:
         found = detector.detect_many([decoded.image for _, _, decoded in pending])
         for (position, sha, decoded), detections in zip(pending, found):
-            results[position] = (ImageAnalysis(sha, len(datas[position]), decoded.fmt, decoded.width, decoded.height,
-                                               None, "", _faces(sha, decoded, detections, config, detector, store)),
-                                  False)
+            faces = _faces(sha, decoded, detections, settings, detector, store)
+            results[position] = (_analysis(sha, datas[position], decoded, faces), False)
         pending.clear()
 
     for position, (data, sha) in enumerate(zip(datas, shas)):
@@ -114,10 +112,9 @@ def analyse_images(datas: list[bytes], config: IngestConfig, detector: Detector,
             results.append((hit, True))
             continue
         first_seen[sha] = position
-        decoded = decode_image(data, config.max_image_pixels, config.max_image_bytes)
+        decoded = decode_image(data, settings.max_image_pixels, settings.max_image_bytes)
         if not decoded.ok:
-            results.append((ImageAnalysis(sha, len(data), decoded.fmt, decoded.width, decoded.height,
-                                          decoded.drop_reason, decoded.detail, []), False))
+            results.append((_analysis(sha, data, decoded, []), False))
             continue
         store.put(data, EXTENSIONS[decoded.fmt])
         results.append(None)
@@ -131,33 +128,70 @@ def analyse_images(datas: list[bytes], config: IngestConfig, detector: Detector,
         if analysis is None:  # a repeat within this batch
             results[position] = (results[first_seen[shas[position]]][0], True)
         elif not cached:
-            cache.put(analysis)
+            cache.put(analysis.asset_id, analysis)
     return results
 
 
-def _faces(sha: str, decoded, detections, config: IngestConfig, detector: Detector, store: ContentStore) -> list[dict]:
+def _analysis(sha: str, data: bytes, decoded: Decoded, faces: list[dict]) -> ImageAnalysis:
+    """The analysis of a decoded image (or of one that could not be decoded, with its drop reason)."""
+    return ImageAnalysis(
+        asset_id=sha,
+        size_bytes=len(data),
+        format=decoded.fmt,
+        width=decoded.width,
+        height=decoded.height,
+        drop_reason=decoded.drop_reason,
+        detail=decoded.detail,
+        faces=faces,
+    )
+
+
+def _faces(
+    sha: str, decoded, detections, settings: FunnelSettings, detector: Detector, store: ContentStore
+) -> list[dict]:
     """Face rows of one decoded image: crop each detection at the enlarged rate, gate it, store the crop."""
     image = decoded.image
-    config_hash = config.hash(IngestConfig.FACE_FIELDS)
+    config_hash = settings_hash(settings)
     faces = []
     for index, det in enumerate(detections):
-        box = enlarged_box((det.x1, det.y1, det.x2, det.y2), decoded.width, decoded.height, config.enlarge_rate)
+        box = enlarged_box((det.x1, det.y1, det.x2, det.y2), decoded.width, decoded.height, settings.enlarge_rate)
         crop = cut(image, box)
         score = sharpness(crop) if crop.size else 0.0
-        reason = "low_score" if det.score < config.min_detector_score else gate(
-            score, box.width, box.height, config.min_sharpness, config.min_crop_side)
+        reason = (
+            "low_score"
+            if det.score < settings.min_detector_score
+            else gate(score, box.width, box.height, settings.min_sharpness, settings.min_crop_side)
+        )
         crop_sha = None
         if crop.size:
-            ok, jpeg = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, config.crop_jpeg_quality])
+            ok, jpeg = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, settings.crop_jpeg_quality])
             crop_sha = store.put(jpeg.tobytes(), ".jpg") if ok else None
         face_id = hashlib.sha256(f"{sha}:{detector.model_id}:{config_hash}:{index}".encode()).hexdigest()[:32]
-        faces.append({
-            "face_id": face_id, "asset_id": sha, "face_index": index,
-            "x1": det.x1, "y1": det.y1, "x2": det.x2, "y2": det.y2, "det_score": det.score,
-            "detector": detector.name, "model_id": detector.model_id, "enlarge_rate": config.enlarge_rate,
-            "crop_x1": box.x1, "crop_y1": box.y1, "crop_x2": box.x2, "crop_y2": box.y2,
-            "crop_w": box.width, "crop_h": box.height, "clipped": box.clipped, "sharpness": score,
-            "status": "dropped" if reason else "kept", "drop_reason": reason, "crop_sha": crop_sha,
-            "config_hash": config_hash,
-        })
+        faces.append(
+            {
+                "face_id": face_id,
+                "asset_id": sha,
+                "face_index": index,
+                "x1": det.x1,
+                "y1": det.y1,
+                "x2": det.x2,
+                "y2": det.y2,
+                "det_score": det.score,
+                "detector": detector.name,
+                "model_id": detector.model_id,
+                "enlarge_rate": settings.enlarge_rate,
+                "crop_x1": box.x1,
+                "crop_y1": box.y1,
+                "crop_x2": box.x2,
+                "crop_y2": box.y2,
+                "crop_w": box.width,
+                "crop_h": box.height,
+                "clipped": box.clipped,
+                "sharpness": score,
+                "status": "dropped" if reason else "kept",
+                "drop_reason": reason,
+                "crop_sha": crop_sha,
+                "config_hash": config_hash,
+            }
+        )
     return faces

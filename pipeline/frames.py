@@ -5,6 +5,7 @@ k = 0, 1, 2, ...; `showinfo` reports each kept frame's real presentation time, w
 record (a player seeking to that time shows the same picture). Raw BGR frames stream through a
 pipe, so memory holds one frame at a time whatever the episode's length.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,8 +13,8 @@ import queue
 import re
 import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import ffmpeg
 import numpy as np
@@ -54,8 +55,11 @@ def probe(path: str | Path) -> VideoInfo:
     except ffmpeg.Error as exc:
         tail = exc.stderr.decode(errors="replace").strip().splitlines()[-1:] if exc.stderr else []
         raise VideoError("video_unreadable", " ".join(tail) or "ffprobe failed") from None
-    streams = [s for s in info.get("streams", []) if s.get("codec_type") == "video"
-               and s.get("disposition", {}).get("attached_pic", 0) == 0]
+    streams = [
+        s
+        for s in info.get("streams", [])
+        if s.get("codec_type") == "video" and s.get("disposition", {}).get("attached_pic", 0) == 0
+    ]
     if not streams:
         raise VideoError("video_unreadable", "no video stream")
     s = streams[0]
@@ -73,15 +77,21 @@ def probe(path: str | Path) -> VideoInfo:
     return VideoInfo(width, height, duration, s.get("codec_name", "?"), info.get("format", {}).get("format_name", "?"))
 
 
+def _ffmpeg_command(path: str | Path, fps: float) -> list[str]:
+    """ffmpeg writing one raw BGR frame per 1/fps seconds to stdout, and each frame's time (showinfo) to stderr.
+    Built by hand, not with ffmpeg.input(): ffmpeg-python hashes the file name as UTF-8, which a Linux
+    name with bytes that are not UTF-8 (a str with surrogates) cannot be; Popen passes it as is."""
+    select = f"[0:v]select=gte(t-start_t\\,selected_n/{fps!r}),showinfo[out]"
+    command = ["ffmpeg", "-hide_banner", "-nostats", "-nostdin", "-loglevel", "info", "-i", str(path)]
+    command += ["-filter_complex", select, "-map", "[out]", "-f", "rawvideo", "-fps_mode", "passthrough"]
+    return command + ["-pix_fmt", "bgr24", "pipe:"]
+
+
 def extract_frames(path: str | Path, fps: float = 1.0, timeout_s: float = 60.0) -> Iterator[Frame]:
     """Yield one frame per 1/fps seconds. Raises VideoError (after the frames it got) on failure."""
     info = probe(path)
     frame_bytes = info.width * info.height * 3
-    # Built by hand, not with ffmpeg.input(): ffmpeg-python hashes the file name as UTF-8, which a
-    # Linux name with bytes that are not UTF-8 (a str with surrogates) cannot be; Popen passes it as is.
-    cmd = ["ffmpeg", "-hide_banner", "-nostats", "-nostdin", "-loglevel", "info", "-i", str(path),
-           "-filter_complex", f"[0:v]select=gte(t-start_t\\,selected_n/{fps!r}),showinfo[out]", "-map", "[out]",
-           "-f", "rawvideo", "-fps_mode", "passthrough", "-pix_fmt", "bgr24", "pipe:"]
+    cmd = _ffmpeg_command(path, fps)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=frame_bytes)
     timestamps: queue.Queue[float] = queue.Queue()
     stderr_tail: list[str] = []
@@ -116,11 +126,15 @@ def extract_frames(path: str | Path, fps: float = 1.0, timeout_s: float = 60.0) 
         returncode = proc.wait()
         reader.join(timeout=5)
     if returncode != 0:
-        detail = " | ".join(l for l in stderr_tail if l)[-500:]
-        raise VideoError("video_decode_error" if index else "video_unreadable",
-                         f"ffmpeg exit {returncode} after {index} frames: {detail}")
+        detail = " | ".join(line for line in stderr_tail if line)[-500:]
+        raise VideoError(
+            "video_decode_error" if index else "video_unreadable",
+            f"ffmpeg exit {returncode} after {index} frames: {detail}",
+        )
     # A cut file often decodes "successfully" up to the cut: compare with the declared duration.
     expected = int(info.duration_s * fps)
     if info.duration_s > 0 and index < expected - 1:
-        raise VideoError("video_decode_error" if index else "video_unreadable",
-                         f"stream ended after {index} of ~{expected} frames ({info.duration_s:.1f} s declared)")
+        raise VideoError(
+            "video_decode_error" if index else "video_unreadable",
+            f"stream ended after {index} of ~{expected} frames ({info.duration_s:.1f} s declared)",
+        )

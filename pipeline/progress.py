@@ -3,6 +3,7 @@
 Updated as shards finish, so it works the same whether shards run in threads or on Dask workers.
 Silent when output is not a terminal (logs and CI stay clean).
 """
+
 from __future__ import annotations
 
 import sys
@@ -11,8 +12,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 # counter name -> label shown
-STAGES = {"shards": "shards", "stills": "stills read", "frames": "frames extracted", "downloads": "images downloaded",
-          "images_ok": "images decoded", "faces_detected": "faces detected", "crops_kept": "crops kept"}
+STAGES = {
+    "shards": "shards",
+    "stills": "stills read",
+    "frames": "frames extracted",
+    "downloads": "images downloaded",
+    "images_ok": "images decoded",
+    "faces_detected": "faces detected",
+    "crops_kept": "crops kept",
+}
 
 
 class StageProgress:
@@ -22,11 +30,18 @@ class StageProgress:
         if not self.enabled:
             return
         self._progress = Progress(
-            TextColumn("{task.description:>18}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]:>9}"), TimeElapsedColumn(), TimeRemainingColumn(),
-            console=console or Console(), transient=False)
-        self._tasks = {name: self._progress.add_task(label, total=totals.get(name), rate="")
-                       for name, label in STAGES.items()}
+            TextColumn("{task.description:>18}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:>9}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console or Console(),
+            transient=False,
+        )
+        self._tasks = {
+            name: self._progress.add_task(label, total=totals.get(name), rate="") for name, label in STAGES.items()
+        }
         self._progress.start()
 
     def advance(self, counts: dict[str, int]) -> None:

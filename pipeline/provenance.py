@@ -1,4 +1,5 @@
 """Where a manifest version came from: the code's git commit."""
+
 from __future__ import annotations
 
 import subprocess

@@ -3,6 +3,7 @@
 Raw scores are always stored; the cut-offs are a policy applied to them, so a later policy can be
 re-applied to published rows without recomputing anything.
 """
+
 from __future__ import annotations
 
 import cv2
@@ -18,8 +19,9 @@ def sharpness(crop_bgr: np.ndarray) -> float:
     return float(cv2.Laplacian(grey, cv2.CV_64F).var())
 
 
-def gate(sharpness_score: float, crop_w: int, crop_h: int,
-         min_sharpness: float = 30.0, min_side: int = 100) -> str | None:
+def gate(
+    sharpness_score: float, crop_w: int, crop_h: int, min_sharpness: float = 30.0, min_side: int = 100
+) -> str | None:
     """None when the crop is kept, else its drop reason.
 
     Resolution is judged on the crop's shorter side (the paper only says "resolution less than 100").

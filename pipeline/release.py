@@ -16,6 +16,7 @@ A face is exported when its label in force at that version (the latest `labels` 
 face and identity) is `verified`. The export is written to a temporary folder, renamed into
 place, then tagged: a killed release leaves no half-written folder (at worst a complete one
 without its tag, to delete before running the release again)."""
+
 from __future__ import annotations
 
 import argparse
@@ -29,26 +30,58 @@ import re
 import secrets
 import shutil
 import sys
-from collections import Counter, defaultdict
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pandas as pd
 
 from data_manifest import Manifest, ManifestError
 from data_manifest.store import file_lock
-from pipeline.annotate.catalogue import latest_labels, read_releases, releases_file, verified_faces
-from pipeline.store import ContentStore
+from pipeline.annotate.catalogue import read_releases, releases_file
+from pipeline.identity.labels import latest_labels, verified_faces
 from pipeline.provenance import git_commit
+from pipeline.release_card import dataset_card
+from pipeline.store import ContentStore
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # Settings of the ingest run that shaped the released faces and the pre-labels people judged.
-THRESHOLDS = ("enlarge_rate", "detector_size", "min_detector_score", "min_sharpness", "min_crop_side",
-              "dedup_threshold", "prelabel_threshold", "prelabel_min_margin", "verified_references",
-              "reference_views", "candidate_views", "subtract_album_mean", "within_album", "frames_per_second",
-              "episodes_per_album", "sample_seed")
-CSV_COLUMNS = ("face_id", "identity", "slug", "split", "file", "crop_sha", "album_id", "asset_id", "source", "kind",
-               "crop_w", "crop_h", "annotators", "decided_at", "decision_id", "embedder", "detector", "detector_model")
+THRESHOLDS = (
+    "enlarge_rate",
+    "detector_size",
+    "min_detector_score",
+    "min_sharpness",
+    "min_crop_side",
+    "dedup_threshold",
+    "prelabel_threshold",
+    "prelabel_min_margin",
+    "verified_references",
+    "reference_views",
+    "candidate_views",
+    "subtract_album_mean",
+    "within_album",
+    "frames_per_second",
+    "episodes_per_album",
+    "sample_seed",
+)
+CSV_COLUMNS = (
+    "face_id",
+    "identity",
+    "slug",
+    "split",
+    "file",
+    "crop_sha",
+    "album_id",
+    "asset_id",
+    "source",
+    "kind",
+    "crop_w",
+    "crop_h",
+    "annotators",
+    "decided_at",
+    "decision_id",
+    "embedder",
+    "detector",
+    "detector_model",
+)
 
 
 class ReleaseError(Exception):
@@ -56,7 +89,7 @@ class ReleaseError(Exception):
 
 
 def slugify(identity: str) -> str:
-    """"album/Character Name" -> "album__character-name" (folder-safe, readable)."""
+    """ "album/Character Name" -> "album__character-name" (folder-safe, readable)."""
     parts = [re.sub(r"[^a-z0-9]+", "-", p.lower()).strip("-") or "x" for p in identity.split("/", 1)]
     return "__".join(parts)
 
@@ -103,12 +136,76 @@ def _settings(manifest: Manifest, version: int) -> tuple[dict, dict]:
     return settings, models
 
 
-def make_release(data_root: str | Path, name: str, version: int | None = None, out: str | Path | None = None,
-                 test_fraction: float = 0.2, seed: int = 0) -> dict:
+def _check_arguments(name: str, test_fraction: float) -> None:
     if not NAME_RE.match(name or ""):
         raise ReleaseError("a release name is 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit")
     if not 0.0 <= test_fraction < 1.0:
         raise ReleaseError("--test-fraction must be in [0, 1)")
+
+
+def _check_unused(data_root: Path, name: str, target: Path) -> None:
+    """Refuse a name tagged before or a target folder already there (run under the releases lock)."""
+    if any(r["name"] == name for r in read_releases(data_root)):
+        raise ReleaseError(f"release {name!r} exists already; a release name is used once")
+    if target.exists():
+        raise ReleaseError(f"{target} exists already")
+
+
+def _read_tables(manifest: Manifest, version: int) -> tuple[pd.DataFrame, ...]:
+    """The labels of a version, and its faces, assets and albums indexed by their ids."""
+    labels = manifest.read("labels", version=version)
+    faces = manifest.read("faces", version=version).drop_duplicates("face_id").set_index("face_id")
+    assets = manifest.read("assets", version=version).drop_duplicates("asset_id").set_index("asset_id")
+    albums = manifest.read("albums", version=version).drop_duplicates("album_id").set_index("album_id")
+    return labels, faces, assets, albums
+
+
+def _exportable(verified: dict[str, str], faces: pd.DataFrame, store: ContentStore) -> dict[str, str]:
+    """face_id -> identity of the verified faces whose crop is in the content store."""
+    return {
+        f: i
+        for f, i in verified.items()
+        if f in faces.index and isinstance(faces.at[f, "crop_sha"], str) and store.has(faces.at[f, "crop_sha"])
+    }
+
+
+def _tag_record(
+    *,
+    name: str,
+    run: pd.Series,
+    target: Path,
+    test_fraction: float,
+    seed: int,
+    rows: list[dict],
+    identities: list,
+    test: set,
+) -> dict:
+    """The release's tag: what was exported from which manifest version, by which code, and how split."""
+    return {
+        "name": name,
+        "manifest_version": int(run["manifest_version"]),
+        "run_id": str(run["run_id"]),
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "git_commit": git_commit(),
+        "path": str(target.resolve()),
+        "test_fraction": test_fraction,
+        "seed": seed,
+        "faces": len(rows),
+        "identities": len(identities),
+        "train": {"faces": sum(r["split"] == "train" for r in rows), "identities": len(identities) - len(test)},
+        "test": {"faces": sum(r["split"] == "test" for r in rows), "identities": len(test)},
+    }
+
+
+def make_release(
+    data_root: str | Path,
+    name: str,
+    version: int | None = None,
+    out: str | Path | None = None,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+) -> dict:
+    _check_arguments(name, test_fraction)
     data_root = Path(data_root)
     manifest = Manifest(data_root)
     run = manifest.resolve_version(version)
@@ -118,22 +215,15 @@ def make_release(data_root: str | Path, name: str, version: int | None = None, o
     store = ContentStore(data_root / "store")
 
     with file_lock(manifest.root / ".releases.lock"):
-        releases = read_releases(data_root)
-        if any(r["name"] == name for r in releases):
-            raise ReleaseError(f"release {name!r} exists already; a release name is used once")
-        if target.exists():
-            raise ReleaseError(f"{target} exists already")
-        labels = manifest.read("labels", version=version)
-        verified = verified_faces(labels)
-        faces = manifest.read("faces", version=version).drop_duplicates("face_id").set_index("face_id")
-        assets = manifest.read("assets", version=version).drop_duplicates("asset_id").set_index("asset_id")
-        albums = manifest.read("albums", version=version).drop_duplicates("album_id").set_index("album_id")
+        _check_unused(data_root, name, target)
+        labels, faces, assets, albums = _read_tables(manifest, version)
         current = latest_labels(labels).set_index(["face_id", "identity"]) if len(labels) else None
-        chosen = {f: i for f, i in verified.items() if f in faces.index and isinstance(faces.at[f, "crop_sha"], str)
-                  and store.has(faces.at[f, "crop_sha"])}
+        chosen = _exportable(verified_faces(labels), faces, store)
         if not chosen:
-            raise ReleaseError(f"manifest version {version} has no verified faces with crops to export "
-                               "(verify some with `toonface annotate serve`, then `toonface annotate merge`)")
+            raise ReleaseError(
+                f"manifest version {version} has no verified faces with crops to export "
+                "(verify some with `toonface annotate serve`, then `toonface annotate merge`)"
+            )
         identities = sorted(set(chosen.values()))
         test = split_identities(identities, test_fraction, seed)
         slugs = _slugs(identities)
@@ -141,43 +231,22 @@ def make_release(data_root: str | Path, name: str, version: int | None = None, o
         out_root.mkdir(parents=True, exist_ok=True)
         tmp = out_root / f".{name}.tmp-{secrets.token_hex(4)}"
         try:
-            rows = []
-            for face_id, identity in sorted(chosen.items(), key=lambda kv: (kv[1], kv[0])):
-                face = faces.loc[face_id]
-                split = "test" if identity in test else "train"
-                safe_id = re.sub(r"[^A-Za-z0-9_.-]", "_", face_id)
-                rel = Path(split) / slugs[identity] / f"{safe_id}.jpg"
-                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(store.path_for(face["crop_sha"], ".jpg"), tmp / rel)
-                asset = assets.loc[face["asset_id"]] if face["asset_id"] in assets.index else None
-                label = current.loc[(face_id, identity)]
-                rows.append({
-                    "face_id": face_id, "identity": identity, "slug": slugs[identity], "split": split,
-                    "file": rel.as_posix(), "crop_sha": face["crop_sha"], "album_id": face["album_id"],
-                    "asset_id": face["asset_id"], "source": asset["source"] if asset is not None else None,
-                    "kind": asset["kind"] if asset is not None else None,
-                    "crop_w": face["crop_w"], "crop_h": face["crop_h"], "annotators": label["annotators"],
-                    "decided_at": pd.Timestamp(label["decided_at"]).isoformat(), "decision_id": label["decision_id"],
-                    "embedder": label["embedder"] or face["embedder"], "detector": face["detector"],
-                    "detector_model": face["model_id"],
-                })
-            with open(tmp / "labels.csv", "w", newline="", encoding="utf-8") as f:
-                writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
-                writer.writeheader()
-                writer.writerows([{k: ("" if v is None or (isinstance(v, float) and v != v) else v)
-                                   for k, v in r.items()} for r in rows])
+            rows = _copy_crops(tmp, chosen, test, slugs, faces, assets, current, store)
+            _write_labels_csv(tmp / "labels.csv", rows)
             settings, models = _settings(manifest, version)
-            record = {
-                "name": name, "manifest_version": version, "run_id": str(run["run_id"]),
-                "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                "git_commit": git_commit(), "path": str(target.resolve()),
-                "test_fraction": test_fraction, "seed": seed,
-                "faces": len(rows), "identities": len(identities),
-                "train": {"faces": sum(r["split"] == "train" for r in rows), "identities": len(identities) - len(test)},
-                "test": {"faces": sum(r["split"] == "test" for r in rows), "identities": len(test)},
-            }
+            record = _tag_record(
+                name=name,
+                run=run,
+                target=target,
+                test_fraction=test_fraction,
+                seed=seed,
+                rows=rows,
+                identities=identities,
+                test=test,
+            )
             (tmp / "DATASET_CARD.md").write_text(
-                _card(record, rows, labels, albums, settings, models), encoding="utf-8")
+                dataset_card(record, rows, labels, albums, settings, models, CSV_COLUMNS), encoding="utf-8"
+            )
             (tmp / "release.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
             os.replace(tmp, target)
         except BaseException:
@@ -185,6 +254,61 @@ def make_release(data_root: str | Path, name: str, version: int | None = None, o
             raise
         _append_release(data_root, record)
     return record
+
+
+def _copy_crops(
+    tmp: Path,
+    chosen: dict,
+    test: set,
+    slugs: dict,
+    faces: pd.DataFrame,
+    assets: pd.DataFrame,
+    current: pd.DataFrame,
+    store: ContentStore,
+) -> list[dict]:
+    """Copy each chosen face's crop to <split>/<identity slug>/<face id>.jpg under `tmp`; its labels.csv row."""
+    rows = []
+    for face_id, identity in sorted(chosen.items(), key=lambda kv: (kv[1], kv[0])):
+        face = faces.loc[face_id]
+        split = "test" if identity in test else "train"
+        safe_id = re.sub(r"[^A-Za-z0-9_.-]", "_", face_id)
+        rel = Path(split) / slugs[identity] / f"{safe_id}.jpg"
+        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(store.path_for(face["crop_sha"], ".jpg"), tmp / rel)
+        asset = assets.loc[face["asset_id"]] if face["asset_id"] in assets.index else None
+        label = current.loc[(face_id, identity)]
+        rows.append(
+            {
+                "face_id": face_id,
+                "identity": identity,
+                "slug": slugs[identity],
+                "split": split,
+                "file": rel.as_posix(),
+                "crop_sha": face["crop_sha"],
+                "album_id": face["album_id"],
+                "asset_id": face["asset_id"],
+                "source": asset["source"] if asset is not None else None,
+                "kind": asset["kind"] if asset is not None else None,
+                "crop_w": face["crop_w"],
+                "crop_h": face["crop_h"],
+                "annotators": label["annotators"],
+                "decided_at": pd.Timestamp(label["decided_at"]).isoformat(),
+                "decision_id": label["decision_id"],
+                "embedder": label["embedder"] or face["embedder"],
+                "detector": face["detector"],
+                "detector_model": face["model_id"],
+            }
+        )
+    return rows
+
+
+def _write_labels_csv(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(
+            [{k: ("" if v is None or (isinstance(v, float) and v != v) else v) for k, v in r.items()} for r in rows]
+        )
 
 
 def _append_release(data_root: Path, record: dict) -> None:
@@ -198,68 +322,6 @@ def _append_release(data_root: Path, record: dict) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _card(record: dict, rows: list[dict], labels: pd.DataFrame, albums: pd.DataFrame, settings: dict,
-          models: dict) -> str:
-    per = defaultdict(lambda: {"train": 0, "test": 0})
-    for r in rows:
-        per[r["identity"]][r["split"]] += 1
-    annotators = Counter()
-    for r in rows:
-        for a in json.loads(r["annotators"] or "[]"):
-            annotators[a] += 1
-    kinds = Counter(r["kind"] or "unknown" for r in rows)
-    hosts = Counter(urlsplit(r["source"]).netloc for r in rows if r["source"] and "://" in str(r["source"]))
-    per_album = Counter(r["album_id"] for r in rows)
-    detectors = sorted({f"{r['detector']} ({r['detector_model']})" for r in rows if r["detector"]})
-    embedders = sorted({r["embedder"] for r in rows if r["embedder"]})
-    rejected = int((latest_labels(labels)["verdict"] == "rejected").sum()) if len(labels) else 0
-    lines = [
-        f"# Dataset card: {record['name']}",
-        "",
-        "Cartoon-face identity dataset assembled by toonface (the iCartoonFace pipeline): faces detected in a "
-        "media library and web sources, cropped at the enlarged rate, quality-gated, pre-labelled by the "
-        "embedder against reference images, and verified by people on the verification page.",
-        "",
-        "| | |", "|---|---|",
-        f"| manifest version | {record['manifest_version']} (run `{record['run_id']}`) |",
-        f"| created | {record['created_at']} |",
-        f"| git commit | `{record['git_commit']}` |",
-        f"| faces | {record['faces']} ({record['train']['faces']} train, {record['test']['faces']} test) |",
-        f"| identities | {record['identities']} ({record['train']['identities']} train, {record['test']['identities']} test) |",
-        f"| split | by identity: seeded shuffle (seed {record['seed']}), test fraction {record['test_fraction']} of identities; "
-        "no identity is in both splits |",
-        "",
-        "## Counts per identity and split", "",
-        "| identity | folder | train | test |", "|---|---|---:|---:|",
-    ]
-    slug_of = {r["identity"]: r["slug"] for r in rows}
-    for identity in sorted(per):
-        lines.append(f"| {identity} | `{slug_of[identity]}` | {per[identity]['train']} | {per[identity]['test']} |")
-    lines += ["", "## Sources", "", "| album | name | faces |", "|---|---|---:|"]
-    for album, n in sorted(per_album.items()):
-        name = albums.at[album, "name"] if album in albums.index else ""
-        lines.append(f"| {album} | {name} | {n} |")
-    lines += ["", "Faces by kind of source image: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())) + "."]
-    if hosts:
-        lines += ["", "Web hosts: " + ", ".join(f"{h} ({n})" for h, n in sorted(hosts.items())) + "."]
-    lines += ["", "## Models", "",
-              f"- detector: {', '.join(detectors) or 'unknown'}",
-              f"- embedder (pre-labels shown to annotators): {', '.join(embedders) or 'none'}"]
-    for key, values in sorted(models.items()):
-        lines.append(f"- models recorded in the manifest history, `{key}`: {', '.join(values)}")
-    lines += ["", "## Thresholds", "", "| setting | value |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in settings.items()] or ["| (no ingest run recorded) | |"]
-    lines += ["", "## Verification", "",
-              f"Labels in force at this version: {len(rows)} verified faces exported, {rejected} (face, identity) "
-              "pairs rejected. A face is exported when the latest label of its face and identity is `verified` "
-              "(majority of the annotators' effective decisions).", "",
-              "Annotators (verified faces exported): " + (", ".join(f"{a} ({n})" for a, n in sorted(annotators.items())) or "none") + ".",
-              "", "## Files", "",
-              "`train/<identity>/<face_id>.jpg`, `test/<identity>/<face_id>.jpg`: crops as stored (JPEG). "
-              "`labels.csv`: " + ", ".join(CSV_COLUMNS) + ". `release.json`: this release's tag record.", ""]
-    return "\n".join(lines)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -277,7 +339,9 @@ def run(args) -> int:
     except (ReleaseError, ManifestError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"release {record['name']}: manifest version {record['manifest_version']}, {record['faces']} faces of "
-          f"{record['identities']} identities ({record['train']['faces']} train / {record['test']['faces']} test) "
-          f"-> {record['path']}")
+    print(
+        f"release {record['name']}: manifest version {record['manifest_version']}, {record['faces']} faces of "
+        f"{record['identities']} identities ({record['train']['faces']} train / {record['test']['faces']} test) "
+        f"-> {record['path']}"
+    )
     return 0

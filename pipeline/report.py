@@ -1,4 +1,5 @@
 """Run reports: the funnel table and a contact sheet of kept crops."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,9 +9,25 @@ import numpy as np
 
 from pipeline.store import ContentStore
 
-FUNNEL_ORDER = ["albums", "episodes", "frames", "stills", "encyclopedia_pages", "characters", "references",
-                "search_pages", "image_urls", "downloads", "downloads_cached", "images_ok", "images_dropped",
-                "images_cached", "faces_detected", "crops_kept", "crops_dropped"]
+FUNNEL_ORDER = [
+    "albums",
+    "episodes",
+    "frames",
+    "stills",
+    "encyclopedia_pages",
+    "characters",
+    "references",
+    "search_pages",
+    "image_urls",
+    "downloads",
+    "downloads_cached",
+    "images_ok",
+    "images_dropped",
+    "images_cached",
+    "faces_detected",
+    "crops_kept",
+    "crops_dropped",
+]
 
 
 def funnel_rows(counts: dict[str, int]) -> list[dict]:
@@ -20,7 +37,9 @@ def funnel_rows(counts: dict[str, int]) -> list[dict]:
     return rows
 
 
-def contact_sheet(crop_shas: list[str], store: ContentStore, out: Path, thumb: int = 96, columns: int = 8) -> Path | None:
+def contact_sheet(
+    crop_shas: list[str], store: ContentStore, out: Path, thumb: int = 96, columns: int = 8
+) -> Path | None:
     """A JPEG grid of up to `columns * 6` crops; None when there is nothing to show."""
     tiles = []
     for sha in crop_shas[: columns * 6]:
@@ -33,7 +52,7 @@ def contact_sheet(crop_shas: list[str], store: ContentStore, out: Path, thumb: i
     sheet = np.full((rows * thumb, min(columns, len(tiles)) * thumb, 3), 255, np.uint8)
     for i, tile in enumerate(tiles):
         r, c = divmod(i, columns)
-        sheet[r * thumb:(r + 1) * thumb, c * thumb:(c + 1) * thumb] = tile
+        sheet[r * thumb : (r + 1) * thumb, c * thumb : (c + 1) * thumb] = tile
     out.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(out), sheet, [cv2.IMWRITE_JPEG_QUALITY, 85])
     return out

@@ -29,10 +29,7 @@ AA = cv2.LINE_AA
 
 # (id, name, region, episode container).  One album per container so the
 # pipeline sees both H.264/MP4 and VP8/WebM input.
-ALBUMS = (
-    ("sunny_school", "Sunny School", "JP", "mp4"),
-    ("moon_patrol", "Moon Patrol", "US", "webm"),
-)
+ALBUMS = (("sunny_school", "Sunny School", "JP", "mp4"), ("moon_patrol", "Moon Patrol", "US", "webm"))
 EPISODES_PER_ALBUM = 3
 STILLS_PER_ALBUM = 6
 # Each album has a fixed cast that recurs across its episodes and stills, as characters do, so the
@@ -64,18 +61,8 @@ EYE_COLOURS = (
     (120, 40, 120),  # violet
     (40, 40, 170),  # red
 )
-SKIN_TONES = (
-    (200, 225, 250),
-    (190, 215, 245),
-    (180, 205, 240),
-)
-SHIRT_COLOURS = (
-    (240, 240, 240),
-    (120, 70, 40),
-    (60, 60, 160),
-    (90, 140, 90),
-    (200, 170, 120),
-)
+SKIN_TONES = ((200, 225, 250), (190, 215, 245), (180, 205, 240))
+SHIRT_COLOURS = ((240, 240, 240), (120, 70, 40), (60, 60, 160), (90, 140, 90), (200, 170, 120))
 
 
 @dataclass
@@ -135,7 +122,9 @@ def _draw_face(img: np.ndarray, f: FaceSpec) -> None:
     cv2.ellipse(img, (cx, cy - p(0.3)), (p(0.56), p(0.32)), 0, 180, 360, f.hair, -1, AA)
     for i in range(4):
         x0 = cx - p(0.5) + int(round(i * 0.25 * s))
-        tri = np.array([[x0 - p(0.05), cy - p(0.32)], [x0 + p(0.125), cy - p(0.05)], [x0 + p(0.3), cy - p(0.32)]], np.int32)
+        tri = np.array(
+            [[x0 - p(0.05), cy - p(0.32)], [x0 + p(0.125), cy - p(0.05)], [x0 + p(0.3), cy - p(0.32)]], np.int32
+        )
         cv2.fillPoly(img, [tri], f.hair, AA)
 
     # Big eyes: white, iris, pupil, highlight, lash line, brow.
@@ -187,8 +176,9 @@ def _make_cast(rng: np.random.Generator, n: int) -> list[FaceSpec]:
     return [_random_face(rng, 0.0, 0.0, 0.0, int(hair[i])) for i in range(n)]
 
 
-def _place_faces(rng: np.random.Generator, w: int, h: int, n: int,
-                 cast: list[FaceSpec] | None = None) -> list[FaceSpec]:
+def _place_faces(
+    rng: np.random.Generator, w: int, h: int, n: int, cast: list[FaceSpec] | None = None
+) -> list[FaceSpec]:
     """Place n non-overlapping heads that fit fully inside a w x h frame: distinct members of ``cast``,
     or new random faces without one."""
     faces: list[FaceSpec] = []
@@ -235,13 +225,37 @@ def _codec_args(container: str) -> list[str]:
     # Single-threaded encoders so the bytes do not depend on the host's core
     # count; at 66 small frames the cost is negligible.
     if container == "mp4":
-        return ["-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p",
-                "-threads", "1", "-movflags", "+faststart"]
+        return [
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-crf",
+            "20",
+            "-pix_fmt",
+            "yuv420p",
+            "-threads",
+            "1",
+            "-movflags",
+            "+faststart",
+        ]
     # VP8 rather than VP9 (much faster to encode).  Not "-deadline realtime":
     # it adapts to how fast frames arrive on the pipe, so output is not
     # reproducible.
-    return ["-c:v", "libvpx", "-deadline", "good", "-cpu-used", "5", "-b:v", "1500k",
-            "-pix_fmt", "yuv420p", "-threads", "1"]
+    return [
+        "-c:v",
+        "libvpx",
+        "-deadline",
+        "good",
+        "-cpu-used",
+        "5",
+        "-b:v",
+        "1500k",
+        "-pix_fmt",
+        "yuv420p",
+        "-threads",
+        "1",
+    ]
 
 
 def _write_episode(rng: np.random.Generator, path: Path, container: str, cast: list[FaceSpec]) -> None:
@@ -255,16 +269,32 @@ def _write_episode(rng: np.random.Generator, path: Path, container: str, cast: l
         f.size = min(f.size, 150.0)
     # Each face drifts on its own slow sinusoid and "talks".
     motion = [
-        (rng.uniform(20, 60), rng.uniform(5, 20), rng.uniform(0.1, 0.3), rng.uniform(0, 2 * np.pi))
-        for _ in faces
+        (rng.uniform(20, 60), rng.uniform(5, 20), rng.uniform(0.1, 0.3), rng.uniform(0, 2 * np.pi)) for _ in faces
     ]
     base = [(f.cx, f.cy) for f in faces]
 
     cmd = [
-        _ffmpeg(), "-hide_banner", "-loglevel", "error", "-y",
-        "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{VIDEO_W}x{VIDEO_H}", "-r", str(FPS),
-        "-i", "pipe:0", *_codec_args(container),
-        "-fflags", "+bitexact", "-map_metadata", "-1", str(path),
+        _ffmpeg(),
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "bgr24",
+        "-s",
+        f"{VIDEO_W}x{VIDEO_H}",
+        "-r",
+        str(FPS),
+        "-i",
+        "pipe:0",
+        *_codec_args(container),
+        "-fflags",
+        "+bitexact",
+        "-map_metadata",
+        "-1",
+        str(path),
     ]
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
     try:

@@ -6,6 +6,7 @@ On the first signal: downloads in flight are abandoned (registered cancel callba
 only be rolled forward by the next run anyway). If the process is still alive `GRACE_S` later, it
 exits hard: a stop must never hang, whatever a thread is blocked in.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -13,7 +14,7 @@ import os
 import signal
 import sys
 import threading
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import psutil
 
@@ -34,10 +35,10 @@ class RunStopped(BaseException):
 
 
 _lock = threading.RLock()
-_requested: int | None = None      # the signal that asked us to stop
-_publishing = 0                    # depth of publish sections in progress
+_requested: int | None = None  # the signal that asked us to stop
+_publishing = 0  # depth of publish sections in progress
 _on_stop: list[Callable[[], None]] = []
-_spared: set[int] = set()          # child pids that must outlive the stop (the run's Prefect API server)
+_spared: set[int] = set()  # child pids that must outlive the stop (the run's Prefect API server)
 
 
 def requested() -> int | None:
@@ -140,8 +141,11 @@ def _end_children() -> None:
 
 def _exit_after_grace(signum: int) -> None:
     threading.Event().wait(GRACE_S)
-    print(f"toonface: still running {GRACE_S:.0f} s after {signal.Signals(signum).name}; exiting now",
-          file=sys.stderr, flush=True)
+    print(
+        f"toonface: still running {GRACE_S:.0f} s after {signal.Signals(signum).name}; exiting now",
+        file=sys.stderr,
+        flush=True,
+    )
     with contextlib.suppress(Exception):
         _spared.clear()
         _end_children()

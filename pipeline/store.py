@@ -1,10 +1,19 @@
-"""Content-addressed blob store: every image is kept once, under the sha256 of its bytes."""
+"""Files on disk: the content-addressed blob store (every image kept once, under the sha256 of its
+bytes), atomic writes, and the one file cache every stage keeps its results in."""
+
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import io
+import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -53,3 +62,43 @@ class ContentStore:
 
     def get(self, sha: str, ext: str = ".jpg") -> bytes:
         return self.path_for(sha, ext).read_bytes()
+
+
+@dataclasses.dataclass(frozen=True)
+class Codec:
+    """How a FileCache turns values into file bytes and back."""
+
+    suffix: str
+    encode: Callable[[Any], bytes]
+    decode: Callable[[bytes], Any]
+
+
+def _npy_bytes(array) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array, np.float32))
+    return buf.getvalue()
+
+
+JSON = Codec(".json", lambda value: json.dumps(value).encode(), json.loads)
+NPY = Codec(".npy", _npy_bytes, lambda data: np.load(io.BytesIO(data)))  # float32 arrays
+
+
+class FileCache:
+    """One file per key under a folder: `<dir>/<key[:2]>/<key><suffix>` (`fanout`), else `<dir>/<key><suffix>`.
+    Keys are content hashes (callers hash anything else). Writes are atomic; a file that is absent or
+    cannot be decoded (left half-written by an old crash) is a miss, so the value is computed again."""
+
+    def __init__(self, folder: str | Path, codec: Codec, fanout: bool = True):
+        self.dir, self.codec, self.fanout = Path(folder), codec, fanout
+
+    def path(self, key: str) -> Path:
+        return (self.dir / key[:2] if self.fanout else self.dir) / f"{key}{self.codec.suffix}"
+
+    def get(self, key: str):
+        try:
+            return self.codec.decode(self.path(key).read_bytes())
+        except (OSError, ValueError, TypeError, KeyError, EOFError):
+            return None
+
+    def put(self, key: str, value) -> None:
+        atomic_write(self.path(key), self.codec.encode(value))

@@ -1,5 +1,6 @@
 """`python -m pipeline.annotate ...`: the same commands as `toonface annotate ...`, without
 loading the rest of the command line (which imports torch)."""
+
 import argparse
 import sys
 

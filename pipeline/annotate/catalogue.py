@@ -1,5 +1,6 @@
 """What there is to verify, read from the published manifest: candidate faces with their
 pre-labels, the reference crops of every identity, what is labelled already, and gold answers."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,7 +12,9 @@ from pathlib import Path
 import pandas as pd
 
 from data_manifest import Manifest
-from pipeline.identity import faces_with_current_prelabels, latest_calibration
+from pipeline.annotate.db import AnnotationDB, db_path
+from pipeline.identity.labels import verified_faces
+from pipeline.identity.published import faces_with_current_prelabels, latest_calibration
 
 ORDERS = ("score-desc", "score-asc", "margin", "random")
 MAX_REFS = 5
@@ -49,40 +52,22 @@ def read_releases(data_root: str | Path) -> list[dict]:
     return out
 
 
-def latest_labels(labels: pd.DataFrame) -> pd.DataFrame:
-    """The label in force per (face, identity): the latest row by decision time."""
-    if labels.empty:
-        return labels
-    return (labels.sort_values(["decided_at", "decision_id"])
-            .drop_duplicates(["face_id", "identity"], keep="last").reset_index(drop=True))
-
-
-def verified_faces(labels: pd.DataFrame) -> dict[str, str]:
-    """face_id -> identity for faces whose label in force is `verified` (the latest one wins
-    when a face was verified as two identities)."""
-    current = latest_labels(labels)
-    if current.empty:
-        return {}
-    current = current[current["verdict"] == "verified"].sort_values(["decided_at", "decision_id"])
-    return dict(zip(current["face_id"], current["identity"]))
-
-
 def _album_of(identity: str | None) -> str | None:
     """The album of an `album/character` identity."""
     return identity.split("/", 1)[0] if identity and "/" in identity else None
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(kw_only=True)
 class Catalogue:
     version: int | None
-    faces: dict[str, dict]                   # face_id -> crop_sha, prelabel, scores, embedder, album_id
-    crops: set[str]                          # shas the page may serve
-    refs: dict[str, list[str]]               # identity -> up to 5 reference crop shas
+    faces: dict[str, dict]  # face_id -> crop_sha, prelabel, scores, embedder, album_id
+    crops: set[str]  # shas the page may serve
+    refs: dict[str, list[str]]  # identity -> up to 5 reference crop shas
     identities: list[str]
-    candidates: set[str]                     # kept, pre-labelled, not a reference, not labelled yet
-    labelled: set[str]                       # faces with a published label
-    gold: dict[str, str]                     # face_id -> known identity (gold items)
-    orders: dict[str, list[str]]             # order name -> candidates in that order
+    candidates: set[str]  # kept, pre-labelled, not a reference, not labelled yet
+    labelled: set[str]  # faces with a published label
+    gold: dict[str, str]  # face_id -> known identity (gold items)
+    orders: dict[str, list[str]]  # order name -> candidates in that order
     gold_order: list[str]
     prelabel_quality: dict = dataclasses.field(default_factory=dict)  # the latest prelabel_vs_verified
 
@@ -127,10 +112,16 @@ class Catalogue:
     def item(self, face_id: str) -> dict:
         face = self.faces[face_id]
         proposed, score, _ = self.proposal(face_id)
-        return {"face_id": face_id, "crop_sha": face["crop_sha"], "proposed": proposed, "score": score,
-                "margin": face["prelabel_margin"] if proposed == face["prelabel"] else None,
-                "embedder": face["embedder"], "refs": self.refs.get(proposed, []),
-                "alternatives": self.alternatives(face_id, proposed)}
+        return {
+            "face_id": face_id,
+            "crop_sha": face["crop_sha"],
+            "proposed": proposed,
+            "score": score,
+            "margin": face["prelabel_margin"] if proposed == face["prelabel"] else None,
+            "embedder": face["embedder"],
+            "refs": self.refs.get(proposed, []),
+            "alternatives": self.alternatives(face_id, proposed),
+        }
 
 
 def random_rank(face_id: str) -> str:
@@ -139,23 +130,42 @@ def random_rank(face_id: str) -> str:
     return hashlib.sha256(b"order:" + face_id.encode()).hexdigest()
 
 
-def load_catalogue(data_root: str | Path, version: int | None = None) -> Catalogue:
-    manifest = Manifest(data_root)
-    run = manifest.resolve_version(version)
-    version = int(run["manifest_version"])
-    faces = faces_with_current_prelabels(manifest, version)
-    identities = manifest.read("identities", version=version)
-    labels = manifest.read("labels", version=version)
+def _gold(data_root: str | Path, manifest: Manifest, version: int) -> dict[str, str]:
+    """Gold answers, face_id -> identity: verified labels of the latest release (as of its manifest
+    version), then the gold files added to the annotation database."""
+    gold: dict[str, str] = {}
+    releases = [r for r in read_releases(data_root) if r["manifest_version"] <= version]
+    if releases:
+        gold.update(verified_faces(manifest.read("labels", version=releases[-1]["manifest_version"])))
+    if db_path(data_root).exists():
+        db = AnnotationDB(data_root)
+        try:
+            gold.update(db.gold())
+        finally:
+            db.close()
+    return gold
 
-    faces = faces[faces["crop_sha"].notna()]
+
+def _face_rows(faces: pd.DataFrame) -> dict[str, dict]:
+    """face_id -> what the page needs of a face that has a crop, with missing values as None."""
     rows = {}
-    for r in faces.itertuples(index=False):
+    for r in faces[faces["crop_sha"].notna()].itertuples(index=False):
         rows[r.face_id] = {
-            "crop_sha": r.crop_sha, "status": r.status, "album_id": _str(r.album_id),
-            "prelabel": _str(r.prelabel), "prelabel_score": _num(r.prelabel_score),
-            "runner_up": _str(r.runner_up), "runner_up_score": _num(r.runner_up_score),
-            "prelabel_margin": _num(r.prelabel_margin), "embedder": _str(r.embedder),
+            "crop_sha": r.crop_sha,
+            "status": r.status,
+            "album_id": _str(r.album_id),
+            "prelabel": _str(r.prelabel),
+            "prelabel_score": _num(r.prelabel_score),
+            "runner_up": _str(r.runner_up),
+            "runner_up_score": _num(r.runner_up_score),
+            "prelabel_margin": _num(r.prelabel_margin),
+            "embedder": _str(r.embedder),
         }
+    return rows
+
+
+def _references(identities: pd.DataFrame, rows: dict[str, dict]) -> tuple[dict[str, list[str]], set[str]]:
+    """(identity -> up to MAX_REFS reference crop shas, the face_ids of every reference face)."""
     refs: dict[str, list[str]] = {}
     reference_ids: set[str] = set()
     for r in identities.itertuples(index=False):
@@ -166,40 +176,66 @@ def load_catalogue(data_root: str | Path, version: int | None = None) -> Catalog
             sha = rows.get(face_id, {}).get("crop_sha")
             if sha and sha not in bucket and len(bucket) < MAX_REFS:
                 bucket.append(sha)
-    labelled = set(labels["face_id"]) if len(labels) else set()
-    candidates = {f for f, r in rows.items()
-                  if r["status"] == "kept" and r["prelabel"] and f not in reference_ids and f not in labelled}
+    return refs, reference_ids
 
-    # Gold: verified labels of the latest release (as of its manifest version), then gold files.
-    gold: dict[str, str] = {}
-    releases = [r for r in read_releases(data_root) if r["manifest_version"] <= version]
-    if releases:
-        gold.update(verified_faces(manifest.read("labels", version=releases[-1]["manifest_version"])))
-    from pipeline.annotate.db import AnnotationDB, db_path
-    if db_path(data_root).exists():
-        db = AnnotationDB(data_root)
-        try:
-            gold.update(db.gold())
-        finally:
-            db.close()
-    gold = {f: i for f, i in gold.items() if f in rows and rows[f]["status"] == "kept" and f not in reference_ids}
-    candidates -= set(gold)   # a gold item is only ever shown as one
+
+def _queue_orders(candidates: set[str], rows: dict[str, dict]) -> dict[str, list[str]]:
+    """Order name -> the candidates in that order (faces without a score or margin last)."""
 
     def key_score(f, sign):
         s = rows[f]["prelabel_score"]
         return (s is None, sign * (s or 0.0), f)
 
-    orders = {
+    return {
         "score-desc": sorted(candidates, key=lambda f: key_score(f, -1)),
         "score-asc": sorted(candidates, key=lambda f: key_score(f, 1)),
-        "margin": sorted(candidates, key=lambda f: (rows[f]["prelabel_margin"] is None,
-                                                    rows[f]["prelabel_margin"] or 0.0, f)),
+        "margin": sorted(
+            candidates, key=lambda f: (rows[f]["prelabel_margin"] is None, rows[f]["prelabel_margin"] or 0.0, f)
+        ),
         # a fixed shuffle: its judged prefix is a random sample of the pre-labelled faces, which
         # prelabel_vs_verified measures without bias (merge.random_order_faces)
         "random": sorted(candidates, key=random_rank),
     }
+
+
+def load_catalogue(data_root: str | Path, version: int | None = None) -> Catalogue:
+    manifest = Manifest(data_root)
+    run = manifest.resolve_version(version)
+    version = int(run["manifest_version"])
+    faces = faces_with_current_prelabels(manifest, version)
+    identities = manifest.read("identities", version=version)
+    labels = manifest.read("labels", version=version)
+
+    rows = _face_rows(faces)
+    refs, reference_ids = _references(identities, rows)
+    labelled = set(labels["face_id"]) if len(labels) else set()
+    candidates = {
+        f
+        for f, r in rows.items()
+        if r["status"] == "kept" and r["prelabel"] and f not in reference_ids and f not in labelled
+    }
+
+    gold = {
+        f: i
+        for f, i in _gold(data_root, manifest, version).items()
+        if f in rows and rows[f]["status"] == "kept" and f not in reference_ids
+    }
+    candidates -= set(gold)  # a gold item is only ever shown as one
+
     gold_order = sorted(gold, key=lambda f: hashlib.sha256(f.encode()).hexdigest())
     names = sorted(set(refs) | {r["prelabel"] for r in rows.values() if r["prelabel"]} | set(gold.values()))
     crops = {r["crop_sha"] for r in rows.values()}
     quality = latest_calibration(manifest, "prelabel_vs_verified") or {}
-    return Catalogue(version, rows, crops, refs, names, candidates, labelled, gold, orders, gold_order, quality)
+    return Catalogue(
+        version=version,
+        faces=rows,
+        crops=crops,
+        refs=refs,
+        identities=names,
+        candidates=candidates,
+        labelled=labelled,
+        gold=gold,
+        orders=_queue_orders(candidates, rows),
+        gold_order=gold_order,
+        prelabel_quality=quality,
+    )

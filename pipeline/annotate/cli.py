@@ -1,4 +1,5 @@
 """`toonface annotate serve | add-user | add-gold | merge | stats`."""
+
 from __future__ import annotations
 
 import argparse
@@ -6,6 +7,9 @@ import csv
 import json
 import sys
 from pathlib import Path
+
+# Each action imports what it needs when it runs: `toonface --help` and `annotate add-user` should not
+# pay for the web app, pandas and the manifests.
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,9 +19,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", default="data")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8765)
-    p.add_argument("--order", default="score-desc", choices=["score-desc", "score-asc", "margin", "random"],
-                   help="queue order: by pre-label score, smallest margin to the runner-up first, or a fixed shuffle "
-                        "(random: the faces judged are a fair sample, for prelabel_vs_verified)")
+    p.add_argument(
+        "--order",
+        default="score-desc",
+        choices=["score-desc", "score-asc", "margin", "random"],
+        help="queue order: by pre-label score, smallest margin to the runner-up first, or a fixed shuffle "
+        "(random: the faces judged are a fair sample, for prelabel_vs_verified)",
+    )
     p.add_argument("--gold-rate", type=float, default=0.1, help="share of gold items mixed in (0 to 0.5)")
     p.add_argument("--overlap", type=int, default=1, help="annotators who judge each item (2 gives agreement)")
     p.add_argument("--grid-size", type=int, default=36, help="candidates per grid (24 to 48)")
@@ -54,8 +62,13 @@ def _serve(args) -> int:
     from pipeline.annotate.app import serve
     from pipeline.annotate.service import Settings
 
-    settings = Settings(order=args.order, gold_rate=args.gold_rate, overlap=args.overlap,
-                        grid_size=args.grid_size, session_hours=args.session_hours)
+    settings = Settings(
+        order=args.order,
+        gold_rate=args.gold_rate,
+        overlap=args.overlap,
+        grid_size=args.grid_size,
+        session_hours=args.session_hours,
+    )
     serve(args.data_root, args.host, args.port, settings, args.merge_on_exit)
     return 0
 
@@ -69,8 +82,9 @@ def _add_user(args) -> int:
     finally:
         db.close()
     print(token)
-    print(f"annotator {args.name!r}: log in with this token (it is not stored and cannot be shown again)",
-          file=sys.stderr)
+    print(
+        f"annotator {args.name!r}: log in with this token (it is not stored and cannot be shown again)", file=sys.stderr
+    )
     return 0
 
 
@@ -114,8 +128,8 @@ def _stats(args) -> int:
     from data_manifest import Manifest
     from pipeline.annotate.db import AnnotationDB
     from pipeline.annotate.log import DecisionLog
-    from pipeline.annotate.service import compute_stats
-    from pipeline.identity import latest_calibration
+    from pipeline.annotate.stats import compute_stats
+    from pipeline.identity.published import latest_calibration
 
     db = AnnotationDB(args.data_root)
     try:

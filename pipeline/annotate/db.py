@@ -5,6 +5,7 @@ Durability: WAL journal with `synchronous=FULL`; every write is its own transact
 before the HTTP response that acknowledges it, so a SIGKILL (or a power cut) loses nothing that
 was acknowledged. Decisions and gold answers are never updated or deleted (triggers refuse it):
 an undo is a new `undo` row whose `supersedes` names the decision it cancels."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -15,14 +16,14 @@ import secrets
 import sqlite3
 import threading
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 DB_NAME = "decisions.sqlite"
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 UID_RE = re.compile(r"^[A-Za-z0-9_:-]{8,80}$")
 DECISIONS = ("same", "different", "relabel", "skip", "undo")
-SCRYPT = {"n": 2 ** 14, "r": 8, "p": 1, "dklen": 32}
+SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
 KDF = "scrypt:16384:8:1:32"
 
 SCHEMA = """
@@ -87,7 +88,7 @@ CREATE TRIGGER IF NOT EXISTS gold_no_delete BEFORE DELETE ON gold
 
 
 def now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
 
 
 def db_path(data_root: str | Path) -> Path:
@@ -169,8 +170,11 @@ class AnnotationDB:
                 conn.execute("INSERT INTO users(name, created_at) VALUES (?, ?)", (name, stamp))
             conn.execute("UPDATE credentials SET revoked_at=? WHERE name=? AND revoked_at IS NULL", (stamp, name))
             conn.execute("UPDATE sessions SET ended_at=? WHERE name=? AND ended_at IS NULL", (stamp, name))
-            conn.execute("INSERT INTO credentials(name, kdf, salt, hash, created_at) VALUES (?,?,?,?,?)",
-                         (name, KDF, salt, digest, stamp))
+            conn.execute(
+                "INSERT INTO credentials(name, kdf, salt, hash, created_at) VALUES (?,?,?,?,?)",
+                (name, KDF, salt, digest, stamp),
+            )
+
         self._write(write)
         return token
 
@@ -181,7 +185,8 @@ class AnnotationDB:
     def check_login(self, name: str, token: str) -> bool:
         with self.lock:
             creds = self.conn.execute(
-                "SELECT salt, hash FROM credentials WHERE name=? AND revoked_at IS NULL", (name or "",)).fetchall()
+                "SELECT salt, hash FROM credentials WHERE name=? AND revoked_at IS NULL", (name or "",)
+            ).fetchall()
         if not creds:
             _hash_token(token or "", b"\0" * 16)  # same cost whether or not the name exists
             return False
@@ -193,11 +198,14 @@ class AnnotationDB:
     # ---- sessions ---------------------------------------------------------------------------
     def create_session(self, name: str, hours: float) -> tuple[str, str]:
         token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-        created = dt.datetime.now(dt.timezone.utc)
+        created = dt.datetime.now(dt.UTC)
         expires = created + dt.timedelta(hours=hours)
-        self._write(lambda c: c.execute(
-            "INSERT INTO sessions(id_hash, name, csrf, created_at, expires_at) VALUES (?,?,?,?,?)",
-            (hashlib.sha256(token.encode()).hexdigest(), name, csrf, created.isoformat(), expires.isoformat())))
+        self._write(
+            lambda c: c.execute(
+                "INSERT INTO sessions(id_hash, name, csrf, created_at, expires_at) VALUES (?,?,?,?,?)",
+                (hashlib.sha256(token.encode()).hexdigest(), name, csrf, created.isoformat(), expires.isoformat()),
+            )
+        )
         return token, csrf
 
     def get_session(self, token: str) -> dict | None:
@@ -206,22 +214,30 @@ class AnnotationDB:
         with self.lock:
             row = self.conn.execute(
                 "SELECT s.name, s.csrf, s.expires_at FROM sessions s WHERE s.id_hash=? AND s.ended_at IS NULL",
-                (hashlib.sha256(token.encode()).hexdigest(),)).fetchone()
-        if row is None or dt.datetime.fromisoformat(row["expires_at"]) < dt.datetime.now(dt.timezone.utc):
+                (hashlib.sha256(token.encode()).hexdigest(),),
+            ).fetchone()
+        if row is None or dt.datetime.fromisoformat(row["expires_at"]) < dt.datetime.now(dt.UTC):
             return None
         return {"name": row["name"], "csrf": row["csrf"], "expires_at": row["expires_at"]}
 
     def end_session(self, token: str) -> None:
-        self._write(lambda c: c.execute("UPDATE sessions SET ended_at=? WHERE id_hash=?",
-                                        (now_iso(), hashlib.sha256(token.encode()).hexdigest())))
+        self._write(
+            lambda c: c.execute(
+                "UPDATE sessions SET ended_at=? WHERE id_hash=?",
+                (now_iso(), hashlib.sha256(token.encode()).hexdigest()),
+            )
+        )
 
     # ---- gold answers -----------------------------------------------------------------------
     def add_gold(self, rows: Iterable[tuple[str, str]], source: str) -> int:
         rows = [(f, i) for f, i in rows]
         stamp = now_iso()
-        self._write(lambda c: c.executemany(
-            "INSERT INTO gold(face_id, identity, source, added_at) VALUES (?,?,?,?)",
-            [(f, i, source, stamp) for f, i in rows]))
+        self._write(
+            lambda c: c.executemany(
+                "INSERT INTO gold(face_id, identity, source, added_at) VALUES (?,?,?,?)",
+                [(f, i, source, stamp) for f, i in rows],
+            )
+        )
         return len(rows)
 
     def gold(self) -> dict[str, str]:
@@ -230,9 +246,25 @@ class AnnotationDB:
         return {r["face_id"]: r["identity"] for r in rows}
 
     # ---- decisions --------------------------------------------------------------------------
-    COLUMNS = ("uid", "annotator", "face_id", "crop_sha", "proposed", "decision", "identity", "score",
-               "embedder", "mode", "batch_id", "time_ms", "supersedes", "gold_identity",
-               "manifest_version", "decided_at", "queue_order")
+    COLUMNS = (
+        "uid",
+        "annotator",
+        "face_id",
+        "crop_sha",
+        "proposed",
+        "decision",
+        "identity",
+        "score",
+        "embedder",
+        "mode",
+        "batch_id",
+        "time_ms",
+        "supersedes",
+        "gold_identity",
+        "manifest_version",
+        "decided_at",
+        "queue_order",
+    )
 
     def append(self, rows: list[dict]) -> tuple[list[dict], bool]:
         """Append decision rows in one transaction. A request replayed with the same uids returns
@@ -249,10 +281,13 @@ class AnnotationDB:
             for r in rows:
                 values = [r.get(c) for c in self.COLUMNS]
                 values[self.COLUMNS.index("decided_at")] = r.get("decided_at") or stamp
-                cur = conn.execute(f"INSERT INTO decisions({','.join(self.COLUMNS)}) VALUES ({','.join('?' * len(self.COLUMNS))})",
-                                   values)
+                cur = conn.execute(
+                    f"INSERT INTO decisions({','.join(self.COLUMNS)}) VALUES ({','.join('?' * len(self.COLUMNS))})",
+                    values,
+                )
                 out.append(dict(zip(self.COLUMNS, values), id=cur.lastrowid))
             return out, True
+
         return self._write(write)
 
     def decisions(self, after_id: int = 0) -> list[dict]:

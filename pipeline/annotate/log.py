@@ -1,5 +1,6 @@
 """The decision log replayed in memory: which decision of each annotator on each face is in
 effect (the latest one not cancelled by an undo), and what an undo would cancel next."""
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -9,11 +10,11 @@ class DecisionLog:
     def __init__(self, rows: list[dict] = ()):
         self.rows: dict[int, dict] = {}
         self.superseded: set[int] = set()
-        self.per_pair: dict[tuple[str, str], list[int]] = defaultdict(list)   # (annotator, face) -> ids
+        self.per_pair: dict[tuple[str, str], list[int]] = defaultdict(list)  # (annotator, face) -> ids
         self.faces_of: dict[str, set[str]] = defaultdict(set)
         self.annotators_of: dict[str, set[str]] = defaultdict(set)
-        self.actions: dict[str, list[int]] = defaultdict(list)                # annotator -> non-undo ids
-        self.judge_count: dict[str, int] = defaultdict(int)                   # face -> annotators with a verdict
+        self.actions: dict[str, list[int]] = defaultdict(list)  # annotator -> non-undo ids
+        self.judge_count: dict[str, int] = defaultdict(int)  # face -> annotators with a verdict
         self.last_id = 0
         for row in rows:
             self.apply(row)
@@ -79,6 +80,9 @@ class DecisionLog:
             row = self.rows[i]
             if not row.get("batch_id"):
                 return [row]
-            return [self.rows[j] for j in self.actions[annotator]
-                    if j not in self.superseded and self.rows[j].get("batch_id") == row["batch_id"]]
+            return [
+                self.rows[j]
+                for j in self.actions[annotator]
+                if j not in self.superseded and self.rows[j].get("batch_id") == row["batch_id"]
+            ]
         return []

@@ -6,8 +6,9 @@ picked identity and rejects the proposed one. The majority gives the verdict (a 
 unpublished until someone else decides). A row's key is (face_id, identity, decision_id), the
 decision_id being that of the latest decision on the winning side: a later agreeing or
 overturning decision publishes a new row, and the latest row of a (face, identity) is the label
-in force (`catalogue.latest_labels`). Publishing is idempotent: rows already in the table are
-not written again, so merging twice publishes nothing new."""
+in force (`pipeline.identity.labels.latest_labels`). Publishing is idempotent: rows already in
+the table are not written again, so merging twice publishes nothing new."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -19,15 +20,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.provenance import git_commit
 from data_manifest import Manifest
 from pipeline.annotate.catalogue import random_rank
 from pipeline.annotate.db import AnnotationDB, db_path
 from pipeline.annotate.log import DecisionLog
-from pipeline.identity import faces_with_current_prelabels, latest_calibration, prelabel_quality
+from pipeline.identity.published import faces_with_current_prelabels, latest_calibration
+from pipeline.identity.quality import prelabel_quality
+from pipeline.provenance import git_commit
+
 
 def _ts(value: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(value).astimezone(dt.timezone.utc)
+    return dt.datetime.fromisoformat(value).astimezone(dt.UTC)
 
 
 def effective_labels(log: DecisionLog) -> tuple[list[dict], int]:
@@ -51,13 +54,20 @@ def effective_labels(log: DecisionLog) -> tuple[list[dict], int]:
         verdict = "verified" if len(side["verified"]) > len(side["rejected"]) else "rejected"
         winners = side[verdict]
         last = max(winners, key=lambda r: r["id"])
-        out.append({
-            "face_id": face_id, "identity": identity, "verdict": verdict,
-            "annotators": json.dumps(sorted({r["annotator"] for r in winners})),
-            "decided_at": _ts(last["decided_at"]), "decision_id": last["uid"], "embedder": last["embedder"],
-            "proposed": last["proposed"], "prelabel_score": last["score"],
-            "votes": len(side["verified"]) + len(side["rejected"]),
-        })
+        out.append(
+            {
+                "face_id": face_id,
+                "identity": identity,
+                "verdict": verdict,
+                "annotators": json.dumps(sorted({r["annotator"] for r in winners})),
+                "decided_at": _ts(last["decided_at"]),
+                "decision_id": last["uid"],
+                "embedder": last["embedder"],
+                "proposed": last["proposed"],
+                "prelabel_score": last["score"],
+                "votes": len(side["verified"]) + len(side["rejected"]),
+            }
+        )
     out.sort(key=lambda r: (r["decided_at"], r["face_id"], r["identity"]))
     return out, ties
 
@@ -91,10 +101,15 @@ def random_order_faces(data_root: str | Path) -> set[str]:
     reached = max((rank[r["face_id"]] for r in shuffled if r["decision"] != "skip"), default=None)
     if reached is None:
         return set()
-    end = min((rank[r["face_id"]] for r in shuffled
-               if r["decision"] == "skip" and not log.judge_count.get(r["face_id"])), default=None)
-    return {r["face_id"] for r in rows if r["decision"] != "skip" and rank[r["face_id"]] <= reached
-            and (end is None or rank[r["face_id"]] < end)}
+    end = min(
+        (rank[r["face_id"]] for r in shuffled if r["decision"] == "skip" and not log.judge_count.get(r["face_id"])),
+        default=None,
+    )
+    return {
+        r["face_id"]
+        for r in rows
+        if r["decision"] != "skip" and rank[r["face_id"]] <= reached and (end is None or rank[r["face_id"]] < end)
+    }
 
 
 def pending_labels(data_root: str | Path) -> list[dict]:
@@ -113,7 +128,7 @@ def merge_decisions(data_root: str | Path) -> int:
     rows = pending_labels(data_root)
     if not rows:
         return int(latest["manifest_version"])
-    started = dt.datetime.now(dt.timezone.utc)
+    started = dt.datetime.now(dt.UTC)
     run_id = f"labels-{started.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
     for row in rows:
         row["run_id"] = run_id
@@ -121,14 +136,21 @@ def merge_decisions(data_root: str | Path) -> int:
     staging.write("labels", "decisions", rows)
     config = {"stage": "annotate-merge", "rule": "majority of effective decisions per face and identity; ties wait"}
     embedders = sorted({r["embedder"] for r in rows if r["embedder"]})
-    counts = {"labels": len(rows), "labels_verified": sum(r["verdict"] == "verified" for r in rows),
-              "labels_rejected": sum(r["verdict"] == "rejected" for r in rows),
-              "faces_labelled": len({r["face_id"] for r in rows})}
+    counts = {
+        "labels": len(rows),
+        "labels_verified": sum(r["verdict"] == "verified" for r in rows),
+        "labels_rejected": sum(r["verdict"] == "rejected" for r in rows),
+        "faces_labelled": len({r["face_id"] for r in rows}),
+    }
     run_info = {
-        "flow_run_id": "", "started_at": started, "git_commit": git_commit(),
+        "flow_run_id": "",
+        "started_at": started,
+        "git_commit": git_commit(),
         "config_hash": hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16],
-        "config": config, "model_ids": {"embedder": ",".join(embedders)} if embedders else {},
-        "counts": counts, "library": str(latest["library"] or ""),
+        "config": config,
+        "model_ids": {"embedder": ",".join(embedders)} if embedders else {},
+        "counts": counts,
+        "library": str(latest["library"] or ""),
         "calibration": _calibration(manifest, rows, random_order_faces(data_root)),
     }
     return manifest.publish(staging, run_info)
@@ -142,6 +164,11 @@ def _calibration(manifest: Manifest, new_rows: list[dict], random_sample: set[st
         return {}
     min_margin = latest_calibration(manifest, "prelabel_min_margin") or 0.0
     labels = pd.concat([manifest.read("labels"), pd.DataFrame(new_rows)], ignore_index=True)
-    current = faces_with_current_prelabels(manifest, columns=["face_id", "prelabel", "prelabel_score", "prelabel_margin"])
-    return {"prelabel_threshold": threshold, "prelabel_min_margin": min_margin,
-            "prelabel_vs_verified": prelabel_quality(current, labels, threshold, min_margin, random_sample)}
+    current = faces_with_current_prelabels(
+        manifest, columns=["face_id", "prelabel", "prelabel_score", "prelabel_margin"]
+    )
+    return {
+        "prelabel_threshold": threshold,
+        "prelabel_min_margin": min_margin,
+        "prelabel_vs_verified": prelabel_quality(current, labels, threshold, min_margin, random_sample),
+    }

@@ -1,19 +1,21 @@
-"""The annotation service: queues, decisions, undo, grid batches and statistics, over the
-catalogue (manifest) and the decision database. Free of HTTP so it can be tested directly."""
+"""The annotation service: queues, decisions, undo, grid batches and statistics (computed in
+annotate.stats), over the catalogue (manifest) and the decision database. Free of HTTP so it can
+be tested directly."""
+
 from __future__ import annotations
 
 import dataclasses
 import functools
-import statistics
 import threading
 import time
 from collections import defaultdict, deque
-from itertools import combinations
 from pathlib import Path
 
+from data_manifest import Manifest
 from pipeline.annotate.catalogue import ORDERS, Catalogue, load_catalogue
 from pipeline.annotate.db import UID_RE, AnnotationDB, new_uid
 from pipeline.annotate.log import DecisionLog
+from pipeline.annotate.stats import compute_stats
 
 
 class Refused(Exception):
@@ -26,12 +28,12 @@ class Refused(Exception):
 
 @dataclasses.dataclass
 class Settings:
-    order: str = "score-desc"          # score-desc | score-asc | margin (smallest margin first) | random
-    gold_rate: float = 0.1             # share of served items that are gold items (0 = none)
-    overlap: int = 1                   # annotators who judge each item (2+ gives agreement figures)
-    grid_size: int = 36                # 24..48 candidates per grid
+    order: str = "score-desc"  # score-desc | score-asc | margin (smallest margin first) | random
+    gold_rate: float = 0.1  # share of served items that are gold items (0 = none)
+    overlap: int = 1  # annotators who judge each item (2+ gives agreement figures)
+    grid_size: int = 36  # 24..48 candidates per grid
     session_hours: float = 12.0
-    reload_s: float = 5.0              # how often to look for a newer manifest version
+    reload_s: float = 5.0  # how often to look for a newer manifest version
 
     def __post_init__(self):
         if self.order not in ORDERS:
@@ -47,6 +49,7 @@ def _locked(method):
     def wrapper(self, *args, **kwargs):
         with self.lock:
             return method(self, *args, **kwargs)
+
     return wrapper
 
 
@@ -61,32 +64,6 @@ def _ms(value) -> int | None:
         return None
 
 
-def agrees(row: dict) -> bool:
-    """A decision as same/different about the proposed identity (a re-label is 'different')."""
-    return row["decision"] == "same"
-
-
-def gold_correct(row: dict) -> bool:
-    truth = row["gold_identity"]
-    if row["decision"] == "same":
-        return row["proposed"] == truth
-    if row["decision"] == "different":
-        return row["proposed"] != truth
-    return row["decision"] == "relabel" and row["identity"] == truth
-
-
-def cohen_kappa(a: list[bool], b: list[bool]) -> float | None:
-    n = len(a)
-    if n == 0:
-        return None
-    po = sum(x == y for x, y in zip(a, b)) / n
-    pa, pb = sum(a) / n, sum(b) / n
-    pe = pa * pb + (1 - pa) * (1 - pb)
-    if pe >= 1.0:
-        return 1.0 if po == 1.0 else None
-    return (po - pe) / (1 - pe)
-
-
 class LoginThrottle:
     """Failed logins per name: `limit` failures within `window_s` seconds lock the name out until
     the oldest of them is `window_s` old. An attempt counts as a failure from the start (so parallel
@@ -99,8 +76,8 @@ class LoginThrottle:
 
     def __init__(self, limit: int = 10, window_s: float = 600.0, capacity: int = 10_000):
         self.limit, self.window_s, self.capacity = limit, window_s, capacity
-        self.failures: dict[str, deque] = {}   # kept in order of each name's latest failure
-        self.full_until = float("-inf")        # all locked out until this failure expires
+        self.failures: dict[str, deque] = {}  # kept in order of each name's latest failure
+        self.full_until = float("-inf")  # all locked out until this failure expires
         self.lock = threading.Lock()
 
     def _live(self, name: str, cutoff: float) -> deque | None:
@@ -121,7 +98,7 @@ class LoginThrottle:
             elif len(recent) >= self.limit:
                 return False
             else:
-                del self.failures[name]     # re-inserted below: the most recent failure goes last
+                del self.failures[name]  # re-inserted below: the most recent failure goes last
             recent.append(now)
             self.failures[name] = recent
             return True
@@ -131,16 +108,16 @@ class LoginThrottle:
             self.failures.pop(name, None)
 
     def _make_room(self, cutoff: float) -> bool:
-        if cutoff < self.full_until:        # found full of lockouts, and none has expired since
+        if cutoff < self.full_until:  # found full of lockouts, and none has expired since
             return False
-        while self.failures:                # expired names sit at the front (oldest latest failure)
+        while self.failures:  # expired names sit at the front (oldest latest failure)
             oldest = next(iter(self.failures))
             if self.failures[oldest] and self.failures[oldest][-1] > cutoff:
                 break
             del self.failures[oldest]
         if len(self.failures) < self.capacity:
             return True
-        for name in self.failures:          # else the idlest name that is not locked out
+        for name in self.failures:  # else the idlest name that is not locked out
             if len(self._live(name, cutoff)) < self.limit:
                 del self.failures[name]
                 return True
@@ -154,7 +131,7 @@ class AnnotationService:
         self.settings = settings or Settings()
         self.db = AnnotationDB(data_root)
         self.log = DecisionLog(self.db.decisions())
-        self.lock = threading.RLock()   # the log is read and extended from handler threads
+        self.lock = threading.RLock()  # the log is read and extended from handler threads
         self.catalogue: Catalogue = load_catalogue(data_root)
         self._checked = time.monotonic()
 
@@ -166,8 +143,6 @@ class AnnotationService:
         """Pick up a newer manifest version (a new ingest run, a merge, new gold answers)."""
         if force or time.monotonic() - self._checked > self.settings.reload_s:
             self._checked = time.monotonic()
-            from data_manifest import Manifest
-
             latest = Manifest(self.data_root).latest_version()
             if force or latest != self.catalogue.version:
                 self.catalogue = load_catalogue(self.data_root)
@@ -245,8 +220,16 @@ class AnnotationService:
         return stored
 
     @_locked
-    def decide(self, annotator: str, face_id: str, proposed: str | None, decision: str,
-               identity: str | None = None, time_ms=None, request_id: str | None = None) -> dict:
+    def decide(
+        self,
+        annotator: str,
+        face_id: str,
+        proposed: str | None,
+        decision: str,
+        identity: str | None = None,
+        time_ms=None,
+        request_id: str | None = None,
+    ) -> dict:
         cat = self.catalogue
         if face_id not in cat.faces or not (face_id in cat.candidates or face_id in cat.gold):
             raise Refused(404, "no such item")
@@ -261,11 +244,24 @@ class AnnotationService:
         else:
             identity = None if decision == "skip" else proposed
         face = cat.faces[face_id]
-        row = {"uid": _uid(request_id), "annotator": annotator, "face_id": face_id, "crop_sha": face["crop_sha"],
-               "proposed": proposed, "decision": decision, "identity": identity, "score": score,
-               "embedder": face["embedder"], "mode": "pair", "batch_id": None, "time_ms": _ms(time_ms),
-               "supersedes": None, "gold_identity": truth, "manifest_version": cat.version,
-               "queue_order": self.settings.order}
+        row = {
+            "uid": _uid(request_id),
+            "annotator": annotator,
+            "face_id": face_id,
+            "crop_sha": face["crop_sha"],
+            "proposed": proposed,
+            "decision": decision,
+            "identity": identity,
+            "score": score,
+            "embedder": face["embedder"],
+            "mode": "pair",
+            "batch_id": None,
+            "time_ms": _ms(time_ms),
+            "supersedes": None,
+            "gold_identity": truth,
+            "manifest_version": cat.version,
+            "queue_order": self.settings.order,
+        }
         return self._append([row])[0]
 
     @_locked
@@ -277,13 +273,27 @@ class AnnotationService:
             if not target:
                 raise Refused(409, "nothing to undo")
             base = _uid(request_id)
-            rows = [{"uid": f"{base}:{t['id']}", "annotator": annotator, "face_id": t["face_id"],
-                     "crop_sha": t["crop_sha"], "proposed": t["proposed"], "decision": "undo",
-                     "identity": t["identity"], "score": t["score"], "embedder": t["embedder"], "mode": t["mode"],
-                     "batch_id": t["batch_id"], "time_ms": _ms(time_ms), "supersedes": t["id"],
-                     "gold_identity": t["gold_identity"], "manifest_version": self.catalogue.version,
-                     "queue_order": t["queue_order"]}
-                    for t in target]
+            rows = [
+                {
+                    "uid": f"{base}:{t['id']}",
+                    "annotator": annotator,
+                    "face_id": t["face_id"],
+                    "crop_sha": t["crop_sha"],
+                    "proposed": t["proposed"],
+                    "decision": "undo",
+                    "identity": t["identity"],
+                    "score": t["score"],
+                    "embedder": t["embedder"],
+                    "mode": t["mode"],
+                    "batch_id": t["batch_id"],
+                    "time_ms": _ms(time_ms),
+                    "supersedes": t["id"],
+                    "gold_identity": t["gold_identity"],
+                    "manifest_version": self.catalogue.version,
+                    "queue_order": t["queue_order"],
+                }
+                for t in target
+            ]
             stored, _ = self.db.append(rows)
             for row in stored:
                 self.log.apply(row)
@@ -302,13 +312,25 @@ class AnnotationService:
         if identity is None and by_identity:
             identity = max(by_identity, key=lambda i: len(by_identity[i]))  # ties: first in queue order
         faces = by_identity.get(identity, [])[:size]
-        return {"identity": identity, "refs": cat.refs.get(identity, []) if identity else [],
-                "items": [{"face_id": f, "crop_sha": cat.faces[f]["crop_sha"], "score": cat.faces[f]["prelabel_score"]}
-                          for f in faces]}
+        return {
+            "identity": identity,
+            "refs": cat.refs.get(identity, []) if identity else [],
+            "items": [
+                {"face_id": f, "crop_sha": cat.faces[f]["crop_sha"], "score": cat.faces[f]["prelabel_score"]}
+                for f in faces
+            ],
+        }
 
     @_locked
-    def confirm_grid(self, annotator: str, identity: str, face_ids: list[str], wrong: list[str],
-                     time_ms=None, request_id: str | None = None) -> list[dict]:
+    def confirm_grid(
+        self,
+        annotator: str,
+        identity: str,
+        face_ids: list[str],
+        wrong: list[str],
+        time_ms=None,
+        request_id: str | None = None,
+    ) -> list[dict]:
         cat = self.catalogue
         if not face_ids or len(face_ids) > 48 or len(set(face_ids)) != len(face_ids):
             raise Refused(422, "a grid holds 1 to 48 distinct items")
@@ -322,61 +344,29 @@ class AnnotationService:
         rows = []
         for face in face_ids:
             f = cat.faces[face]
-            rows.append({"uid": f"{base}:{face}", "annotator": annotator, "face_id": face, "crop_sha": f["crop_sha"],
-                         "proposed": identity, "decision": "different" if face in wrong else "same",
-                         "identity": identity, "score": f["prelabel_score"], "embedder": f["embedder"],
-                         "mode": "grid", "batch_id": base, "time_ms": _ms(time_ms), "supersedes": None,
-                         "gold_identity": None, "manifest_version": cat.version,
-                         "queue_order": self.settings.order})
+            rows.append(
+                {
+                    "uid": f"{base}:{face}",
+                    "annotator": annotator,
+                    "face_id": face,
+                    "crop_sha": f["crop_sha"],
+                    "proposed": identity,
+                    "decision": "different" if face in wrong else "same",
+                    "identity": identity,
+                    "score": f["prelabel_score"],
+                    "embedder": f["embedder"],
+                    "mode": "grid",
+                    "batch_id": base,
+                    "time_ms": _ms(time_ms),
+                    "supersedes": None,
+                    "gold_identity": None,
+                    "manifest_version": cat.version,
+                    "queue_order": self.settings.order,
+                }
+            )
         return self._append(rows)
 
     # ---- statistics -------------------------------------------------------------------------
     @_locked
     def stats(self) -> dict:
         return {**compute_stats(self.log, self.db.users()), "prelabels": self.catalogue.prelabel_quality}
-
-
-def compute_stats(log: DecisionLog, users: list[str]) -> dict:
-    """Per annotator: decisions, time per decision, accuracy on gold items; per pair of
-    annotators who judged the same items: agreement and Cohen's kappa over same/different."""
-    effective = [r for r in log.all_effective() if r["decision"] != "skip"]
-    by_annotator: dict[str, list[dict]] = defaultdict(list)
-    for r in effective:
-        by_annotator[r["annotator"]].append(r)
-    undos = defaultdict(int)
-    skips = defaultdict(int)
-    for r in log.rows.values():
-        if r["decision"] == "undo":
-            undos[r["annotator"]] += 1
-    for r in log.all_effective():
-        if r["decision"] == "skip":
-            skips[r["annotator"]] += 1
-    annotators = []
-    for name in sorted(set(users) | set(by_annotator)):
-        rows = by_annotator.get(name, [])
-        gold = [r for r in rows if r["gold_identity"]]
-        times = [r["time_ms"] for r in rows if r["time_ms"] is not None and r["mode"] == "pair"]
-        correct = sum(gold_correct(r) for r in gold)
-        annotators.append({
-            "annotator": name, "decisions": len(rows),
-            "same": sum(r["decision"] == "same" for r in rows),
-            "different": sum(r["decision"] == "different" for r in rows),
-            "relabel": sum(r["decision"] == "relabel" for r in rows),
-            "skip": skips[name], "undo": undos[name],
-            "median_ms": statistics.median(times) if times else None,
-            "gold_judged": len(gold), "gold_correct": correct,
-            "gold_accuracy": correct / len(gold) if gold else None,
-        })
-    per_item: dict[tuple[str, str], dict[str, bool]] = defaultdict(dict)
-    for r in effective:
-        per_item[(r["face_id"], r["proposed"])][r["annotator"]] = agrees(r)
-    pairs = []
-    names = sorted(by_annotator)
-    for a, b in combinations(names, 2):
-        both = [(v[a], v[b]) for v in per_item.values() if a in v and b in v]
-        if not both:
-            continue
-        xa, xb = [x for x, _ in both], [y for _, y in both]
-        pairs.append({"a": a, "b": b, "items": len(both),
-                      "agreement": sum(x == y for x, y in both) / len(both), "kappa": cohen_kappa(xa, xb)})
-    return {"annotators": annotators, "pairs": pairs}

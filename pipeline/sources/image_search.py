@@ -35,17 +35,17 @@ Google (www.google.com/search?tbm=isch):
     (height before width); the source page and title follow in a `"2003": [null, id, page,
     title, ...]` entry, read when present (best effort: the array layout is undocumented).
 """
+
 from __future__ import annotations
 
-import csv
 import html as html_lib
 import json
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlencode
 
 from pipeline.sources.encyclopedia import PageShapeError, detect_site, html_soup, without_surrogates
+from pipeline.sources.js_literal import _json_object, js_object_at, loads_lenient
 
 KINDS = ("auto", "bing", "baidu", "google")
 BING_PAGE_SIZE = 35
@@ -74,15 +74,29 @@ def search_url(engine: str, query: str, page: int = 0) -> str:
         raise ValueError(f"page must be >= 0, got {page}")
     if engine == "bing":
         return "https://www.bing.com/images/search?" + urlencode(
-            {"q": query, "first": page * BING_PAGE_SIZE + 1, "count": BING_PAGE_SIZE})
+            {"q": query, "first": page * BING_PAGE_SIZE + 1, "count": BING_PAGE_SIZE}
+        )
     if engine == "baidu":
-        return "https://image.baidu.com/search/acjson?" + urlencode({
-            "tn": "resultjson_com", "ipn": "rj", "ct": 201326592, "fp": "result", "cl": 2,
-            "lm": -1, "ie": "utf-8", "oe": "utf-8", "queryWord": query, "word": query,
-            "pn": page * BAIDU_PAGE_SIZE, "rn": BAIDU_PAGE_SIZE})
+        return "https://image.baidu.com/search/acjson?" + urlencode(
+            {
+                "tn": "resultjson_com",
+                "ipn": "rj",
+                "ct": 201326592,
+                "fp": "result",
+                "cl": 2,
+                "lm": -1,
+                "ie": "utf-8",
+                "oe": "utf-8",
+                "queryWord": query,
+                "word": query,
+                "pn": page * BAIDU_PAGE_SIZE,
+                "rn": BAIDU_PAGE_SIZE,
+            }
+        )
     if engine == "google":
         return "https://www.google.com/search?" + urlencode(
-            {"q": query, "tbm": "isch", "start": page * GOOGLE_PAGE_SIZE})
+            {"q": query, "tbm": "isch", "start": page * GOOGLE_PAGE_SIZE}
+        )
     raise ValueError(f"engine must be bing, baidu or google, got {engine!r}")
 
 
@@ -140,67 +154,6 @@ def _plain(title) -> str | None:
     return without_surrogates(" ".join(text.split())) or None
 
 
-def _json_int(digits: str) -> int | None:
-    # int() refuses over 4,300 digits; such a number is no size anyway, so it reads as null.
-    return int(digits) if len(digits) <= 4300 else None
-
-
-def _json_object(text: str) -> dict | None:
-    """A JSON object, or None for anything else (not JSON, another type, nested too deep)."""
-    try:
-        value = json.loads(text, parse_int=_json_int)
-    except (ValueError, RecursionError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def js_object_at(text: str, start: int) -> str:
-    """The {...} or [...] literal starting at text[start], found by matching brackets outside
-    string literals (quotes of either kind, with backslash escapes)."""
-    if not 0 <= start < len(text) or text[start] not in "{[":
-        raise PageShapeError(f"no {{ or [ literal at offset {start}")
-    opener = text[start]
-    closer = {"{": "}", "[": "]"}[opener]
-    depth, i, quote = 0, start, None
-    while i < len(text):
-        ch = text[i]
-        if quote:
-            if ch == "\\":
-                i += 1
-            elif ch == quote:
-                quote = None
-        elif ch in "\"'":
-            quote = ch
-        elif ch in "{[":
-            depth += 1
-        elif ch in "}]":
-            depth -= 1
-            if depth == 0:
-                if ch != closer:
-                    break
-                return text[start:i + 1]
-        i += 1
-    raise PageShapeError(f"unbalanced {opener!r} literal at offset {start}")
-
-
-def loads_lenient(literal: str):
-    """JSON that JavaScript wrote: also accepts \\' and \\xNN escapes and trailing commas."""
-    try:
-        return json.loads(literal, strict=False, parse_int=_json_int)
-    except json.JSONDecodeError:
-        pass
-    except RecursionError:  # json's C decoder recurses once per nesting level
-        raise PageShapeError("embedded data is nested too deeply") from None
-    fixed = re.sub(r"\\x([0-9a-fA-F]{2})", r"\\u00\1", literal.replace("\\'", "'"))
-    fixed = re.sub(r",\s*([}\]])", r"\1", fixed)
-    try:
-        return json.loads(fixed, strict=False, parse_int=_json_int)
-    except json.JSONDecodeError as exc:
-        raise PageShapeError(f"embedded data is not JSON ({exc})") from None
-    except RecursionError:
-        raise PageShapeError("embedded data is nested too deeply") from None
-
-
 # --------------------------------------------------------------------------- Baidu
 
 _BAIDU_TOKENS = {"_z2C$q": ":", "_z&e3B": ".", "AzdH3F": "/"}
@@ -219,7 +172,7 @@ def decode_baidu_url(value: str) -> str:
     pieces = []
     last = 0
     for m in _BAIDU_TOKEN_RE.finditer(value):
-        pieces.append(value[last:m.start()].translate(_BAIDU_CHARS))
+        pieces.append(value[last : m.start()].translate(_BAIDU_CHARS))
         pieces.append(_BAIDU_TOKENS[m.group()])
         last = m.end()
     pieces.append(value[last:].translate(_BAIDU_CHARS))
@@ -232,7 +185,7 @@ def _baidu_data(text: str) -> list | None:
         doc = loads_lenient(js_object_at(stripped, 0))
         return doc.get("data") if isinstance(doc, dict) else None
     m = re.search(r"""flip\.setData\(\s*['"]imgData['"]\s*,\s*""", text)
-    if m is None or text[m.end():m.end() + 1] != "{":
+    if m is None or text[m.end() : m.end() + 1] != "{":
         return None
     doc = loads_lenient(js_object_at(text, m.end()))
     return doc.get("data") if isinstance(doc, dict) else None
@@ -249,13 +202,15 @@ def _parse_baidu(text: str, page_url: str) -> list[SearchResult]:
         replace = item.get("replaceUrl") or [{}]
         replace = replace[0] if isinstance(replace, list) and replace and isinstance(replace[0], dict) else {}
         thumb = _http(item.get("thumbURL")) or _http(item.get("middleURL"))
-        image = (_baidu_url(item.get("objURL"))
-                 or _http(replace.get("ObjURL") or replace.get("ObjUrl"))
-                 or _http(item.get("middleURL")) or thumb)
+        image = (
+            _baidu_url(item.get("objURL"))
+            or _http(replace.get("ObjURL") or replace.get("ObjUrl"))
+            or _http(item.get("middleURL"))
+            or thumb
+        )
         if not image:
             continue
-        source = (_baidu_url(item.get("fromURL"))
-                  or _http(replace.get("FromURL") or replace.get("FromUrl")))
+        source = _baidu_url(item.get("fromURL")) or _http(replace.get("FromURL") or replace.get("FromUrl"))
         title = _plain(item.get("fromPageTitleEnc")) or _plain(item.get("fromPageTitle"))
         out.append(SearchResult(image, thumb, source, title, _int(item.get("width")), _int(item.get("height"))))
     return out
@@ -285,8 +240,7 @@ def _parse_bing(text: str, page_url: str) -> list[SearchResult]:
         size = _SIZE.search(info.get_text(" ")) if info is not None else None
         if size:
             width, height = _int(size[1]), _int(size[2])
-        out.append(SearchResult(image, _http(m.get("turl")), _http(m.get("purl")), _plain(m.get("t")),
-                                width, height))
+        out.append(SearchResult(image, _http(m.get("turl")), _http(m.get("purl")), _plain(m.get("t")), width, height))
     return out
 
 
@@ -294,7 +248,8 @@ def _parse_bing(text: str, page_url: str) -> list[SearchResult]:
 
 _GOOGLE_PAIR = re.compile(
     r'\["(https://encrypted-tbn\d\.gstatic\.com/images\?(?:[^"\\]|\\.)*)",(\d+),(\d+)\]\s*,\s*'
-    r'\["(https?://(?:[^"\\]|\\.)*)",(\d+),(\d+)\]')
+    r'\["(https?://(?:[^"\\]|\\.)*)",(\d+),(\d+)\]'
+)
 _GOOGLE_2003 = re.compile(r'"2003":\[null,"(?:[^"\\]|\\.)*","((?:[^"\\]|\\.)*)","((?:[^"\\]|\\.)*)"')
 
 
@@ -307,121 +262,74 @@ def _js_string(s: str) -> str | None:
 
 
 def _parse_google(text: str, page_url: str) -> list[SearchResult]:
+    """Google's three page shapes, newest first: "ischj" JSON, div.rg_meta, AF_initDataCallback scripts."""
     if '"ischj"' in text[:2000]:
-        start = text.rfind("{", 0, text.index('"ischj"'))
-        ischj = _dict(loads_lenient(js_object_at(text, start))).get("ischj") or {}
-        metadata = (ischj.get("metadata") or []) if isinstance(ischj, dict) else None
-        if not isinstance(metadata, list):
-            raise PageShapeError('Google "ischj" JSON is not {"metadata": [...]}')
-        out = []
-        for item in metadata:
-            item = _dict(item)
-            original, result = _dict(item.get("original_image")), _dict(item.get("result"))
-            image = _http(original.get("url"))
-            if image:
-                out.append(SearchResult(image, _http(_dict(item.get("thumbnail")).get("url")),
-                                        _http(result.get("referrer_url")), _plain(result.get("page_title")),
-                                        _int(original.get("width")), _int(original.get("height"))))
-        return out
-
+        return _google_ischj(text)
     soup = html_soup(text)
     metas = soup.select("div.rg_meta")
     if metas:
-        out = []
-        for div in metas:
-            m = _json_object(div.get_text())
-            image = _http(m.get("ou")) if m else None
-            if image:
-                out.append(SearchResult(image, _http(m.get("tu")), _http(m.get("ru")), _plain(m.get("pt")),
-                                        _int(m.get("ow")), _int(m.get("oh"))))
-        return out
-
+        return _google_rg_meta(metas)
     scripts = [s.string or s.get_text() for s in soup.find_all("script")]
     scripts = [s for s in scripts if "AF_initDataCallback" in s]
     if not scripts:
-        raise PageShapeError("Google page without div.rg_meta, \"ischj\" JSON or AF_initDataCallback data")
+        raise PageShapeError('Google page without div.rg_meta, "ischj" JSON or AF_initDataCallback data')
+    return [result for script in scripts for result in _google_script(script)]
+
+
+def _google_ischj(text: str) -> list[SearchResult]:
+    start = text.rfind("{", 0, text.index('"ischj"'))
+    ischj = _dict(loads_lenient(js_object_at(text, start))).get("ischj") or {}
+    metadata = (ischj.get("metadata") or []) if isinstance(ischj, dict) else None
+    if not isinstance(metadata, list):
+        raise PageShapeError('Google "ischj" JSON is not {"metadata": [...]}')
     out = []
-    for script in scripts:
-        matches = list(_GOOGLE_PAIR.finditer(script))
-        for i, m in enumerate(matches):
-            # The source page and title sit after the image pair, before the next result.
-            end = matches[i + 1].start() if i + 1 < len(matches) else len(script)
-            image = _http(_js_string(m[4]))
-            if not image:
-                continue
-            meta = _GOOGLE_2003.search(script, m.end(), end)
-            source = _http(_js_string(meta[1])) if meta else None
-            title = _plain(_js_string(meta[2])) if meta else None
-            out.append(SearchResult(image, _http(_js_string(m[1])), source, title,
-                                    _int(m[6]), _int(m[5])))  # arrays are [url, height, width]
+    for item in metadata:
+        item = _dict(item)
+        original, result = _dict(item.get("original_image")), _dict(item.get("result"))
+        image = _http(original.get("url"))
+        if image:
+            thumbnail = _http(_dict(item.get("thumbnail")).get("url"))
+            page, title = _http(result.get("referrer_url")), _plain(result.get("page_title"))
+            out.append(
+                SearchResult(image, thumbnail, page, title, _int(original.get("width")), _int(original.get("height")))
+            )
     return out
 
 
-# --------------------------------------------------------------------------- bring your own URLs
-
-def read_url_list(path) -> list[SearchResult]:
-    """URLs a user brings: CSV with a header holding `url` (or `image_url`; optional title,
-    source_url, thumb_url, width, height), JSON Lines with `url`/`image_url` keys, or plain text
-    with one URL per line (blank lines and '#' comments skipped). A bad row raises ValueError
-    naming the file and line."""
-    path = Path(path)
-    text = path.read_text(encoding="utf-8-sig")
-    first = next((line.strip() for line in text.splitlines()
-                  if line.strip() and not line.lstrip().startswith("#")), "")
-    if not first:
-        return []
-    if first.startswith("{"):
-        rows = _jsonl_rows(path, text)
-    elif _http(first.split()[0]) and "," not in first:
-        rows = [(n, {"url": line.strip()}) for n, line in enumerate(text.splitlines(), 1)
-                if line.strip() and not line.lstrip().startswith("#")]
-    else:
-        rows = _csv_rows(path, text)
-    return _unique([_row_result(path, n, row) for n, row in rows])
+def _google_rg_meta(metas: list) -> list[SearchResult]:
+    out = []
+    for div in metas:
+        m = _json_object(div.get_text())
+        image = _http(m.get("ou")) if m else None
+        if image:
+            out.append(
+                SearchResult(
+                    image,
+                    _http(m.get("tu")),
+                    _http(m.get("ru")),
+                    _plain(m.get("pt")),
+                    _int(m.get("ow")),
+                    _int(m.get("oh")),
+                )
+            )
+    return out
 
 
-def _jsonl_rows(path: Path, text: str):
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
+def _google_script(script: str) -> list[SearchResult]:
+    out = []
+    matches = list(_GOOGLE_PAIR.finditer(script))
+    for i, m in enumerate(matches):
+        # The source page and title sit after the image pair, before the next result.
+        end = matches[i + 1].start() if i + 1 < len(matches) else len(script)
+        image = _http(_js_string(m[4]))
+        if not image:
             continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{n}: not a JSON object: {exc}") from None
-        if not isinstance(row, dict):
-            raise ValueError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
-        yield n, row
+        meta = _GOOGLE_2003.search(script, m.end(), end)
+        source = _http(_js_string(meta[1])) if meta else None
+        title = _plain(_js_string(meta[2])) if meta else None
+        # arrays are [url, height, width]
+        out.append(SearchResult(image, _http(_js_string(m[1])), source, title, _int(m[6]), _int(m[5])))
+    return out
 
 
-def _csv_rows(path: Path, text: str):
-    reader = csv.DictReader(text.splitlines())
-    fields = [(f or "").strip().lower() for f in reader.fieldnames or []]
-    if "url" not in fields and "image_url" not in fields:
-        raise ValueError(f"{path}:1: CSV header needs a `url` column, got {reader.fieldnames}")
-    for row in reader:
-        yield reader.line_num, {(k or "").strip().lower(): v for k, v in row.items()}
-
-
-def _row_result(path: Path, n: int, row: dict) -> SearchResult:
-    url = row.get("url") or row.get("image_url")
-    if not isinstance(url, str) or not _http(url):
-        raise ValueError(f"{path}:{n}: `url` must be an http(s) URL, got {url!r}")
-
-    def opt_int(key):
-        value = row.get(key)
-        if value in (None, ""):
-            return None
-        if _int(value) is None:
-            raise ValueError(f"{path}:{n}: `{key}` must be a positive integer, got {value!r}")
-        return _int(value)
-
-    def opt_str(key):
-        value = row.get(key)
-        return value.strip() or None if isinstance(value, str) else None
-
-    return SearchResult(url.strip(), opt_str("thumb_url"), opt_str("source_url"), opt_str("title"),
-                        opt_int("width"), opt_int("height"))
-
-
-__all__ = ["SearchResult", "PageShapeError", "parse_search", "search_url", "character_query",
-           "read_url_list", "decode_baidu_url"]
+__all__ = ["SearchResult", "PageShapeError", "parse_search", "search_url", "character_query", "decode_baidu_url"]

@@ -28,6 +28,7 @@ device, a dangling or looping link, a link to a folder (folders are walked, link
 `file_problem` names its drop reason, `unreadable` or `not_a_file`, so it becomes a row, not a gap.
 Names that are not valid UTF-8 go into the manifest with their bad bytes escaped (`safe_name`).
 """
+
 from __future__ import annotations
 
 import csv
@@ -57,6 +58,7 @@ SEARCH_ENGINES = ("bing", "baidu", "google")
 @dataclasses.dataclass(frozen=True)
 class NamedCharacter:
     """A character given in the albums file, with its typical images (paths or URLs)."""
+
     name: str
     aliases: tuple[str, ...] = ()
     images: tuple[str, ...] = ()
@@ -66,12 +68,13 @@ class NamedCharacter:
 class Album:
     album_id: str
     name: str
+    _: dataclasses.KW_ONLY  # the rest by name: most albums give only some of them
     region: str = ""
     episodes_dir: Path | None = None
     stills_dir: Path | None = None
     mixed_dir: Path | None = None  # a plain folder of videos and images (no albums file)
     encyclopedia: tuple[str, ...] = ()
-    search: tuple[tuple[str, str | None], ...] = ()   # (engine, base URL override or None)
+    search: tuple[tuple[str, str | None], ...] = ()  # (engine, base URL override or None)
     search_pages: int = 1
     url_lists: tuple[Path, ...] = ()
     characters: tuple[NamedCharacter, ...] = ()
@@ -93,8 +96,9 @@ class Album:
         reason when it is not one)."""
         if self.stills_dir is not None:
             return _files(self.stills_dir, lambda p: True)
-        return _files(self.mixed_dir, lambda p: p.suffix.lower() not in VIDEO_EXTENSIONS
-                      and p.name not in ALBUMS_FILE_NAMES)
+        return _files(
+            self.mixed_dir, lambda p: p.suffix.lower() not in VIDEO_EXTENSIONS and p.name not in ALBUMS_FILE_NAMES
+        )
 
     def relative(self, path: Path, episodes: bool) -> str:
         """The name the manifest records (read files by their real path, not by this)."""
@@ -131,9 +135,13 @@ def _files(folder: Path | None, keep) -> list[Path]:
     return sorted(found)
 
 
-_NOT_FILES = ((stat.S_ISDIR, "a folder not walked (a link to a folder, or a folder that cannot be listed)"),
-              (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
-              (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+_NOT_FILES = (
+    (stat.S_ISDIR, "a folder not walked (a link to a folder, or a folder that cannot be listed)"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
 
 
 def file_problem(path: str | Path) -> tuple[str, str] | None:
@@ -174,8 +182,18 @@ def load_albums_file(path: str | Path) -> list[Album]:
     return albums
 
 
-_FIELDS = {"id", "name", "region", "episodes", "stills", "encyclopedia", "search", "search_pages",
-           "url_lists", "characters"}
+_FIELDS = {
+    "id",
+    "name",
+    "region",
+    "episodes",
+    "stills",
+    "encyclopedia",
+    "search",
+    "search_pages",
+    "url_lists",
+    "characters",
+}
 
 
 def _as_list(value, where: str, field: str, csv_file: bool) -> list:
@@ -192,8 +210,11 @@ def _parse_entry(entry, where: str, base: Path, seen: set, csv_file: bool) -> Al
     if not isinstance(entry, dict):
         raise AlbumsFileError(f"{where}: expected a mapping, got {type(entry).__name__}")
     entry = {str(k).strip(): v for k, v in entry.items()}
-    text = {k: (str(v).strip() if v is not None else "") for k, v in entry.items()
-            if k in ("id", "name", "region", "episodes", "stills", "search_pages")}
+    text = {
+        k: (str(v).strip() if v is not None else "")
+        for k, v in entry.items()
+        if k in ("id", "name", "region", "episodes", "stills", "search_pages")
+    }
     album_id = text.get("id", "")
     where = f"{where} (id {album_id!r})" if album_id else where
     if not _ID.match(album_id):
@@ -206,6 +227,28 @@ def _parse_entry(entry, where: str, base: Path, seen: set, csv_file: bool) -> Al
     unknown = set(entry) - _FIELDS
     if unknown:
         raise AlbumsFileError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+    dirs = _folders(text, where, base)
+    web = _web_sources(entry, text, where, base, csv_file)
+    album = Album(
+        album_id,
+        text["name"],
+        region=text.get("region", ""),
+        episodes_dir=dirs.get("episodes"),
+        stills_dir=dirs.get("stills"),
+        characters=_characters(entry, where, base, csv_file),
+        **web,
+    )
+    if not dirs and not album.has_web_sources:
+        raise AlbumsFileError(
+            f"{where}: give at least one of `episodes`, `stills` or a web source "
+            "(`encyclopedia`, `search`, `url_lists`, `characters`)"
+        )
+    if album.search and not (album.encyclopedia or album.characters):
+        raise AlbumsFileError(f"{where}: `search` needs characters to search for: give `encyclopedia` or `characters`")
+    return album
+
+
+def _folders(text: dict, where: str, base: Path) -> dict[str, Path]:
     dirs = {}
     for field in ("episodes", "stills"):
         if text.get(field):
@@ -213,6 +256,11 @@ def _parse_entry(entry, where: str, base: Path, seen: set, csv_file: bool) -> Al
             if not folder.is_dir():
                 raise AlbumsFileError(f"{where}: `{field}` folder does not exist: {folder}")
             dirs[field] = folder
+    return dirs
+
+
+def _web_sources(entry: dict, text: dict, where: str, base: Path, csv_file: bool) -> dict:
+    """An entry's encyclopedia pages, searches and URL lists, as Album keyword arguments."""
     encyclopedia = tuple(str(u) for u in _as_list(entry.get("encyclopedia"), where, "encyclopedia", csv_file))
     for url in encyclopedia:
         if not url.startswith(("http://", "https://")):
@@ -233,6 +281,15 @@ def _parse_entry(entry, where: str, base: Path, seen: set, csv_file: bool) -> Al
         if not file.is_file():
             raise AlbumsFileError(f"{where}: url list not found: {file}")
         url_lists.append(file)
+    return {
+        "encyclopedia": encyclopedia,
+        "search": tuple(search),
+        "search_pages": max(1, pages),
+        "url_lists": tuple(url_lists),
+    }
+
+
+def _characters(entry: dict, where: str, base: Path, csv_file: bool) -> tuple[NamedCharacter, ...]:
     characters = []
     for item in _as_list(entry.get("characters"), where, "characters", csv_file):
         item = {"name": item} if isinstance(item, str) else item
@@ -247,18 +304,14 @@ def _parse_entry(entry, where: str, base: Path, seen: set, csv_file: bool) -> Al
                     raise AlbumsFileError(f"{where}: typical image of {item['name']!r} not found: {local}")
                 image = str(local)
             images.append(image)
-        characters.append(NamedCharacter(str(item["name"]).strip(),
-                                         tuple(str(a) for a in _as_list(item.get("aliases"), where, "aliases", False)),
-                                         tuple(images)))
-    album = Album(album_id, text["name"], text.get("region", ""), dirs.get("episodes"), dirs.get("stills"),
-                  encyclopedia=encyclopedia, search=tuple(search), search_pages=max(1, pages),
-                  url_lists=tuple(url_lists), characters=tuple(characters))
-    if not dirs and not album.has_web_sources:
-        raise AlbumsFileError(f"{where}: give at least one of `episodes`, `stills` or a web source "
-                              "(`encyclopedia`, `search`, `url_lists`, `characters`)")
-    if album.search and not (album.encyclopedia or album.characters):
-        raise AlbumsFileError(f"{where}: `search` needs characters to search for: give `encyclopedia` or `characters`")
-    return album
+        characters.append(
+            NamedCharacter(
+                str(item["name"]).strip(),
+                tuple(str(a) for a in _as_list(item.get("aliases"), where, "aliases", False)),
+                tuple(images),
+            )
+        )
+    return tuple(characters)
 
 
 def _slug(name: str) -> str:
@@ -278,12 +331,18 @@ def discover_albums(library: str | Path, albums_file: str | Path | None = None) 
     for sub in sorted(p for p in library.iterdir() if p.is_dir() and not p.name.startswith(".")):
         episodes, stills = sub / "episodes", sub / "stills"
         if episodes.is_dir() or stills.is_dir():
-            albums.append(Album(_slug(sub.name), safe_name(sub.name), "", episodes if episodes.is_dir() else None,
-                                stills if stills.is_dir() else None))
+            albums.append(
+                Album(
+                    _slug(sub.name),
+                    safe_name(sub.name),
+                    episodes_dir=episodes if episodes.is_dir() else None,
+                    stills_dir=stills if stills.is_dir() else None,
+                )
+            )
     if albums:
         return albums
     resolved = library.resolve()
-    return [Album(_slug(resolved.name), safe_name(resolved.name), "", mixed_dir=resolved)]
+    return [Album(_slug(resolved.name), safe_name(resolved.name), mixed_dir=resolved)]
 
 
 def sample_rank_key(seed: int, album_id: str, episode_path: str) -> str:
@@ -291,8 +350,9 @@ def sample_rank_key(seed: int, album_id: str, episode_path: str) -> str:
     return hashlib.sha256(f"{seed}:{album_id}:{episode_path}".encode()).hexdigest()
 
 
-def select_episodes(album_id: str, episode_paths: list[str], previously_selected: set[str],
-                    count: int = 10, seed: int = 0) -> dict[str, tuple[bool, int]]:
+def select_episodes(
+    album_id: str, episode_paths: list[str], previously_selected: set[str], count: int = 10, seed: int = 0
+) -> dict[str, tuple[bool, int]]:
     """Pick `count` episodes per album: the ones picked by earlier runs stay picked (the choice is
     recorded in the manifest); free places go to the others in seeded random order.
 

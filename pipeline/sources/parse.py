@@ -12,6 +12,7 @@ skipped and the rest of the page kept; data nested too deeply (JSON past Python'
 HTML past encyclopedia.MAX_DEPTH) makes the page unreadable. tests/pipeline/sources/test_parser_fuzz.py
 fuzzes this. Only an unknown `kind` (or a page_url urllib cannot split) raises a plain ValueError.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict
@@ -30,9 +31,13 @@ def parse_page(text: str, page_url: str = "", kind: str = "auto") -> list[dict]:
     if kind == "auto":
         kind = detect_site(text, page_url)
         if kind == "unknown":
-            raise PageShapeError("neither an encyclopedia page (MediaWiki, Baike) nor an image-search "
-                                 "page (Bing, Baidu, Google); pass --kind to force one")
+            raise PageShapeError(
+                "neither an encyclopedia page (MediaWiki, Baike) nor an image-search "
+                "page (Bing, Baidu, Google); pass --kind to force one"
+            )
     if kind in ENCYCLOPEDIA_KINDS:
-        return [{"name": c.name, "image_url": c.image_url, "source_url": c.source_url,
-                 "aliases": list(c.aliases)} for c in parse_characters(text, page_url, kind)]
+        return [
+            {"name": c.name, "image_url": c.image_url, "source_url": c.source_url, "aliases": list(c.aliases)}
+            for c in parse_characters(text, page_url, kind)
+        ]
     return [asdict(r) for r in parse_search(text, page_url, kind)]

@@ -1,5 +1,6 @@
 """The GPU fine-tuning call (benchmarks/device_train.sh) and its data pack, run here on the CPU at a
 tiny size: a lent GPU machine gives one try, so the script must already work end to end."""
+
 from __future__ import annotations
 
 import csv
@@ -57,6 +58,7 @@ def small_shared(tmp_path, n: int, cava_frames: int = 0):
     return shared
 
 
+@pytest.mark.shared_data
 def test_the_pack_takes_the_largest_side_that_fits_the_budget(tmp_path):
     shared = small_shared(tmp_path, 40)
     full = sum(len(device_pack.webp(p, 512)) for p in (shared / "data/icartoonface_det/images/train").iterdir())
@@ -70,6 +72,7 @@ def test_the_pack_takes_the_largest_side_that_fits_the_budget(tmp_path):
         device_pack.pack_training(shared, tmp_path / "pack", budget=1000)
 
 
+@pytest.mark.shared_data
 def test_the_pack_holds_every_fourth_cava_frame_with_its_boxes_as_yolo_labels(tmp_path):
     shared = small_shared(tmp_path, 4, cava_frames=12)
     whole = sum(len(device_pack.webp(src, 512)) for src, _, _ in device_pack.training_sources(shared))
@@ -91,9 +94,15 @@ def test_the_pack_holds_every_fourth_cava_frame_with_its_boxes_as_yolo_labels(tm
 
 
 def test_the_plan_times_steps_after_start_up():
-    probe = "\n".join(["training on ...", "epoch 1 step 50/109 loss 0.5 lr 0.01 30s", "epoch 1 step 100/109 loss 0.4 lr 0.02 40s",
-                       '{"steps": 100, "seconds": 41.0, "stopped_early": true, "out": "/tmp/probe.safetensors"}',
-                       "a warning after the summary"])
+    probe = "\n".join(
+        [
+            "training on ...",
+            "epoch 1 step 50/109 loss 0.5 lr 0.01 30s",
+            "epoch 1 step 100/109 loss 0.4 lr 0.02 40s",
+            '{"steps": 100, "seconds": 41.0, "stopped_early": true, "out": "/tmp/probe.safetensors"}',
+            "a warning after the summary",
+        ]
+    )
     assert device_plan.seconds_per_step(probe) == 0.2  # (40 - 30) s / 50 steps, not 41 s / 100
     assert device_plan.planned_epochs(probe, images=3467, batch=32, minutes=6) == round(6 * 60 / 0.2 / 109, 2)
     short = '{"steps": 2, "seconds": 3.0, "stopped_early": true, "out": "x"}'
@@ -101,14 +110,26 @@ def test_the_plan_times_steps_after_start_up():
     assert device_plan.planned_epochs(short, images=8, batch=4, minutes=1000) == 60.0  # capped
 
 
+@pytest.mark.shared_data
 def test_the_call_plans_its_epochs_from_a_probe_and_returns_the_weights_in_parts(tmp_path):
     pack = tmp_path / "pack"
     device_pack.pack_training(small_shared(tmp_path, 8), pack, budget=10**8)
     out = tmp_path / "out"
-    env = {**os.environ, "OUT": str(out), "PY": sys.executable, "PACK": str(pack), "DEVICE": "cpu", "SIZE": "128",
-           "BATCH": "4", "MINUTES": "0.05", "PROBE_STEPS": "2", "OMP_NUM_THREADS": "2"}
-    done = subprocess.run(["bash", "benchmarks/device_train.sh"], cwd=PROJECT, env=env, capture_output=True,
-                          text=True, timeout=600)
+    env = {
+        **os.environ,
+        "OUT": str(out),
+        "PY": sys.executable,
+        "PACK": str(pack),
+        "DEVICE": "cpu",
+        "SIZE": "128",
+        "BATCH": "4",
+        "MINUTES": "0.05",
+        "PROBE_STEPS": "2",
+        "OMP_NUM_THREADS": "2",
+    }
+    done = subprocess.run(
+        ["bash", "benchmarks/device_train.sh"], cwd=PROJECT, env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     plan = (out / "plan.txt").read_text()
     epochs = float(plan.split("planned epochs: ")[1].split()[0])

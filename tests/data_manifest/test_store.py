@@ -1,4 +1,5 @@
 """The versioned store on real Delta tables: versions, time travel, diff, crashes, two writers."""
+
 import datetime as dt
 import json
 import os
@@ -19,15 +20,27 @@ def album(album_id, name="A"):
 
 
 def asset(sha, source, status="ok"):
-    return {"asset_id": sha, "source": source, "kind": "still", "album_id": "a", "size_bytes": 1,
-            "format": "jpeg", "width": 10, "height": 10, "status": status, "faces": 0}
+    return {
+        "asset_id": sha,
+        "source": source,
+        "kind": "still",
+        "album_id": "a",
+        "size_bytes": 1,
+        "format": "jpeg",
+        "width": 10,
+        "height": 10,
+        "status": status,
+        "faces": 0,
+    }
 
 
 def publish(manifest, run_id, albums=(), assets=(), **info):
     staging = manifest.staging(run_id)
     staging.write("albums", "part", [dict(a, run_id=run_id) for a in albums])
     staging.write("assets", "part", [dict(a, run_id=run_id) for a in assets])
-    return manifest.publish(staging, {"config_hash": "c0", "model_ids": {"det": "m1"}, "counts": {"stills": len(assets)}, **info})
+    return manifest.publish(
+        staging, {"config_hash": "c0", "model_ids": {"det": "m1"}, "counts": {"stills": len(assets)}, **info}
+    )
 
 
 def test_each_publish_is_a_version_with_its_metadata(tmp_path):
@@ -46,11 +59,11 @@ def test_each_publish_is_a_version_with_its_metadata(tmp_path):
 def test_time_travel_by_date(tmp_path):
     m = Manifest(tmp_path)
     publish(m, "r0", [album("a")], [asset("s1", "a/1.jpg")])
-    between = dt.datetime.now(dt.timezone.utc)
+    between = dt.datetime.now(dt.UTC)
     time.sleep(0.05)
     publish(m, "r1", [], [asset("s2", "a/2.jpg")])
     assert set(m.read("assets", as_of=between)["asset_id"]) == {"s1"}
-    assert set(m.read("assets", as_of=dt.datetime.now(dt.timezone.utc))["asset_id"]) == {"s1", "s2"}
+    assert set(m.read("assets", as_of=dt.datetime.now(dt.UTC))["asset_id"]) == {"s1", "s2"}
     with pytest.raises(ManifestError, match="no manifest version was published"):
         m.read("assets", as_of="2001-01-01")
     with pytest.raises(ManifestError, match="no manifest version 7"):
@@ -92,8 +105,8 @@ def test_a_publisher_killed_midway_leaves_no_partial_version_and_is_rolled_forwa
     # SIGKILL right after the assets table got this run's commit, before the runs row.
     proc = _publish_in_subprocess(tmp_path, "killed", 3, {"TOONFACE_FAULT_KILL_AFTER_COMMIT": "assets"})
     assert proc.wait(60) == -9
-    assert len(DeltaTable(str(m.table_path("assets"))).to_pandas()) == 4   # rows are on disk ...
-    assert m.latest_version() == 0 and len(m.read("assets")) == 1            # ... but not visible
+    assert len(DeltaTable(str(m.table_path("assets"))).to_pandas()) == 4  # rows are on disk ...
+    assert m.latest_version() == 0 and len(m.read("assets")) == 1  # ... but not visible
     # The next publisher rolls the killed run forward first, then publishes its own.
     assert publish(m, "r2", [], [asset("s9", "a/9.jpg")]) == 2
     hist = m.history()
@@ -133,6 +146,7 @@ def test_a_run_after_a_half_published_run_whose_staging_was_deleted_keeps_its_ow
     proc = _publish_in_subprocess(tmp_path, "killed", 3, {"TOONFACE_FAULT_KILL_AFTER_COMMIT": "assets"})
     assert proc.wait(60) == -9
     import shutil
+
     shutil.rmtree(m.root / "staging" / "killed")  # what a user did by hand to unblock the root
     # r2 gets the manifest version the killed run had reached: its own commits must still be made.
     assert publish(m, "r2", [album("c")], [asset("s9", "a/9.jpg")]) == 1

@@ -1,5 +1,6 @@
 """The deployment path as a user runs it: a real Prefect server, a process worker, prefect.yaml's
 `ingest/nightly`, `prefect deployment run`; and scale-out on a real (local) Dask cluster."""
+
 import json
 import os
 import subprocess
@@ -16,8 +17,9 @@ pytestmark = pytest.mark.slow
 
 def prefect_cli(*args, timeout=600):
     prefect = str(Path(os.sys.executable).parent / "prefect")
-    return subprocess.run([prefect, *args], cwd=PROJECT, capture_output=True, text=True, timeout=timeout,
-                          env=os.environ.copy())
+    return subprocess.run(
+        [prefect, *args], cwd=PROJECT, capture_output=True, text=True, timeout=timeout, env=os.environ.copy()
+    )
 
 
 def test_nightly_deployment_is_scheduled_and_runs_on_the_worker(prefect_server, tmp_path):
@@ -29,9 +31,18 @@ def test_nightly_deployment_is_scheduled_and_runs_on_the_worker(prefect_server, 
     data = tmp_path / "data"
     # Settings go in as the flow's `config` parameter, JSON; 320 px detection and one episode per
     # album make the run a third of its default time here.
-    run = prefect_cli("deployment", "run", "ingest/nightly", "--watch",
-                      "--param", f"library={library}", "--param", f"data_root={data}",
-                      "--param", 'config={"detector_size": 320, "episodes_per_album": 1}')
+    run = prefect_cli(
+        "deployment",
+        "run",
+        "ingest/nightly",
+        "--watch",
+        "--param",
+        f"library={library}",
+        "--param",
+        f"data_root={data}",
+        "--param",
+        'config={"detector_size": 320, "episodes_per_album": 1}',
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "Completed" in run.stdout
 
@@ -57,14 +68,35 @@ def test_ingest_on_a_dask_cluster(prefect_server, tmp_path):
     # Workers are separate processes started now, so they inherit PREFECT_API_URL of the server.
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         out = subprocess.run(
-            [os.sys.executable, "-m", "pipeline.cli", "ingest", "--library", str(library), "--data-root", str(data),
-             "--task-runner", cluster.scheduler_address, "--set", "detector_size=320",
-             "--set", "episodes_per_album=1"],
-            cwd=PROJECT, capture_output=True, text=True, timeout=600, env=os.environ.copy())
+            [
+                os.sys.executable,
+                "-m",
+                "toonface.cli",
+                "ingest",
+                "--library",
+                str(library),
+                "--data-root",
+                str(data),
+                "--task-runner",
+                cluster.scheduler_address,
+                "--set",
+                "detector_size=320",
+                "--set",
+                "episodes_per_album=1",
+            ],
+            cwd=PROJECT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=os.environ.copy(),
+        )
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
         with Client(cluster.scheduler_address) as client:
             done = client.run_on_scheduler(
-                lambda dask_scheduler: sorted({k if isinstance(k, str) else str(k) for k in dask_scheduler.task_prefixes}))
+                lambda dask_scheduler: sorted(
+                    {k if isinstance(k, str) else str(k) for k in dask_scheduler.task_prefixes}
+                )
+            )
     assert any("shard" in name for name in done), done  # the shards ran on the cluster
     counts = json.loads(Manifest(data).history()["counts"][0])
     assert counts["episodes"] == 2 and counts["crops_kept"] > 0  # one sampled episode per album

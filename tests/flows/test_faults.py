@@ -3,6 +3,7 @@
 Every kill is a real SIGKILL of a real `toonface` process (fault injection in the publisher); the
 rerun's dataset is compared table by table with an uninterrupted run's.
 """
+
 import json
 import os
 import shutil
@@ -55,8 +56,14 @@ def with_caches_of(clean: Path, data: Path) -> Path:
 
 def toonface(*args: str, fault: str | None = None) -> int:
     env = {**os.environ, **({"TOONFACE_FAULT_KILL_AFTER_COMMIT": fault} if fault else {})}
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=PROJECT, env=env,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600).returncode
+    return subprocess.run(
+        [sys.executable, "-m", "toonface.cli", *args],
+        cwd=PROJECT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=600,
+    ).returncode
 
 
 def index_ids(data: Path) -> list[str]:
@@ -66,17 +73,18 @@ def index_ids(data: Path) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("point", INGEST_POINTS)
-def test_an_ingest_killed_at_any_commit_point_is_rolled_forward_by_the_next_run(library, uninterrupted, tmp_path,
-                                                                               point):
+def test_an_ingest_killed_at_any_commit_point_is_rolled_forward_by_the_next_run(
+    library, uninterrupted, tmp_path, point
+):
     data = with_caches_of(uninterrupted, tmp_path / "data")
     settings = [f"--set={key}={value}" for key, value in MECHANICS.items()]
     assert toonface("ingest", "--library", str(library), "--data-root", str(data), *settings, fault=point) == -9
     summary = ingest(library=str(library), data_root=str(data), config=MECHANICS)
     m = Manifest(data)
     assert list(m.history()["manifest_version"]) == [0, 1] and summary["manifest_version"] == 1
-    assert set(json.loads(m.history()["rows_added"][1]).values()) <= {0}   # the rerun found it all published
+    assert set(json.loads(m.history()["rows_added"][1]).values()) <= {0}  # the rerun found it all published
     assert set(table_differences(uninterrupted, data).values()) == {0}
-    assert sorted(index_ids(data)) == sorted(index_ids(uninterrupted))     # each crop indexed once
+    assert sorted(index_ids(data)) == sorted(index_ids(uninterrupted))  # each crop indexed once
     assert list((data / "manifest" / "staging").iterdir()) == []
 
 
@@ -100,7 +108,7 @@ def test_a_merge_killed_at_any_commit_point_is_rolled_forward_by_the_next_merge(
     shutil.copytree(decided, data)
     assert merge_decisions(clean) == 1
     assert toonface("annotate", "merge", "--data-root", str(data), fault=point) == -9
-    assert merge_decisions(data) == 1        # rolled forward as version 1; nothing left to publish
+    assert merge_decisions(data) == 1  # rolled forward as version 1; nothing left to publish
     assert len(Manifest(data).read("labels")) == len(Manifest(clean).read("labels")) > 0
     assert set(table_differences(clean, data).values()) == {0}
 
@@ -128,8 +136,23 @@ def _start_ingest(library: Path, data: Path, *extra: str) -> subprocess.Popen:
     """`toonface ingest` as a scheduler runs it: output captured, no Prefect server configured (so it
     starts its own temporary one)."""
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    cmd = [sys.executable, "-m", "pipeline.cli", "ingest", "--library", str(library), "--data-root", str(data),
-           "--set", "detector_size=320", "--set", "stills_per_shard=2", "--task-runner", "thread:1", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "toonface.cli",
+        "ingest",
+        "--library",
+        str(library),
+        "--data-root",
+        str(data),
+        "--set",
+        "detector_size=320",
+        "--set",
+        "stills_per_shard=2",
+        "--task-runner",
+        "thread:1",
+        *extra,
+    ]
     return subprocess.Popen(cmd, cwd=PROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 

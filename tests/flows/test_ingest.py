@@ -1,4 +1,5 @@
 """The ingest flow end to end, against a real Prefect server, real ffmpeg and real Delta tables."""
+
 import json
 import os
 import shutil
@@ -18,7 +19,7 @@ from models.precision import resolve_precision
 from pipeline.annotate.catalogue import load_catalogue
 from pipeline.annotate.merge import merge_decisions
 from pipeline.annotate.service import AnnotationService, Settings
-from pipeline.identity import faces_with_current_prelabels
+from pipeline.identity.published import faces_with_current_prelabels
 from pipeline.sample import make_sample_library
 from tests.conftest import CAVA_DEXTER, PROJECT, VIDEOS
 
@@ -101,6 +102,7 @@ def test_sample_library_becomes_a_manifest_with_real_detections(sample_library, 
     assert summary["contact_sheet"] and Path(summary["contact_sheet"]).exists()
 
 
+@pytest.mark.shared_data
 def test_rerun_adds_nothing_and_a_new_episode_adds_only_its_frames(sample_library, tmp_path):
     library = copy_library(sample_library, tmp_path / "lib")
     data = str(tmp_path / "data")
@@ -135,11 +137,11 @@ def test_faces_published_before_their_characters_are_prelabelled_when_the_refere
     m = Manifest(data)
     night_1 = m.read("faces")
     assert night_1["prelabel"].isna().all() and m.read("identities").empty
-    assert not load_catalogue(data).candidates                 # nothing to verify
+    assert not load_catalogue(data).candidates  # nothing to verify
 
-    albums_file.write_text(with_characters)                    # night 2: Hana and Kai, with typical images
+    albums_file.write_text(with_characters)  # night 2: Hana and Kai, with typical images
     second = ingest(library=str(library), data_root=str(data), config=MECHANICS)
-    assert second["counts"].get("images_analysed", 0) == 2     # the two typical images; nothing published again
+    assert second["counts"].get("images_analysed", 0) == 2  # the two typical images; nothing published again
     updates = m.read("prelabels")
     assert len(updates) == second["counts"]["prelabels_updated"] > 0
     assert set(updates["face_id"]) <= set(night_1["face_id"]) and (updates["run_id"] == second["run_id"]).all()
@@ -179,15 +181,16 @@ def test_faces_people_verified_become_references_of_the_next_night(sample_librar
     calibration = json.loads(m.history()["calibration"][2])
     assert calibration["verified_references"] == 2 and calibration["references"] == typical + 2
     identities = m.read("identities")
-    faces_as_references = {f for row in identities[identities["run_id"] == second["run_id"]]["reference_faces"]
-                           for f in json.loads(row)}
+    faces_as_references = {
+        f for row in identities[identities["run_id"] == second["run_id"]]["reference_faces"] for f in json.loads(row)
+    }
     assert set(chosen) <= faces_as_references
     # A verified face would match itself now: its pre-label stays the one people judged, so the
     # pre-label report still measures real pre-labels (both were right: precision 1).
     assert not set(m.read("prelabels")["face_id"]) & set(chosen)
     assert faces_with_current_prelabels(m).set_index("face_id").loc[chosen, "prelabel"].tolist() == before
     assert calibration["prelabel_vs_verified"]["precision"] == 1.0
-    assert calibration["prelabel_vs_verified"]["sample"]["judged"] == 2   # judged in random order
+    assert calibration["prelabel_vs_verified"]["sample"]["judged"] == 2  # judged in random order
 
     third = ingest(library=str(sample_library), data_root=str(data), config={**MECHANICS, "verified_references": False})
     calibration = json.loads(m.history()["calibration"][3])
@@ -210,12 +213,15 @@ def test_crops_published_without_an_embedder_are_indexed_by_the_next_one(sample_
 
     # The next night the identity stage is on, and a re-encoded copy of a published still arrives.
     stills = library / "sunny_school" / "stills"
-    cv2.imwrite(str(stills / "still_03_copy.jpg"), cv2.imread(str(stills / "still_03.jpg")),
-                [cv2.IMWRITE_JPEG_QUALITY, 85])
+    cv2.imwrite(
+        str(stills / "still_03_copy.jpg"), cv2.imread(str(stills / "still_03.jpg")), [cv2.IMWRITE_JPEG_QUALITY, 85]
+    )
     second = ingest(library=str(library), data_root=str(data), config=MECHANICS)
     assert second["counts"]["published_crops_indexed"] == indexable > 0
     assets = m.read("assets")
-    copy_asset = assets.loc[assets["source"] == "sunny_school/still_03_copy.jpg", "asset_id"].iloc[0]
+    copy_asset = assets.loc[  # noqa: F841 (read by the query below)
+        assets["source"] == "sunny_school/still_03_copy.jpg", "asset_id"
+    ].iloc[0]
     copies = m.read("faces").query("asset_id == @copy_asset")
     assert len(copies) > 0 and (copies["drop_reason"] == "near_duplicate").all()
     assert copies["duplicate_of"].isin(night_1["face_id"]).all()  # a crop published the night before
@@ -228,11 +234,25 @@ def test_crops_published_without_an_embedder_are_indexed_by_the_next_one(sample_
 def test_a_run_killed_midway_then_rerun_is_complete_without_duplicates(sample_library, tmp_path):
     library = copy_library(sample_library, tmp_path / "lib")
     data = tmp_path / "data"
-    cmd = [sys.executable, "-m", "pipeline.cli", "ingest", "--library", str(library), "--data-root", str(data),
-           "--set", "stills_per_shard=1", "--set", f"detector_size={MECHANICS['detector_size']}",
-           "--task-runner", "thread:1"]
-    proc = subprocess.Popen(cmd, cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "toonface.cli",
+        "ingest",
+        "--library",
+        str(library),
+        "--data-root",
+        str(data),
+        "--set",
+        "stills_per_shard=1",
+        "--set",
+        f"detector_size={MECHANICS['detector_size']}",
+        "--task-runner",
+        "thread:1",
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     staging = data / "manifest" / "staging"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and len(list(staging.glob("*/assets/*.parquet"))) < 3:
@@ -252,10 +272,11 @@ def test_a_run_killed_midway_then_rerun_is_complete_without_duplicates(sample_li
     assert [p.name for p in staging.iterdir()] == []  # the dead run's staging was cleaned up
 
 
+@pytest.mark.shared_data
 def test_a_folder_of_real_cartoon_frames_as_stills(tmp_path):
     """CAVA Dexter's Laboratory val frames as a plain folder of stills, through our RetinaNet."""
+    from models.det_metrics import box_iou
     from models.detector import load_detector
-    from models.eval_detector import box_iou
     from pipeline.detect import DEFAULT_DETECTOR_WEIGHTS
 
     # every fourth val frame (50 of 200), linked into a folder: the same check in a quarter of the time
@@ -275,6 +296,7 @@ def test_a_folder_of_real_cartoon_frames_as_stills(tmp_path):
     assert json.loads(m.history().iloc[0]["model_ids"])["retinanet"] == model_id
     # and it finds most of the labelled faces (animeface found 7 of all 307 in the 200 val frames)
     import pandas as pd
+
     truth = pd.read_csv(CAVA_DEXTER / "boxes.csv").query("split == 'val'")
     truth["source"] = truth["image"].str.rsplit("/", n=1).str[-1]
     truth = truth[truth["source"].isin([p.name for p in stills.iterdir()])]
@@ -284,11 +306,18 @@ def test_a_folder_of_real_cartoon_frames_as_stills(tmp_path):
     for name, t in truth.groupby("source"):
         f = found[found["source"] == name]
         if len(f):
-            matched += int((box_iou(t[["x1", "y1", "x2", "y2"]].to_numpy(float),
-                                    f[["x1", "y1", "x2", "y2"]].to_numpy(float)).max(1) >= 0.5).sum())
+            matched += int(
+                (
+                    box_iou(
+                        t[["x1", "y1", "x2", "y2"]].to_numpy(float), f[["x1", "y1", "x2", "y2"]].to_numpy(float)
+                    ).max(1)
+                    >= 0.5
+                ).sum()
+            )
     assert matched >= 0.5 * len(truth), matched
 
 
+@pytest.mark.shared_data
 def test_broken_episodes_become_rows_with_reasons(tmp_path):
     episodes = tmp_path / "lib" / "show" / "episodes"
     episodes.mkdir(parents=True)

@@ -1,5 +1,6 @@
 """Web sources through the ingest flow, against a real HTTP server on 127.0.0.1: an encyclopedia
 category page, typical images, a Bing-shaped search page, images (some broken or forbidden)."""
+
 import collections
 import html
 import json
@@ -9,16 +10,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import cv2
-import numpy as np
 import pytest
 
 from data_manifest import Manifest
 from flows.ingest import ingest
 from pipeline.config import IngestConfig
+from pipeline.runner import RunContext
 from pipeline.sample import make_still_image
-from pipeline.shards import RunContext
 from pipeline.sources.library import Album
-from pipeline.web import downloader_for, encyclopedia_listing
+from pipeline.web_crawl import encyclopedia_listing
+from pipeline.web_fetch import Fetcher
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -77,15 +78,20 @@ class Site:
             # on the first, Kai on the second, whose "next" link lies (it points to itself).
             second = parse_qs(url.query).get("pagefrom") == ["Kai"]
             name = "Kai" if second else "Hana"
-            paging = ('(<a href="/wiki/Category:Characters?pageuntil=Kai#mw-pages">previous 200</a>) '
-                      '(<a href="/wiki/Category:Characters?pagefrom=Kai#mw-pages">next 200</a>)' if second else
-                      '(previous 200) (<a href="/wiki/Category:Characters?pagefrom=Kai#mw-pages">next 200</a>)')
-            page = (f'<html><head><meta name="generator" content="MediaWiki 1.19.24"></head>'
-                    f'<body class="mediawiki ns-14"><h1 id="firstHeading">Category:Characters</h1>'
-                    f'<div class="category-gallery"><div class="category-gallery-item"><a href="/wiki/{name}" '
-                    f'title="{name}"><img src="/img/{name}.jpg" width="200"></a></div></div>'
-                    f'<div id="mw-pages">{paging}<ul><li><a href="/wiki/{name}" title="{name}">{name}</a></li></ul>'
-                    f'</div></body></html>')
+            paging = (
+                '(<a href="/wiki/Category:Characters?pageuntil=Kai#mw-pages">previous 200</a>) '
+                '(<a href="/wiki/Category:Characters?pagefrom=Kai#mw-pages">next 200</a>)'
+                if second
+                else '(previous 200) (<a href="/wiki/Category:Characters?pagefrom=Kai#mw-pages">next 200</a>)'
+            )
+            page = (
+                f'<html><head><meta name="generator" content="MediaWiki 1.19.24"></head>'
+                f'<body class="mediawiki ns-14"><h1 id="firstHeading">Category:Characters</h1>'
+                f'<div class="category-gallery"><div class="category-gallery-item"><a href="/wiki/{name}" '
+                f'title="{name}"><img src="/img/{name}.jpg" width="200"></a></div></div>'
+                f'<div id="mw-pages">{paging}<ul><li><a href="/wiki/{name}" title="{name}">{name}</a></li></ul>'
+                f"</div></body></html>"
+            )
             return 200, "text/html; charset=utf-8", page.encode()
         if url.path == "/wiki/Changed":
             return 200, "text/html", b"<html><body><p>We moved everything around.</p></body></html>"
@@ -96,11 +102,15 @@ class Site:
             query = parse_qs(url.query)["q"][0]
             name = query.split()[0]
             seed = CHARACTERS[name] * 10
-            tiles = [f"/web/{seed + i}.jpg" for i in range(3)] + ["/web/broken.jpg", "/private/secret.jpg",
-                                                                  "/web/missing.jpg"]
+            tiles = [f"/web/{seed + i}.jpg" for i in range(3)] + [
+                "/web/broken.jpg",
+                "/private/secret.jpg",
+                "/web/missing.jpg",
+            ]
             body = "".join(
                 f'<li><div class="imgpt"><a class="iusc" m="{html.escape(json.dumps({"murl": self.base + t, "turl": self.base + t, "purl": self.base + "/p", "t": name}))}"></a></div></li>'
-                for t in tiles)
+                for t in tiles
+            )
             return 200, "text/html", f"<html><body><ul>{body}</ul></body></html>".encode()
         if url.path == "/web/broken.jpg":
             return 200, "image/jpeg", b"<html>not an image</html>"
@@ -126,19 +136,23 @@ def albums_file(tmp_path, site):
         "  - id: toon\n"
         "    name: Toon Town\n"
         f"    encyclopedia: [{site.base}/wiki/Category:Characters, {site.base}/wiki/Changed]\n"
-        f"    search: [{{engine: bing, url: '{site.base}/images/search'}}]\n")
+        f"    search: [{{engine: bing, url: '{site.base}/images/search'}}]\n"
+    )
     return path
 
 
 # Detector batches of 4: the 6 searched images are analysed as one full batch and one partial one.
-CONFIG = {"web_allow_private_hosts": ["127.0.0.1"], "web_min_interval_s": 0.0, "web_timeout_s": 10,
-          "detect_batch_size": 4}
+CONFIG = {
+    "web_allow_private_hosts": ["127.0.0.1"],
+    "web_min_interval_s": 0.0,
+    "web_timeout_s": 10,
+    "detect_batch_size": 4,
+}
 
 
 def test_characters_references_and_searched_images(tmp_path, site):
     data = tmp_path / "data"
-    summary = ingest(library=str(tmp_path), albums=str(albums_file(tmp_path, site)), data_root=str(data),
-                     config=CONFIG)
+    summary = ingest(library=str(tmp_path), albums=str(albums_file(tmp_path, site)), data_root=str(data), config=CONFIG)
     m = Manifest(data)
     characters = m.read("characters").set_index("name")
     assert sorted(characters.index) == ["Hana", "Kai"]
@@ -190,11 +204,33 @@ def test_a_crawl_killed_midway_resumes_without_fetching_stored_images_again(tmp_
     site.delay_s = 0.4  # slow images, so the kill lands mid-download
     albums = albums_file(tmp_path, site)
     data = tmp_path / "data"
-    overrides = ["--set", 'web_allow_private_hosts=["127.0.0.1"]', "--set", "web_min_interval_s=0",
-                 "--set", "web_max_workers=1"]
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "ingest", "--library", str(tmp_path),
-                             "--albums", str(albums), "--data-root", str(data), *overrides],
-                            cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    overrides = [
+        "--set",
+        'web_allow_private_hosts=["127.0.0.1"]',
+        "--set",
+        "web_min_interval_s=0",
+        "--set",
+        "web_max_workers=1",
+    ]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "toonface.cli",
+            "ingest",
+            "--library",
+            str(tmp_path),
+            "--albums",
+            str(albums),
+            "--data-root",
+            str(data),
+            *overrides,
+        ],
+        cwd=PROJECT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and sum(p.startswith("/web/") for p in site.requests) < 3:
         time.sleep(0.05)
@@ -216,10 +252,10 @@ def test_a_listing_is_followed_up_to_the_page_limit(tmp_path, site):
     album = Album("toon", "Toon Town", encyclopedia=(f"{site.base}/wiki/Category:Characters",))
 
     def read(max_pages):
-        counts, downloads = collections.Counter(), []
         ctx = RunContext(str(tmp_path), "run", IngestConfig.from_dict({**CONFIG, "encyclopedia_max_pages": max_pages}))
-        found = encyclopedia_listing(album.encyclopedia[0], downloader_for(ctx), album, ctx, downloads, counts)
-        return [c.name for c in found], counts, downloads
+        fetcher = Fetcher(ctx, album.album_id, collections.Counter())
+        found = encyclopedia_listing(album.encyclopedia[0], fetcher, max_pages)
+        return [c.name for c in found], fetcher.counts, fetcher.downloads
 
     names, counts, downloads = read(1)
     assert names == ["Hana"] and counts["drop.encyclopedia.page_limit"] == 1 and len(downloads) == 1
@@ -235,7 +271,8 @@ def test_a_trickling_server_a_crashing_page_and_a_stop_cost_their_own_rows_only(
     albums.write_text(
         "albums:\n  - id: toon\n    name: Toon Town\n"
         f"    encyclopedia: [{site.base}/wiki/Category:Characters]\n"
-        f"    search: [{{engine: bing, url: '{site.base}/images/search'}}]\n")
+        f"    search: [{{engine: bing, url: '{site.base}/images/search'}}]\n"
+    )
     urls = tmp_path / "urls.csv"
     urls.write_text(f"url\n{site.base}/web/trickle.jpg\n{site.base}/web/40.jpg\n")
     import hashlib
@@ -246,8 +283,12 @@ def test_a_trickling_server_a_crashing_page_and_a_stop_cost_their_own_rows_only(
     text = albums.read_text() + f"    url_lists: [{urls}]\n"
     albums.write_text(text)
     started = time.monotonic()
-    summary = ingest(library=str(tmp_path), albums=str(albums), data_root=str(tmp_path / "data"),
-                     config={**CONFIG, "web_timeout_s": 2})
+    summary = ingest(
+        library=str(tmp_path),
+        albums=str(albums),
+        data_root=str(tmp_path / "data"),
+        config={**CONFIG, "web_timeout_s": 2},
+    )
     downloads = Manifest(tmp_path / "data").read("downloads").set_index("url")
     assert downloads.loc[f"{site.base}/web/trickle.jpg", "reason"] == "timeout"
     crashed = downloads[downloads["reason"] == "internal_error"]
@@ -267,11 +308,32 @@ def test_sigterm_abandons_downloads_in_flight_within_seconds(tmp_path, site):
 
     site.delay_s = 120  # every searched image hangs before its headers
     data = tmp_path / "data"
-    overrides = ["--set", 'web_allow_private_hosts=["127.0.0.1"]', "--set", "web_min_interval_s=0",
-                 "--set", "web_timeout_s=300"]
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "ingest", "--library", str(tmp_path),
-                             "--albums", str(albums_file(tmp_path, site)), "--data-root", str(data), *overrides],
-                            cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    overrides = [
+        "--set",
+        'web_allow_private_hosts=["127.0.0.1"]',
+        "--set",
+        "web_min_interval_s=0",
+        "--set",
+        "web_timeout_s=300",
+    ]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "toonface.cli",
+            "ingest",
+            "--library",
+            str(tmp_path),
+            "--albums",
+            str(albums_file(tmp_path, site)),
+            "--data-root",
+            str(data),
+            *overrides,
+        ],
+        cwd=PROJECT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not any(p.startswith("/images/search") for p in site.requests):
         time.sleep(0.05)

@@ -1,4 +1,5 @@
 """Averaging detector weights: the tensor mean of one architecture's files, with a record of its inputs."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,8 @@ from safetensors.torch import load_file
 
 from models.average_detector import average_detectors
 from models.detector import build_retinanet, load_detector, save_detector
-from pipeline import cli
 from pipeline.detect import DEFAULT_DETECTOR_WEIGHTS
+from toonface import cli
 
 SIZE = 256
 
@@ -24,8 +25,14 @@ def random_detector(tmp_path, name: str, seed: int, backbone: str = "resnet18", 
                 m.running_mean.normal_()
                 m.running_var.uniform_(0.5, 2.0)
     path = tmp_path / name
-    save_detector(model, path, backbone=backbone, size=SIZE, score_threshold=0.4,
-                  meta={"recipe": {"seed": seed}, "history": [{"epoch": 1}], **meta})
+    save_detector(
+        model,
+        path,
+        backbone=backbone,
+        size=SIZE,
+        score_threshold=0.4,
+        meta={"recipe": {"seed": seed}, "history": [{"epoch": 1}], **meta},
+    )
     return str(path)
 
 
@@ -60,8 +67,9 @@ def test_a_file_averaged_with_itself_is_unchanged():
     from pathlib import Path
 
     with tempfile.TemporaryDirectory() as d:
-        out = average_detectors([DEFAULT_DETECTOR_WEIGHTS, DEFAULT_DETECTOR_WEIGHTS], Path(d) / "same.safetensors",
-                                threshold=0.5)
+        out = average_detectors(
+            [DEFAULT_DETECTOR_WEIGHTS, DEFAULT_DETECTOR_WEIGHTS], Path(d) / "same.safetensors", threshold=0.5
+        )
         shipped, same = load_detector(DEFAULT_DETECTOR_WEIGHTS), load_detector(out)
         assert same.model_id == shipped.model_id and same.size == shipped.size
         assert same.score_threshold == 0.5

@@ -1,4 +1,5 @@
 """Box sources in the three formats, and the training augmentation's geometry."""
+
 from __future__ import annotations
 
 import json
@@ -7,13 +8,22 @@ import cv2
 import numpy as np
 import pytest
 
-from models.det_data import (BoxedImage, augment, letterbox_with_boxes, parse_source, read_boxes_file, read_cava,
-                             read_coco, read_yolo)
+from models.det_data import (
+    BoxedImage,
+    augment,
+    letterbox_with_boxes,
+    parse_source,
+    read_boxes_file,
+    read_cava,
+    read_coco,
+    read_yolo,
+)
 from tests.conftest import CAVA_DEXTER, SHARED
 
 ICF = SHARED / "data" / "icartoonface_det"
 
 
+@pytest.mark.shared_data
 def test_yolo_val_set_reads_every_image_and_box():
     items = read_yolo(ICF / "images" / "val", ICF / "labels" / "val")
     assert len(items) == 200 and sum(len(i.boxes) for i in items) == 361
@@ -24,6 +34,7 @@ def test_yolo_val_set_reads_every_image_and_box():
     assert boxes[:, [0, 2]].max() <= w + 1 and boxes[:, [1, 3]].max() <= h + 1
 
 
+@pytest.mark.shared_data
 def test_cava_split_and_coco_give_the_same_pixels(tmp_path):
     val = read_cava(CAVA_DEXTER / "boxes.csv", split="val")
     assert len(val) == 200 and sum(len(i.boxes) for i in val) == 307
@@ -33,8 +44,15 @@ def test_cava_split_and_coco_give_the_same_pixels(tmp_path):
     for n, item in enumerate(val[:20]):
         doc["images"].append({"id": n, "file_name": str(item.path.relative_to(CAVA_DEXTER))})
         for x1, y1, x2, y2 in item.boxes:
-            doc["annotations"].append({"id": len(doc["annotations"]), "image_id": n, "category_id": 1,
-                                       "bbox": [x1, y1, x2 - x1, y2 - y1], "iscrowd": 0})
+            doc["annotations"].append(
+                {
+                    "id": len(doc["annotations"]),
+                    "image_id": n,
+                    "category_id": 1,
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "iscrowd": 0,
+                }
+            )
     path = tmp_path / "val.json"
     path.write_text(json.dumps(doc))
     coco = read_coco(path, CAVA_DEXTER)
@@ -76,7 +94,7 @@ def test_augmented_boxes_still_cover_the_drawn_faces():
         assert out.shape == (256, 256, 3) and out.dtype == np.uint8
         assert ((b >= 0) & (b <= 256)).all()
         for x1, y1, x2, y2 in np.round(b).astype(int):
-            inner = out[y1 + 2:y2 - 2, x1 + 2:x2 - 2].astype(float).mean()
+            inner = out[y1 + 2 : y2 - 2, x1 + 2 : x2 - 2].astype(float).mean()
             assert inner > 120, (seed, inner)
         kept_total += len(b)
     assert kept_total >= 20  # most views keep faces

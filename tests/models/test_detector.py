@@ -1,4 +1,5 @@
 """The RetinaNet detector: batched post-processing equals torchvision's, files round-trip, shipped weights work."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,10 +7,22 @@ import pytest
 import torch
 
 from models.det_data import read_cava, read_yolo
-from models.detector import (BACKBONES, FaceDetector, anchors_for, batched_postprocess, build_retinanet, head_outputs,
-                             init_from_embedder, letterbox, level_sizes, load_detector, normalise, save_detector,
-                             to_tensor)
-from models.eval_detector import box_iou
+from models.det_metrics import box_iou
+from models.detector import (
+    BACKBONES,
+    FaceDetector,
+    anchors_for,
+    batched_postprocess,
+    build_retinanet,
+    head_outputs,
+    init_from_embedder,
+    letterbox,
+    level_sizes,
+    load_detector,
+    normalise,
+    save_detector,
+    to_tensor,
+)
 from pipeline.detect import DEFAULT_DETECTOR_WEIGHTS
 from tests.conftest import CAVA_DEXTER, PROJECT, SHARED
 
@@ -19,8 +32,10 @@ SIZE = 256
 
 def torchvision_reference(model, cls_logits, bbox_regression, anchors, levels, n):
     """What torchvision's RetinaNet.forward does after the heads, per image."""
-    split = {"cls_logits": list(cls_logits.split(levels, dim=1)),
-             "bbox_regression": list(bbox_regression.split(levels, dim=1))}
+    split = {
+        "cls_logits": list(cls_logits.split(levels, dim=1)),
+        "bbox_regression": list(bbox_regression.split(levels, dim=1)),
+    }
     per_image_anchors = [list(anchors.split(levels)) for _ in range(n)]
     return model.postprocess_detections(split, per_image_anchors, [(SIZE, SIZE)] * n)
 
@@ -64,6 +79,7 @@ def test_batched_postprocess_equals_torchvision(num_classes):
     assert_same(ours, reference)
 
 
+@pytest.mark.shared_data
 def test_fast_forward_equals_stock_torchvision_forward():
     """The whole fast path (uint8 batch -> normalise -> heads -> batched post-processing) against the
     stock model's own forward on the same letterboxed images, with the shipped weights."""
@@ -82,6 +98,7 @@ def test_fast_forward_equals_stock_torchvision_forward():
         torch.testing.assert_close(m[:, 4], ref["scores"][keep], rtol=0, atol=1e-3)
 
 
+@pytest.mark.shared_data
 def test_folding_the_norms_into_the_convolutions_changes_nothing_but_rounding():
     """load_detector folds the body's BatchNorms into its convolutions for inference; the network with
     its norms (as stored and trained) gives the same head outputs on real val images."""
@@ -101,6 +118,7 @@ def test_folding_the_norms_into_the_convolutions_changes_nothing_but_rounding():
         torch.testing.assert_close(x[:, :5], y[:, :5], rtol=0, atol=0.01)
 
 
+@pytest.mark.shared_data
 def test_bf16_finds_the_same_faces_as_fp32():
     """bf16 (what "auto" runs on CUDA and on CPUs with native bf16; forced here, so any CPU checks it)
     moves boxes and scores a little and nothing more, on real val images."""
@@ -110,8 +128,10 @@ def test_bf16_finds_the_same_faces_as_fp32():
     bf16 = load_detector(DEFAULT_DETECTOR_WEIGHTS, precision="bf16")
     assert (fp32.precision, bf16.precision) == ("fp32", "bf16") and fp32.model_id == bf16.model_id
     overlaps = []
-    for a, b in zip(fp32.detect_many(images, batch_size=8, score_threshold=0.3),
-                    bf16.detect_many(images, batch_size=8, score_threshold=0.3)):
+    for a, b in zip(
+        fp32.detect_many(images, batch_size=8, score_threshold=0.3),
+        bf16.detect_many(images, batch_size=8, score_threshold=0.3),
+    ):
         a = a[a[:, 4] >= 0.5]
         if len(a):
             iou = box_iou(a[:, :4], b[:, :4])
@@ -123,6 +143,7 @@ def test_bf16_finds_the_same_faces_as_fp32():
     assert (overlaps >= 0.9).mean() >= 0.9, overlaps  # nearly all in the same place
 
 
+@pytest.mark.shared_data
 def test_shipped_weights_find_the_faces_of_real_val_images():
     # CAVA val frames: shows whose val frames were never trained on (recall at the threshold ~0.7).
     det = load_detector(DEFAULT_DETECTOR_WEIGHTS)
@@ -144,6 +165,7 @@ def test_shipped_weights_find_the_faces_of_real_val_images():
     assert matched >= total // 2, (matched, total)
 
 
+@pytest.mark.shared_data
 def test_boxes_come_back_in_original_pixels():
     det = load_detector(DEFAULT_DETECTOR_WEIGHTS)
     img = read_yolo(ICF / "images" / "val", ICF / "labels" / "val")[1].load()[0]
@@ -155,6 +177,7 @@ def test_boxes_come_back_in_original_pixels():
     assert iou.max(1).min() > 0.8
 
 
+@pytest.mark.shared_data
 def test_another_input_size_is_part_of_the_model_id_and_finds_the_same_faces():
     stored = load_detector(DEFAULT_DETECTOR_WEIGHTS)
     larger = load_detector(DEFAULT_DETECTOR_WEIGHTS, size=stored.size + 128)
@@ -180,14 +203,27 @@ def test_another_input_size_is_part_of_the_model_id_and_finds_the_same_faces():
 def test_save_load_round_trip_keeps_the_id(tmp_path):
     torch.manual_seed(1)
     model = build_retinanet("resnet18", SIZE)
-    path = save_detector(model, tmp_path / "d.safetensors", backbone="resnet18", size=SIZE, score_threshold=0.4,
-                         meta={"recipe": {"epochs": 0}})
+    path = save_detector(
+        model,
+        tmp_path / "d.safetensors",
+        backbone="resnet18",
+        size=SIZE,
+        score_threshold=0.4,
+        meta={"recipe": {"epochs": 0}},
+    )
     a = load_detector(path, fold_norms=False)  # as stored: a detector folded for inference cannot be saved
-    save_detector(a.model, tmp_path / "e.safetensors", backbone="resnet18", size=SIZE, score_threshold=0.4,
-                  meta={"note": "re-saved"})
+    save_detector(
+        a.model,
+        tmp_path / "e.safetensors",
+        backbone="resnet18",
+        size=SIZE,
+        score_threshold=0.4,
+        meta={"note": "re-saved"},
+    )
     with pytest.raises(ValueError, match="fold_norms=False"):
-        save_detector(load_detector(path).model, tmp_path / "f.safetensors", backbone="resnet18", size=SIZE,
-                      score_threshold=0.4)
+        save_detector(
+            load_detector(path).model, tmp_path / "f.safetensors", backbone="resnet18", size=SIZE, score_threshold=0.4
+        )
     b = load_detector(tmp_path / "e.safetensors")
     assert a.model_id == b.model_id and a.score_threshold == 0.4 and a.size == SIZE
     with pytest.raises(ValueError, match="not a toonface detector"):

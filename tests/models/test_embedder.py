@@ -7,15 +7,26 @@ import numpy as np
 import pytest
 import torch
 
-from models.embedder import (MEAN_RGB, REFERENCE_VIEW_SCALES, STD_RGB, Embedder, load_embedder, model_id,
-                             preprocess, read_meta, reference_views, save_embedder, weights_sha256)
+from models.embedder import (
+    MEAN_RGB,
+    REFERENCE_VIEW_SCALES,
+    STD_RGB,
+    Embedder,
+    load_embedder,
+    model_id,
+    preprocess,
+    read_meta,
+    reference_views,
+    save_embedder,
+    weights_sha256,
+)
 from tests.conftest import SHARED
 
 HOLO = SHARED / "data" / "anime_identities" / "hololive_danbooru"
 
 
 def real_crops(n: int) -> list[np.ndarray]:
-    files = sorted((HOLO / "gura").glob("*.jpg"))[:n // 2] + sorted((HOLO / "ame").glob("*.jpg"))[:n - n // 2]
+    files = sorted((HOLO / "gura").glob("*.jpg"))[: n // 2] + sorted((HOLO / "ame").glob("*.jpg"))[: n - n // 2]
     return [cv2.imread(str(f)) for f in files]
 
 
@@ -31,6 +42,7 @@ def densenet169():
     return model
 
 
+@pytest.mark.shared_data
 def test_default_is_densenet169_512d_unit_norm(densenet169):
     model = densenet169
     assert (model.backbone, model.dim, model.input_size) == ("densenet169", 512, 112)
@@ -64,20 +76,24 @@ def test_preprocess_channel_order_sizes_and_constants():
     x = preprocess([blue_bgr, grey, bgra], 32)
     assert x.shape == (3, 3, 32, 32)
     # RGB order: blue lands in channel 2; the values follow the fixed mean/std constants.
-    want_blue = torch.tensor([(0 - MEAN_RGB[0]) / STD_RGB[0], (0 - MEAN_RGB[1]) / STD_RGB[1],
-                              (1 - MEAN_RGB[2]) / STD_RGB[2]])
+    want_blue = torch.tensor(
+        [(0 - MEAN_RGB[0]) / STD_RGB[0], (0 - MEAN_RGB[1]) / STD_RGB[1], (1 - MEAN_RGB[2]) / STD_RGB[2]]
+    )
     torch.testing.assert_close(x[0, :, 16, 16], want_blue)
     torch.testing.assert_close(x[2], x[0])
-    torch.testing.assert_close(x[1, :, 5, 5], torch.tensor(
-        [(128 / 255 - m) / s for m, s in zip(MEAN_RGB, STD_RGB)]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        x[1, :, 5, 5], torch.tensor([(128 / 255 - m) / s for m, s in zip(MEAN_RGB, STD_RGB)]), atol=1e-5, rtol=0
+    )
 
 
+@pytest.mark.shared_data
 def test_save_load_round_trip_densenet169(densenet169, tmp_path):
     model = densenet169
     images = real_crops(3)
     before = model.embed(images)
-    path = save_embedder(model, tmp_path / "e.safetensors",
-                         {"identities": ["gura", "ame"], "recipe": {"head": "cosface", "epochs": 0}})
+    path = save_embedder(
+        model, tmp_path / "e.safetensors", {"identities": ["gura", "ame"], "recipe": {"head": "cosface", "epochs": 0}}
+    )
     assert path.stat().st_size < 30e6  # fp16 weights keep DenseNet-169 under 30 MB
 
     loaded, meta = load_embedder(path, precision="fp32")  # the module's model runs fp32
@@ -123,6 +139,7 @@ def test_load_rejects_other_safetensors(tmp_path):
         load_embedder(p)
 
 
+@pytest.mark.shared_data
 def test_flip_average_is_mirror_invariant_and_part_of_the_model_id(tmp_path):
     torch.manual_seed(0)
     net = Embedder("resnet18", dim=32, input_size=64)
@@ -152,6 +169,7 @@ def test_flip_average_is_mirror_invariant_and_part_of_the_model_id(tmp_path):
     assert meta["model_id"] == model_id(flip_path) == model_id(plain_path) + "-flip"
 
 
+@pytest.mark.shared_data
 def test_reference_views_are_the_crop_then_centred_crops_and_embed_in_one_call():
     crop = real_crops(1)[0][:90, :120]  # not square: each side is cut by the same share
     views = reference_views(crop)
@@ -160,7 +178,7 @@ def test_reference_views_are_the_crop_then_centred_crops_and_embed_in_one_call()
         h, w = view.shape[:2]
         assert (h, w) == (round(90 * scale), round(120 * scale))
         y, x = (90 - h) // 2, (120 - w) // 2
-        np.testing.assert_array_equal(view, crop[y:y + h, x:x + w])  # centred
+        np.testing.assert_array_equal(view, crop[y : y + h, x : x + w])  # centred
 
     torch.manual_seed(0)
     net = Embedder("resnet18", dim=32, input_size=64)
@@ -176,10 +194,11 @@ def test_reference_views_are_the_crop_then_centred_crops_and_embed_in_one_call()
     np.testing.assert_allclose(reused, per_image, atol=1e-5)
 
 
+@pytest.mark.shared_data
 def test_bf16_embeddings_agree_with_fp32():
     """bf16 (what "auto" runs on CUDA and on CPUs with native bf16; forced here, so any CPU checks it)
     changes the shipped model's embeddings of real crops by far less than any threshold could notice."""
-    from pipeline.identity import DEFAULT_WEIGHTS
+    from pipeline.identity.embedding import DEFAULT_WEIGHTS
 
     fp32, meta32 = load_embedder(DEFAULT_WEIGHTS, precision="fp32")
     bf16, meta16 = load_embedder(DEFAULT_WEIGHTS, precision="bf16")

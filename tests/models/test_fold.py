@@ -1,15 +1,15 @@
 """Norms folded into convolutions (models/fold.py): the loaders do it for inference; nothing changes
 but float rounding, and a folded model is never written back to a file."""
+
 from __future__ import annotations
 
 import cv2
-import numpy as np
 import pytest
 import torch
 
 from models.embedder import Embedder, load_embedder, save_embedder
 from models.fold import fold_batchnorm
-from pipeline.identity import DEFAULT_WEIGHTS
+from pipeline.identity.embedding import DEFAULT_WEIGHTS
 from tests.conftest import SHARED
 
 MOE_TEST = SHARED / "data" / "anime_identities" / "moeimouto" / "test"
@@ -19,6 +19,7 @@ def norms(model: torch.nn.Module) -> int:
     return sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
 
 
+@pytest.mark.shared_data
 def test_the_shipped_embedder_folded_gives_the_same_embeddings():
     crops = [cv2.imread(str(p)) for p in sorted(MOE_TEST.glob("*/*"))[:48]]
     folded, meta = load_embedder(DEFAULT_WEIGHTS, precision="fp32")

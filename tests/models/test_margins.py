@@ -1,4 +1,5 @@
 """Margin heads against logits worked out by hand (math.cos on known angles), not by the heads' own code."""
+
 from __future__ import annotations
 
 import math
@@ -6,7 +7,7 @@ import math
 import pytest
 import torch
 
-from models.margins import (ArcFaceHead, CosFaceHead, SoftmaxHead, SphereFaceHead, make_head)
+from models.margins import ArcFaceHead, CosFaceHead, SoftmaxHead, SphereFaceHead, make_head
 
 # Three classes in 2-d: class weights point at 0, 90 and 180 degrees. They are given unnormalised
 # (lengths 2, 3 and 0.5): the margin heads must normalise them.
@@ -16,9 +17,7 @@ ANGLES = [30.0, 100.0, 170.0]
 LABELS = torch.tensor([0, 2, 0])
 X = torch.tensor([[math.cos(math.radians(a)), math.sin(math.radians(a))] for a in ANGLES])
 # theta_{j,i} in degrees (row = sample, column = class), read off the picture:
-THETA = [[30.0, 60.0, 150.0],
-         [100.0, 10.0, 80.0],
-         [170.0, 80.0, 10.0]]
+THETA = [[30.0, 60.0, 150.0], [100.0, 10.0, 80.0], [170.0, 80.0, 10.0]]
 # target angle of each sample: 30 (class 0), 80 (class 2), 170 (class 0)
 
 
@@ -55,9 +54,9 @@ def test_arcface_logits_with_threshold():
     # 30 and 80 degrees: cos(theta + m). 170 degrees: theta + m would pass 180 (cos 170 = -0.985 is below
     # cos(pi - 0.5) = -0.878), so the reference falls back to cos(theta) - m*sin(m).
     assert cosd(170) < math.cos(math.pi - m)
-    want = expected(s, [s * math.cos(math.radians(30) + m),
-                        s * math.cos(math.radians(80) + m),
-                        s * (cosd(170) - m * math.sin(m))])
+    want = expected(
+        s, [s * math.cos(math.radians(30) + m), s * math.cos(math.radians(80) + m), s * (cosd(170) - m * math.sin(m))]
+    )
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-5)
 
 
@@ -66,9 +65,7 @@ def test_arcface_easy_margin():
     head = with_weights(ArcFaceHead(2, 3, easy_margin=True))
     got = head(X, LABELS)
     # margin only where cos(theta) > 0; at 170 degrees the target stays s*cos(theta)
-    want = expected(s, [s * math.cos(math.radians(30) + m),
-                        s * math.cos(math.radians(80) + m),
-                        s * cosd(170)])
+    want = expected(s, [s * math.cos(math.radians(30) + m), s * math.cos(math.radians(80) + m), s * cosd(170)])
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-5)
 
 
@@ -78,9 +75,7 @@ def test_sphereface_psi_without_lambda():
     got = head(X, LABELS)
     # psi = (-1)^k cos(4 theta) - 2k with k = floor(4 theta / 180deg):
     # 30 deg -> k=0; 80 deg -> k=1 (320/180); 170 deg -> k=3 (680/180)
-    want = expected(s, [s * cosd(120),
-                        s * (-cosd(320) - 2),
-                        s * (-cosd(680) - 6)])
+    want = expected(s, [s * cosd(120), s * (-cosd(320) - 2), s * (-cosd(680) - 6)])
     torch.testing.assert_close(got, want, atol=1e-3, rtol=1e-5)
 
 
@@ -112,16 +107,18 @@ def test_softmax_head_is_plain_linear():
         head.fc.weight.copy_(W)
         head.fc.bias.copy_(torch.tensor([0.1, -0.2, 0.3]))
     got = head(X, LABELS)
-    want = torch.tensor([[2 * cosd(a) + 0.1, 3 * math.sin(math.radians(a)) - 0.2, -0.5 * cosd(a) + 0.3]
-                         for a in ANGLES])
+    want = torch.tensor(
+        [[2 * cosd(a) + 0.1, 3 * math.sin(math.radians(a)) - 0.2, -0.5 * cosd(a) + 0.3] for a in ANGLES]
+    )
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["sphereface", "cosface", "arcface"])
 def test_inference_logits_have_no_margin(name):
     head = with_weights(make_head(name, 2, 3))
-    torch.testing.assert_close(head(X), expected(30.0, [30 * cosd(30), 30 * cosd(80), 30 * cosd(170)]),
-                               atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(
+        head(X), expected(30.0, [30 * cosd(30), 30 * cosd(80), 30 * cosd(170)]), atol=1e-4, rtol=1e-5
+    )
 
 
 @pytest.mark.parametrize("name", ["softmax", "sphereface", "cosface", "arcface"])

@@ -1,4 +1,5 @@
 """Detector training on real shared frames (tiny: ResNet-18, 192 px, a few CPU steps)."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,9 @@ import torch
 
 from models.det_data import parse_source, read_yolo
 from models.detector import load_detector
+from models.detector_loop import lr_at
 from models.precision import resolve_precision
-from models.train_detector import lr_at, main, train
+from models.train_detector import main, train
 from tests.conftest import CAVA_DEXTER, PROJECT, SHARED
 
 ICF = SHARED / "data" / "icartoonface_det"
@@ -22,19 +24,23 @@ TINY = dict(backbone="resnet18", size=192, batch_size=4, device="cpu", warmup_st
 
 
 def some_frames():
-    return read_yolo(ICF / "images" / "train", ICF / "labels" / "train")[:6] + parse_source(f"cava:{CAVA_DEXTER}:train")[:2]
+    return (
+        read_yolo(ICF / "images" / "train", ICF / "labels" / "train")[:6]
+        + parse_source(f"cava:{CAVA_DEXTER}:train")[:2]
+    )
 
 
+@pytest.mark.shared_data
 def test_a_few_steps_on_real_frames_lower_the_loss():
     # Without augmentation the same 4 frames come back every step: a model that learns fits them.
     # (lr 0.01: at 0.02 the loss jumped at step 9 on one CPU and fell only 17% in 24 steps.)
-    result = train(some_frames()[:4], epochs=24, seed=0, augment=False, log=lambda m: None,
-                   **{**TINY, "size": 160})
+    result = train(some_frames()[:4], epochs=24, seed=0, augment=False, log=lambda m: None, **{**TINY, "size": 160})
     losses = result["step_losses"]
     assert len(losses) == 24 and all(np.isfinite(losses))
     assert np.mean(losses[-4:]) < 0.8 * np.mean(losses[:4]), losses
 
 
+@pytest.mark.shared_data
 def test_a_stopped_run_resumes_to_the_same_weights(tmp_path):
     frames = some_frames()
     straight = train(frames, epochs=2, seed=3, log=lambda m: None, **TINY)
@@ -47,12 +53,33 @@ def test_a_stopped_run_resumes_to_the_same_weights(tmp_path):
         torch.testing.assert_close(a, b, msg=name)
 
 
+@pytest.mark.shared_data
 def test_cli_writes_weights_and_a_log_with_validation_ap(tmp_path, capsys):
     out = tmp_path / "det.safetensors"
-    rc = main(["--train", f"yolo:{ICF}/images/train:{ICF}/labels/train", "--val", f"dexter=cava:{CAVA_DEXTER}:val",
-               "--backbone", "resnet18", "--size", "128", "--batch-size", "4", "--max-steps", "2", "--device", "cpu",
-               "--box-loss", "giou",
-               "--init-embedder", str(PROJECT / "models" / "weights" / "embedder.safetensors"), "--out", str(out)])
+    rc = main(
+        [
+            "--train",
+            f"yolo:{ICF}/images/train:{ICF}/labels/train",
+            "--val",
+            f"dexter=cava:{CAVA_DEXTER}:val",
+            "--backbone",
+            "resnet18",
+            "--size",
+            "128",
+            "--batch-size",
+            "4",
+            "--max-steps",
+            "2",
+            "--device",
+            "cpu",
+            "--box-loss",
+            "giou",
+            "--init-embedder",
+            str(PROJECT / "models" / "weights" / "embedder.safetensors"),
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     det = load_detector(out)
     assert det.size == 128 and det.meta["recipe"]["init_embedder"].endswith("embedder.safetensors")
@@ -69,11 +96,12 @@ def test_cli_writes_weights_and_a_log_with_validation_ap(tmp_path, capsys):
         train(some_frames(), epochs=1, box_loss="smooth_l1", log=lambda m: None, **TINY)
     with pytest.raises(ValueError, match="precision"):
         train(some_frames(), epochs=1, precision="fp16", log=lambda m: None, **TINY)
-    for size in ("100", "96", "4096"):   # not a multiple of 32, or outside what the detector runs at
+    for size in ("100", "96", "4096"):  # not a multiple of 32, or outside what the detector runs at
         assert main(["--train", f"cava:{CAVA_DEXTER}:train", "--size", size, "--out", str(out)]) == 2
     assert "between 128 and 2048" in capsys.readouterr().err
 
 
+@pytest.mark.shared_data
 def test_a_fractional_epoch_trains_that_share_of_a_pass():
     frames = some_frames()  # 8 frames, batch 4: 2 batches an epoch
     result = train(frames, epochs=1.5, seed=0, log=lambda m: None, **{**TINY, "size": 128, "warmup_steps": 1})
@@ -96,6 +124,7 @@ def test_learning_rate_warms_up_then_decays_to_zero():
     assert lr_at(55, 100, 10) < lr_at(30, 100, 10)
 
 
+@pytest.mark.shared_data
 def test_training_from_shipped_detector_weights_starts_where_they_left_off():
     frames = some_frames()[:4]
     settings = {**TINY, "size": 384, "max_steps": 1, "epochs": 1, "augment": False, "log": lambda m: None}
@@ -111,6 +140,7 @@ def test_training_from_shipped_detector_weights_starts_where_they_left_off():
         raise AssertionError("a resnet18 file must not load into a resnet50 model")
 
 
+@pytest.mark.shared_data
 def test_an_unreadable_training_image_is_skipped_and_named_in_the_log(tmp_path):
     images, labels = tmp_path / "images", tmp_path / "labels"
     images.mkdir()
@@ -120,18 +150,48 @@ def test_an_unreadable_training_image_is_skipped_and_named_in_the_log(tmp_path):
         (labels / f"{item.path.stem}.txt").write_text("0 0.5 0.5 0.2 0.2\n")
     (images / "broken.jpg").write_bytes(b"this is not a jpeg")
     (labels / "broken.txt").write_text("0 0.5 0.5 0.2 0.2\n")
-    result = train(read_yolo(images, labels), epochs=1, seed=0, log=lambda m: None, **{**TINY, "size": 128, "batch_size": 2})
+    result = train(
+        read_yolo(images, labels), epochs=1, seed=0, log=lambda m: None, **{**TINY, "size": 128, "batch_size": 2}
+    )
     assert result["steps"] == 2 and all(np.isfinite(result["step_losses"]))
     assert result["history"][0]["unreadable_images"] == [str(images / "broken.jpg")]
 
 
+@pytest.mark.shared_data
 def test_a_killed_run_resumes_from_its_last_mid_epoch_checkpoint(tmp_path):
     """SIGKILL mid-epoch, then the same command again: it resumes and ends with the uninterrupted run's weights."""
+
     def command(out, ckpt):
-        return [sys.executable, "-m", "pipeline.cli", "train-detector", "--train", f"cava:{CAVA_DEXTER}:train",
-                "--backbone", "resnet18", "--size", "128", "--batch-size", "2", "--epochs", "1", "--max-steps", "12",
-                "--seed", "5", "--device", "cpu", "--workers", "0", "--out", str(out), "--checkpoint", str(ckpt),
-                "--checkpoint-minutes", "0"]
+        return [
+            sys.executable,
+            "-m",
+            "toonface.cli",
+            "train-detector",
+            "--train",
+            f"cava:{CAVA_DEXTER}:train",
+            "--backbone",
+            "resnet18",
+            "--size",
+            "128",
+            "--batch-size",
+            "2",
+            "--epochs",
+            "1",
+            "--max-steps",
+            "12",
+            "--seed",
+            "5",
+            "--device",
+            "cpu",
+            "--workers",
+            "0",
+            "--out",
+            str(out),
+            "--checkpoint",
+            str(ckpt),
+            "--checkpoint-minutes",
+            "0",
+        ]
 
     straight = tmp_path / "straight.safetensors"
     subprocess.run(command(straight, tmp_path / "straight.ckpt"), cwd=PROJECT, check=True, capture_output=True)

@@ -1,4 +1,5 @@
 """Training on real cartoon crops (tiny and fast: resnet18 trunk, 64 px, a few dozen steps on the CPU)."""
+
 from __future__ import annotations
 
 import csv
@@ -11,11 +12,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from models.crop import enlarged_box
 from models.embedder import load_embedder, preprocess
+from models.identity_data import FaceDataset, Sample, cava_identity_crops, identity_folders
 from models.precision import cpu_has_native_bf16, resolve_precision
-from models.train_embedder import (Sample, build_model, cava_identity_crops, epoch_order, identity_folders, main,
-                                   train)
-from pipeline.crop import enlarged_box
+from models.train_embedder import build_model, main, train
+from models.training import epoch_order
 from tests.conftest import SHARED
 
 HOLO = SHARED / "data" / "anime_identities" / "hololive_danbooru"
@@ -34,6 +36,7 @@ def quiet(_msg: str) -> None:
     pass
 
 
+@pytest.mark.shared_data
 def test_identity_folders_hololive():
     samples = identity_folders(HOLO)
     assert len(samples) == 14 * 60
@@ -43,13 +46,15 @@ def test_identity_folders_hololive():
     assert img.shape == (256, 256, 3) and img.dtype == np.uint8
 
 
+@pytest.mark.shared_data
 def test_cava_crops_enlarged_and_unknown_skipped():
     samples = cava_identity_crops(DEXTER, "train")
     with open(DEXTER / "boxes.csv", newline="") as fh:
         rows = [r for r in csv.DictReader(fh) if r["split"] == "train"]
     assert len(samples) == sum(r["identity"] != "unknown" for r in rows)
-    assert {s.identity for s in samples} == {"dexters_laboratory/" + r["identity"] for r in rows
-                                             if r["identity"] != "unknown"}
+    assert {s.identity for s in samples} == {
+        "dexters_laboratory/" + r["identity"] for r in rows if r["identity"] != "unknown"
+    }
     assert len(cava_identity_crops(DEXTER, "val")) < len(samples)
     # A box well inside its frame: the crop is the box doubled in width and height, around its centre.
     for s in samples:
@@ -63,7 +68,7 @@ def test_cava_crops_enlarged_and_unknown_skipped():
     crop = s.load()
     assert crop.shape[:2] == (box.height, box.width)
     assert abs(box.width - 2 * (x2 - x1)) <= 2 and abs(box.height - 2 * (y2 - y1)) <= 2
-    np.testing.assert_array_equal(crop, frame[box.y1:box.y2, box.x1:box.x2])
+    np.testing.assert_array_equal(crop, frame[box.y1 : box.y2, box.x1 : box.x2])
 
 
 def test_epoch_order_is_seeded():
@@ -85,8 +90,19 @@ def fixed_batch_loss(model, head, samples, labels) -> float:
 
 # bf16 runs where `auto` picks it, on CPUs that compute it natively; elsewhere it is emulated (7x slower)
 # and never chosen by itself, so that variant is left to such machines.
-@pytest.mark.parametrize("precision", ["fp32", pytest.param("bf16", marks=pytest.mark.skipif(
-    not cpu_has_native_bf16(), reason="bf16 is emulated on this CPU; auto trains in fp32 here"))])
+@pytest.mark.shared_data
+@pytest.mark.parametrize(
+    "precision",
+    [
+        "fp32",
+        pytest.param(
+            "bf16",
+            marks=pytest.mark.skipif(
+                not cpu_has_native_bf16(), reason="bf16 is emulated on this CPU; auto trains in fp32 here"
+            ),
+        ),
+    ],
+)
 def test_short_training_lowers_loss(tmp_path, precision):
     samples = three_identities(8)
     labels = torch.tensor([i // 8 for i in range(24)])  # identities sorted: ame, gura, kiara
@@ -95,8 +111,9 @@ def test_short_training_lowers_loss(tmp_path, precision):
     before = fixed_batch_loss(before_model, before_head, samples, labels)
 
     out = tmp_path / "tiny.safetensors"
-    result = train(samples, epochs=10, batch_size=8, lr=0.01, warmup_steps=0, seed=0, out=out, log=quiet,
-                   precision=precision, **kw)
+    result = train(
+        samples, epochs=10, batch_size=8, lr=0.01, warmup_steps=0, seed=0, out=out, log=quiet, precision=precision, **kw
+    )
     assert result.identities == ["ame", "gura", "kiara"]
     assert len(result.step_losses) == 30 and result.steps == 30 and not result.stopped_early
     after = fixed_batch_loss(result.model, result.head, samples, labels)
@@ -114,6 +131,7 @@ def test_short_training_lowers_loss(tmp_path, precision):
     assert model.flip_average and meta["model_id"].endswith("-flip")  # the default: crop and mirror averaged
 
 
+@pytest.mark.shared_data
 def test_seeded_run_resumes_exactly(tmp_path):
     """Stopping after 4 steps and resuming from the checkpoint gives the same run as going straight
     through (SphereFace: its lambda schedule lives in the checkpoint too; dropout uses the saved RNG)."""
@@ -144,13 +162,35 @@ def crop_folders(data, per_identity):
     return data
 
 
+@pytest.mark.shared_data
 def test_cli_trains_stops_on_time_and_resumes(tmp_path, capsys):
     data = crop_folders(tmp_path / "crops", 4)
     out = tmp_path / "m.safetensors"
     ckpt = tmp_path / "m.ckpt"
-    args = ["--data", str(data), "--head", "arcface", "--epochs", "2", "--batch-size", "4", "--input-size", "64",
-            "--backbone", "resnet18", "--dim", "32", "--device", "cpu", "--seed", "1", "--out", str(out),
-            "--checkpoint", str(ckpt)]
+    args = [
+        "--data",
+        str(data),
+        "--head",
+        "arcface",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "4",
+        "--input-size",
+        "64",
+        "--backbone",
+        "resnet18",
+        "--dim",
+        "32",
+        "--device",
+        "cpu",
+        "--seed",
+        "1",
+        "--out",
+        str(out),
+        "--checkpoint",
+        str(ckpt),
+    ]
     # A time limit that has passed after the first step: stops cleanly, saves weights and checkpoint.
     assert main(args + ["--max-minutes", "0.00001"]) == 0
     _, meta = load_embedder(out)
@@ -172,28 +212,69 @@ def test_cli_trains_stops_on_time_and_resumes(tmp_path, capsys):
     assert log["history"][0]["complete"] is False
 
 
+@pytest.mark.shared_data
 def test_cli_no_flip_average(tmp_path):
     data = crop_folders(tmp_path / "crops", 2)
     out = tmp_path / "one_view.safetensors"
-    assert main(["--data", str(data), "--epochs", "1", "--batch-size", "6", "--input-size", "64", "--backbone",
-                 "resnet18", "--dim", "32", "--device", "cpu", "--out", str(out), "--no-flip-average"]) == 0
+    assert (
+        main(
+            [
+                "--data",
+                str(data),
+                "--epochs",
+                "1",
+                "--batch-size",
+                "6",
+                "--input-size",
+                "64",
+                "--backbone",
+                "resnet18",
+                "--dim",
+                "32",
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+                "--no-flip-average",
+            ]
+        )
+        == 0
+    )
     model, meta = load_embedder(out)
     assert not model.flip_average and not meta["model_id"].endswith("-flip")
     assert meta["recipe"]["flip_average"] is False
 
 
+@pytest.mark.shared_data
 def test_min_crop_scale_reaches_the_crops_and_the_recipe(tmp_path):
     from torchvision.transforms import v2
 
-    from models.train_embedder import FaceDataset
-
-    crop = next(t for t in FaceDataset(three_identities(1), [0, 1, 2], 64, min_crop_scale=0.3).transform.transforms
-                if isinstance(t, v2.RandomResizedCrop))
+    crop = next(
+        t
+        for t in FaceDataset(three_identities(1), [0, 1, 2], 64, min_crop_scale=0.3).transform.transforms
+        if isinstance(t, v2.RandomResizedCrop)
+    )
     assert crop.scale == (0.3, 1.0)
     data = crop_folders(tmp_path / "crops", 2)
     out = tmp_path / "wide.safetensors"
-    args = ["--data", str(data), "--epochs", "1", "--batch-size", "6", "--input-size", "64", "--backbone",
-            "resnet18", "--dim", "32", "--device", "cpu", "--out", str(out)]
+    args = [
+        "--data",
+        str(data),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "6",
+        "--input-size",
+        "64",
+        "--backbone",
+        "resnet18",
+        "--dim",
+        "32",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    ]
     assert main(args + ["--min-crop-scale", "0.3"]) == 0
     _, meta = load_embedder(out)
     assert "random resized crop 0.3-1.0" in meta["recipe"]["augmentation"]
@@ -205,6 +286,7 @@ def test_cli_needs_data(tmp_path, capsys):
     assert main(["--out", str(tmp_path / "x.safetensors")]) == 2
 
 
+@pytest.mark.shared_data
 def test_precision_auto_follows_the_cpu_and_unknown_is_refused(tmp_path):
     # auto: bf16 where this CPU computes it natively (AVX512-BF16, AMX), else fp32; the recipe says which.
     out = tmp_path / "auto.safetensors"
@@ -214,6 +296,7 @@ def test_precision_auto_follows_the_cpu_and_unknown_is_refused(tmp_path):
         train(three_identities(2), precision="fp16", log=quiet, **TINY)
 
 
+@pytest.mark.shared_data
 def test_one_identity_is_an_error():
     with pytest.raises(ValueError, match="2 identities"):
         train(three_identities(2)[:2], log=quiet, **TINY)

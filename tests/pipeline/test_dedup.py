@@ -20,7 +20,7 @@ def test_greedy_keep_without_chaining():
     # A at 0°, B at 15°, C at 30°: cos 15° = 0.966 > 0.95, cos 30° = 0.866 < 0.95.
     vectors = at_angle([0, 15, 30])
     result = greedy_dedup(vectors, ["A", "B", "C"], quality=np.array([3.0, 2.0, 1.0]))
-    assert result.kept.tolist() == [True, False, True]   # A and C both stay: no chain through B
+    assert result.kept.tolist() == [True, False, True]  # A and C both stay: no chain through B
     assert result.duplicate_of == [None, "A", None]
     assert abs(result.similarity[1] - np.cos(np.radians(15))) < 1e-5
 
@@ -33,7 +33,7 @@ def test_the_best_quality_crop_of_a_group_is_kept():
 
 
 def test_threshold_is_strict():
-    vectors = unit([1, 0], [0.95, np.sqrt(1 - 0.95 ** 2)])
+    vectors = unit([1, 0], [0.95, np.sqrt(1 - 0.95**2)])
     [(idx, sims)] = range_neighbours(vectors[:1], vectors[1:], 0.95)
     assert len(idx) == 0 or sims[0] > 0.95
 
@@ -45,8 +45,7 @@ def test_incremental_dedup_against_published_crops(tmp_path):
     published, ids = index.load()
     assert ids == ["r1a", "r1b"]
     # Run 2: one near copy of r1a, one new face.
-    second = greedy_dedup(at_angle([3, 45]), ["r2a", "r2b"], quality=np.ones(2), published=published,
-                          published_ids=ids)
+    second = greedy_dedup(at_angle([3, 45]), ["r2a", "r2b"], quality=np.ones(2), published=published, published_ids=ids)
     assert second.kept.tolist() == [False, True] and second.duplicate_of == ["r1a", None]
     index.commit(at_angle([45]), ["r2b"], version=1)
     assert index.load()[1] == ["r1a", "r1b", "r2b"]
@@ -77,7 +76,7 @@ def near_threshold_vectors(n=600, dim=128, seed=0):
     noise -= (noise * base).sum(1, keepdims=True) * base  # orthogonal to its base vector
     noise /= np.linalg.norm(noise, axis=1, keepdims=True)
     target = rng.uniform(0.93, 0.97, size=(n, 1))  # the copy's similarity to its base vector
-    copies = target * base + np.sqrt(1 - target ** 2) * noise
+    copies = target * base + np.sqrt(1 - target**2) * noise
     return np.concatenate([base, copies]).astype(np.float32)
 
 
@@ -98,7 +97,6 @@ def test_torch_range_search_equals_faiss_exactly(dtype):
     approx = torch.from_numpy(vectors).bfloat16() @ torch.from_numpy(vectors).bfloat16().T
     exact = vectors @ vectors.T
     assert ((approx.float().numpy() > 0.95) != (exact > 0.95)).any()
-
 
 
 def test_greedy_keep_equals_the_rule_written_out_on_brute_force_similarities():

@@ -1,5 +1,6 @@
 """The face funnel: one batched detector call for a batch of images gives what one call per image gives;
 and reading a library still before it: size and file type checked before any byte is read."""
+
 from __future__ import annotations
 
 import contextlib
@@ -13,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import IngestConfig
-from pipeline.detect import get_detector
-from pipeline.faces import FunnelCache, analyse_images, funnel_key, read_still
+from pipeline.faces import analyse_images, funnel_cache, funnel_key, read_still
+from pipeline.runner import detector_of
 from pipeline.store import ContentStore, sha256_bytes
 from tests.conftest import CAVA_DEXTER, PROJECT
 
@@ -33,12 +34,14 @@ class CountingDetector:
 
 
 def funnel(tmp_path, name, **settings):
-    config = IngestConfig(**settings)
-    detector = get_detector(config.detector, config.detector_weights, config.detector_size)
-    store, cache = ContentStore(tmp_path / name / "store"), FunnelCache(tmp_path / name, funnel_key(config, detector))
-    return config, detector, store, cache
+    """The funnel's settings record, the run's detector, a content store and a funnel cache of their own."""
+    config = IngestConfig.from_dict(settings)
+    detector = detector_of(config)
+    store, cache = ContentStore(tmp_path / name / "store"), funnel_cache(tmp_path / name, config.funnel, detector)
+    return config.funnel, detector, store, cache
 
 
+@pytest.mark.shared_data
 def test_a_batch_gives_the_same_faces_as_one_image_at_a_time(tmp_path):
     datas = [p.read_bytes() for p in FRAMES]
     batch = datas[:3] + [b"\xff\xd8 not really a jpeg"] + datas[3:] + [datas[0]]
@@ -58,7 +61,8 @@ def test_a_batch_gives_the_same_faces_as_one_image_at_a_time(tmp_path):
         for fa, fb in zip(a.faces, b.faces):
             assert fa["face_id"] == fb["face_id"] and fa["status"] == fb["status"]
             assert [fa[k] for k in ("x1", "y1", "x2", "y2", "det_score")] == pytest.approx(
-                [fb[k] for k in ("x1", "y1", "x2", "y2", "det_score")], abs=1e-2)
+                [fb[k] for k in ("x1", "y1", "x2", "y2", "det_score")], abs=1e-2
+            )
     # A pixel budget below two frames splits the batch into one detector call per image: same faces.
     config, detector, store, cache = funnel(tmp_path, "split")
     counting = CountingDetector(detector)
@@ -73,6 +77,7 @@ def test_an_empty_batch_is_fine(tmp_path):
     assert analyse_images([], *funnel(tmp_path, "empty")) == []
 
 
+@pytest.mark.shared_data
 def test_the_detector_size_setting_reaches_the_face_rows_and_the_cache_key(tmp_path):
     datas = [p.read_bytes() for p in FRAMES[:2]]
     config, detector, store, cache = funnel(tmp_path, "stored")
@@ -112,6 +117,7 @@ def fifo_watch(fifo: Path):
         thread.join()
 
 
+@pytest.mark.shared_data
 def test_read_still_gives_the_bytes_or_a_dropped_analysis_without_opening_what_is_not_a_file(tmp_path):
     good = tmp_path / "good.jpg"
     good.write_bytes(FRAMES[0].read_bytes())
@@ -150,8 +156,9 @@ def test_a_huge_still_is_refused_by_its_size_before_it_is_read(tmp_path):
     with open(huge, "wb") as f:
         f.truncate(1 << 30)  # sparse: 1 GiB to stat and read, no disk
     # a fresh process, so the peak resident size measures this read alone
-    out = subprocess.run([sys.executable, "-c", RSS_AFTER_READ, str(huge)], cwd=PROJECT, capture_output=True,
-                         text=True, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", RSS_AFTER_READ, str(huge)], cwd=PROJECT, capture_output=True, text=True, check=True
+    ).stdout.split()
     assert out[:2] == ["file_too_large", str(1 << 30)]
     assert int(out[2]) < 8 * 1024, f"reading a refused still grew the peak by {out[2]} KiB"
     assert int(out[3]) > 200 * 1024, out

@@ -15,11 +15,29 @@ TIMECODE = VIDEOS / "timecode_test_card_16s.mp4"
 def frame_at(path, seconds, width, height):
     """The frame ffmpeg shows when seeking straight to `seconds` (accurate seek)."""
     raw = subprocess.run(
-        ["ffmpeg", "-v", "error", "-ss", f"{seconds}", "-i", str(path), "-frames:v", "1",
-         "-f", "rawvideo", "-pix_fmt", "bgr24", "pipe:"], capture_output=True, check=True).stdout
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-ss",
+            f"{seconds}",
+            "-i",
+            str(path),
+            "-frames:v",
+            "1",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "bgr24",
+            "pipe:",
+        ],
+        capture_output=True,
+        check=True,
+    ).stdout
     return np.frombuffer(raw, np.uint8).reshape(height, width, 3)
 
 
+@pytest.mark.shared_data
 def test_each_frame_of_the_timecode_card_is_the_first_frame_of_its_second():
     frames = list(extract_frames(TIMECODE))
     assert [f.timestamp_s for f in frames] == [float(s) for s in range(16)]
@@ -31,12 +49,16 @@ def test_each_frame_of_the_timecode_card_is_the_first_frame_of_its_second():
     assert not np.array_equal(frames[3].image, neighbour)
 
 
-@pytest.mark.parametrize("name, frames, size", [
-    ("timecode_test_card_16s.mp4", 16, (480, 640)),
-    ("sintel_trailer_720p_16s.mp4", 17, (720, 1280)),     # 16.1 s: seconds 0..16
-    ("big_buck_bunny_0_30s.webm", 30, (720, 1280)),        # VP8 in WebM, starts at 0.003 s
-    ("big_buck_bunny_opening_2s.mp4", 2, (720, 1280)),
-])
+@pytest.mark.shared_data
+@pytest.mark.parametrize(
+    "name, frames, size",
+    [
+        ("timecode_test_card_16s.mp4", 16, (480, 640)),
+        ("sintel_trailer_720p_16s.mp4", 17, (720, 1280)),  # 16.1 s: seconds 0..16
+        ("big_buck_bunny_0_30s.webm", 30, (720, 1280)),  # VP8 in WebM, starts at 0.003 s
+        ("big_buck_bunny_opening_2s.mp4", 2, (720, 1280)),
+    ],
+)
 def test_one_frame_per_second_from_every_shared_video(name, frames, size):
     got = list(extract_frames(VIDEOS / name))
     assert len(got) == frames
@@ -45,6 +67,7 @@ def test_one_frame_per_second_from_every_shared_video(name, frames, size):
     assert [round(f.timestamp_s - start, 3) for f in got] == [float(i) for i in range(frames)]
 
 
+@pytest.mark.shared_data
 def test_two_frames_per_second():
     got = list(extract_frames(VIDEOS / "big_buck_bunny_opening_2s.mp4", fps=2.0))
     assert [f.timestamp_s for f in got] == [0.0, 0.5, 1.0, 1.5]
@@ -58,6 +81,7 @@ def test_a_file_that_is_not_a_video_is_unreadable(tmp_path):
     assert err.value.reason == "video_unreadable"
 
 
+@pytest.mark.shared_data
 def test_a_truncated_video_gives_its_first_frames_then_a_decode_error(tmp_path):
     for name, total in [("timecode_test_card_16s.mp4", 16), ("big_buck_bunny_0_30s.webm", 30)]:
         data = (VIDEOS / name).read_bytes()
@@ -71,12 +95,14 @@ def test_a_truncated_video_gives_its_first_frames_then_a_decode_error(tmp_path):
         assert 3 <= len(frames) < total  # the readable part came through before the error
 
 
+@pytest.mark.shared_data
 def test_probe_reports_size_and_duration():
     info = probe(VIDEOS / "sintel_trailer_720p_16s.mp4")
     assert (info.width, info.height, info.codec) == (1280, 720, "h264")
     assert info.duration_s == pytest.approx(16.11, abs=0.01)
 
 
+@pytest.mark.shared_data
 def test_a_video_whose_name_is_not_utf8_gives_the_same_frames(tmp_path):
     # os.listdir hands such a name back with surrogates, which ffmpeg-python's graph cannot hash
     odd = Path(os.fsdecode(os.fsencode(tmp_path) + b"/ep\xff\xfe.mp4"))

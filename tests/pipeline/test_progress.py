@@ -7,8 +7,9 @@ from pipeline.progress import StageProgress
 
 def test_progress_shows_items_and_rate_per_stage():
     screen = io.StringIO()
-    bar = StageProgress({"shards": 2, "stills": 10}, enabled=True,
-                        console=Console(file=screen, force_terminal=True, width=120))
+    bar = StageProgress(
+        {"shards": 2, "stills": 10}, enabled=True, console=Console(file=screen, force_terminal=True, width=120)
+    )
     bar.advance({"stills": 5, "images_ok": 5, "faces_detected": 3, "crops_kept": 2})
     bar.advance({"stills": 5, "images_ok": 4, "faces_detected": 1, "crops_kept": 1})
     tasks = {t.description.strip(): t for t in bar._progress.tasks}

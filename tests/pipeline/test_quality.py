@@ -3,7 +3,7 @@ import csv
 import cv2
 import pytest
 
-from pipeline.crop import cut, enlarged_box
+from models.crop import cut, enlarged_box
 from pipeline.quality import gate, sharpness
 from tests.conftest import CAVA_DEXTER
 
@@ -18,6 +18,7 @@ def real_crops(limit=30):
         yield cut(image, box)
 
 
+@pytest.mark.shared_data
 def test_real_crops_pass_and_their_blurred_copies_fail():
     crops = [c for c in real_crops() if min(c.shape[:2]) >= 100]
     assert len(crops) >= 10
@@ -28,6 +29,7 @@ def test_real_crops_pass_and_their_blurred_copies_fail():
     assert all(gate(b, *c.shape[1::-1]) == "blurry" for b, c in zip(blurred, crops))
 
 
+@pytest.mark.shared_data
 def test_sharpness_is_measured_at_256_pixels_so_scale_barely_matters():
     crop = next(c for c in real_crops() if min(c.shape[:2]) >= 150)
     doubled = cv2.resize(crop, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)

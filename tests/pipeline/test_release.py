@@ -1,4 +1,5 @@
 """`toonface release`: tags a manifest version and exports its verified faces, split by identity."""
+
 import csv
 import json
 
@@ -6,13 +7,23 @@ from data_manifest import Manifest
 from pipeline.annotate.catalogue import read_releases
 from pipeline.annotate.merge import merge_decisions
 from pipeline.annotate.service import AnnotationService, Settings
-from pipeline.cli import main
 from pipeline.release import slugify, split_identities
 from pipeline.store import ContentStore
 from tests.pipeline.annotate.fakedata import build_data_root
+from toonface.cli import main
 
-VERIFIED = {"p0": "toon/alice", "p4": "toon/alice", "p1": "toon/bob", "p2": "toon/bob", "k0": "toon/dan",
-            "k1": "toon/dan", "g0": "toon/carol", "g2": "toon/carol", "g3": "toon/carol", "g5": "toon/carol"}
+VERIFIED = {
+    "p0": "toon/alice",
+    "p4": "toon/alice",
+    "p1": "toon/bob",
+    "p2": "toon/bob",
+    "k0": "toon/dan",
+    "k1": "toon/dan",
+    "g0": "toon/carol",
+    "g2": "toon/carol",
+    "g3": "toon/carol",
+    "g5": "toon/carol",
+}
 
 
 def label_some(root):
@@ -36,7 +47,7 @@ def test_release_exports_identity_disjoint_splits_with_a_card(tmp_path, capsys):
     assert sorted(p.name for p in rel.iterdir()) == ["DATASET_CARD.md", "labels.csv", "release.json", "test", "train"]
 
     rows = list(csv.DictReader(open(rel / "labels.csv", encoding="utf-8")))
-    assert {r["face_id"]: r["identity"] for r in rows} == VERIFIED          # rejected faces are not exported
+    assert {r["face_id"]: r["identity"] for r in rows} == VERIFIED  # rejected faces are not exported
     store = ContentStore(root / "store")
     for r in rows:
         path = rel / r["file"]
@@ -47,15 +58,24 @@ def test_release_exports_identity_disjoint_splits_with_a_card(tmp_path, capsys):
     assert on_disk == {(r["split"], r["slug"], r["face_id"]) for r in rows}
     train = {r["identity"] for r in rows if r["split"] == "train"}
     test = {r["identity"] for r in rows if r["split"] == "test"}
-    assert len(test) == 1 and len(train) == 3 and not train & test           # identity-disjoint
-    assert test == split_identities(sorted(set(VERIFIED.values())), 0.25, 0)       # seeded, reproducible
+    assert len(test) == 1 and len(train) == 3 and not train & test  # identity-disjoint
+    assert test == split_identities(sorted(set(VERIFIED.values())), 0.25, 0)  # seeded, reproducible
     assert {p.name for p in (rel / "train").iterdir()}.isdisjoint({p.name for p in (rel / "test").iterdir()})
 
     card = (rel / "DATASET_CARD.md").read_text()
-    for needle in ("| manifest version | 1", "animeface (animeface-2.0.3)", "emb-test-0001", "| prelabel_threshold | 0.6 |",
-                   "| dedup_threshold | 0.95 |", "| min_sharpness | 30.0 |", "| reference_views | True |",
-                   "| toon/carol | `toon__carol` | ",
-                   "| toon | Toon Town | 10 |", "Annotators (verified faces exported): ann (10)", "by identity"):
+    for needle in (
+        "| manifest version | 1",
+        "animeface (animeface-2.0.3)",
+        "emb-test-0001",
+        "| prelabel_threshold | 0.6 |",
+        "| dedup_threshold | 0.95 |",
+        "| min_sharpness | 30.0 |",
+        "| reference_views | True |",
+        "| toon/carol | `toon__carol` | ",
+        "| toon | Toon Town | 10 |",
+        "Annotators (verified faces exported): ann (10)",
+        "by identity",
+    ):
         assert needle in card, needle
     tags = read_releases(root)
     assert [(t["name"], t["manifest_version"], t["faces"]) for t in tags] == [("v1", 1, 10)]
@@ -65,15 +85,15 @@ def test_release_exports_identity_disjoint_splits_with_a_card(tmp_path, capsys):
 def test_tags_are_append_only_and_released_labels_become_gold(tmp_path):
     root, out = tmp_path / "data", tmp_path / "out"
     build_data_root(root)
-    assert main(["release", "empty", "--data-root", str(root), "--out", str(out)]) == 2   # nothing verified yet
+    assert main(["release", "empty", "--data-root", str(root), "--out", str(out)]) == 2  # nothing verified yet
     label_some(root)
     args = ["--data-root", str(root), "--out", str(out), "--seed", "3"]
     assert main(["release", "v1", *args]) == 0
     before = (root / "manifest" / "releases.json").read_text()
-    assert main(["release", "v1", *args]) == 2                                  # a name is used once
+    assert main(["release", "v1", *args]) == 2  # a name is used once
     assert main(["release", "../evil", *args]) == 2
     assert (root / "manifest" / "releases.json").read_text() == before
-    assert main(["release", "old", "--version", "0", *args]) == 2               # version 0 has no labels
+    assert main(["release", "old", "--version", "0", *args]) == 2  # version 0 has no labels
 
     # faces verified in a release are gold items of the next verification round
     svc = AnnotationService(root, Settings(gold_rate=0.5))
@@ -86,7 +106,7 @@ def test_tags_are_append_only_and_released_labels_become_gold(tmp_path):
     assert main(["release", "v2", *args]) == 0
     tags = read_releases(root)
     assert [t["name"] for t in tags] == ["v1", "v2"] and tags[0] == json.loads(before)
-    assert (root / "manifest" / "releases.json").read_text().startswith(before)   # appended, never rewritten
+    assert (root / "manifest" / "releases.json").read_text().startswith(before)  # appended, never rewritten
     assert tags[1]["manifest_version"] == 2 and tags[1]["faces"] == 11
-    assert not list(out.glob(".*tmp*"))                                         # no half-written exports
+    assert not list(out.glob(".*tmp*"))  # no half-written exports
     assert len(Manifest(root).read("labels", version=2)) == len(Manifest(root).read("labels", version=1)) + 1

@@ -15,15 +15,16 @@ from pipeline.sample import make_sample_library
 INVALID_STILLS = {"broken.jpg", "not_an_image.png"}
 
 pytestmark = pytest.mark.skipif(
-    shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None,
-    reason="ffmpeg/ffprobe not installed",
+    shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None, reason="ffmpeg/ffprobe not installed"
 )
 
 
 def _duration(path: Path) -> float:
     out = subprocess.run(
         ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "json", str(path)],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     return float(json.loads(out)["format"]["duration"])
 
@@ -87,6 +88,7 @@ def _hair_colours(path: Path) -> set[tuple[int, int, int]]:
     """The hair colours drawn in a lossless image (each covers many exact pixels)."""
     import cv2
     import numpy as np
+
     from pipeline.sample import HAIR_COLOURS
 
     img = cv2.imread(str(path))
@@ -103,7 +105,7 @@ def test_a_recurring_cast_and_a_typical_image_of_each_named_character(library):
     hair = {}
     for name, path in typical.items():
         with Image.open(path) as im:
-            assert len(animeface.detect(im.convert("RGB"))) == 1, name   # that character alone
+            assert len(animeface.detect(im.convert("RGB"))) == 1, name  # that character alone
         (hair[name],) = _hair_colours(path)
     assert hair["Hana"] != hair["Kai"]
     # the lossless stills draw only the album's cast, and the named characters come back in them

@@ -1,4 +1,5 @@
 """Fixtures of the annotation tests: a real data root, a real server in a subprocess, logins."""
+
 from __future__ import annotations
 
 import re
@@ -53,13 +54,25 @@ class Server:
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 40.0) -> "Server":
+    def start(self, timeout: float = 40.0) -> Server:
         self.port = free_port()
         self.log = open(self.root.parent / f"server-{self.port}.log", "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.annotate", "serve", "--data-root", str(self.root),
-             "--port", str(self.port), *self.args],
-            cwd=PROJECT, stdout=self.log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "pipeline.annotate",
+                "serve",
+                "--data-root",
+                str(self.root),
+                "--port",
+                str(self.port),
+                *self.args,
+            ],
+            cwd=PROJECT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -96,6 +109,7 @@ def server_factory():
         server = Server(root, *args).start()
         servers.append(server)
         return server
+
     yield make
     for server in servers:
         server.stop()

@@ -1,8 +1,8 @@
 """The web app's security and API, in process (FastAPI TestClient over the real app, a real
 SQLite database and a real manifest)."""
+
 import re
 import sqlite3
-
 import warnings
 
 import pytest
@@ -106,7 +106,9 @@ def test_posts_need_the_sessions_csrf_token_and_our_origin(app_env):
     other = TestClient(client.app, follow_redirects=False)
     other_csrf = logged_in(other, add_user(root, "bea"), "bea")
     assert client.post("/api/decide", json=body, headers={"X-CSRF-Token": other_csrf}).status_code == 403
-    rows = sqlite3.connect(root / "annotations" / "decisions.sqlite").execute("SELECT COUNT(*) FROM decisions").fetchone()
+    rows = (
+        sqlite3.connect(root / "annotations" / "decisions.sqlite").execute("SELECT COUNT(*) FROM decisions").fetchone()
+    )
     assert rows[0] == 0  # nothing refused was stored
     r = client.post("/api/decide", json=body, headers={**ok, "Origin": "http://testserver"})
     assert r.status_code == 200 and r.json()["items"][0]["face_id"] == "p1"
@@ -121,9 +123,14 @@ def test_images_by_sha_only(app_env):
     assert client.get(f"/crop/{info['faces']['p0']}", headers={"If-None-Match": r.headers["etag"]}).status_code == 304
     assert client.get(f"/crop/{info['faces']['p0'].upper()}").status_code == 400
     assert client.get("/crop/" + "0" * 64).status_code == 404
-    assert client.get(f"/crop/{info['other_sha']}").status_code == 404   # in the store, but not a face crop
-    for bad in ("/crop/..%2F..%2Fetc%2Fpasswd", "/crop/%2e%2e%2f%2e%2e%2fetc%2fpasswd", "/crop/abc",
-                f"/crop/{info['faces']['p0']}%2F..%2F..%2Fmanifest", "/crop/..%5C..%5Cetc%5Cpasswd"):
+    assert client.get(f"/crop/{info['other_sha']}").status_code == 404  # in the store, but not a face crop
+    for bad in (
+        "/crop/..%2F..%2Fetc%2Fpasswd",
+        "/crop/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+        "/crop/abc",
+        f"/crop/{info['faces']['p0']}%2F..%2F..%2Fmanifest",
+        "/crop/..%5C..%5Cetc%5Cpasswd",
+    ):
         r = client.get(bad)
         assert r.status_code in (400, 404), bad
         assert b"root:" not in r.content
@@ -139,7 +146,7 @@ def test_pages_carry_a_strict_content_security_policy(app_env):
     assert r.headers["x-frame-options"] == "DENY" and r.headers["cache-control"] == "no-store"
     assert '<script src="/static/annotate.js">' in r.text and "<script>" not in r.text
     js = client.get("/static/annotate.js").text
-    assert "http://" not in js and "https://" not in js   # offline: nothing from a CDN
+    assert "http://" not in js and "https://" not in js  # offline: nothing from a CDN
 
 
 def test_api_decide_undo_and_validation(app_env):
@@ -150,20 +157,44 @@ def test_api_decide_undo_and_validation(app_env):
     assert q["progress"]["total"] == 16
     item = q["items"][0]
     assert len(item["refs"]) == 2 and item["alternatives"][0] == {
-        "identity": "toon/bob", "score": 0.71, "refs": item["alternatives"][0]["refs"]}
+        "identity": "toon/bob",
+        "score": 0.71,
+        "refs": item["alternatives"][0]["refs"],
+    }
     body = {"face_id": "p0", "proposed": "toon/alice", "decision": "same", "time_ms": 812, "request_id": "req-0001"}
     first = client.post("/api/decide", json=body, headers=h).json()
-    again = client.post("/api/decide", json=body, headers=h).json()   # a retried request is stored once
+    again = client.post("/api/decide", json=body, headers=h).json()  # a retried request is stored once
     assert first["decision_id"] == again["decision_id"] == "req-0001"
     assert client.get("/api/stats").json()["annotators"][0]["decisions"] == 1
-    assert client.post("/api/decide", json={**body, "request_id": None, "proposed": "toon/bob"}, headers=h).status_code == 409
-    assert client.post("/api/decide", json={**body, "request_id": None, "face_id": "nope"}, headers=h).status_code == 404
-    assert client.post("/api/decide", json={**body, "request_id": None, "face_id": "x-dropped"}, headers=h).status_code == 404
-    assert client.post("/api/decide", json={**body, "request_id": None, "face_id": "p1", "proposed": "toon/bob",
-                                            "decision": "relabel", "identity": "toon/nobody"}, headers=h).status_code == 422
+    assert (
+        client.post("/api/decide", json={**body, "request_id": None, "proposed": "toon/bob"}, headers=h).status_code
+        == 409
+    )
+    assert (
+        client.post("/api/decide", json={**body, "request_id": None, "face_id": "nope"}, headers=h).status_code == 404
+    )
+    assert (
+        client.post("/api/decide", json={**body, "request_id": None, "face_id": "x-dropped"}, headers=h).status_code
+        == 404
+    )
+    assert (
+        client.post(
+            "/api/decide",
+            json={
+                **body,
+                "request_id": None,
+                "face_id": "p1",
+                "proposed": "toon/bob",
+                "decision": "relabel",
+                "identity": "toon/nobody",
+            },
+            headers=h,
+        ).status_code
+        == 422
+    )
     undone = client.post("/api/undo", json={}, headers=h).json()
     assert undone["undone"] == ["p0"] and undone["items"][0]["face_id"] == "p0"
-    assert client.post("/api/undo", json={}, headers=h).status_code == 409   # nothing left to undo
+    assert client.post("/api/undo", json={}, headers=h).status_code == 409  # nothing left to undo
     stats = client.get("/stats")
     assert stats.status_code == 200 and 'data-annotator="ann"' in stats.text
 
@@ -179,12 +210,15 @@ def test_stats_page_shows_gold_accuracy_and_kappa(data_root):
     db.close()
     app = create_app(root, Settings(gold_rate=0.5, overlap=2))
     for name, token in tokens.items():
-        client = TestClient(app, follow_redirects=False)   # one app, one database: no lifespan per client
+        client = TestClient(app, follow_redirects=False)  # one app, one database: no lifespan per client
         h = {"X-CSRF-Token": logged_in(client, token, name)}
-        for _ in range(4):    # two regular items and the two gold items each, all answered "same"
+        for _ in range(4):  # two regular items and the two gold items each, all answered "same"
             item = client.get("/api/queue?n=1").json()["items"][0]
-            r = client.post("/api/decide", headers=h, json={
-                "face_id": item["face_id"], "proposed": item["proposed"], "decision": "same"})
+            r = client.post(
+                "/api/decide",
+                headers=h,
+                json={"face_id": item["face_id"], "proposed": item["proposed"], "decision": "same"},
+            )
             assert r.status_code == 200
         page = client.get("/stats").text
     service = app.state.service
@@ -192,7 +226,7 @@ def test_stats_page_shows_gold_accuracy_and_kappa(data_root):
     k0_right = service.catalogue.proposal("k0")[0] == "toon/dan"
     accuracy = 100 * (k0_right + k1_right) / 2
     assert page.count(f'<td class="accuracy">{accuracy:.0f}%</td>') == 2
-    assert "ann · bea" in page and '<td class="kappa">' in page   # both judged the same 4 items
+    assert "ann · bea" in page and '<td class="kappa">' in page  # both judged the same 4 items
     (pair,) = service.stats()["pairs"]
     assert pair["items"] == 4 and pair["agreement"] == 1.0
 
@@ -203,15 +237,25 @@ def test_stats_page_shows_how_the_pre_labels_fared_per_album(app_env):
     assert "No published label judges a pre-label yet" in client.get("/stats").text
     items = client.get("/api/queue?n=3").json()["items"]
     for item, decision in zip(items, ("same", "same", "different")):
-        assert client.post("/api/decide", headers=h, json={
-            "face_id": item["face_id"], "proposed": item["proposed"], "decision": decision}).status_code == 200
+        assert (
+            client.post(
+                "/api/decide",
+                headers=h,
+                json={"face_id": item["face_id"], "proposed": item["proposed"], "decision": decision},
+            ).status_code
+            == 200
+        )
     from pipeline.annotate.merge import merge_decisions
+
     merge_decisions(root)
     client.app.state.service.refresh(force=True)
     page = client.get("/stats").text
     row = re.search(r'<tr data-album="toon">(.*?)</tr>', page, re.S).group(1)
     assert re.findall(r"<td[^>]*>([^<]*)</td>", row) == ["toon", "3", "2", "67%"]
-    assert "2 of 3 judged pre-labels right (67%)" in page and "No setting reaches 95% over 30 faces judged in random order yet\n  (0 so far" in page
+    assert (
+        "2 of 3 judged pre-labels right (67%)" in page
+        and "No setting reaches 95% over 30 faces judged in random order yet\n  (0 so far" in page
+    )
 
 
 def test_a_lockout_survives_failed_logins_under_10001_other_names(app_env):
@@ -220,7 +264,7 @@ def test_a_lockout_survives_failed_logins_under_10001_other_names(app_env):
         assert do_login(client, "ann", "wrong").status_code == 401
     assert do_login(client, "ann", token).status_code == 429
     throttle = client.app.state.throttle
-    for i in range(10_001):   # what 10,001 wrong logins under other names leave (through HTTP: 70 ms of scrypt each)
+    for i in range(10_001):  # what 10,001 wrong logins under other names leave (through HTTP: 70 ms of scrypt each)
         throttle.attempt(f"other{i}")
     assert len(throttle.failures) <= 10_000
     assert do_login(client, "ann", token).status_code == 429
@@ -238,7 +282,7 @@ def test_bodies_over_the_limit_are_refused_on_every_route_that_reads_one(app_env
     r = client.post("/login", content=iter([form.encode()] + [b"x" * 4096] * 17), headers=headers)  # chunked
     assert r.status_code == 413
     r = client.post("/login", content=(form + "x" * (MAX_BODY - len(form))).encode(), headers=headers)
-    assert r.status_code == 303                   # exactly at the limit: a login
+    assert r.status_code == 303  # exactly at the limit: a login
     h = {"X-CSRF-Token": CSRF_RE.search(client.get("/pair").text).group(1), "Content-Type": "application/json"}
     big = b'{"face_id": "p0", "proposed": "toon/alice", "decision": "same", "pad": "' + b"x" * MAX_BODY + b'"}'
     for url in ("/api/decide", "/api/undo", "/api/grid"):

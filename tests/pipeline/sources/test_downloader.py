@@ -4,10 +4,11 @@ All traffic stays on 127.0.0.1 / localhost: an audit hook records every socket.c
 process and each test checks that nothing else was dialled (the private-address tests check the
 refused address was never dialled at all).
 """
+
 from __future__ import annotations
 
-import email.utils
 import datetime
+import email.utils
 import re
 import ssl
 import subprocess
@@ -22,11 +23,19 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.sources import downloader as dlmod
-from tests.conftest import PROJECT
-from pipeline.sources.downloader import (
-    REASONS, Downloader, FetchResult, canonicalize_url, is_public_address, is_reason,
+from pipeline.sources.download import (
+    REASONS,
+    Downloader,
+    DownloadSettings,
+    FetchResult,
+    canonicalize_url,
+    is_public_address,
+    is_reason,
 )
+from pipeline.sources.download.addresses import parse_allow_entry
+from pipeline.sources.download.results import parse_retry_after
+from pipeline.sources.download.robots import RobotsRules
+from tests.conftest import PROJECT
 
 # ---------------------------------------------------------------------------------------------
 # Every outgoing connection of this process (the audit event fires before the connect happens).
@@ -127,8 +136,11 @@ class FaultServer(ThreadingHTTPServer):
 
     def times(self, path: str | None = None, host: str | None = None) -> list[float]:
         with self.lock:
-            return sorted(t for t, h, p in self.records
-                          if (path is None or p == path) and (host is None or h.split(":")[0] == host))
+            return sorted(
+                t
+                for t, h, p in self.records
+                if (path is None or p == path) and (host is None or h.split(":")[0] == host)
+            )
 
     def close(self) -> None:
         self.shutdown()
@@ -160,8 +172,14 @@ class FaultHandler(BaseHTTPRequestHandler):
     def log_message(self, *args) -> None:
         pass
 
-    def send(self, status: int, body: bytes = b"", ctype: str | None = "image/jpeg",
-             headers: dict | None = None, length: int | None = None) -> None:
+    def send(
+        self,
+        status: int,
+        body: bytes = b"",
+        ctype: str | None = "image/jpeg",
+        headers: dict | None = None,
+        length: int | None = None,
+    ) -> None:
         self.send_response(status)
         if ctype is not None:
             self.send_header("Content-Type", ctype)
@@ -202,7 +220,7 @@ class FaultHandler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             for i in range(0, len(body), 256):
-                self.wfile.write(body[i:i + 256])
+                self.wfile.write(body[i : i + 256])
                 self.wfile.flush()
                 time.sleep(0.1)
             return
@@ -244,7 +262,7 @@ class FaultHandler(BaseHTTPRequestHandler):
         if path == "/loop/a":
             return self.send(302, b"", "text/plain", {"Location": "/loop/b"})
         if path == "/loop/b":
-            return self.send(301, b"", "text/plain", {"Location": "http://127.0.0.1:%d/loop/a#x" % self.server.port})
+            return self.send(301, b"", "text/plain", {"Location": f"http://127.0.0.1:{self.server.port}/loop/a#x"})
         m = re.match(r"^/chain/(\d+)$", path)
         if m:
             return self.send(302, b"moved", "text/plain", {"Location": f"/chain/{int(m.group(1)) + 1}"})
@@ -286,10 +304,17 @@ def server():
 
 def make(**kw) -> Downloader:
     """Short timeouts and intervals so the whole file stays fast."""
-    settings = dict(min_interval_s=0.0, connect_timeout=1.0, read_timeout=1.0, total_timeout=3.0,
-                    retries=0, backoff_base_s=0.01, allow_private_hosts={"127.0.0.1"})
+    settings = dict(
+        min_interval_s=0.0,
+        connect_timeout=1.0,
+        read_timeout=1.0,
+        total_timeout=3.0,
+        retries=0,
+        backoff_base_s=0.01,
+        allow_private_hosts={"127.0.0.1"},
+    )
     settings.update(kw)
-    return Downloader(**settings)
+    return Downloader(DownloadSettings(**settings))
 
 
 def check(res: FetchResult, reason: str | None) -> FetchResult:
@@ -306,80 +331,139 @@ def check(res: FetchResult, reason: str | None) -> FetchResult:
 # ---------------------------------------------------------------------------------------------
 # canonicalize_url
 
-@pytest.mark.parametrize("url, expected", [
-    ("HTTP://Example.COM:80/a/./b/../c?b=2&a=1#frag", "http://example.com/a/c?a=1&b=2"),
-    ("https://example.com:443", "https://example.com/"),
-    ("https://example.com:8443/x", "https://example.com:8443/x"),
-    ("http://example.com:443/x", "http://example.com:443/x"),
-    ("http://example.com/%7euser/%41%62c%2f%2a", "http://example.com/~user/Abc%2F%2A"),
-    ("http://example.com/a%3ab", "http://example.com/a%3Ab"),
-    ("http://example.com/a b/é", "http://example.com/a%20b/%C3%A9"),
-    ("http://example.com/100%", "http://example.com/100%25"),
-    ("http://example.com/a/../../b/./c/", "http://example.com/b/c/"),
-    ("http://example.com/%2e%2E/x/%2E", "http://example.com/x/"),
-    ("http://example.com/a//b", "http://example.com/a//b"),
-    ("http://example.com/?utm_source=x&id=3&fbclid=y&gclid=z&UTM_Medium=q", "http://example.com/?id=3"),
-    ("http://example.com/?", "http://example.com/"),
-    ("http://example.com/p?&&b=1&&a", "http://example.com/p?a&b=1"),
-    ("http://example.com/p?q=a+b&p=%2b&q=%7E", "http://example.com/p?p=%2B&q=a+b&q=~"),
-    ("http://bücher.example/", "http://xn--bcher-kva.example/"),
-    ("http://ＥＸＡＭＰＬＥ.com/", "http://example.com/"),
-    ("http://EXAMPLE.com./", "http://example.com/"),
-    ("http://[::FFFF:7F00:1]:80/", "http://[::ffff:7f00:1]/"),
-    ("http://0x7f.1/", "http://127.0.0.1/"),
-    ("http://2130706433/", "http://127.0.0.1/"),
-    ("http://0177.0.0.01/", "http://127.0.0.1/"),
-    ("http://user:p%61ss@Example.com/", "http://user:pass@example.com/"),
-    ("  http://example.com/x\n", "http://example.com/x"),
-])
+
+@pytest.mark.parametrize(
+    "url, expected",
+    [
+        ("HTTP://Example.COM:80/a/./b/../c?b=2&a=1#frag", "http://example.com/a/c?a=1&b=2"),
+        ("https://example.com:443", "https://example.com/"),
+        ("https://example.com:8443/x", "https://example.com:8443/x"),
+        ("http://example.com:443/x", "http://example.com:443/x"),
+        ("http://example.com/%7euser/%41%62c%2f%2a", "http://example.com/~user/Abc%2F%2A"),
+        ("http://example.com/a%3ab", "http://example.com/a%3Ab"),
+        ("http://example.com/a b/é", "http://example.com/a%20b/%C3%A9"),
+        ("http://example.com/100%", "http://example.com/100%25"),
+        ("http://example.com/a/../../b/./c/", "http://example.com/b/c/"),
+        ("http://example.com/%2e%2E/x/%2E", "http://example.com/x/"),
+        ("http://example.com/a//b", "http://example.com/a//b"),
+        ("http://example.com/?utm_source=x&id=3&fbclid=y&gclid=z&UTM_Medium=q", "http://example.com/?id=3"),
+        ("http://example.com/?", "http://example.com/"),
+        ("http://example.com/p?&&b=1&&a", "http://example.com/p?a&b=1"),
+        ("http://example.com/p?q=a+b&p=%2b&q=%7E", "http://example.com/p?p=%2B&q=a+b&q=~"),
+        ("http://bücher.example/", "http://xn--bcher-kva.example/"),
+        ("http://ＥＸＡＭＰＬＥ.com/", "http://example.com/"),
+        ("http://EXAMPLE.com./", "http://example.com/"),
+        ("http://[::FFFF:7F00:1]:80/", "http://[::ffff:7f00:1]/"),
+        ("http://0x7f.1/", "http://127.0.0.1/"),
+        ("http://2130706433/", "http://127.0.0.1/"),
+        ("http://0177.0.0.01/", "http://127.0.0.1/"),
+        ("http://user:p%61ss@Example.com/", "http://user:pass@example.com/"),
+        ("  http://example.com/x\n", "http://example.com/x"),
+    ],
+)
 def test_canonicalize(url, expected):
     assert canonicalize_url(url) == expected
     assert canonicalize_url(expected) == expected  # idempotent
 
 
-@pytest.mark.parametrize("url", [
-    "", "example.com/a.jpg", "//example.com/a.jpg", "ftp://example.com/a", "javascript:alert(1)",
-    "http:///a", "http://exa mple.com/", "http://example.com:99999/", "http://example.com:0/",
-    "http://example.com:8o/", "http://[::1/", "http://[fe80::1%25eth0]/", "http://1.2.3.4.5/",
-    "http://256.1.1.1/", "http://a..b/", "http://exa<mple.com/",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "",
+        "example.com/a.jpg",
+        "//example.com/a.jpg",
+        "ftp://example.com/a",
+        "javascript:alert(1)",
+        "http:///a",
+        "http://exa mple.com/",
+        "http://example.com:99999/",
+        "http://example.com:0/",
+        "http://example.com:8o/",
+        "http://[::1/",
+        "http://[fe80::1%25eth0]/",
+        "http://1.2.3.4.5/",
+        "http://256.1.1.1/",
+        "http://a..b/",
+        "http://exa<mple.com/",
+    ],
+)
 def test_canonicalize_rejects(url):
     with pytest.raises(ValueError):
         canonicalize_url(url)
 
 
-@pytest.mark.parametrize("addr, public", [
-    ("8.8.8.8", True), ("2001:4860:4860::8888", True), ("::ffff:8.8.8.8", True), ("64:ff9b::808:808", True),
-    ("10.0.0.1", False), ("172.16.0.1", False), ("192.168.1.1", False), ("127.0.0.1", False),
-    ("169.254.169.254", False), ("100.64.0.1", False), ("0.0.0.0", False), ("224.0.0.1", False),
-    ("255.255.255.255", False), ("240.0.0.1", False), ("192.0.2.1", False), ("::1", False), ("::", False),
-    ("fe80::1", False), ("fc00::1", False), ("fec0::1", False), ("ff02::1", False), ("ff0e::1", False),
-    ("::ffff:127.0.0.1", False), ("::ffff:169.254.169.254", False), ("::ffff:10.0.0.1", False),
-    ("64:ff9b::a00:1", False), ("64:ff9b:1::1", False), ("2002:a00:1::1", False), ("2001::1", False),
-    ("2001:db8::1", False), ("::127.0.0.1", False),
-])
+@pytest.mark.parametrize(
+    "addr, public",
+    [
+        ("8.8.8.8", True),
+        ("2001:4860:4860::8888", True),
+        ("::ffff:8.8.8.8", True),
+        ("64:ff9b::808:808", True),
+        ("10.0.0.1", False),
+        ("172.16.0.1", False),
+        ("192.168.1.1", False),
+        ("127.0.0.1", False),
+        ("169.254.169.254", False),
+        ("100.64.0.1", False),
+        ("0.0.0.0", False),
+        ("224.0.0.1", False),
+        ("255.255.255.255", False),
+        ("240.0.0.1", False),
+        ("192.0.2.1", False),
+        ("::1", False),
+        ("::", False),
+        ("fe80::1", False),
+        ("fc00::1", False),
+        ("fec0::1", False),
+        ("ff02::1", False),
+        ("ff0e::1", False),
+        ("::ffff:127.0.0.1", False),
+        ("::ffff:169.254.169.254", False),
+        ("::ffff:10.0.0.1", False),
+        ("64:ff9b::a00:1", False),
+        ("64:ff9b:1::1", False),
+        ("2002:a00:1::1", False),
+        ("2001::1", False),
+        ("2001:db8::1", False),
+        ("::127.0.0.1", False),
+    ],
+)
 def test_is_public_address(addr, public):
     assert is_public_address(addr) is public
 
 
 def test_reason_codes_documented():
-    for code in ["invalid_url", "private_address", "robots_disallowed", "robots_unavailable", "x_robots_tag",
-                 "timeout", "connection_error", "too_many_requests", "too_many_redirects", "redirect_loop",
-                 "too_large", "truncated", "wrong_content_type", "not_an_image"]:
+    for code in [
+        "invalid_url",
+        "private_address",
+        "robots_disallowed",
+        "robots_unavailable",
+        "x_robots_tag",
+        "timeout",
+        "connection_error",
+        "too_many_requests",
+        "too_many_redirects",
+        "redirect_loop",
+        "too_large",
+        "truncated",
+        "wrong_content_type",
+        "not_an_image",
+    ]:
         assert code in REASONS
     assert is_reason("http_404") and is_reason("http_500") and not is_reason("http_5000")
 
 
 def test_retry_after_parsing():
-    assert dlmod._parse_retry_after("7") == 7.0
-    later = dlmod._parse_retry_after(email.utils.formatdate(time.time() + 30, usegmt=True))
+    assert parse_retry_after("7") == 7.0
+    later = parse_retry_after(email.utils.formatdate(time.time() + 30, usegmt=True))
     assert 28 <= later <= 31
-    assert dlmod._parse_retry_after(email.utils.formatdate(time.time() - 30, usegmt=True)) == 0.0
-    assert dlmod._parse_retry_after("soon") is None and dlmod._parse_retry_after(None) is None
+    assert parse_retry_after(email.utils.formatdate(time.time() - 30, usegmt=True)) == 0.0
+    assert parse_retry_after("soon") is None and parse_retry_after(None) is None
 
 
 # ---------------------------------------------------------------------------------------------
 # Happy paths and content checks
+
 
 def test_fetch_image_ok(server):
     with make() as dl:
@@ -416,6 +500,7 @@ def test_invalid_urls():
 
 # ---------------------------------------------------------------------------------------------
 # Timeouts, retries, Retry-After
+
 
 def test_read_timeout(server):
     with make(read_timeout=0.3) as dl:
@@ -474,6 +559,7 @@ def test_429_after_retries(server):
 # ---------------------------------------------------------------------------------------------
 # Size and truncation
 
+
 def test_truncated_body(server):
     with make() as dl:
         check(dl.fetch(server.url("/truncated.jpg")), "truncated")
@@ -491,6 +577,7 @@ def test_too_large(server):
 # ---------------------------------------------------------------------------------------------
 # Redirects
 
+
 def test_redirect_loop(server):
     with make() as dl:
         res = check(dl.fetch(server.url("/loop/a")), "redirect_loop")
@@ -506,12 +593,15 @@ def test_redirect_chain(server):
         assert res.attempts == 4
 
 
-@pytest.mark.parametrize("target, refused_ip", [
-    ("http://10.0.0.1/x", "10.0.0.1"),
-    ("http://169.254.169.254/latest/meta-data/", "169.254.169.254"),
-    ("http://[::ffff:a9fe:a9fe]/latest/meta-data/", "::ffff:a9fe:a9fe"),
-    ("http://0xA9FEA9FE/", "169.254.169.254"),
-])
+@pytest.mark.parametrize(
+    "target, refused_ip",
+    [
+        ("http://10.0.0.1/x", "10.0.0.1"),
+        ("http://169.254.169.254/latest/meta-data/", "169.254.169.254"),
+        ("http://[::ffff:a9fe:a9fe]/latest/meta-data/", "::ffff:a9fe:a9fe"),
+        ("http://0xA9FEA9FE/", "169.254.169.254"),
+    ],
+)
 def test_redirect_to_private_address_is_refused_before_connecting(server, only_local_traffic, target, refused_ip):
     with make() as dl:
         res = check(dl.fetch(server.url(f"/redirect?to={target}")), "private_address")
@@ -524,15 +614,19 @@ def test_redirect_to_private_address_is_refused_before_connecting(server, only_l
 def test_redirect_to_non_allowlisted_local_name(server, only_local_traffic):
     # localhost resolves to 127.0.0.1 but only the literal 127.0.0.1 is allow-listed.
     with make() as dl:
-        res = check(dl.fetch(server.url(f"/redirect?to=http://localhost:{server.port}/img/l.jpg")), "private_address")
+        check(dl.fetch(server.url(f"/redirect?to=http://localhost:{server.port}/img/l.jpg")), "private_address")
     assert "/img/l.jpg" not in server.paths()
 
 
 def test_private_address_not_allow_listed(server, only_local_traffic):
     before = len(server.paths())
     with make(allow_private_hosts=set()) as dl:
-        for url in [server.url("/img/p.jpg"), server.url("/img/p.jpg", "localhost"),
-                    f"http://[::ffff:127.0.0.1]:{server.port}/img/p.jpg", f"http://2130706433:{server.port}/x.jpg"]:
+        for url in [
+            server.url("/img/p.jpg"),
+            server.url("/img/p.jpg", "localhost"),
+            f"http://[::ffff:127.0.0.1]:{server.port}/img/p.jpg",
+            f"http://2130706433:{server.port}/x.jpg",
+        ]:
             res = check(dl.fetch(url), "private_address")
             assert res.attempts == 0
     assert len(server.paths()) == before  # not even robots.txt
@@ -553,7 +647,7 @@ def test_connection_pin_refuses_rebinding(server, only_local_traffic, monkeypatc
             return real(host, *args)  # then the connection layer resolves to 127.0.0.1
 
         monkeypatch.setattr(dl._guard, "resolve", rebinding)
-        res = check(dl.fetch(server.url("/img/rebind.jpg")), "private_address")
+        check(dl.fetch(server.url("/img/rebind.jpg")), "private_address")
     assert len(calls) >= 3
     assert "/img/rebind.jpg" not in server.paths()
     assert not _connected_hosts(only_local_traffic)
@@ -561,6 +655,7 @@ def test_connection_pin_refuses_rebinding(server, only_local_traffic, monkeypatc
 
 # ---------------------------------------------------------------------------------------------
 # The private-host allow-list holds origins: a redirect cannot move to another port of an allowed host.
+
 
 @pytest.fixture
 def other():
@@ -616,23 +711,43 @@ def test_robots_txt_redirect_to_another_port_is_refused(other, only_local_traffi
         srv.close()
 
 
-@pytest.mark.parametrize("entry, parsed", [
-    ("127.0.0.1", ("127.0.0.1", None)), (" LocalHost:8080 ", ("localhost", 8080)), ("::1", ("::1", None)),
-    ("[::1]", ("::1", None)), ("[0:0::1]:8443", ("::1", 8443)), ("10.1.2.3", ("10.1.2.3", None)),
-])
+@pytest.mark.parametrize(
+    "entry, parsed",
+    [
+        ("127.0.0.1", ("127.0.0.1", None)),
+        (" LocalHost:8080 ", ("localhost", 8080)),
+        ("::1", ("::1", None)),
+        ("[::1]", ("::1", None)),
+        ("[0:0::1]:8443", ("::1", 8443)),
+        ("10.1.2.3", ("10.1.2.3", None)),
+    ],
+)
 def test_allow_list_entries(entry, parsed):
-    assert dlmod._parse_allow_entry(entry) == parsed
+    assert parse_allow_entry(entry) == parsed
 
 
-@pytest.mark.parametrize("entry", ["127.0.0.1:", "127.0.0.1:0", "127.0.0.1:99999", "host:http", "[::1", "[::1]x",
-                                   ":80", "::1:zz", "http://127.0.0.1:8080"])
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "127.0.0.1:",
+        "127.0.0.1:0",
+        "127.0.0.1:99999",
+        "host:http",
+        "[::1",
+        "[::1]x",
+        ":80",
+        "::1:zz",
+        "http://127.0.0.1:8080",
+    ],
+)
 def test_malformed_allow_list_entries_are_refused(entry):
     with pytest.raises(ValueError, match="allow_private_hosts"):
-        Downloader(allow_private_hosts=[entry])
+        Downloader(DownloadSettings(allow_private_hosts=[entry]))
 
 
 # ---------------------------------------------------------------------------------------------
 # robots.txt and X-Robots-Tag
+
 
 def test_robots_disallow(server):
     with make() as dl:
@@ -654,8 +769,9 @@ def test_robots_fetched_once_per_origin(server):
         assert server.paths().count("/robots.txt") == before + 1
 
 
-@pytest.mark.parametrize("mode, reason", [("500", "robots_unavailable"), ("503", "robots_unavailable"),
-                                          ("404", None), ("403", None)])
+@pytest.mark.parametrize(
+    "mode, reason", [("500", "robots_unavailable"), ("503", "robots_unavailable"), ("404", None), ("403", None)]
+)
 def test_robots_status(mode, reason):
     srv = FaultServer(robots=mode)
     try:
@@ -684,10 +800,15 @@ def test_x_robots_tag(server):
 # ---------------------------------------------------------------------------------------------
 # fetch_many: dedup and the per-domain rate limit
 
+
 def test_fetch_many_dedups_spellings(server):
     port = server.port
-    urls = [f"http://127.0.0.1:{port}/img/dedup.jpg", f"HTTP://127.0.0.1:{port}/./img/%64edup.jpg#top",
-            f"http://127.0.0.1:{port}/img/x/../dedup.jpg?utm_source=mail", "mailto:someone@example.com"]
+    urls = [
+        f"http://127.0.0.1:{port}/img/dedup.jpg",
+        f"HTTP://127.0.0.1:{port}/./img/%64edup.jpg#top",
+        f"http://127.0.0.1:{port}/img/x/../dedup.jpg?utm_source=mail",
+        "mailto:someone@example.com",
+    ]
     with make() as dl:
         results = list(dl.fetch_many(urls))
     assert sorted(r.reason or "ok" for r in results) == ["invalid_url", "ok"]
@@ -702,8 +823,13 @@ def test_rate_limit_per_domain_across_threads():
             urls += [srv.url(f"/img/rate{i}.jpg", host) for i in range(11)]
             urls.append(srv.url(f"/flaky/{host.replace('.', '_')}/1.jpg", host))  # one retry, rate limited too
         interval = 0.2
-        with make(min_interval_s=interval, max_workers=8, max_per_domain=4, retries=2,
-                  allow_private_hosts={"127.0.0.1", "localhost"}) as dl:
+        with make(
+            min_interval_s=interval,
+            max_workers=8,
+            max_per_domain=4,
+            retries=2,
+            allow_private_hosts={"127.0.0.1", "localhost"},
+        ) as dl:
             t0 = time.monotonic()
             results = list(dl.fetch_many(urls))
             elapsed = time.monotonic() - t0
@@ -726,10 +852,10 @@ def test_rate_limit_per_domain_across_threads():
 
 CRAWLER = """
 import sys, time
-from pipeline.sources.downloader import Downloader
+from pipeline.sources.download import Downloader, DownloadSettings
 base, start_at, shared, tag = sys.argv[1], float(sys.argv[2]), sys.argv[3] or None, sys.argv[4]
-dl = Downloader(min_interval_s=0.25, retries=0, obey_robots=False, allow_private_hosts={"127.0.0.1"},
-                rate_limit_dir=shared)
+dl = Downloader(DownloadSettings(min_interval_s=0.25, retries=0, obey_robots=False,
+                                 allow_private_hosts={"127.0.0.1"}, rate_limit_dir=shared))
 time.sleep(max(0.0, start_at - time.time()))
 for i in range(4):
     assert dl.fetch(f"{base}/img/{tag}{i}.jpg").ok
@@ -743,9 +869,21 @@ def test_rate_limit_shared_by_processes_through_a_folder(tmp_path, shared):
     srv = FaultServer()
     try:
         start_at = time.time() + 3.0  # both are up and waiting by then
-        procs = [subprocess.Popen([sys.executable, "-c", CRAWLER, srv.url(""), str(start_at),
-                                   str(tmp_path / "ratelimit") if shared else "", tag], cwd=PROJECT)
-                 for tag in ("a", "b")]
+        procs = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    CRAWLER,
+                    srv.url(""),
+                    str(start_at),
+                    str(tmp_path / "ratelimit") if shared else "",
+                    tag,
+                ],
+                cwd=PROJECT,
+            )
+            for tag in ("a", "b")
+        ]
         assert [p.wait(60) for p in procs] == [0, 0]
         times = srv.times()
         assert len(times) == 8
@@ -772,6 +910,7 @@ def test_crawl_delay_raises_the_interval():
 # ---------------------------------------------------------------------------------------------
 # HTTPS through the pinned connection: certificate and host name are still verified.
 
+
 @pytest.fixture(scope="module")
 def tls_files(tmp_path_factory):
     from cryptography import x509
@@ -781,17 +920,24 @@ def tls_files(tmp_path_factory):
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "toonface test")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
     folder = tmp_path_factory.mktemp("tls")
     (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (folder / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                       serialization.NoEncryption()))
+    (folder / "key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return folder / "cert.pem", folder / "key.pem"
 
 
@@ -820,26 +966,30 @@ def test_https_verifies_certificate_and_host_name(tls_files):
 # ---------------------------------------------------------------------------------------------
 # robots.txt matching (RFC 9309 on top of urllib.robotparser's parsing), no network
 
-@pytest.mark.parametrize("robots, path, allowed", [
-    ("User-agent: *\nDisallow: /a/\n", "/a/x.jpg", False),
-    ("User-agent: *\nDisallow: /a/\n", "/b/x.jpg", True),
-    ("User-agent: *\nDisallow: /\nAllow: /img/\n", "/img/x.jpg", True),  # longest match, not first
-    ("User-agent: *\nAllow: /img/\nDisallow: /img/private/\n", "/img/private/x.jpg", False),
-    ("User-agent: *\nDisallow: /x\nAllow: /x\n", "/x.jpg", True),  # tie: Allow wins
-    ("User-agent: *\nDisallow: /*.gif$\n", "/a/b.gif", False),
-    ("User-agent: *\nDisallow: /*.gif$\n", "/a/b.gif?x=1", True),
-    ("User-agent: *\nDisallow: /*?\n", "/a.jpg?size=big", False),
-    ("User-agent: *\nDisallow: /*?\n", "/a.jpg", True),
-    ("User-agent: *\nDisallow: /\n\nUser-agent: toonface\nDisallow: /private/\n", "/img/a.jpg", True),
-    ("User-agent: *\nDisallow: /\n\nUser-agent: ToonFace/2.0\nDisallow:\n", "/img/a.jpg", True),
-    ("User-agent: face\nDisallow: /\n", "/img/a.jpg", True),  # not a substring match
-    ("User-agent: toonface\n\nDisallow: /img/\n", "/img/a.jpg", False),  # blank line inside a group
-    ("User-agent: otherbot\nDisallow: /\n", "/img/a.jpg", True),
-    ("User-agent: *\nDisallow: /\n", "/robots.txt", True),
-    ("User-agent: *\nDisallow: /caf%C3%A9/\n", "/café/x.jpg", False),
-])
+
+@pytest.mark.parametrize(
+    "robots, path, allowed",
+    [
+        ("User-agent: *\nDisallow: /a/\n", "/a/x.jpg", False),
+        ("User-agent: *\nDisallow: /a/\n", "/b/x.jpg", True),
+        ("User-agent: *\nDisallow: /\nAllow: /img/\n", "/img/x.jpg", True),  # longest match, not first
+        ("User-agent: *\nAllow: /img/\nDisallow: /img/private/\n", "/img/private/x.jpg", False),
+        ("User-agent: *\nDisallow: /x\nAllow: /x\n", "/x.jpg", True),  # tie: Allow wins
+        ("User-agent: *\nDisallow: /*.gif$\n", "/a/b.gif", False),
+        ("User-agent: *\nDisallow: /*.gif$\n", "/a/b.gif?x=1", True),
+        ("User-agent: *\nDisallow: /*?\n", "/a.jpg?size=big", False),
+        ("User-agent: *\nDisallow: /*?\n", "/a.jpg", True),
+        ("User-agent: *\nDisallow: /\n\nUser-agent: toonface\nDisallow: /private/\n", "/img/a.jpg", True),
+        ("User-agent: *\nDisallow: /\n\nUser-agent: ToonFace/2.0\nDisallow:\n", "/img/a.jpg", True),
+        ("User-agent: face\nDisallow: /\n", "/img/a.jpg", True),  # not a substring match
+        ("User-agent: toonface\n\nDisallow: /img/\n", "/img/a.jpg", False),  # blank line inside a group
+        ("User-agent: otherbot\nDisallow: /\n", "/img/a.jpg", True),
+        ("User-agent: *\nDisallow: /\n", "/robots.txt", True),
+        ("User-agent: *\nDisallow: /caf%C3%A9/\n", "/café/x.jpg", False),
+    ],
+)
 def test_robots_matching(robots, path, allowed):
-    rules = dlmod._RobotsRules.parse(robots, "toonface")
+    rules = RobotsRules.parse(robots, "toonface")
     url = canonicalize_url("http://example.com" + path)
     assert rules.allowed(url) is allowed
 

@@ -5,6 +5,7 @@ half second never trips it; these servers do exactly that, in the status line an
 body, in robots.txt and in a TLS handshake. All of them listen on 127.0.0.1 and stop their threads
 when the test ends.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,7 +16,7 @@ import time
 
 import pytest
 
-from pipeline.sources.downloader import Downloader, FetchResult, is_reason
+from pipeline.sources.download import Downloader, DownloadSettings, FetchResult, is_reason
 
 JPEG = b"\xff\xd8\xff\xe0" + b"\0" * 60  # magic bytes are enough for a successful fetch
 SLOW_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(JPEG)
@@ -57,7 +58,7 @@ class TrickleServer:
         while not self.stop.is_set():
             try:
                 conn, _ = self.sock.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             self.connections += 1
             t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
@@ -68,7 +69,7 @@ class TrickleServer:
         for i in range(len(data)):
             if self.stop.wait(self.every):
                 return
-            conn.sendall(data[i:i + 1])
+            conn.sendall(data[i : i + 1])
 
     def _serve(self, conn: socket.socket) -> None:
         with conn:
@@ -83,7 +84,7 @@ class TrickleServer:
                     while b"\r\n\r\n" not in head and not self.stop.is_set():
                         try:
                             chunk = conn.recv(4096)
-                        except socket.timeout:
+                        except TimeoutError:
                             continue
                         if not chunk:
                             return
@@ -124,10 +125,17 @@ def slow():
 
 def make(**kw) -> Downloader:
     # read_timeout well above the byte interval: only the total (wall-clock) timeout can fire.
-    settings = dict(min_interval_s=0.0, connect_timeout=1.0, read_timeout=2.0, total_timeout=1.5,
-                    retries=0, obey_robots=False, allow_private_hosts={"127.0.0.1"})
+    settings = dict(
+        min_interval_s=0.0,
+        connect_timeout=1.0,
+        read_timeout=2.0,
+        total_timeout=1.5,
+        retries=0,
+        obey_robots=False,
+        allow_private_hosts={"127.0.0.1"},
+    )
     settings.update(kw)
-    return Downloader(**settings)
+    return Downloader(DownloadSettings(**settings))
 
 
 def timed_fetch(dl: Downloader, url: str, **kw) -> tuple[FetchResult, float]:
@@ -143,6 +151,7 @@ def assert_failed(res: FetchResult, reason: str) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # The wall-clock deadline
+
 
 def test_headers_trickled_one_byte_at_a_time_hit_the_total_timeout(slow):
     with make() as dl:
@@ -222,7 +231,7 @@ def black_hole():
     try:
         probe.connect(("127.0.0.1", port))
         hangs = False
-    except socket.timeout:
+    except TimeoutError:
         hangs = True
     try:
         if not hangs:
@@ -251,6 +260,7 @@ def test_a_fast_server_is_unaffected(slow):
 
 # ---------------------------------------------------------------------------------------------
 # Cancellation
+
 
 def fetch_in_thread(dl: Downloader, url: str) -> tuple[threading.Thread, list]:
     out: list = []

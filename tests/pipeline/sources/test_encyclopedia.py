@@ -1,12 +1,20 @@
 """Encyclopedia parsers: real saved pages from ../shared (never copied here) and small hand-written
 pages for the shapes no fixture covers (Wikipedia character lists, Fandom UCP, Baike)."""
+
 from __future__ import annotations
 
 import pytest
 from bs4 import BeautifulSoup
 
-from pipeline.sources.encyclopedia import (Character, next_page_url, PageShapeError, detect_site, full_size_url,
-                                           image_url, parse_characters)
+from pipeline.sources.encyclopedia import (
+    Character,
+    PageShapeError,
+    detect_site,
+    full_size_url,
+    image_url,
+    next_page_url,
+    parse_characters,
+)
 from tests.conftest import SHARED
 
 HTML = SHARED / "fixtures" / "html"
@@ -33,44 +41,68 @@ def rocket_html() -> str:
 
 # --------------------------------------------------------------------------- Wikia category (2016 Oasis)
 
+
+@pytest.mark.shared_data
 def test_wikia_category_gallery_first_then_listing(wikia):
     # 8 gallery items (the wiki's most visited pages, with images), then the 200 names of the
     # listing page; "Unity" is in the gallery but on the listing's second page, hence 201.
     assert len(wikia) == 201
     assert [c.name for c in wikia[:8]] == [
-        "Rick Sanchez", "Mr. Poopybutthole", "Mr. Meeseeks", "Morty Smith", "Birdperson",
-        "Krombopulos Michael", "Unity", "Evil Morty"]
+        "Rick Sanchez",
+        "Mr. Poopybutthole",
+        "Mr. Meeseeks",
+        "Morty Smith",
+        "Birdperson",
+        "Krombopulos Michael",
+        "Unity",
+        "Evil Morty",
+    ]
     assert [c.name for c in wikia[8:13]] == [
-        "Abradolf Lincler", "Albert Einstein", "Alexander", "Alien Morty", "Alien Parasites"]
-    assert [c.name for c in wikia[-3:]] == [
-        "Traflorkians", "Trunk People", "Two Guys with Handlebar Mustaches"]
+        "Abradolf Lincler",
+        "Albert Einstein",
+        "Alexander",
+        "Alien Morty",
+        "Alien Parasites",
+    ]
+    assert [c.name for c in wikia[-3:]] == ["Traflorkians", "Trunk People", "Two Guys with Handlebar Mustaches"]
     names = {c.name for c in wikia}
-    assert {"Beth Smith (C-137)", "Beth's Mytholog", "Mr. Goldenfold", "Squanchy",
-            "Rick Sanchez (Rick and Morty in: Adventure to an Alternate Universe!)"} <= names
+    assert {
+        "Beth Smith (C-137)",
+        "Beth's Mytholog",
+        "Mr. Goldenfold",
+        "Squanchy",
+        "Rick Sanchez (Rick and Morty in: Adventure to an Alternate Universe!)",
+    } <= names
     # Subcategories and the pagination link are not characters.
     assert not any(n.startswith("Category:") or n == "Characters" for n in names)
 
 
+@pytest.mark.shared_data
 def test_wikia_gallery_images_are_originals(wikia):
     by_name = {c.name: c for c in wikia}
     assert sum(1 for c in wikia if c.image_url) == 8
     rick = by_name["Rick Sanchez"]
     # .../revision/latest/window-crop/width/130/...?cb=... -> .../revision/latest?cb=...
-    assert rick.image_url == ("http://vignette3.wikia.nocookie.net/rickandmorty/images/a/a6/"
-                              "Rick_Sanchez.png/revision/latest?cb=20160923150728")
+    assert rick.image_url == (
+        "http://vignette3.wikia.nocookie.net/rickandmorty/images/a/a6/"
+        "Rick_Sanchez.png/revision/latest?cb=20160923150728"
+    )
     assert rick.source_url == "http://rickandmorty.wikia.com/wiki/Rick_Sanchez"
     assert rick.aliases == []
     assert by_name["Morty Smith"].image_url == (
         "http://vignette1.wikia.nocookie.net/rickandmorty/images/3/36/Morty_Interested_S1E11.JPG"
-        "/revision/latest?cb=20150908101833")
+        "/revision/latest?cb=20150908101833"
+    )
     assert by_name["Evil Morty"].image_url == (
         "http://vignette2.wikia.nocookie.net/rickandmorty/images/5/5a/Evil_Morty_Close-Up.png"
-        "/revision/latest?cb=20140409151750")
+        "/revision/latest?cb=20140409151750"
+    )
     beth = by_name["Beth's Mytholog"]
     assert beth.image_url is None
     assert beth.source_url == "http://rickandmorty.wikia.com/wiki/Beth%27s_Mytholog"
 
 
+@pytest.mark.shared_data
 def test_wikia_base_comes_from_canonical_link_without_page_url():
     chars = parse_characters(_fixture("wikia_rick_and_morty_category_characters_2016.html"), "")
     assert chars[0].source_url == "http://rickandmorty.wikia.com/wiki/Rick_Sanchez"
@@ -78,17 +110,24 @@ def test_wikia_base_comes_from_canonical_link_without_page_url():
 
 # --------------------------------------------------------------------------- Bulbapedia
 
+
+@pytest.mark.shared_data
 def test_bulbapedia_character_page_infobox():
-    chars = parse_characters(_fixture("bulbapedia_character_ghetsis_2026.html"),
-                             "https://bulbapedia.bulbagarden.net/wiki/Ghetsis")
+    chars = parse_characters(
+        _fixture("bulbapedia_character_ghetsis_2026.html"), "https://bulbapedia.bulbagarden.net/wiki/Ghetsis"
+    )
     # The infobox img is a 200px thumb whose srcset's 2x candidate is the original file.
-    assert chars == [Character(
-        name="Ghetsis",
-        image_url="https://archives.bulbagarden.net/media/upload/2/27/Black_2_White_2_Ghetsis.png",
-        source_url="https://bulbapedia.bulbagarden.net/wiki/Ghetsis",
-        aliases=["Ghetsis Harmonia Gropius", "ゲーチス・ハルモニア・グロピウス"])]
+    assert chars == [
+        Character(
+            name="Ghetsis",
+            image_url="https://archives.bulbagarden.net/media/upload/2/27/Black_2_White_2_Ghetsis.png",
+            source_url="https://bulbapedia.bulbagarden.net/wiki/Ghetsis",
+            aliases=["Ghetsis Harmonia Gropius", "ゲーチス・ハルモニア・グロピウス"],
+        )
+    ]
 
 
+@pytest.mark.shared_data
 def test_bulbapedia_in_animation_section_lists_the_trio(rocket_html):
     # The section's prose links characters, places and episodes alike; its one structured
     # naming of characters is the figure captioned "Jessie, James, and Meowth". That picture is
@@ -96,13 +135,15 @@ def test_bulbapedia_in_animation_section_lists_the_trio(rocket_html):
     expected = [
         Character("Jessie", None, "https://bulbapedia.bulbagarden.net/wiki/Jessie", []),
         Character("James", None, "https://bulbapedia.bulbagarden.net/wiki/James", []),
-        Character("Meowth", None, "https://bulbapedia.bulbagarden.net/wiki/Meowth_(Team_Rocket)",
-                  ["Meowth (Team Rocket)"]),
+        Character(
+            "Meowth", None, "https://bulbapedia.bulbagarden.net/wiki/Meowth_(Team_Rocket)", ["Meowth (Team Rocket)"]
+        ),
     ]
     assert parse_characters(rocket_html, ROCKET_URL + "#In_animation") == expected
     assert parse_characters(rocket_html, ROCKET_URL, section="In animation") == expected
 
 
+@pytest.mark.shared_data
 def test_bulbapedia_organisation_page_without_section_is_not_a_character(rocket_html):
     # Its infobox (leader, region, admins) describes no person: not "Team Rocket" as a character.
     with pytest.raises(PageShapeError, match="^page shape not recognised: .*infobox describes no person"):
@@ -111,6 +152,7 @@ def test_bulbapedia_organisation_page_without_section_is_not_a_character(rocket_
         parse_characters(rocket_html, ROCKET_URL, section="In space")
 
 
+@pytest.mark.shared_data
 def test_section_with_only_topic_captions_is_empty_not_an_error(rocket_html):
     # A recognised section that names nobody in structured form: [].
     assert parse_characters(rocket_html, ROCKET_URL + "#Pokémon_Origins") == []
@@ -118,6 +160,8 @@ def test_section_with_only_topic_captions_is_empty_not_an_error(rocket_html):
 
 # --------------------------------------------------------------------------- pages of other shapes
 
+
+@pytest.mark.shared_data
 def test_wikipedia_film_list_is_not_a_character_page():
     html = _fixture("wikipedia_list_of_films_featuring_time_loops_2024.html")
     assert detect_site(html, "") == "mediawiki"
@@ -126,11 +170,14 @@ def test_wikipedia_film_list_is_not_a_character_page():
             parse_characters(html, "https://en.wikipedia.org/wiki/List_of_films_featuring_time_loops", kind)
 
 
-@pytest.mark.parametrize("html", [
-    "<html><body><p>Hello</p><img src='a.png'></body></html>",
-    "",
-    "<html><head><title>Blog</title></head><body><ul><li><b>Rick</b> – a man</li></ul></body></html>",
-])
+@pytest.mark.parametrize(
+    "html",
+    [
+        "<html><body><p>Hello</p><img src='a.png'></body></html>",
+        "",
+        "<html><head><title>Blog</title></head><body><ul><li><b>Rick</b> – a man</li></ul></body></html>",
+    ],
+)
 def test_random_html_raises(html):
     with pytest.raises(PageShapeError, match="^page shape not recognised"):
         parse_characters(html, "https://example.org/post")
@@ -150,11 +197,14 @@ def test_unknown_kind_is_a_value_error():
 
 # --------------------------------------------------------------------------- Wikipedia character lists
 
+
 def _heading(level: int, ident: str, text: str, modern: bool) -> str:
-    edit = (f'<span class="mw-editsection"><span class="mw-editsection-bracket">[</span>'
-            f'<a href="/w/index.php?title=List_of_Sunny_School_characters&amp;action=edit&amp;section=1" '
-            f'title="Edit section: {text}"><span>edit</span></a>'
-            f'<span class="mw-editsection-bracket">]</span></span>')
+    edit = (
+        f'<span class="mw-editsection"><span class="mw-editsection-bracket">[</span>'
+        f'<a href="/w/index.php?title=List_of_Sunny_School_characters&amp;action=edit&amp;section=1" '
+        f'title="Edit section: {text}"><span>edit</span></a>'
+        f'<span class="mw-editsection-bracket">]</span></span>'
+    )
     if modern:  # Vector-2022, MediaWiki >= 1.42
         return f'<div class="mw-heading mw-heading{level}"><h{level} id="{ident}">{text}</h{level}>{edit}</div>'
     return f'<h{level}><span class="mw-headline" id="{ident}">{text}</span>{edit}</h{level}>'
@@ -203,17 +253,29 @@ def wikipedia_list(modern: bool = True) -> str:
 
 LIST_URL = "https://en.wikipedia.org/wiki/List_of_Sunny_School_characters"
 WIKIPEDIA_EXPECTED = [
-    Character("Hana Aoki", "https://upload.wikimedia.org/wikipedia/en/3/3c/Hana_Aoki.png",
-              "https://en.wikipedia.org/wiki/Hana_Aoki", []),
+    Character(
+        "Hana Aoki",
+        "https://upload.wikimedia.org/wikipedia/en/3/3c/Hana_Aoki.png",
+        "https://en.wikipedia.org/wiki/Hana_Aoki",
+        [],
+    ),
     # An SVG original is kept as an 800px PNG rendering.
-    Character("Kenji Mori", "https://upload.wikimedia.org/wikipedia/en/thumb/4/4d/Kenji_Mori.svg/800px-Kenji_Mori.svg.png",
-              LIST_URL + "#Kenji_Mori", []),
+    Character(
+        "Kenji Mori",
+        "https://upload.wikimedia.org/wikipedia/en/thumb/4/4d/Kenji_Mori.svg/800px-Kenji_Mori.svg.png",
+        LIST_URL + "#Kenji_Mori",
+        [],
+    ),
     Character("Mr. Aoki", None, LIST_URL + "#Mr._Aoki", []),
     Character("Principal Tanaka", None, LIST_URL, []),
     Character("Yuki", None, "https://en.wikipedia.org/wiki/Yuki_(Sunny_School)", ["Yuki (Sunny School)"]),
     Character("Coach Ito", None, LIST_URL, []),
-    Character("Rin Sato", "https://upload.wikimedia.org/wikipedia/en/5/5e/Rin_Sato.jpg",
-              "https://en.wikipedia.org/wiki/Rin_Sato", []),
+    Character(
+        "Rin Sato",
+        "https://upload.wikimedia.org/wikipedia/en/5/5e/Rin_Sato.jpg",
+        "https://en.wikipedia.org/wiki/Rin_Sato",
+        [],
+    ),
     Character("Mika", None, LIST_URL, []),
 ]
 
@@ -228,7 +290,12 @@ def test_wikipedia_list_of_characters(modern):
 def test_wikipedia_list_section_by_fragment():
     html = wikipedia_list()
     assert [c.name for c in parse_characters(html, LIST_URL + "#Recurring_characters")] == [
-        "Principal Tanaka", "Yuki", "Coach Ito", "Rin Sato", "Mika"]
+        "Principal Tanaka",
+        "Yuki",
+        "Coach Ito",
+        "Rin Sato",
+        "Mika",
+    ]
     assert parse_characters(html, LIST_URL + "#Kenji_Mori") == [WIKIPEDIA_EXPECTED[1]]
     # A character's own sub-headings ("Personality") are aspects of them, not more characters.
     assert parse_characters(html, LIST_URL, section="Hana Aoki") == [WIKIPEDIA_EXPECTED[0]]
@@ -239,7 +306,8 @@ def test_wikipedia_list_section_by_fragment():
 
 def test_character_list_without_entries_raises():
     html = wikipedia_list().split('<div id="mw-content-text"')[0] + (
-        '<div id="mw-content-text"><div class="mw-parser-output"><p>Soon.</p></div></div></body></html>')
+        '<div id="mw-content-text"><div class="mw-parser-output"><p>Soon.</p></div></div></body></html>'
+    )
     with pytest.raises(PageShapeError, match="looks like a list of characters but has no character"):
         parse_characters(html, LIST_URL)
 
@@ -264,18 +332,28 @@ FANDOM_CATEGORY = """<!DOCTYPE html><html><head><meta name="generator" content="
 
 def test_fandom_category_lazy_images():
     assert parse_characters(FANDOM_CATEGORY, "https://sunnyschool.fandom.com/wiki/Category:Characters") == [
-        Character("Hana Aoki", "https://static.wikia.nocookie.net/sunnyschool/images/a/ab/Hana.png/revision/latest?cb=20240101",
-                  "https://sunnyschool.fandom.com/wiki/Hana_Aoki", []),
+        Character(
+            "Hana Aoki",
+            "https://static.wikia.nocookie.net/sunnyschool/images/a/ab/Hana.png/revision/latest?cb=20240101",
+            "https://sunnyschool.fandom.com/wiki/Hana_Aoki",
+            [],
+        ),
         # No URL at all, only the file's key: MediaWiki's Special:FilePath serves the original.
-        Character("Kenji Mori", "https://sunnyschool.fandom.com/wiki/Special:FilePath/Kenji_Mori.png",
-                  "https://sunnyschool.fandom.com/wiki/Kenji_Mori", []),
+        Character(
+            "Kenji Mori",
+            "https://sunnyschool.fandom.com/wiki/Special:FilePath/Kenji_Mori.png",
+            "https://sunnyschool.fandom.com/wiki/Kenji_Mori",
+            [],
+        ),
         Character("Yuki", None, "https://sunnyschool.fandom.com/wiki/Yuki", []),
     ]
 
 
 def test_empty_category_is_an_empty_success():
-    html = ('<html><body class="mediawiki ns-14"><h1 id="firstHeading">Category:Nobody</h1>'
-            '<div id="mw-content-text"><p>This category currently contains no pages or media.</p></div></body></html>')
+    html = (
+        '<html><body class="mediawiki ns-14"><h1 id="firstHeading">Category:Nobody</h1>'
+        '<div id="mw-content-text"><p>This category currently contains no pages or media.</p></div></body></html>'
+    )
     assert parse_characters(html, "https://x.fandom.com/wiki/Category:Nobody") == []
 
 
@@ -293,29 +371,53 @@ def test_fandom_portable_infobox_character_page():
 <div class="pi-item pi-data" data-source="gender"><h3 class="pi-data-label">Gender</h3><div class="pi-data-value">Female</div></div>
 </aside><p>Hana is the protagonist.</p></div></div></body></html>"""
     url = "https://sunnyschool.fandom.com/wiki/Hana_Aoki"
-    assert parse_characters(html, url) == [Character(
-        "Hana Aoki", "https://static.wikia.nocookie.net/sunnyschool/images/a/ab/Hana.png/revision/latest?cb=20240101", url, [])]
+    assert parse_characters(html, url) == [
+        Character(
+            "Hana Aoki",
+            "https://static.wikia.nocookie.net/sunnyschool/images/a/ab/Hana.png/revision/latest?cb=20240101",
+            url,
+            [],
+        )
+    ]
 
 
 # --------------------------------------------------------------------------- image URL rules
 
-@pytest.mark.parametrize("thumb, full", [
-    ("https://upload.wikimedia.org/wikipedia/commons/thumb/a/ab/File.png/120px-File.png",
-     "https://upload.wikimedia.org/wikipedia/commons/a/ab/File.png"),
-    ("https://upload.wikimedia.org/wikipedia/en/thumb/4/4d/Kenji_Mori.svg/220px-Kenji_Mori.svg.png",
-     "https://upload.wikimedia.org/wikipedia/en/thumb/4/4d/Kenji_Mori.svg/800px-Kenji_Mori.svg.png"),
-    ("https://upload.wikimedia.org/wikipedia/commons/thumb/9/9c/Scan.tif/lossy-page1-120px-Scan.tif.jpg",
-     "https://upload.wikimedia.org/wikipedia/commons/thumb/9/9c/Scan.tif/lossy-page1-800px-Scan.tif.jpg"),
-    ("https://archives.bulbagarden.net/media/upload/thumb/b/b2/Domino_and_Giovanni.png/250px-Domino_and_Giovanni.png",
-     "https://archives.bulbagarden.net/media/upload/b/b2/Domino_and_Giovanni.png"),
-    ("https://static.wikia.nocookie.net/w/images/1/12/A.png/revision/latest/scale-to-width-down/60?cb=2021&path-prefix=de",
-     "https://static.wikia.nocookie.net/w/images/1/12/A.png/revision/latest?cb=2021&path-prefix=de"),
-    ("https://vignette.wikia.nocookie.net/w/images/1/12/A.png/revision/latest/top-crop/width/360/height/450?cb=1",
-     "https://vignette.wikia.nocookie.net/w/images/1/12/A.png/revision/latest?cb=1"),
-    ("https://bkimg.cdn.bcebos.com/pic/9f2f0708?x-bce-process=image/resize,m_lfit,w_268,limit_1",
-     "https://bkimg.cdn.bcebos.com/pic/9f2f0708"),
-    ("https://example.org/images/a.jpg?w=120", "https://example.org/images/a.jpg?w=120"),
-])
+
+@pytest.mark.parametrize(
+    "thumb, full",
+    [
+        (
+            "https://upload.wikimedia.org/wikipedia/commons/thumb/a/ab/File.png/120px-File.png",
+            "https://upload.wikimedia.org/wikipedia/commons/a/ab/File.png",
+        ),
+        (
+            "https://upload.wikimedia.org/wikipedia/en/thumb/4/4d/Kenji_Mori.svg/220px-Kenji_Mori.svg.png",
+            "https://upload.wikimedia.org/wikipedia/en/thumb/4/4d/Kenji_Mori.svg/800px-Kenji_Mori.svg.png",
+        ),
+        (
+            "https://upload.wikimedia.org/wikipedia/commons/thumb/9/9c/Scan.tif/lossy-page1-120px-Scan.tif.jpg",
+            "https://upload.wikimedia.org/wikipedia/commons/thumb/9/9c/Scan.tif/lossy-page1-800px-Scan.tif.jpg",
+        ),
+        (
+            "https://archives.bulbagarden.net/media/upload/thumb/b/b2/Domino_and_Giovanni.png/250px-Domino_and_Giovanni.png",
+            "https://archives.bulbagarden.net/media/upload/b/b2/Domino_and_Giovanni.png",
+        ),
+        (
+            "https://static.wikia.nocookie.net/w/images/1/12/A.png/revision/latest/scale-to-width-down/60?cb=2021&path-prefix=de",
+            "https://static.wikia.nocookie.net/w/images/1/12/A.png/revision/latest?cb=2021&path-prefix=de",
+        ),
+        (
+            "https://vignette.wikia.nocookie.net/w/images/1/12/A.png/revision/latest/top-crop/width/360/height/450?cb=1",
+            "https://vignette.wikia.nocookie.net/w/images/1/12/A.png/revision/latest?cb=1",
+        ),
+        (
+            "https://bkimg.cdn.bcebos.com/pic/9f2f0708?x-bce-process=image/resize,m_lfit,w_268,limit_1",
+            "https://bkimg.cdn.bcebos.com/pic/9f2f0708",
+        ),
+        ("https://example.org/images/a.jpg?w=120", "https://example.org/images/a.jpg?w=120"),
+    ],
+)
 def test_full_size_url(thumb, full):
     assert full_size_url(thumb) == full
 
@@ -326,12 +428,18 @@ def _img(markup: str):
 
 def test_image_url_srcset_lazy_and_relative():
     base = "http://wiki.example.org/wiki/Page"
-    assert image_url(_img('<img src="a.jpg" srcset="b.jpg 320w, c.jpg 1024w, d.jpg 640w">'), base) == \
-        "http://wiki.example.org/wiki/c.jpg"
-    assert image_url(_img('<img src="/s/a.jpg" srcset="/s/b.jpg 1.5x, /s/c.jpg 2x">'), base) == \
-        "http://wiki.example.org/s/c.jpg"
-    assert image_url(_img('<img src="data:image/gif;base64,R0lGOD" data-src="//cdn.example.org/x.png">'), base) == \
-        "http://cdn.example.org/x.png"  # protocol-relative takes the page's scheme
+    assert (
+        image_url(_img('<img src="a.jpg" srcset="b.jpg 320w, c.jpg 1024w, d.jpg 640w">'), base)
+        == "http://wiki.example.org/wiki/c.jpg"
+    )
+    assert (
+        image_url(_img('<img src="/s/a.jpg" srcset="/s/b.jpg 1.5x, /s/c.jpg 2x">'), base)
+        == "http://wiki.example.org/s/c.jpg"
+    )
+    assert (
+        image_url(_img('<img src="data:image/gif;base64,R0lGOD" data-src="//cdn.example.org/x.png">'), base)
+        == "http://cdn.example.org/x.png"
+    )  # protocol-relative takes the page's scheme
     assert image_url(_img('<img src="//cdn.example.org/x.png">'), "") == "https://cdn.example.org/x.png"
     assert image_url(_img('<img src="data:image/gif;base64,R0lGOD">'), base) is None
     assert image_url(None, base) is None
@@ -388,11 +496,14 @@ BAIKE_CLASSIC = """<!DOCTYPE html><html><head><meta charset="utf-8"><title>晴�
 def test_baike_modern_role_module():
     assert detect_site(BAIKE_MODERN, "") == "baike"
     assert parse_characters(BAIKE_MODERN, BAIKE_URL) == [
-        Character("青木花", "https://bkimg.cdn.bcebos.com/pic/9f2f070828381f30e924b5d1a6014c086e06f0a3",
-                  "https://baike.baidu.com/item/%E9%9D%92%E6%9C%A8%E8%8A%B1/654321", ["Hana Aoki"]),
+        Character(
+            "青木花",
+            "https://bkimg.cdn.bcebos.com/pic/9f2f070828381f30e924b5d1a6014c086e06f0a3",
+            "https://baike.baidu.com/item/%E9%9D%92%E6%9C%A8%E8%8A%B1/654321",
+            ["Hana Aoki"],
+        ),
         # Lazy image; the voice actor in the parenthesis is not an alias.
-        Character("森健司", "https://bkimg.cdn.bcebos.com/pic/b03533fa828ba61ea8d3fd9a4f34970a304e59c1",
-                  BAIKE_URL, []),
+        Character("森健司", "https://bkimg.cdn.bcebos.com/pic/b03533fa828ba61ea8d3fd9a4f34970a304e59c1", BAIKE_URL, []),
         Character("田中校长", None, BAIKE_URL, []),
     ]
 
@@ -400,46 +511,73 @@ def test_baike_modern_role_module():
 def test_baike_classic_role_list():
     assert detect_site(BAIKE_CLASSIC, "") == "baike"
     assert parse_characters(BAIKE_CLASSIC, BAIKE_URL) == [
-        Character("青木花", "https://gss0.bdstatic.com/-4o3dSag_xI4khGkpoWK1HF6hhy/baike/w%3D268/sign=abc/9f2f0708.jpg",
-                  BAIKE_URL, []),
-        Character("森健司", "https://bkimg.cdn.bcebos.com/pic/b03533fa",
-                  "https://baike.baidu.com/item/%E6%A3%AE%E5%81%A5%E5%8F%B8", []),
+        Character(
+            "青木花",
+            "https://gss0.bdstatic.com/-4o3dSag_xI4khGkpoWK1HF6hhy/baike/w%3D268/sign=abc/9f2f0708.jpg",
+            BAIKE_URL,
+            [],
+        ),
+        Character(
+            "森健司",
+            "https://bkimg.cdn.bcebos.com/pic/b03533fa",
+            "https://baike.baidu.com/item/%E6%A3%AE%E5%81%A5%E5%8F%B8",
+            [],
+        ),
     ]
 
 
 def test_baike_empty_module_and_missing_module():
-    empty = BAIKE_CLASSIC.split('<div class="lemmaWgt-roleIntroduction">')[0] + \
-        '<div class="lemmaWgt-roleIntroduction"><div class="role-list"><ul></ul></div></div></div></body></html>'
+    empty = (
+        BAIKE_CLASSIC.split('<div class="lemmaWgt-roleIntroduction">')[0]
+        + '<div class="lemmaWgt-roleIntroduction"><div class="role-list"><ul></ul></div></div></div></body></html>'
+    )
     assert parse_characters(empty, BAIKE_URL, kind="baike") == []
     none = BAIKE_CLASSIC.split('<div class="lemmaWgt-roleIntroduction">')[0] + "</div></body></html>"
     with pytest.raises(PageShapeError, match="^page shape not recognised: Baike page without a role module"):
         parse_characters(none, BAIKE_URL)
 
 
+@pytest.mark.shared_data
 def test_search_page_is_not_an_encyclopedia_page():
     html = _fixture("baidu_image_search_python_2020.html")
     with pytest.raises(PageShapeError, match="^page shape not recognised: a baidu search page"):
         parse_characters(html, "")
 
 
+@pytest.mark.shared_data
 def test_next_page_of_a_category_listing():
     html = _fixture("wikia_rick_and_morty_category_characters_2016.html")  # "200 pages ... out of 206 total"
-    assert next_page_url(html, WIKIA_URL) == "http://rickandmorty.wikia.com/wiki/Category:Characters?pagefrom=Uncle+Steve"
-    last = html.replace('(<a href="/wiki/Category:Characters?pagefrom=Uncle+Steve#mw-pages" '
-                        'title="Category:Characters">next 200</a>)', "(next 200)")
+    assert (
+        next_page_url(html, WIKIA_URL) == "http://rickandmorty.wikia.com/wiki/Category:Characters?pagefrom=Uncle+Steve"
+    )
+    last = html.replace(
+        '(<a href="/wiki/Category:Characters?pagefrom=Uncle+Steve#mw-pages" title="Category:Characters">next 200</a>)',
+        "(next 200)",
+    )
     assert last != html and next_page_url(last, WIKIA_URL) is None
     # the previous page is never taken for the next one
-    previous_only = last.replace("(previous 200)", '(<a href="/wiki/Category:Characters?pageuntil=A#mw-pages">previous 200</a>)')
+    previous_only = last.replace(
+        "(previous 200)", '(<a href="/wiki/Category:Characters?pageuntil=A#mw-pages">previous 200</a>)'
+    )
     assert next_page_url(previous_only, WIKIA_URL) is None
-    assert next_page_url(_fixture("bulbapedia_character_ghetsis_2026.html"),
-                         "https://bulbapedia.bulbagarden.net/wiki/Ghetsis_(anime)") is None
+    assert (
+        next_page_url(
+            _fixture("bulbapedia_character_ghetsis_2026.html"),
+            "https://bulbapedia.bulbagarden.net/wiki/Ghetsis_(anime)",
+        )
+        is None
+    )
 
 
 def test_next_page_of_a_fandom_ucp_category():
-    page = ('<html><body class="mediawiki ns-14"><h1 class="page-header__title">Category:Characters</h1>'
-            '<ul class="category-page__members-for-char"><li class="category-page__member">'
-            '<a class="category-page__member-link" href="/wiki/Finn" title="Finn">Finn</a></li></ul>'
-            '<div class="category-page__pagination"><a class="category-page__pagination-next wds-button" '
-            'href="https://adventuretime.fandom.com/wiki/Category:Characters?from=Ice+King">Next</a></div></body></html>')
-    assert next_page_url(page, "https://adventuretime.fandom.com/wiki/Category:Characters") == \
-        "https://adventuretime.fandom.com/wiki/Category:Characters?from=Ice+King"
+    page = (
+        '<html><body class="mediawiki ns-14"><h1 class="page-header__title">Category:Characters</h1>'
+        '<ul class="category-page__members-for-char"><li class="category-page__member">'
+        '<a class="category-page__member-link" href="/wiki/Finn" title="Finn">Finn</a></li></ul>'
+        '<div class="category-page__pagination"><a class="category-page__pagination-next wds-button" '
+        'href="https://adventuretime.fandom.com/wiki/Category:Characters?from=Ice+King">Next</a></div></body></html>'
+    )
+    assert (
+        next_page_url(page, "https://adventuretime.fandom.com/wiki/Category:Characters")
+        == "https://adventuretime.fandom.com/wiki/Category:Characters?from=Ice+King"
+    )

@@ -3,8 +3,14 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.sources.library import (AlbumsFileError, discover_albums, file_problem, load_albums_file, safe_name,
-                                     select_episodes)
+from pipeline.sources.library import (
+    AlbumsFileError,
+    discover_albums,
+    file_problem,
+    load_albums_file,
+    safe_name,
+    select_episodes,
+)
 
 
 def make_library(root, episodes=3):
@@ -19,7 +25,8 @@ def make_library(root, episodes=3):
 def test_yaml_albums_file(tmp_path):
     make_library(tmp_path)
     (tmp_path / "albums.yaml").write_text(
-        "albums:\n  - {id: a1, name: Album One, region: JP, episodes: a1/episodes, stills: a1/stills}\n")
+        "albums:\n  - {id: a1, name: Album One, region: JP, episodes: a1/episodes, stills: a1/stills}\n"
+    )
     [album] = discover_albums(tmp_path)
     assert (album.album_id, album.name, album.region) == ("a1", "Album One", "JP")
     assert [p.name for p in album.episodes()] == ["ep00.mp4", "ep01.mp4", "ep02.mp4"]
@@ -33,19 +40,25 @@ def test_csv_albums_file(tmp_path):
     assert album.stills_dir is None and len(album.episodes()) == 3
 
 
-@pytest.mark.parametrize("body, message", [
-    ("albums:\n  - {name: No Id, stills: a1/stills}\n", "`id` must be"),
-    ("albums:\n  - {id: a1, stills: a1/stills}\n", "`name` is required"),
-    ("albums:\n  - {id: a1, name: A, stills: nowhere}\n", "folder does not exist"),
-    ("albums:\n  - {id: a1, name: A}\n", "at least one of"),
-    ("albums:\n  - {id: a1, name: A, search: [altavista], characters: [X]}\n", "unknown search engine"),
-    ("albums:\n  - {id: a1, name: A, search: [bing]}\n", "needs characters"),
-    ("albums:\n  - {id: a1, name: A, encyclopedia: [not-a-url]}\n", "http\\(s\\) URLs"),
-    ("albums:\n  - {id: a1, name: A, stills: a1/stills}\n  - {id: a1, name: B, stills: a1/stills}\n", "duplicate id"),
-    ("albums:\n  - {id: a1, name: A, stills: a1/stills, colour: red}\n", "unknown field"),
-    ("albums: [unclosed\n", "cannot parse"),
-    ("just text\n", "`albums:` list"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ("albums:\n  - {name: No Id, stills: a1/stills}\n", "`id` must be"),
+        ("albums:\n  - {id: a1, stills: a1/stills}\n", "`name` is required"),
+        ("albums:\n  - {id: a1, name: A, stills: nowhere}\n", "folder does not exist"),
+        ("albums:\n  - {id: a1, name: A}\n", "at least one of"),
+        ("albums:\n  - {id: a1, name: A, search: [altavista], characters: [X]}\n", "unknown search engine"),
+        ("albums:\n  - {id: a1, name: A, search: [bing]}\n", "needs characters"),
+        ("albums:\n  - {id: a1, name: A, encyclopedia: [not-a-url]}\n", "http\\(s\\) URLs"),
+        (
+            "albums:\n  - {id: a1, name: A, stills: a1/stills}\n  - {id: a1, name: B, stills: a1/stills}\n",
+            "duplicate id",
+        ),
+        ("albums:\n  - {id: a1, name: A, stills: a1/stills, colour: red}\n", "unknown field"),
+        ("albums: [unclosed\n", "cannot parse"),
+        ("just text\n", "`albums:` list"),
+    ],
+)
 def test_albums_file_errors_name_the_entry_and_field(tmp_path, body, message):
     make_library(tmp_path)
     (tmp_path / "albums.yaml").write_text(body)
@@ -122,7 +135,7 @@ def test_entries_that_are_not_readable_files_are_listed_with_a_reason(tmp_path):
     stills = tmp_path / "show" / "stills"
     (stills / "sub").mkdir(parents=True)
     (stills / "sub" / "ok.jpg").write_bytes(b"x")
-    (stills / ".hidden.jpg").write_bytes(b"x")      # hidden names stay out, as before
+    (stills / ".hidden.jpg").write_bytes(b"x")  # hidden names stay out, as before
     os.mkfifo(stills / "pipe.jpg")
     (stills / "dangling.jpg").symlink_to(tmp_path / "nowhere.jpg")
     (stills / "loop.jpg").symlink_to(stills / "loop.jpg")
@@ -130,6 +143,10 @@ def test_entries_that_are_not_readable_files_are_listed_with_a_reason(tmp_path):
     [album] = discover_albums(tmp_path)
     found = {album.relative(p, episodes=False): file_problem(p) for p in album.stills()}
     assert {name: problem and problem[0] for name, problem in found.items()} == {
-        "dangling.jpg": "unreadable", "folder_link": "not_a_file", "loop.jpg": "unreadable",
-        "pipe.jpg": "not_a_file", "sub/ok.jpg": None}
+        "dangling.jpg": "unreadable",
+        "folder_link": "not_a_file",
+        "loop.jpg": "unreadable",
+        "pipe.jpg": "not_a_file",
+        "sub/ok.jpg": None,
+    }
     assert "FIFO" in found["pipe.jpg"][1] and "symbolic links" in found["loop.jpg"][1]

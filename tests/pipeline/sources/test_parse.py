@@ -1,4 +1,5 @@
 """parse_page: one entry point, site recognised from the URL or the markup, JSON-ready dicts."""
+
 from __future__ import annotations
 
 import json
@@ -23,27 +24,35 @@ def _fixture(name: str) -> str:
     return path.read_text(encoding="utf-8")
 
 
+@pytest.mark.shared_data
 def test_encyclopedia_page_gives_character_dicts():
     html = _fixture("bulbapedia_character_ghetsis_2026.html")
     rows = parse_page(html)  # no URL: MediaWiki recognised from the markup, base from <link rel=canonical>
-    assert rows == [{
-        "name": "Ghetsis",
-        "image_url": "https://archives.bulbagarden.net/media/upload/2/27/Black_2_White_2_Ghetsis.png",
-        "source_url": "https://bulbapedia.bulbagarden.net/wiki/Ghetsis",
-        "aliases": ["Ghetsis Harmonia Gropius", "ゲーチス・ハルモニア・グロピウス"],
-    }]
+    assert rows == [
+        {
+            "name": "Ghetsis",
+            "image_url": "https://archives.bulbagarden.net/media/upload/2/27/Black_2_White_2_Ghetsis.png",
+            "source_url": "https://bulbapedia.bulbagarden.net/wiki/Ghetsis",
+            "aliases": ["Ghetsis Harmonia Gropius", "ゲーチス・ハルモニア・グロピウス"],
+        }
+    ]
     assert json.loads(json.dumps(rows, ensure_ascii=False)) == rows
 
 
+@pytest.mark.shared_data
 def test_wikia_category_and_baike():
-    rows = parse_page(_fixture("wikia_rick_and_morty_category_characters_2016.html"),
-                      "http://rickandmorty.wikia.com/wiki/Category:Characters", kind="mediawiki")
+    rows = parse_page(
+        _fixture("wikia_rick_and_morty_category_characters_2016.html"),
+        "http://rickandmorty.wikia.com/wiki/Category:Characters",
+        kind="mediawiki",
+    )
     assert len(rows) == 201 and set(rows[0]) == CHARACTER_KEYS
     assert rows[0]["name"] == "Rick Sanchez"
     baike = parse_page(BAIKE_CLASSIC, BAIKE_URL)
     assert [r["name"] for r in baike] == ["青木花", "森健司"]
 
 
+@pytest.mark.shared_data
 def test_search_pages_give_result_dicts():
     html = _fixture("baidu_image_search_python_2020.html")
     rows = parse_page(html, "https://image.baidu.com/search/index?tn=baiduimage&word=Python")
@@ -51,26 +60,33 @@ def test_search_pages_give_result_dicts():
     assert rows[0] == {
         "image_url": "http://img.cwq.com/201611/581c95c35ca62.png",
         "thumb_url": "https://ss2.bdstatic.com/70cFvnSh_Q1YnxGkpoWK1HF6hhy/it/u=1883701644,1651591262&fm=26&gp=0.jpg",
-        "source_url": "http://www.cwq.com/weixin/198197.html", "title": "python中文社区",
-        "width": 1024, "height": 1024}
+        "source_url": "http://www.cwq.com/weixin/198197.html",
+        "title": "python中文社区",
+        "width": 1024,
+        "height": 1024,
+    }
     assert parse_page(html) == rows  # from the markup alone
     assert [r["width"] for r in parse_page(BING_PAGE)] == [1920, None]
     assert parse_page(GOOGLE_RG_META, kind="google")[0]["image_url"] == "https://img.example.org/hana.png"
 
 
-@pytest.mark.parametrize("url, expected", [
-    ("https://baike.baidu.com/item/%E6%B5%B7%E8%B4%BC%E7%8E%8B/2000", "baike"),
-    ("https://image.baidu.com/search/acjson?tn=resultjson_com&word=x", "baidu"),
-    ("https://cn.bing.com/images/search?q=x", "bing"),
-    ("https://www.google.co.jp/search?q=x&tbm=isch", "google"),
-    ("https://en.wikipedia.org/wiki/List_of_Rick_and_Morty_characters", "mediawiki"),
-    ("https://rickandmorty.fandom.com/wiki/Category:Characters", "mediawiki"),
-    ("https://example.org/page", "unknown"),
-])
+@pytest.mark.parametrize(
+    "url, expected",
+    [
+        ("https://baike.baidu.com/item/%E6%B5%B7%E8%B4%BC%E7%8E%8B/2000", "baike"),
+        ("https://image.baidu.com/search/acjson?tn=resultjson_com&word=x", "baidu"),
+        ("https://cn.bing.com/images/search?q=x", "bing"),
+        ("https://www.google.co.jp/search?q=x&tbm=isch", "google"),
+        ("https://en.wikipedia.org/wiki/List_of_Rick_and_Morty_characters", "mediawiki"),
+        ("https://rickandmorty.fandom.com/wiki/Category:Characters", "mediawiki"),
+        ("https://example.org/page", "unknown"),
+    ],
+)
 def test_detect_site_from_url(url, expected):
     assert detect_site("<html></html>", url) == expected
 
 
+@pytest.mark.shared_data
 def test_url_decides_over_markup():
     # A Bing URL makes Bing's parser read the page, so a Baidu page saved under it is not understood.
     html = _fixture("baidu_image_search_python_2020.html")
@@ -84,6 +100,7 @@ def test_unrecognised_page_raises(text):
         parse_page(text, "https://example.org/holiday")
 
 
+@pytest.mark.shared_data
 def test_film_list_as_mediawiki_character_list_raises():
     html = _fixture("wikipedia_list_of_films_featuring_time_loops_2024.html")
     with pytest.raises(PageShapeError, match="^page shape not recognised"):

@@ -1,0 +1,115 @@
+"""MediaWiki pages (Wikipedia, Fandom/Wikia, Bulbapedia, ...) -> characters: a section, a category
+listing, a list of characters or a character page with an infobox."""
+
+from __future__ import annotations
+
+from urllib.parse import unquote, urlsplit
+
+from bs4 import BeautifulSoup, Tag
+
+from pipeline.sources.encyclopedia.images import _picture, _without_fragment, image_url
+from pipeline.sources.encyclopedia.mediawiki_markup import (
+    _CHARACTER_FIELDS,
+    _CHARACTER_LIST_TITLE,
+    _NOISE,
+    _article_link,
+    _is_category,
+    _is_mediawiki,
+    _page_title,
+)
+from pipeline.sources.encyclopedia.mediawiki_sections import _Doc, _list_characters, _section_characters
+from pipeline.sources.encyclopedia.page import Character, PageShapeError, _Collected, _text
+
+
+def _parse_mediawiki(soup: BeautifulSoup, base: str, page_url: str, section: str | None) -> list[Character]:
+    if not _is_mediawiki(soup):
+        raise PageShapeError("no MediaWiki markup (generator meta, body.mediawiki, #mw-content-text)")
+    title = _page_title(soup)
+    root = (
+        soup.select_one("#mw-content-text .mw-parser-output")
+        or soup.select_one("#mw-content-text")
+        or soup.select_one(".mw-parser-output")
+        or soup.body
+        or soup
+    )
+    for tag in root.select(_NOISE):
+        tag.decompose()
+    doc = _Doc(root)
+
+    fragment = unquote(urlsplit(page_url).fragment) if page_url else ""
+    wanted = section or fragment
+    page_url = _without_fragment(base or page_url)  # what entries without a page of their own cite
+    if wanted:
+        heading = doc.find_heading(wanted)
+        if heading is not None:
+            return _section_characters(doc, heading, base, page_url, _CHARACTER_LIST_TITLE.search(title))
+        if section:  # asked for by name: a missing section is an error, a stray URL fragment is not
+            raise PageShapeError(f"no section {section!r} on MediaWiki page {title!r}")
+
+    if _is_category(soup, title):
+        return _category_characters(soup, base)
+    if _CHARACTER_LIST_TITLE.search(title):
+        found = _list_characters(doc, base, page_url)
+        if found:
+            return found
+        raise PageShapeError(
+            f"{title!r} looks like a list of characters but has no character "
+            "headings, terms, bold list items, name-column tables or captions"
+        )
+    infobox = soup.select_one("table.infobox, aside.portable-infobox, table[class*=infobox], div.infobox")
+    if infobox is not None and _is_character_infobox(infobox):
+        return [_infobox_character(infobox, title, base)]
+    why = "its infobox describes no person (no gender/age/voice fields)" if infobox is not None else "no infobox"
+    raise PageShapeError(
+        f"MediaWiki page {title!r} is not a category, not a list of characters, and "
+        f"{why}; to read the characters of one section, pass section= or a URL "
+        "#fragment naming the heading"
+    )
+
+
+# ----- categories
+
+
+def _category_characters(soup: BeautifulSoup, base: str) -> list[Character]:
+    found = _Collected()
+
+    def member(a: Tag | None, img: Tag | None):
+        link = _article_link(a, base) if a is not None else None
+        if link:  # the page title names the member; gallery captions may be cut short
+            found.add(Character(link[0], image_url(img, base), link[1], []))
+
+    # Oasis skin (2013-2019): a gallery of the most visited pages, each `a[title] > img`.
+    for item in soup.select("div.category-gallery-item"):
+        member(item.find("a", title=True), item.find("img"))
+    # Fandom UCP (2019-): one row per member, thumbnails lazy-loaded.
+    for li in soup.select("li.category-page__member"):
+        member(li.select_one("a.category-page__member-link"), li.select_one("img"))
+    # Classic MediaWiki listing (also on Oasis): names only.
+    for a in soup.select("#mw-pages li a"):
+        member(a, None)
+    return found.result()
+
+
+# ----- character pages
+
+
+def _infobox_labels(box: Tag) -> list[str]:
+    labels = [_text(t) for t in box.select("th, .pi-data-label, .infobox-label")]
+    return labels + [t.get("data-source", "") for t in box.select("[data-source]")]
+
+
+def _is_character_infobox(box: Tag) -> bool:
+    return any(_CHARACTER_FIELDS.search(label) for label in _infobox_labels(box))
+
+
+def _infobox_character(box: Tag, title: str, base: str) -> Character:
+    picture = _picture(box, base, 80)
+    names = [box.select_one(sel) for sel in (".pi-title", ".infobox-above", "caption")]
+    first_row = box.find("tr")
+    bold = first_row.find_all(["b", "strong"]) if first_row is not None else []
+    aliases = []
+    for tag in [n for n in names if n is not None] + bold:
+        text = _text(tag)
+        if text and text != title and len(text) <= 80 and text not in aliases:
+            aliases.append(text)
+    return Character(title, picture, _without_fragment(base), aliases)

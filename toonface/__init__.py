@@ -1,0 +1,1 @@
+"""The `toonface` command line: the top layer, over flows, pipeline stages, models and manifests."""

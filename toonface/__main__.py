@@ -1,0 +1,5 @@
+import sys
+
+from toonface.cli import main
+
+sys.exit(main())
