@@ -31,6 +31,8 @@ demo: setup
 	$(VENV)/bin/toonface server start --library sample_library --data-root data
 	. .toonface/env && $(VENV)/bin/prefect deployment run 'ingest/nightly' --watch
 	$(VENV)/bin/toonface manifest --data-root data history
+	@echo "Dataset report of the latest version (open it in a browser):"
+	@$(VENV)/bin/toonface report --data-root data
 	@echo
 	@echo "Manifest: $(CURDIR)/data/manifest  (Prefect UI: http://127.0.0.1:4200, stop with: make server-stop)"
 	@echo "Open it in pandas:"

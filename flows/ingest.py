@@ -20,6 +20,8 @@ from flows.runners import make_task_runner
 from pipeline import stopping
 from pipeline.annotate.merge import random_order_faces
 from pipeline.config import IngestConfig
+from pipeline.dataset_report.build import write_report
+from pipeline.dataset_report.page import data_uri
 from pipeline.dedup import PublishedIndex
 from pipeline.episodes import EpisodeShard, process_episode
 from pipeline.faults import guarded
@@ -29,7 +31,7 @@ from pipeline.identity.stage import run_identity_stage
 from pipeline.plan import plan_run
 from pipeline.progress import StageProgress
 from pipeline.provenance import git_commit
-from pipeline.report import contact_sheet, funnel_rows
+from pipeline.report import contact_sheet, funnel_rows, jpeg_data_uri
 from pipeline.runner import RunContext, detector_of, merge_counts
 from pipeline.sources.library import Album, discover_albums, safe_name
 from pipeline.stills import StillsShard, process_stills
@@ -216,10 +218,12 @@ def _ingest(library: str, albums: str | None, data_root: str, config: dict | Non
             version = manifest.publish(staging, run_info)
         if embedder_id:
             PublishedIndex(ctx.data_root, embedder_id).promote(manifest.run_versions())
-    sheet = contact_sheet(kept_shas, ctx.store, Path(data_root) / "reports" / run_id / "contact_sheet.jpg")
-    _publish_artifacts(run_id, version, counts, sheet, len(kept_shas))
+    reports = Path(data_root) / "reports" / run_id
+    sheet = contact_sheet(kept_shas, ctx.store, reports / "contact_sheet.jpg")
+    report = _write_report(data_root, version, reports)
+    _publish_artifacts(run_id, version, counts, sheet, len(kept_shas), report)
     logger.info("published manifest version %d of %s", version, manifest.root)
-    return _summary(run_id, version, counts, manifest, sheet)
+    return _summary(run_id, version, counts, manifest, sheet, report)
 
 
 def _load_models(cfg: IngestConfig, manifest: Manifest, data_root: str):
@@ -238,7 +242,19 @@ def _kept_crops(staging) -> list[str]:
     return faces.loc[faces["status"] == "kept", "crop_sha"].dropna().tolist() if len(faces) else []
 
 
-def _summary(run_id: str, version: int, counts: dict, manifest: Manifest, sheet: Path | None) -> dict:
+def _write_report(data_root: str, version: int, folder: Path) -> Path | None:
+    """The version's dataset report; None (logged) if it fails: the version is published by then, and a
+    report can be made again with `toonface report`."""
+    try:
+        return write_report(data_root, version, folder)
+    except Exception:
+        get_run_logger().exception("the report of version %d failed (make it with `toonface report`)", version)
+        return None
+
+
+def _summary(
+    run_id: str, version: int, counts: dict, manifest: Manifest, sheet: Path | None, report: Path | None
+) -> dict:
     return {
         "run_id": run_id,
         "manifest_version": version,
@@ -246,22 +262,33 @@ def _summary(run_id: str, version: int, counts: dict, manifest: Manifest, sheet:
         "rows_added": manifest.history().iloc[version]["rows_added"],
         "manifest": str(manifest.root),
         "contact_sheet": str(sheet) if sheet else None,
+        "report": str(report) if report else None,
     }
 
 
-def _publish_artifacts(run_id: str, version: int, counts: dict, sheet: Path | None, kept: int) -> None:
-    key = "ingest-funnel"
+def _publish_artifacts(
+    run_id: str, version: int, counts: dict, sheet: Path | None, kept: int, report: Path | None
+) -> None:
+    """The run's Prefect artifacts. Images are small data: URIs, as the UI cannot load file:// links."""
     create_table_artifact(
-        funnel_rows(counts), key=key, description=f"Face funnel of run {run_id} (manifest v{version})"
+        funnel_rows(counts), key="ingest-funnel", description=f"Face funnel of run {run_id} (manifest v{version})"
     )
-    sheet_line = (
-        f"![contact sheet]({sheet.resolve().as_uri()})\n\n[open the contact sheet]({sheet.resolve().as_uri()})"
-        if sheet
-        else "_no crop was kept in this run_"
-    )
+    sheet_line = f"![contact sheet]({jpeg_data_uri(sheet)})" if sheet else "_no crop was kept in this run_"
     create_markdown_artifact(
         f"# Ingest run {run_id}\n\nManifest version **{version}**: {kept} crops kept, "
         f"{counts.get('crops_dropped', 0)} dropped.\n\n{sheet_line}\n",
         key="ingest-contact-sheet",
         description=f"Kept crops of run {run_id}",
     )
+    if report is None:
+        return
+    plots = [f"![{name}]({data_uri((report.parent / name).read_bytes(), 'image/png')})" for name in REPORT_PLOTS]
+    create_markdown_artifact(
+        f"# Dataset report of version {version}\n\n" + "\n\n".join(plots) + f"\n\nThe whole report: `{report}`\n",
+        key="ingest-report",
+        description=f"Key plots of manifest version {version}",
+    )
+
+
+# The report's plots shown in the run's artifacts (the page itself is too large for the Prefect API).
+REPORT_PLOTS = ("resolution.png", "sharpness.png", "regions.png")

@@ -9,6 +9,10 @@ once) and exports its verified faces:
         train/<identity-slug>/<face_id>.jpg     crops copied from the content store
         test/<identity-slug>/<face_id>.jpg      split by identity: an identity is wholly in one
         labels.csv                              one row per exported face
+        distractors/<face_id>.jpg               unlabelled kept faces: the identification gallery's distractors
+        protocol/identification.csv             gallery, probes and distractors (pipeline/release_protocol.py)
+        protocol/verification.csv               positive and negative pairs, hard-mined, in 10 folds
+        PROTOCOL.md                             the protocols' exact definitions and the mining embedder
         DATASET_CARD.md                         counts, sources, models, thresholds, version
         release.json                            the tag record
 
@@ -40,6 +44,7 @@ from pipeline.annotate.catalogue import read_releases, releases_file
 from pipeline.identity.labels import latest_labels, verified_faces
 from pipeline.provenance import git_commit
 from pipeline.release_card import dataset_card
+from pipeline.release_protocol import ProtocolSettings, write_protocols
 from pipeline.store import ContentStore
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -160,13 +165,33 @@ def _read_tables(manifest: Manifest, version: int) -> tuple[pd.DataFrame, ...]:
     return labels, faces, assets, albums
 
 
-def _exportable(verified: dict[str, str], faces: pd.DataFrame, store: ContentStore) -> dict[str, str]:
-    """face_id -> identity of the verified faces whose crop is in the content store."""
-    return {
+def _unlabelled(faces: pd.DataFrame, labels: pd.DataFrame, assets: pd.DataFrame, test: set) -> list[tuple[str, str]]:
+    """(face_id, crop_sha) of kept faces with no label, the identification gallery's distractors; not the
+    typical images (references) and not faces pre-labelled as a test identity, which may be its own."""
+    reference = faces["asset_id"].map(assets["kind"]).eq("reference")
+    kept = faces[
+        (faces["status"] == "kept")
+        & faces["crop_sha"].notna()
+        & ~faces.index.isin(labels["face_id"])
+        & ~reference
+        & ~faces["prelabel"].isin(test)
+    ]
+    return list(zip(kept.index, kept["crop_sha"]))
+
+
+def _exportable(verified: dict[str, str], faces: pd.DataFrame, store: ContentStore, version: int) -> dict[str, str]:
+    """face_id -> identity of the verified faces whose crop is in the content store; an error if none."""
+    chosen = {
         f: i
         for f, i in verified.items()
         if f in faces.index and isinstance(faces.at[f, "crop_sha"], str) and store.has(faces.at[f, "crop_sha"])
     }
+    if not chosen:
+        raise ReleaseError(
+            f"manifest version {version} has no verified faces with crops to export "
+            "(verify some with `toonface annotate serve`, then `toonface annotate merge`)"
+        )
+    return chosen
 
 
 def _tag_record(
@@ -204,8 +229,10 @@ def make_release(
     out: str | Path | None = None,
     test_fraction: float = 0.2,
     seed: int = 0,
+    protocol: ProtocolSettings | None = None,
 ) -> dict:
     _check_arguments(name, test_fraction)
+    protocol = protocol or ProtocolSettings(seed=seed)
     data_root = Path(data_root)
     manifest = Manifest(data_root)
     run = manifest.resolve_version(version)
@@ -218,12 +245,7 @@ def make_release(
         _check_unused(data_root, name, target)
         labels, faces, assets, albums = _read_tables(manifest, version)
         current = latest_labels(labels).set_index(["face_id", "identity"]) if len(labels) else None
-        chosen = _exportable(verified_faces(labels), faces, store)
-        if not chosen:
-            raise ReleaseError(
-                f"manifest version {version} has no verified faces with crops to export "
-                "(verify some with `toonface annotate serve`, then `toonface annotate merge`)"
-            )
+        chosen = _exportable(verified_faces(labels), faces, store, version)
         identities = sorted(set(chosen.values()))
         test = split_identities(identities, test_fraction, seed)
         slugs = _slugs(identities)
@@ -233,6 +255,7 @@ def make_release(
         try:
             rows = _copy_crops(tmp, chosen, test, slugs, faces, assets, current, store)
             _write_labels_csv(tmp / "labels.csv", rows)
+            protocols = write_protocols(tmp, rows, _unlabelled(faces, labels, assets, test), store, data_root, protocol)
             settings, models = _settings(manifest, version)
             record = _tag_record(
                 name=name,
@@ -247,6 +270,7 @@ def make_release(
             (tmp / "DATASET_CARD.md").write_text(
                 dataset_card(record, rows, labels, albums, settings, models, CSV_COLUMNS), encoding="utf-8"
             )
+            record["protocols"] = protocols
             (tmp / "release.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
             os.replace(tmp, target)
         except BaseException:
@@ -331,11 +355,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="export folder (default: <data-root>/releases)")
     p.add_argument("--test-fraction", type=float, default=0.2, help="share of identities in the test split")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--mining-embedder", default="default", help="embedder that hard-mines the verification pairs (none: random)"
+    )
+    p.add_argument("--pairs", type=int, default=3000, help="positive pairs at most, and as many negative ones")
+    p.add_argument("--distractors", type=int, default=2500, help="unlabelled faces in the gallery at most")
 
 
 def run(args) -> int:
     try:
-        record = make_release(args.data_root, args.name, args.version, args.out, args.test_fraction, args.seed)
+        protocol = ProtocolSettings(
+            mining_embedder=args.mining_embedder, pairs=args.pairs, distractors=args.distractors, seed=args.seed
+        )
+        record = make_release(
+            args.data_root, args.name, args.version, args.out, args.test_fraction, args.seed, protocol
+        )
     except (ReleaseError, ManifestError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -58,8 +58,9 @@ def _card_sources(rows: list[dict], albums: pd.DataFrame) -> list[str]:
 
 
 def _card_models(rows: list[dict], models: dict) -> list[str]:
-    detectors = sorted({f"{r['detector']} ({r['detector_model']})" for r in rows if r["detector"]})
-    embedders = sorted({r["embedder"] for r in rows if r["embedder"]})
+    # Missing values come from the manifest as None or NaN: only text names a model.
+    detectors = sorted({f"{r['detector']} ({r['detector_model']})" for r in rows if isinstance(r["detector"], str)})
+    embedders = sorted({r["embedder"] for r in rows if isinstance(r["embedder"], str) and r["embedder"]})
     lines = [
         "",
         "## Models",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import cv2
@@ -56,3 +57,16 @@ def contact_sheet(
     out.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(out), sheet, [cv2.IMWRITE_JPEG_QUALITY, 85])
     return out
+
+
+def jpeg_data_uri(path: Path, width: int = 384, quality: int = 70) -> str:
+    """An image as a small JPEG `data:` URI (at most `width` pixels wide): a web page such as the Prefect
+    UI shows it, where a `file://` link is a broken image."""
+    image = cv2.imread(str(path))
+    if image is None:
+        raise ValueError(f"not an image: {path}")
+    if image.shape[1] > width:
+        height = max(1, round(image.shape[0] * width / image.shape[1]))
+        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes()
+    return "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")

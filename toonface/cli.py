@@ -119,6 +119,23 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from data_manifest import ManifestError
+    from pipeline.annotate.catalogue import tagged_release
+    from pipeline.dataset_report.build import write_report
+
+    release = tagged_release(args.data_root, args.release) if args.release else None
+    if args.release and release is None:
+        print(f"error: no release named {args.release!r} under {args.data_root}", file=sys.stderr)
+        return 2
+    try:
+        print(write_report(args.data_root, release["manifest_version"] if release else args.version, args.out))
+    except ManifestError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def cmd_parse(args) -> int:
     """What a parser extracts from a saved page: for debugging markup changes."""
     from pipeline.sources.encyclopedia import PageShapeError
@@ -247,6 +264,7 @@ MODEL_COMMANDS = (
     ("eval-embedder", "pipeline.evaluate.embedder", "the paper's identification and verification protocols"),
     ("train-detector", "models.train_detector", "train the RetinaNet face detector on boxed images"),
     ("eval-detector", "pipeline.evaluate.detector", "COCO-style AP of a face detector on boxed images"),
+    ("eval-release", "pipeline.evaluate.release", "score a model on a release's challenge protocols"),
     ("average-detector", "models.average_detector", "average the weights of detector files of one lineage"),
 )
 
@@ -289,6 +307,14 @@ def _add_data_commands(sub) -> None:
     p.add_argument("--out", default="sample_library")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("report", help="the dataset report of a version: one HTML page, plots, figures.json")
+    p.add_argument("--data-root", default="data")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--version", type=int, help="manifest version (default: the latest)")
+    which.add_argument("--release", help="the version a release tags")
+    p.add_argument("--out", help="folder (default: <data-root>/reports/version-N)")
+    p.set_defaults(func=cmd_report)
 
 
 def _add_tool_commands(sub) -> None:

@@ -37,6 +37,11 @@ def releases_file(data_root: str | Path) -> Path:
     return Path(data_root) / "manifest" / "releases.json"
 
 
+def tagged_release(data_root: str | Path, name: str) -> dict | None:
+    """The tag record of the release `name`, None if there is none."""
+    return next((r for r in read_releases(data_root) if r.get("name") == name), None)
+
+
 def read_releases(data_root: str | Path) -> list[dict]:
     """The release tags, oldest first. The file holds one JSON object per line and is only ever
     appended to; a line cut short by a crash is skipped."""

@@ -100,6 +100,8 @@ def test_sample_library_becomes_a_manifest_with_real_detections(sample_library, 
     assert calibration["prelabel_threshold"] == 0.6 and calibration["duplicate_similarity"]["n"] == len(dups)
     assert calibration["embedder_precision"] == precision
     assert summary["contact_sheet"] and Path(summary["contact_sheet"]).exists()
+    report = json.loads((Path(summary["report"]).parent / "figures.json").read_text())
+    assert report["version"] == summary["manifest_version"] and report["totals"]["kept"] == len(kept)
 
 
 @pytest.mark.shared_data

@@ -44,7 +44,17 @@ def test_release_exports_identity_disjoint_splits_with_a_card(tmp_path, capsys):
     assert main(["release", "v1", "--data-root", str(root), "--out", str(out), "--test-fraction", "0.25"]) == 0
     assert "release v1: manifest version 1, 10 faces of 4 identities" in capsys.readouterr().out
     rel = out / "v1"
-    assert sorted(p.name for p in rel.iterdir()) == ["DATASET_CARD.md", "labels.csv", "release.json", "test", "train"]
+    expected = [
+        "DATASET_CARD.md",
+        "PROTOCOL.md",
+        "distractors",
+        "labels.csv",
+        "protocol",
+        "release.json",
+        "test",
+        "train",
+    ]
+    assert sorted(p.name for p in rel.iterdir()) == expected
 
     rows = list(csv.DictReader(open(rel / "labels.csv", encoding="utf-8")))
     assert {r["face_id"]: r["identity"] for r in rows} == VERIFIED  # rejected faces are not exported
