@@ -150,42 +150,10 @@ class Downloader:
         try:
             data, fmt = self._follow(canonical, expect, st)
         except (Fail, Retry) as f:  # a Retry here is a transient DNS failure outside the retry loop
-            return FetchResult(
-                url=canonical,
-                final_url=st.final_url,
-                ok=False,
-                reason=f.reason,
-                http_status=st.http_status,
-                content_type=st.content_type,
-                attempts=st.attempts,
-                elapsed_s=time.monotonic() - t0,
-                detail=f.detail,
-            )
+            return st.result(canonical, t0, ok=False, reason=f.reason, detail=f.detail)
         except Exception as exc:  # a bug: still a result, never an exception
-            return FetchResult(
-                url=canonical,
-                final_url=st.final_url,
-                ok=False,
-                reason=INTERNAL_ERROR,
-                http_status=st.http_status,
-                content_type=st.content_type,
-                attempts=st.attempts,
-                elapsed_s=time.monotonic() - t0,
-                detail=f"{type(exc).__name__}: {exc}",
-            )
-        return FetchResult(
-            url=canonical,
-            final_url=st.final_url,
-            ok=True,
-            reason=None,
-            http_status=st.http_status,
-            content_type=st.content_type,
-            data=data,
-            sha256=sha256_bytes(data),
-            format=fmt,
-            attempts=st.attempts,
-            elapsed_s=time.monotonic() - t0,
-        )
+            return st.result(canonical, t0, ok=False, reason=INTERNAL_ERROR, detail=f"{type(exc).__name__}: {exc}")
+        return st.result(canonical, t0, ok=True, reason=None, data=data, sha256=sha256_bytes(data), format=fmt)
 
     def _follow(self, canonical: str, expect: str, st: FetchState) -> tuple[bytes, str | None]:
         max_redirects = self.settings.max_redirects

@@ -60,6 +60,21 @@ class FetchState:
     http_status: int | None = None
     content_type: str | None = None
 
+    def result(self, url: str, t0: float, *, ok: bool, reason: str | None, detail: str = "", **body) -> FetchResult:
+        """The fetch's result as it ends now (`body`: data, sha256 and format of a success)."""
+        return FetchResult(
+            url=url,
+            final_url=self.final_url,
+            ok=ok,
+            reason=reason,
+            http_status=self.http_status,
+            content_type=self.content_type,
+            attempts=self.attempts,
+            elapsed_s=time.monotonic() - t0,
+            detail=detail,
+            **body,
+        )
+
 
 @dataclasses.dataclass
 class Redirect:
