@@ -44,7 +44,7 @@ from pipeline.annotate.catalogue import read_releases, releases_file
 from pipeline.identity.labels import latest_labels, verified_faces
 from pipeline.provenance import git_commit
 from pipeline.release_card import dataset_card
-from pipeline.release_protocol import ProtocolSettings, write_protocols
+from pipeline.release_protocol import ProtocolSettings, face_file_name, write_protocols
 from pipeline.store import ContentStore
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -295,8 +295,7 @@ def _copy_crops(
     for face_id, identity in sorted(chosen.items(), key=lambda kv: (kv[1], kv[0])):
         face = faces.loc[face_id]
         split = "test" if identity in test else "train"
-        safe_id = re.sub(r"[^A-Za-z0-9_.-]", "_", face_id)
-        rel = Path(split) / slugs[identity] / f"{safe_id}.jpg"
+        rel = Path(split) / slugs[identity] / f"{face_file_name(face_id)}.jpg"
         (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(store.path_for(face["crop_sha"], ".jpg"), tmp / rel)
         asset = assets.loc[face["asset_id"]] if face["asset_id"] in assets.index else None

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import itertools
+import re
 import shutil
 from pathlib import Path
 
@@ -66,12 +67,17 @@ def write_protocols(
     return summary
 
 
+def face_file_name(face_id: str) -> str:
+    """A face id as a file name of a release (letters, digits, '_', '.' and '-')."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", face_id)
+
+
 def _copy_distractors(folder: Path, unlabelled: list, store: ContentStore, limit: int, rng) -> list[str]:
     present = [(face_id, sha) for face_id, sha in sorted(unlabelled) if store.has(sha)]
     chosen = [present[i] for i in sorted(rng.permutation(len(present))[:limit])] if present else []
     files = []
     for face_id, sha in chosen:
-        rel = Path("distractors") / f"{''.join(c if c.isalnum() or c in '_.-' else '_' for c in face_id)}.jpg"
+        rel = Path("distractors") / f"{face_file_name(face_id)}.jpg"
         (folder / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(store.path_for(sha, ".jpg"), folder / rel)
         files.append(rel.as_posix())

@@ -32,7 +32,7 @@ def write_report(data_root: str | Path, version: int | None = None, out: str | P
     plots = report_plots(figures)
     sheets = album_sheets(manifest, figures["version"], Path(data_root), out / "sheets")
     agreement = annotator_agreement(data_root)
-    files = {name: data for name, data in plots.items()}
+    files = dict(plots)
     files["figures.json"] = json.dumps({**figures, "agreement": agreement}, indent=1, default=str).encode()
     files["report.html"] = report_page(figures, plots, sheets, agreement).encode("utf-8")
     for name, data in files.items():
