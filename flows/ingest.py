@@ -21,7 +21,6 @@ from pipeline import stopping
 from pipeline.annotate.merge import random_order_faces
 from pipeline.config import IngestConfig
 from pipeline.dataset_report.build import write_report
-from pipeline.dataset_report.page import data_uri
 from pipeline.dedup import PublishedIndex
 from pipeline.episodes import EpisodeShard, process_episode
 from pipeline.faults import guarded
@@ -31,7 +30,7 @@ from pipeline.identity.stage import run_identity_stage
 from pipeline.plan import plan_run
 from pipeline.progress import StageProgress
 from pipeline.provenance import git_commit
-from pipeline.report import contact_sheet, funnel_rows, jpeg_data_uri
+from pipeline.report import contact_sheet, data_uri, funnel_rows, jpeg_data_uri
 from pipeline.runner import RunContext, detector_of, merge_counts
 from pipeline.sources.library import Album, discover_albums, safe_name
 from pipeline.stills import StillsShard, process_stills

@@ -68,5 +68,9 @@ def jpeg_data_uri(path: Path, width: int = 384, quality: int = 70) -> str:
     if image.shape[1] > width:
         height = max(1, round(image.shape[0] * width / image.shape[1]))
         image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
-    data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes()
-    return "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")
+    return data_uri(cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes(), "image/jpeg")
+
+
+def data_uri(data: bytes, mime: str) -> str:
+    """Bytes as a `data:` URI, which a page shows without a file beside it."""
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"

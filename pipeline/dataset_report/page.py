@@ -3,19 +3,16 @@ opens offline, from any folder, and as an e-mail attachment."""
 
 from __future__ import annotations
 
-import base64
 import html
 import json
+
+from pipeline.report import data_uri
 
 FUNNEL_FIXED = ["album_id", "kind", "images", "images_dropped", "faces", "kept"]
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%}
 .note{color:#555;font-style:italic}section{margin-bottom:2em}"""
-
-
-def data_uri(data: bytes, mime: str) -> str:
-    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
 def _table(rows: list[dict], columns: list[str] | None = None) -> str:
