@@ -42,10 +42,12 @@ import html as html_lib
 import json
 import re
 from dataclasses import dataclass
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode
 
 from pipeline.sources.encyclopedia import PageShapeError, detect_site, html_soup, without_surrogates
+from pipeline.sources.encyclopedia.page import _split as _split_url
 from pipeline.sources.js_literal import _json_object, js_object_at, loads_lenient
+from pipeline.sources.search_records import embedded_records
 
 KINDS = ("auto", "bing", "baidu", "google")
 BING_PAGE_SIZE = 35
@@ -108,8 +110,17 @@ def parse_search(text: str, page_url: str = "", kind: str = "auto") -> list[Sear
         if kind not in ("bing", "baidu", "google"):
             what = "no image-search markup" if kind == "unknown" else f"a {kind} page"
             raise PageShapeError(f"{what}, not a Bing, Baidu or Google image-search page")
-    parser = {"bing": _parse_bing, "baidu": _parse_baidu, "google": _parse_google}[kind]
-    return _unique(parser(text, page_url))
+    fields = ENGINE_FIELDS[kind]
+    results = [r for r in (_from_fields(rec, fields) for rec in embedded_records(text, (fields["record"],))) if r]
+    if kind == "bing" and results:
+        _bing_sizes(text, results)
+    if not results and kind == "google":
+        results = _google_positional(text)
+    if not results and kind in ("google", "bing"):
+        results = _linked_thumbnails(text, page_url)
+    if not results:
+        _raise_unless_empty_grid(text, kind)
+    return _unique(results)
 
 
 def _unique(results: list[SearchResult]) -> list[SearchResult]:
@@ -154,6 +165,111 @@ def _plain(title) -> str | None:
     return without_surrogates(" ".join(text.split())) or None
 
 
+# --------------------------------------------------------------------------- records by fields
+
+# What each engine calls the fields of a result record, best first. The "record" field marks a result
+# record wherever it sits (search_records.embedded_records): Baidu's ads carry thumbURL but no objURL.
+ENGINE_FIELDS = {
+    "baidu": {
+        "record": "objURL",
+        "image": ("objurl", "middleurl", "hoverurl", "thumburl"),
+        "thumb": ("thumburl", "middleurl"),
+        "page": ("fromurl",),
+        "title": ("frompagetitleenc", "frompagetitle"),
+        "width": ("width",),
+        "height": ("height",),
+    },
+    "bing": {
+        "record": "murl",
+        "image": ("murl",),
+        "thumb": ("turl",),
+        "page": ("purl",),
+        "title": ("t",),
+        "width": ("w",),
+        "height": ("h",),
+    },
+    "google": {
+        "record": "ou",
+        "image": ("ou",),
+        "thumb": ("tu",),
+        "page": ("ru",),
+        "title": ("pt",),
+        "width": ("ow",),
+        "height": ("oh",),
+    },
+}
+
+
+def _field(record: dict, names: tuple[str, ...], read):
+    for name in names:
+        value = read(record.get(name))
+        if value:
+            return value
+    return None
+
+
+def _from_fields(record: dict, fields: dict) -> SearchResult | None:
+    """A result from one record; None when it holds no usable image URL. Baidu's replaceUrl (a list of
+    {ObjURL, FromURL}) stands in for an objURL it leaves empty."""
+    replace = record.get("replaceurl")
+    replace = (
+        {k.lower(): v for k, v in replace[0].items()}
+        if isinstance(replace, list) and replace and isinstance(replace[0], dict)
+        else {}
+    )
+    image = _baidu_url(record.get("objurl")) or _http(replace.get("objurl"))
+    image = image or _field(record, fields["image"], _baidu_url)
+    if not image:
+        return None
+    return SearchResult(
+        image,
+        _field(record, fields["thumb"], _http),
+        _field(record, fields["page"], _baidu_url) or _http(replace.get("fromurl")),
+        _field(record, fields["title"], _plain),
+        _field(record, fields["width"], _int),
+        _field(record, fields["height"], _int),
+    )
+
+
+def _linked_thumbnails(text: str, page_url: str) -> list[SearchResult]:
+    """Result pages rendered as plain HTML (Google's basic-HTML page, no script): each result is a link
+    to its source page (`/url?q=` or `url=`, `/imgres?imgurl=&imgrefurl=`) around a thumbnail."""
+    if "<img" not in text:
+        return []
+    out = []
+    for a in html_soup(text).select("a[href]"):
+        img = a.find("img")
+        thumb = _http(img.get("src")) if img is not None else None
+        parts = _split_url(a["href"])
+        if not thumb or parts is None or parts.path not in ("/url", "/imgres"):
+            continue
+        query = parse_qs(parts.query)
+        source = _http((query.get("imgrefurl") or query.get("url") or query.get("q") or [None])[0])
+        image = _http((query.get("imgurl") or [None])[0]) or thumb
+        if source or image != thumb:
+            out.append(SearchResult(image, thumb, source, _plain(img.get("alt")), None, None))
+    return out
+
+
+def _raise_unless_empty_grid(text: str, kind: str):
+    """A page of the engine's own result markup with no results is an empty answer ([]); anything
+    else (a captcha, a consent page, another site, unreadable data) is a page we do not recognise."""
+    if kind == "baidu":  # the imgData variable or the acjson document, with an empty "data" list
+        m = re.search(r"""setData\(\s*['"]imgData['"]\s*,\s*(?=\{)""", text)
+        start = m.end() if m else len(text) - len(text.lstrip())
+        if text[start : start + 1] == "{":
+            doc = loads_lenient(js_object_at(text, start))
+            if isinstance(doc, dict) and isinstance(doc.get("data"), list):
+                return
+    elif kind == "bing":
+        if re.search(r"""<a\s[^>]*class=["'][^"']*\biusc\b|class=["'][^"']*\bdgControl\b""", text[:400_000]):
+            return
+    elif '"ischj"' in text[:2000]:
+        return
+    where = {"bing": "Bing", "baidu": "Baidu", "google": "Google"}[kind]
+    raise PageShapeError(f"{where} page without result records (objects with a {ENGINE_FIELDS[kind]['record']} field)")
+
+
 # --------------------------------------------------------------------------- Baidu
 
 _BAIDU_TOKENS = {"_z2C$q": ":", "_z&e3B": ".", "AzdH3F": "/"}
@@ -179,69 +295,24 @@ def decode_baidu_url(value: str) -> str:
     return "".join(pieces)
 
 
-def _baidu_data(text: str) -> list | None:
-    stripped = text.lstrip()
-    if stripped.startswith("{"):  # acjson
-        doc = loads_lenient(js_object_at(stripped, 0))
-        return doc.get("data") if isinstance(doc, dict) else None
-    m = re.search(r"""flip\.setData\(\s*['"]imgData['"]\s*,\s*""", text)
-    if m is None or text[m.end() : m.end() + 1] != "{":
-        return None
-    doc = loads_lenient(js_object_at(text, m.end()))
-    return doc.get("data") if isinstance(doc, dict) else None
-
-
-def _parse_baidu(text: str, page_url: str) -> list[SearchResult]:
-    data = _baidu_data(text)
-    if not isinstance(data, list):
-        raise PageShapeError("Baidu page without flip.setData('imgData', ...) or an acjson \"data\" list")
-    out = []
-    for item in data:
-        if not isinstance(item, dict) or not item:
-            continue  # Baidu ends the list with {}
-        replace = item.get("replaceUrl") or [{}]
-        replace = replace[0] if isinstance(replace, list) and replace and isinstance(replace[0], dict) else {}
-        thumb = _http(item.get("thumbURL")) or _http(item.get("middleURL"))
-        image = (
-            _baidu_url(item.get("objURL"))
-            or _http(replace.get("ObjURL") or replace.get("ObjUrl"))
-            or _http(item.get("middleURL"))
-            or thumb
-        )
-        if not image:
-            continue
-        source = _baidu_url(item.get("fromURL")) or _http(replace.get("FromURL") or replace.get("FromUrl"))
-        title = _plain(item.get("fromPageTitleEnc")) or _plain(item.get("fromPageTitle"))
-        out.append(SearchResult(image, thumb, source, title, _int(item.get("width")), _int(item.get("height"))))
-    return out
-
-
 # --------------------------------------------------------------------------- Bing
 
 _SIZE = re.compile(r"(\d+)\s*[x×]\s*(\d+)")
 
 
-def _parse_bing(text: str, page_url: str) -> list[SearchResult]:
+def _bing_sizes(text: str, results: list[SearchResult]):
+    """Bing's records carry no size; each tile shows it as "W x H" text beside the record."""
     soup = html_soup(text)
-    tiles = soup.select("a.iusc[m]")
-    if not tiles:
-        if soup.select_one("a.iusc, #mmComponent_images_1, .dgControl"):
-            return []  # the result grid is there, empty
-        raise PageShapeError("Bing page without result tiles (a.iusc with an m attribute)")
-    out = []
-    for a in tiles:
+    sizes = {}
+    for a in soup.select("a[m]"):
         m = _json_object(a["m"])
-        image = _http(m.get("murl")) if m else None
-        if not image:
-            continue
-        width = height = None
         tile = a.find_parent(class_="imgpt") or a.find_parent("li") or a.parent
         info = tile.select_one(".img_info span") if tile is not None else None
         size = _SIZE.search(info.get_text(" ")) if info is not None else None
-        if size:
-            width, height = _int(size[1]), _int(size[2])
-        out.append(SearchResult(image, _http(m.get("turl")), _http(m.get("purl")), _plain(m.get("t")), width, height))
-    return out
+        if m and size and _http(m.get("murl")):
+            sizes[_http(m.get("murl"))] = (_int(size[1]), _int(size[2]))
+    for r in results:
+        r.width, r.height = sizes.get(r.image_url, (r.width, r.height))
 
 
 # --------------------------------------------------------------------------- Google
@@ -261,19 +332,15 @@ def _js_string(s: str) -> str | None:
         return None
 
 
-def _parse_google(text: str, page_url: str) -> list[SearchResult]:
-    """Google's three page shapes, newest first: "ischj" JSON, div.rg_meta, AF_initDataCallback scripts."""
+def _google_positional(text: str) -> list[SearchResult]:
+    """Google's results that are not field-named records: the "ischj" JSON (fields nested one level
+    down) and AF_initDataCallback arrays (~2020-2023)."""
     if '"ischj"' in text[:2000]:
         return _google_ischj(text)
-    soup = html_soup(text)
-    metas = soup.select("div.rg_meta")
-    if metas:
-        return _google_rg_meta(metas)
-    scripts = [s.string or s.get_text() for s in soup.find_all("script")]
-    scripts = [s for s in scripts if "AF_initDataCallback" in s]
-    if not scripts:
-        raise PageShapeError('Google page without div.rg_meta, "ischj" JSON or AF_initDataCallback data')
-    return [result for script in scripts for result in _google_script(script)]
+    if "AF_initDataCallback" not in text:
+        return []
+    scripts = [s.get_text() for s in html_soup(text).find_all("script")]
+    return [result for script in scripts if "AF_initDataCallback" in script for result in _google_script(script)]
 
 
 def _google_ischj(text: str) -> list[SearchResult]:
@@ -292,25 +359,6 @@ def _google_ischj(text: str) -> list[SearchResult]:
             page, title = _http(result.get("referrer_url")), _plain(result.get("page_title"))
             out.append(
                 SearchResult(image, thumbnail, page, title, _int(original.get("width")), _int(original.get("height")))
-            )
-    return out
-
-
-def _google_rg_meta(metas: list) -> list[SearchResult]:
-    out = []
-    for div in metas:
-        m = _json_object(div.get_text())
-        image = _http(m.get("ou")) if m else None
-        if image:
-            out.append(
-                SearchResult(
-                    image,
-                    _http(m.get("tu")),
-                    _http(m.get("ru")),
-                    _plain(m.get("pt")),
-                    _int(m.get("ow")),
-                    _int(m.get("oh")),
-                )
             )
     return out
 

@@ -1,7 +1,7 @@
 """One entry point for saved pages: encyclopedia pages give characters, search pages give images.
 
 `parse_page(text, page_url, kind)` returns plain dicts (ready for JSON):
-  * kind mediawiki / baike: {"name", "image_url", "source_url", "aliases"}
+  * kind mediawiki / baike: {"name", "image_url", "source_url", "aliases", "found_by"}
   * kind bing / baidu / google: {"image_url", "thumb_url", "source_url", "title", "width", "height"}
 With kind "auto" the site is recognised from page_url's host when it is a known one, else from
 the markup (see `encyclopedia.detect_site`). A page nobody recognises raises PageShapeError.
@@ -36,8 +36,5 @@ def parse_page(text: str, page_url: str = "", kind: str = "auto") -> list[dict]:
                 "page (Bing, Baidu, Google); pass --kind to force one"
             )
     if kind in ENCYCLOPEDIA_KINDS:
-        return [
-            {"name": c.name, "image_url": c.image_url, "source_url": c.source_url, "aliases": list(c.aliases)}
-            for c in parse_characters(text, page_url, kind)
-        ]
+        return [c.as_record() for c in parse_characters(text, page_url, kind)]
     return [asdict(r) for r in parse_search(text, page_url, kind)]

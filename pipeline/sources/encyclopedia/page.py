@@ -16,6 +16,18 @@ class Character:
     image_url: str | None
     source_url: str
     aliases: list[str] = field(default_factory=list)
+    # Which rule found the name, in which container ("table-column:Name @ table.article-table#2"):
+    # kept in the downloads table's detail and shown by `toonface parse`, for debugging.
+    found_by: str = ""
+
+    def as_record(self) -> dict:
+        return {
+            "name": self.name,
+            "image_url": self.image_url,
+            "source_url": self.source_url,
+            "aliases": list(self.aliases),
+            "found_by": self.found_by,
+        }
 
 
 class PageShapeError(ValueError):

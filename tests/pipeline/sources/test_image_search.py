@@ -279,7 +279,7 @@ def test_bing_tiles():
 def test_bing_page_without_tiles():
     empty_grid = '<html><body><div id="mmComponent_images_1" class="dgControl"><ul></ul></div></body></html>'
     assert parse_search(empty_grid, "https://www.bing.com/images/search?q=zzzz") == []
-    with pytest.raises(PageShapeError, match="^page shape not recognised: Bing page without result tiles"):
+    with pytest.raises(PageShapeError, match="^page shape not recognised: Bing page without result records"):
         parse_search("<html><body>Captcha</body></html>", "https://www.bing.com/images/search?q=x")
 
 

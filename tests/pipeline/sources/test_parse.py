@@ -13,7 +13,7 @@ from tests.pipeline.sources.test_encyclopedia import BAIKE_CLASSIC, BAIKE_URL
 from tests.pipeline.sources.test_image_search import BING_PAGE, GOOGLE_RG_META
 
 HTML = SHARED / "fixtures" / "html"
-CHARACTER_KEYS = {"name", "image_url", "source_url", "aliases"}
+CHARACTER_KEYS = {"name", "image_url", "source_url", "aliases", "found_by"}
 SEARCH_KEYS = {"image_url", "thumb_url", "source_url", "title", "width", "height"}
 
 
