@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import random
 import subprocess
 import sys
@@ -52,6 +53,13 @@ def split() -> dict[str, str]:
     return json.loads(SPLIT_FILE.read_text())["pages"] if SPLIT_FILE.exists() else {}
 
 
+def _from_shared(entry: dict) -> bytes | None:
+    """Pages the shared data folder already holds (`shared_path`), read from there."""
+    shared = Path(os.environ.get("TOONFACE_SHARED", ROOT.parent / "shared"))
+    path = shared / entry["shared_path"] if entry.get("shared_path") else None
+    return path.read_bytes() if path is not None and path.is_file() else None
+
+
 def _from_mirror(entry: dict, mirror_root: Path) -> bytes | None:
     git_dir = mirror_root / entry["repo"].replace("/", "+") / "repo"
     if not git_dir.is_dir():
@@ -76,7 +84,7 @@ def rebuild(mirror_root: Path, cache: Path) -> int:
         if target.exists() and hashlib.sha256(target.read_bytes()).hexdigest() == entry["sha256"]:
             continue
         try:
-            data = _from_mirror(entry, mirror_root) or _from_github(entry)
+            data = _from_shared(entry) or _from_mirror(entry, mirror_root) or _from_github(entry)
         except OSError as exc:
             print(f"{entry['id']}: cannot fetch ({exc})", file=sys.stderr)
             failed += 1
