@@ -75,7 +75,11 @@ def main(argv=None) -> int:
         scores.append(score)
         by_group["search" if key["expect"] == "results" else "characters"].append(score)
         by_group[group_of(entry)].append(score)
-        status = f"refused ({why[:70]})" if records is None else f"{score.right}/{score.key_count} right, {score.found} found"
+        status = (
+            f"refused ({why[:70]})"
+            if records is None
+            else f"{score.right}/{score.key_count} right, {score.found} found"
+        )
         print(f"{entry['id']:<58} {key['expect']:<15} {status}")
         if args.verbose and (score.wrong_names or score.missed):
             print(f"    wrong: {score.wrong_names[:12]}\n    missed: {score.missed[:12]}")

@@ -7,6 +7,7 @@ from urllib.parse import unquote, urlsplit
 
 from bs4 import BeautifulSoup, Tag
 
+from pipeline.sources.encyclopedia.containers import MIN_ITEMS, Candidate, choose, cue, find_candidates
 from pipeline.sources.encyclopedia.images import _picture, _without_fragment, image_url
 from pipeline.sources.encyclopedia.mediawiki_markup import (
     _CHARACTER_FIELDS,
@@ -48,22 +49,30 @@ def _parse_mediawiki(soup: BeautifulSoup, base: str, page_url: str, section: str
 
     if _is_category(soup, title):
         return _category_characters(soup, base)
-    if _CHARACTER_LIST_TITLE.search(title):
-        found = _list_characters(doc, base, page_url)
-        if found:
-            return found
-        raise PageShapeError(
-            f"{title!r} looks like a list of characters but has no character "
-            "headings, terms, bold list items, name-column tables or captions"
-        )
+    if cue(title) < 0:
+        raise PageShapeError(f"MediaWiki page {title!r} is about something other than characters ({title!r})")
     infobox = soup.select_one("table.infobox, aside.portable-infobox, table[class*=infobox], div.infobox")
     if infobox is not None and _is_character_infobox(infobox):
         return [_infobox_character(infobox, title, base)]
-    why = "its infobox describes no person (no gender/age/voice fields)" if infobox is not None else "no infobox"
+    candidates = find_candidates(root, base, page_url)
+    if _CHARACTER_LIST_TITLE.search(title):
+        headings = _list_characters(doc, base, page_url)
+        if len(headings) >= MIN_ITEMS:
+            candidates.append(
+                Candidate("headings", "the page's headings", ("headings",), headings, 1.0, 1.0, 0.0, True, title, 0)
+            )
+    chosen = choose(candidates, title)
+    if chosen:
+        found = _Collected()
+        for container in chosen:
+            for ch in container.characters:
+                found.add(ch)
+        return found.result()
+    why = "its infobox describes no person" if infobox is not None else "no person infobox"
     raise PageShapeError(
-        f"MediaWiki page {title!r} is not a category, not a list of characters, and "
-        f"{why}; to read the characters of one section, pass section= or a URL "
-        "#fragment naming the heading"
+        f"MediaWiki page {title!r} is not a category, {why}, and no table, gallery or list on it reads as a "
+        f"list of characters ({len(candidates)} containers looked at); to read the characters of one "
+        "section, pass section= or a URL #fragment naming the heading"
     )
 
 
@@ -94,7 +103,8 @@ def _category_characters(soup: BeautifulSoup, base: str) -> list[Character]:
 
 
 def _infobox_labels(box: Tag) -> list[str]:
-    labels = [_text(t) for t in box.select("th, .pi-data-label, .infobox-label")]
+    # Bulbapedia-style boxes label their rows in bold text inside td cells
+    labels = [_text(t) for t in box.select("th, .pi-data-label, .infobox-label, td > b, td > a > b")]
     return labels + [t.get("data-source", "") for t in box.select("[data-source]")]
 
 

@@ -62,6 +62,8 @@ def _is_mediawiki(soup: BeautifulSoup) -> bool:
         (gen and "mediawiki" in gen.get("content", "").lower())
         or "mediawiki" in body_classes
         or soup.select_one(".mw-parser-output, #mw-content-text, #firstHeading")
+        # a page's bare body (action=render, a saved extract): MediaWiki's own heading and table markup
+        or soup.select_one("span.mw-headline, table.wikitable, .mw-editsection")
     )
 
 
@@ -90,16 +92,28 @@ def _article_link(a: Tag, base: str) -> tuple[str, str] | None:
     query = parse_qs(parts.query)
     if {"action", "redlink", "veaction", "oldid", "diff"} & set(query):
         return None
+    base_parts = _split(base) if base else None
     if "/wiki/" in parts.path:
         page = unquote(parts.path.split("/wiki/", 1)[1])
+    elif "/index.php/" in parts.path:  # wikis without short URLs: /index.php/Title
+        page = unquote(parts.path.split("/index.php/", 1)[1])
     elif "title" in query:
         page = query["title"][0]
+    elif _same_title(a.get("title", ""), parts.path) and (base_parts is None or base_parts.netloc == parts.netloc):
+        page = unquote(parts.path.rsplit("/", 1)[1])  # articles at the site root: /Title
     else:
         return None
     title = (a.get("title") or page.replace("_", " ")).strip()
     if not title or _NAMESPACES.match(title) or _NAMESPACES.match(page.replace("_", " ")):
         return None
     return title, urlunsplit(parts._replace(fragment=""))
+
+
+def _same_title(title: str, path: str) -> bool:
+    """A link whose title attribute is its path's last segment: MediaWiki writes both from the page name."""
+    last = unquote(path.rsplit("/", 1)[-1]).replace("_", " ").strip()
+    last = re.sub(r"\.html?$", "", last)  # a saved mirror (HTTrack) names each article Title.html
+    return bool(title) and last == title.strip()
 
 
 def _character_from_link(a: Tag, base: str, image: str | None) -> Character | None:

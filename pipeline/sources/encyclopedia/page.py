@@ -126,7 +126,7 @@ def detect_site(html: str, page_url: str = "") -> str:
         return "google"
     if re.search(
         r'content="MediaWiki|class="[^"]*\bmediawiki\b|mw-parser-output|id="mw-content-text"'
-        r'|"wgPageName"',
+        r'|"wgPageName"|class="mw-headline"|class="[^"]*\bwikitable\b',
         head,
     ):
         return "mediawiki"
