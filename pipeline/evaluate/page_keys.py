@@ -83,16 +83,17 @@ def score_page(page_id: str, key: dict, parsed: list[dict] | None) -> PageScore:
     entries = key.get("characters", []) if expect == "characters" else []
     spellings = {}
     for k, entry in enumerate(entries):
-        for spelling in [entry["name"], *entry.get("also", [])]:
+        for spelling in [*entry.get("also", []), entry["name"]]:  # a distinguishing spelling first
             spellings.setdefault(name_key(spelling), k)
     matched: dict[int, dict] = {}
     for record in parsed:
         names = [record.get("name", ""), *record.get("aliases", [])]
-        k = next((spellings[name_key(n)] for n in names if name_key(n) in spellings), None)
-        if k is None:
+        ks = [spellings[name_key(n)] for n in names if name_key(n) in spellings]
+        if not ks:
             score.wrong_names.append(record.get("name", ""))
-        else:
-            matched.setdefault(k, record)
+            continue
+        # namesakes: the first entry of these spellings not matched yet
+        matched.setdefault(next((k for k in ks if k not in matched), ks[0]), record)
     score.key_count, score.found, score.right = len(entries), len(parsed), len(matched)
     score.image_right = sum(
         image_identity(rec.get("image_url")) == image_identity(entries[k].get("image_url"))

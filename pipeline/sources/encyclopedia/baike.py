@@ -51,7 +51,7 @@ def _parse_baike(soup: BeautifulSoup, base: str) -> list[Character]:
             absolute_url(link["href"], base) if link is not None and link.get("href") else None
         ) or _without_fragment(base)
         if name:
-            out.add(Character(name, image_url(img, base), source, aliases))
+            out.add(Character(name, image_url(img, base), source, aliases, found_by=f"baike-role @ {el.name}"))
     return out.result()
 
 

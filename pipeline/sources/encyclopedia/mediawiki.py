@@ -64,9 +64,8 @@ def _parse_mediawiki(soup: BeautifulSoup, base: str, page_url: str, section: str
     chosen = choose(candidates, title)
     if chosen:
         found = _Collected()
-        for container in chosen:
-            for ch in container.characters:
-                found.add(ch)
+        for ch in _named_apart([ch for container in chosen for ch in container.characters]):
+            found.add(ch)
         return found.result()
     why = "its infobox describes no person" if infobox is not None else "no person infobox"
     raise PageShapeError(
@@ -76,26 +75,38 @@ def _parse_mediawiki(soup: BeautifulSoup, base: str, page_url: str, section: str
     )
 
 
+def _named_apart(characters: list[Character]) -> list[Character]:
+    """Two people listed under one name ("Aegon Targaryen", linking to two articles) keep apart under
+    their article titles ("Aegon Targaryen (son of Aenys I)"), the shown name as an alias."""
+    targets: dict[str, set[str]] = {}
+    for ch in characters:
+        targets.setdefault(ch.name, set()).add(ch.source_url)
+    for ch in characters:
+        if len(targets[ch.name]) > 1 and ch.aliases and ch.aliases[0] != ch.name:
+            ch.name, ch.aliases = ch.aliases[0], [ch.name] + ch.aliases[1:]
+    return characters
+
+
 # ----- categories
 
 
 def _category_characters(soup: BeautifulSoup, base: str) -> list[Character]:
     found = _Collected()
 
-    def member(a: Tag | None, img: Tag | None):
+    def member(a: Tag | None, img: Tag | None, where: str):
         link = _article_link(a, base) if a is not None else None
         if link:  # the page title names the member; gallery captions may be cut short
-            found.add(Character(link[0], image_url(img, base), link[1], []))
+            found.add(Character(link[0], image_url(img, base), link[1], [], found_by=f"category @ {where}"))
 
     # Oasis skin (2013-2019): a gallery of the most visited pages, each `a[title] > img`.
     for item in soup.select("div.category-gallery-item"):
-        member(item.find("a", title=True), item.find("img"))
+        member(item.find("a", title=True), item.find("img"), "div.category-gallery-item")
     # Fandom UCP (2019-): one row per member, thumbnails lazy-loaded.
     for li in soup.select("li.category-page__member"):
-        member(li.select_one("a.category-page__member-link"), li.select_one("img"))
+        member(li.select_one("a.category-page__member-link"), li.select_one("img"), "li.category-page__member")
     # Classic MediaWiki listing (also on Oasis): names only.
     for a in soup.select("#mw-pages li a"):
-        member(a, None)
+        member(a, None, "#mw-pages")
     return found.result()
 
 
@@ -122,4 +133,5 @@ def _infobox_character(box: Tag, title: str, base: str) -> Character:
         text = _text(tag)
         if text and text != title and len(text) <= 80 and text not in aliases:
             aliases.append(text)
-    return Character(title, picture, _without_fragment(base), aliases)
+    where = ".".join([box.name, *(box.get("class") or [])[:2]])
+    return Character(title, picture, _without_fragment(base), aliases, found_by=f"infobox @ {where}")

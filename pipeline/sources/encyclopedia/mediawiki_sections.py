@@ -117,7 +117,7 @@ def _heading_character(doc: _Doc, h: Tag, base: str, page_url: str) -> Character
             width = _display_width(tag)
             if width is None or width >= 60:
                 image = image_url(tag, base)
-    return Character(name, image, source, [])
+    return Character(name, image, source, [], found_by=f"heading @ {h.name}")
 
 
 def _entries_in(tags: list[Tag], base: str, page_url: str, found: _Collected):
@@ -137,12 +137,18 @@ def _entries_in(tags: list[Tag], base: str, page_url: str, found: _Collected):
             name = _clean_term(_text(tag))
             link = tag.find("a")  # the term is a link to the character's page: cite that page
             ch = _character_from_link(link, base, None) if link is not None and _text(link) == name else None
-            found.add(ch or (Character(name, None, page_url or base) if name else None))
+            found.add(_tagged(ch or (Character(name, None, page_url or base) if name else None), "term @ dl"))
         elif tag.name == "li" and tag.parent is not None and tag.parent.name in ("ul", "ol"):
-            found.add(_bold_item(tag, base, page_url))
+            found.add(_tagged(_bold_item(tag, base, page_url), f"bold-item @ {tag.parent.name}"))
         elif tag.name == "table" and "wikitable" in classes:
             for ch in _table_characters(tag, base, page_url):
-                found.add(ch)
+                found.add(_tagged(ch, "name-column @ table.wikitable"))
+
+
+def _tagged(ch: Character | None, found_by: str) -> Character | None:
+    if ch is not None:
+        ch.found_by = ch.found_by or found_by
+    return ch
 
 
 def _caption_entries(fig: Tag, base: str, found: _Collected):
@@ -155,7 +161,7 @@ def _caption_entries(fig: Tag, base: str, found: _Collected):
         return
     picture = _picture(fig, base, 40)
     for a in links:
-        found.add(_character_from_link(a, base, picture if len(links) == 1 else None))
+        found.add(_tagged(_character_from_link(a, base, picture if len(links) == 1 else None), f"caption @ {fig.name}"))
 
 
 def _clean_term(text: str) -> str:

@@ -18,7 +18,7 @@ class Character:
     aliases: list[str] = field(default_factory=list)
     # Which rule found the name, in which container ("table-column:Name @ table.article-table#2"):
     # kept in the downloads table's detail and shown by `toonface parse`, for debugging.
-    found_by: str = ""
+    found_by: str = field(default="", compare=False)
 
     def as_record(self) -> dict:
         return {

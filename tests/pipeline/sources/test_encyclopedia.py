@@ -308,7 +308,7 @@ def test_character_list_without_entries_raises():
     html = wikipedia_list().split('<div id="mw-content-text"')[0] + (
         '<div id="mw-content-text"><div class="mw-parser-output"><p>Soon.</p></div></div></body></html>'
     )
-    with pytest.raises(PageShapeError, match="looks like a list of characters but has no character"):
+    with pytest.raises(PageShapeError, match="no table, gallery or list on it reads as a list of characters"):
         parse_characters(html, LIST_URL)
 
 

@@ -34,6 +34,7 @@ def test_encyclopedia_page_gives_character_dicts():
             "image_url": "https://archives.bulbagarden.net/media/upload/2/27/Black_2_White_2_Ghetsis.png",
             "source_url": "https://bulbapedia.bulbagarden.net/wiki/Ghetsis",
             "aliases": ["Ghetsis Harmonia Gropius", "ゲーチス・ハルモニア・グロピウス"],
+            "found_by": "infobox @ table.roundy.infobox",  # which rule, which container
         }
     ]
     assert json.loads(json.dumps(rows, ensure_ascii=False)) == rows
