@@ -110,6 +110,9 @@ class WebSettings:
     web_timeout_s: float = 60.0  # wall-clock limit of one request, redirects included
     web_max_results_per_query: int = 50
     encyclopedia_max_pages: int = 50  # listing pages followed per encyclopedia URL
+    # A MediaWiki category is read through the wiki's api.php first (members and their lead images,
+    # whatever the skin); its HTML listing is the fallback when the API is missing or refuses.
+    encyclopedia_api: bool = True
     # Hosts (or host:port) that may resolve to private/loopback addresses (none by default: no SSRF).
     web_allow_private_hosts: tuple[str, ...] = ()
 

@@ -16,11 +16,18 @@ from pathlib import Path
 
 from pipeline.runner import ImageInput, RunContext, ShardRunner
 from pipeline.sources.download import FetchResult
-from pipeline.sources.encyclopedia import next_page_url, parse_characters
+from pipeline.sources.encyclopedia import PageShapeError, next_page_url, parse_characters
+from pipeline.sources.encyclopedia.mediawiki_api import (
+    api_endpoint,
+    category_members_url,
+    category_title,
+    next_api_url,
+    parse_api_response,
+)
 from pipeline.sources.image_search import character_query, parse_search, search_url
 from pipeline.sources.library import Album
 from pipeline.sources.url_list import read_url_list
-from pipeline.web_fetch import Fetcher, download_row, url_key
+from pipeline.web_fetch import Fetcher, Page, download_row, url_key
 from pipeline.web_images import ImageJob
 
 
@@ -70,7 +77,7 @@ def collect_characters(album: Album, fetcher: Fetcher, max_pages: int) -> dict[s
     """name -> {aliases, images, source_url, origin}, from the encyclopedia pages and the albums file."""
     book = CharacterBook()
     for first in album.encyclopedia:
-        for ch in encyclopedia_listing(first, fetcher, max_pages):
+        for ch in encyclopedia_listing(first, fetcher, max_pages, fetcher.ctx.config.web.encyclopedia_api):
             book.add(ch.name, ch.aliases, [ch.image_url] if ch.image_url else [], ch.source_url, "encyclopedia")
     for named in album.characters:
         book.add(named.name, named.aliases, named.images, "albums-file", "albums_file")
@@ -80,15 +87,21 @@ def collect_characters(album: Album, fetcher: Fetcher, max_pages: int) -> dict[s
     return book.entries
 
 
-def encyclopedia_listing(url: str, fetcher: Fetcher, max_pages: int) -> list:
+def encyclopedia_listing(url: str, fetcher: Fetcher, max_pages: int, use_api: bool = True) -> list:
     """The characters of an encyclopedia page and of the pages its listing continues on (a category
-    of more than 200 members), up to `max_pages` pages. A next link that leads back to a page already
-    read ends the listing (counted as `drop.encyclopedia.page_loop`)."""
+    of more than 200 members), up to `max_pages` pages. A MediaWiki category is read through the
+    wiki's API when it answers (`api_listing`), else from its HTML. A next link that leads back to a
+    page already read ends the listing (counted as `drop.encyclopedia.page_loop`)."""
     characters, seen = [], set()
     while True:
         seen.add(url_key(url))
-        page = fetcher.page(url, parse_characters, "encyclopedia")
-        if page is None:
+        first = len(seen) == 1 and use_api  # a page the HTML parser refuses may still be a category the API reads
+        page = fetcher.page(url, parse_characters, "encyclopedia", keep_refused=first)
+        if page is not None and first:
+            from_api = api_listing(page, fetcher, max_pages)
+            if from_api is not None:
+                return from_api
+        if page is None or page.refused:
             return characters
         characters += page.records
         url = next_page_url(page.text, page.url)
@@ -100,6 +113,35 @@ def encyclopedia_listing(url: str, fetcher: Fetcher, max_pages: int) -> list:
         if len(seen) >= max_pages:
             fetcher.counts["drop.encyclopedia.page_limit"] += 1
             return characters
+
+
+def _parse_api_text(text: str, url: str) -> list:
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        raise PageShapeError("the API answered something other than JSON") from None
+    return parse_api_response(doc, url)
+
+
+def api_listing(page: Page, fetcher: Fetcher, max_pages: int) -> list | None:
+    """A category's members read through its wiki's api.php (found from the page's EditURI link), batch
+    after batch; None when the page is no category, the wiki shows no API, or its first answer fails
+    (each fetch is a `downloads` row of purpose `encyclopedia_api`), so the HTML listing is used."""
+    title = category_title(page.url, page.text)
+    api = api_endpoint(page.url, page.text) if title else None
+    if api is None:
+        return None
+    characters, url = [], category_members_url(api, title)
+    for _ in range(max_pages):
+        answer = fetcher.page(url, _parse_api_text, "encyclopedia_api")
+        if answer is None:
+            return characters or None
+        characters += answer.records
+        url = next_api_url(api, title, json.loads(answer.text))
+        if url is None:
+            return characters
+    fetcher.counts["drop.encyclopedia_api.page_limit"] += 1
+    return characters
 
 
 def reference_rows(album: Album, found: dict[str, dict], fetcher: Fetcher, runner: ShardRunner) -> list[dict]:

@@ -85,6 +85,15 @@ def url_key(url: str) -> str:
         return url
 
 
+def records_detail(records: list) -> str:
+    """A downloads row's detail for a parsed page: how many records, and for encyclopedia pages which
+    rule found them in which container ("61 records; table-column @ table.article-table #12, column 'Name': 61")."""
+    found_by = collections.Counter(getattr(r, "found_by", "") for r in records)
+    found_by.pop("", None)
+    where = "; ".join(f"{rule}: {n}" for rule, n in found_by.most_common(3))
+    return f"{len(records)} records" + (f"; {where}" if where else "")
+
+
 class Fetcher:
     """The fetches of one shard or crawl: through the URL cache, each one a `downloads` row and counted."""
 
@@ -126,9 +135,11 @@ class Fetcher:
         self.downloads.append(download_row(res, self.album_id, purpose, self.ctx.run_id, asset_id=res.sha256))
         return res.data
 
-    def page(self, url: str, parse, purpose: str) -> Page | None:
+    def page(self, url: str, parse, purpose: str, keep_refused: bool = False) -> Page | None:
         """Fetch a page and parse it; a failed fetch or an unrecognised page is a `downloads` row with
-        its reason, never an empty success. A parser bug costs this page, not the run."""
+        its reason, never an empty success. A parser bug costs this page, not the run. With
+        keep_refused, a page the parser refused still comes back (no records, `refused` set), for a
+        caller that can read it another way (a wiki's API)."""
         res = self.downloader.fetch(url, expect="html" if purpose == "encyclopedia" else "any")
         self.counts[f"{purpose}_pages"] += 1
         if not res.ok:
@@ -140,14 +151,15 @@ class Fetcher:
             inject_fault([res.data or b""])
             records = parse(text, res.final_url)
         except PageShapeError as exc:
-            return self._page_failed(res, purpose, "page_shape_not_recognised", str(exc))
+            self._page_failed(res, purpose, "page_shape_not_recognised", str(exc))
+            return Page([], text, res.final_url, refused=True) if keep_refused else None
         except Exception as exc:
             if is_run_fault(exc):
                 raise
             self.counts["internal_errors"] += 1
             return self._page_failed(res, purpose, "internal_error", describe(exc))
         self.downloads.append(
-            download_row(res, self.album_id, purpose, self.ctx.run_id, detail=f"{len(records)} records")
+            download_row(res, self.album_id, purpose, self.ctx.run_id, detail=records_detail(records))
         )
         return Page(records, text, res.final_url)
 
@@ -161,3 +173,4 @@ class Page:
     records: list
     text: str
     url: str  # where the page was finally fetched from (after redirects)
+    refused: bool = False  # the parser did not recognise it (kept for another reading)

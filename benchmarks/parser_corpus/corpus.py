@@ -76,6 +76,19 @@ def _from_github(entry: dict) -> bytes:
         return response.read()
 
 
+def _extracted(entry: dict, data: bytes) -> bytes:
+    """The page inside a repository file: one recorded response of a recordings file (`extract`:
+    {url, request}), written as `json.dumps(response, indent=1, ensure_ascii=False)`, or the text of a
+    JavaScript template literal (`extract`: {js_template: true})."""
+    spec = entry.get("extract")
+    if not spec:
+        return data
+    if spec.get("js_template"):  # a page pasted into a JavaScript `...` literal
+        return data[data.index(b"`") + 1 : data.rindex(b"`")].removeprefix(b"\n")
+    response = json.loads(data)[spec["url"]][spec["request"]]
+    return json.dumps(response, indent=1, ensure_ascii=False).encode()
+
+
 def rebuild(mirror_root: Path, cache: Path) -> int:
     cache.mkdir(parents=True, exist_ok=True)
     failed = 0
@@ -84,7 +97,7 @@ def rebuild(mirror_root: Path, cache: Path) -> int:
         if target.exists() and hashlib.sha256(target.read_bytes()).hexdigest() == entry["sha256"]:
             continue
         try:
-            data = _from_shared(entry) or _from_mirror(entry, mirror_root) or _from_github(entry)
+            data = _extracted(entry, _from_shared(entry) or _from_mirror(entry, mirror_root) or _from_github(entry))
         except OSError as exc:
             print(f"{entry['id']}: cannot fetch ({exc})", file=sys.stderr)
             failed += 1

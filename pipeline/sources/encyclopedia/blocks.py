@@ -1,0 +1,155 @@
+"""Galleries, lists and runs of cards that list characters: each item a name (a caption, a leading
+link, a bold link), most linking to an article, many with a picture."""
+
+from __future__ import annotations
+
+from bs4 import NavigableString, Tag
+
+from pipeline.sources.encyclopedia.candidate import MIN_ITEMS, Candidate, describe
+from pipeline.sources.encyclopedia.images import _display_width, image_url
+from pipeline.sources.encyclopedia.mediawiki_markup import _article_link
+from pipeline.sources.encyclopedia.page import Character, _text
+
+_GALLERY_BOX = "li.gallerybox, div.gallerybox, div.wikia-gallery-item, div.lightbox-caption"
+_CAPTION = ".gallerytext, .lightbox-caption, .wikia-gallery-caption, figcaption"
+
+
+def gallery_candidate(gallery: Tag, base: str, page_url: str, heading: str, position: int) -> Candidate | None:
+    """A gallery whose captions are short names (the caption of a box may be a link or plain text)."""
+    boxes = [b for b in gallery.select("li.gallerybox, div.gallerybox, div.wikia-gallery-item")]
+    if len(boxes) < MIN_ITEMS:
+        return None
+    where = f"{describe(gallery, position)}"
+    characters, linked, targets, pictured = [], 0, set(), 0
+    for box in boxes:
+        cap = box.select_one(_CAPTION)
+        if cap is None:
+            continue
+        name = " ".join(_text(cap).split())
+        if not name or len(name) > 60 or len(name.split()) > 6:
+            continue  # a sentence, not a name
+        link = next((lk for lk in (_article_link(a, base) for a in cap.find_all("a")) if lk), None)
+        img = box.find("img")
+        picture = image_url(img, base) if img is not None else None
+        pictured += picture is not None
+        if link:
+            linked += 1
+            targets.add(link[1])
+        source, aliases = (link[1], [link[0]] if link[0] != name else []) if link else (page_url, [])
+        characters.append(Character(name, picture, source, aliases, found_by=f"gallery @ {where}"))
+    if len(characters) < MIN_ITEMS:
+        return None
+    n = len(characters)
+    # A caption without a link is still a name here: galleries caption people by name.
+    return Candidate(
+        "gallery",
+        where,
+        ("gallery",),
+        characters,
+        max(linked / n, 0.8),
+        len(targets) / linked if linked else 1.0,
+        pictured / n,
+        False,
+        heading,
+        position,
+    )
+
+
+def _leading_link(li: Tag, base: str) -> tuple[str, str, str] | None:
+    """(text, title, URL) when the item starts with a link to an article (possibly in bold/italics)."""
+    first = next((c for c in li.children if not (isinstance(c, NavigableString) and not c.strip())), None)
+    while isinstance(first, Tag) and first.name in ("b", "strong", "i", "span") and first.find("a") is not None:
+        first = next((c for c in first.children if not (isinstance(c, NavigableString) and not c.strip())), None)
+    if not isinstance(first, Tag) or first.name != "a":
+        return None
+    link = _article_link(first, base)
+    text = _text(first)
+    return (text, link[0], link[1]) if link and text else None
+
+
+def list_candidate(ul: Tag, base: str, page_url: str, heading: str, position: int) -> Candidate | None:
+    """A list whose items start with a link to an article: "* [[Name]], description"."""
+    items = ul.find_all("li", recursive=False)
+    if len(items) < MIN_ITEMS:
+        return None
+    where = f"{describe(ul, position)}"
+    characters, targets, pictured = [], set(), 0
+    for li in items:
+        link = _leading_link(li, base)
+        if link is None:
+            continue
+        img = li.find("img")
+        picture = image_url(img, base) if img is not None and (_display_width(img) or 100) >= 30 else None
+        pictured += picture is not None
+        targets.add(link[2])
+        aliases = [link[1]] if link[1] != link[0] else []
+        characters.append(Character(link[0], picture, link[2], aliases, found_by=f"link-list @ {where}"))
+    if len(characters) < MIN_ITEMS or len(characters) / len(items) < 0.6:
+        return None
+    return Candidate(
+        "link-list",
+        where,
+        ("link-list", ul.name),
+        characters,
+        len(characters) / len(items),
+        len(targets) / len(characters),
+        pictured / len(characters),
+        False,
+        heading,
+        position,
+    )
+
+
+def _card_name(card: Tag, base: str) -> tuple[str, str, str] | None:
+    """The name of a card: a link to an article in bold or in a heading, else its first text link."""
+    first = None
+    for a in card.find_all("a"):
+        link = _article_link(a, base)
+        text = _text(a)
+        if not link or not text:
+            continue
+        if a.find_parent(["b", "strong", "h2", "h3", "h4", "h5", "h6"]) is not None:
+            return text, link[0], link[1]
+        first = first or (text, link[0], link[1])
+    return first
+
+
+def card_candidates(parent: Tag, base: str, page_url: str, heading: str, position: int) -> list[Candidate]:
+    """Runs of sibling blocks of one shape (same tag and class), each a card with a picture and a
+    link to an article: one small table or div per character."""
+    groups: dict[tuple, list[Tag]] = {}
+    for child in parent.find_all(True, recursive=False):
+        if child.name in ("table", "div", "li", "article", "section") and child.find("img") is not None:
+            groups.setdefault((child.name, tuple(child.get("class") or ())), []).append(child)
+    out = []
+    for (tag_name, classes), cards in groups.items():
+        if len(cards) < MIN_ITEMS or (tag_name == "li" and parent.name in ("ul", "ol")):
+            continue  # list items are read as lists
+        where = f"{len(cards)} {tag_name}{'.' + '.'.join(classes[:2]) if classes else ''} blocks in {describe(parent, position)}"
+        characters, targets, pictured = [], set(), 0
+        for card in cards:
+            name = _card_name(card, base)
+            if name is None or len(name[0]) > 60:
+                continue
+            img = next((i for i in card.find_all("img") if (_display_width(i) or 100) >= 40), None)
+            picture = image_url(img, base) if img is not None else None
+            pictured += picture is not None
+            targets.add(name[2])
+            aliases = [name[1]] if name[1] != name[0] else []
+            characters.append(Character(name[0], picture, name[2], aliases, found_by=f"cards @ {where}"))
+        if len(characters) >= MIN_ITEMS and len(characters) / len(cards) >= 0.8:
+            out.append(
+                Candidate(
+                    "cards",
+                    where,
+                    ("cards", tag_name, classes),
+                    characters,
+                    len(characters) / len(cards),
+                    len(targets) / len(characters),
+                    pictured / len(characters),
+                    False,
+                    heading,
+                    position,
+                )
+            )
+    return out

@@ -1,0 +1,57 @@
+"""A container of a page that may list characters, with the evidence for it, and the words that
+say what a page, a heading or a table header is about (see containers.py)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from bs4 import Tag
+
+from pipeline.sources.encyclopedia.page import Character
+
+# Header words that name the column of names; words that say a page or section lists characters;
+# words that say it lists something else (episodes, items, places ...).
+NAME_HEADER = re.compile(r"^(names?|名字|名前|名称|名稱)$", re.I)  # names of anything: needs other evidence
+CHARACTER_HEADER = re.compile(
+    r"^((character|member|villager|hero|villain)s?( names?)?|角色(名)?|人物|キャラクター|登場人物|登场人物)$", re.I
+)
+CHARACTER_WORDS = re.compile(
+    r"\b(characters?|cast|members?|villagers?|npcs?|heroes|villains|protagonists|antagonists|roster|"
+    r"residents|inhabitants|crew|students|personnel)\b|角色|人物|登場人物|登场人物|キャラクター|成员|成員",
+    re.I,
+)
+OTHER_WORDS = re.compile(
+    r"\b(episodes?|chapters?|volumes?|issues?|comics?|seasons?|films?|movies?|songs?|discography|"
+    r"weapons?|items?|equipment|locations?|places?|maps?|levels?|stages?|achievements?|quests?|missions?|"
+    r"cards?|books?|novels?|releases?|products?|merchandise|modes?|skins?|gadgets?|moves?|spells?|"
+    r"vehicles?|ships?|planets?|cities|towns?|countries|awards?|games?)\b|(\(episode\)|\(chapter\))|"
+    r"[集话話章卷]$|道具|武器|地点|地點|剧集|劇集",
+    re.I,
+)
+LIST_PAGE = re.compile(r"^(lists? of|liste (der|des|de)|lista de|elenco|список)\b|(一覧|一览|列表|列表)$", re.I)
+MIN_ITEMS = 3
+
+
+@dataclass
+class Candidate:
+    rule: str  # table-column | gallery | link-list
+    where: str  # the container, readable: 'table.roundy #3, column "Pokémon"'
+    signature: tuple  # same structure elsewhere on the page = a sibling
+    characters: list[Character]
+    linked: float  # share of items whose name links to an article
+    distinct: float  # share of distinct link targets among the linked ones
+    pictured: float  # share of items with a picture of their own
+    header_cue: bool  # a header cell says "Name"/"Character"
+    heading: str  # the nearest heading above the container
+    position: int  # document order
+
+    @property
+    def quality(self) -> float:
+        """How list-of-characters-like the structure is, 0..1."""
+        return self.linked * self.distinct * (0.7 + 0.3 * self.pictured)
+
+
+def describe(tag: Tag, position: int) -> str:
+    classes = ".".join((tag.get("class") or [])[:2])
+    return f"{tag.name}{'.' + classes if classes else ''} #{position}"
