@@ -75,8 +75,8 @@ def _cell_link(cell: Tag, base: str) -> tuple[str, str, str] | None:
 _SEPARATORS = re.compile(r"\s*\((?:later|formerly|a\.k\.a\.|aka|also)[^)]*\)\s*$", re.I)
 
 
-def _first_line(cell: Tag) -> str:
-    """The cell's first line of text (a <br> ends a line), without a trailing "(later X)" note."""
+def _lines(cell: Tag) -> list[str]:
+    """The cell's lines of text (a <br> ends a line), each without a trailing "(later X)" note."""
     lines, line = [], []
     for node in cell.descendants:
         if isinstance(node, Tag) and node.name == "br":
@@ -85,8 +85,30 @@ def _first_line(cell: Tag) -> str:
         elif isinstance(node, NavigableString) and node.parent.name not in ("style", "script", "sup"):
             line.append(str(node))
     lines.append("".join(line))
-    first = next((" ".join(part.split()) for part in lines if part.strip()), "")
-    return _SEPARATORS.sub("", first).strip()
+    cleaned = (_SEPARATORS.sub("", " ".join(part.split())).strip() for part in lines)
+    return [text for text in cleaned if text and not text.startswith("(")]  # "(renamed X ...)" is a note
+
+
+def _cell_names(cell: Tag, base: str, several: bool) -> list[tuple[str, tuple | None]]:
+    """(name, its article link or None) of a name cell. A cell of a column headed "Character" may
+    hold one name per line; otherwise the first line names one character: its link's text, or the
+    whole line when it only adds a numeral to the link ("Invisible Kid" + " II")."""
+    lines, link = _lines(cell), _cell_link(cell, base)
+    if not lines:
+        return []
+    if several and len(lines) > 1 and all(len(x.split()) <= 6 and ":" not in x for x in lines):
+        links = {}
+        for a in cell.find_all("a"):
+            link, text = _article_link(a, base), _text(a)
+            if link and text:
+                links[text] = (text, link[0], link[1])
+        return [(x, links.get(x)) for x in lines]
+    first = lines[0]
+    if link is None:
+        return [(first, None)]
+    if first.startswith(link[0]) and re.fullmatch(r"( [IVX]+| \d+)?", first[len(link[0]) :]):
+        return [(first, link if first == link[0] else None)]
+    return [(link[0], link)]
 
 
 def _row_picture(row: list, col: int, name_cols: set[int], base: str) -> str | None:
@@ -127,7 +149,7 @@ def _name_columns(header_text: list[str], stats: list[tuple[float, float]]) -> t
     same = [
         c
         for c in range(len(stats))
-        if c == best or (header_text[c] == header_text[best] and stats[c][0] >= 0.5 and stats[c][1] >= 0.8)
+        if c == best or (header_text[c] == header_text[best] and stats[c][0] >= 0.5 and stats[c][1] >= 0.5)
     ]
     return same, False
 
@@ -155,17 +177,15 @@ def table_candidate(table: Tag, base: str, page_url: str, heading: str, position
             if cell is None or id(cell) in seen_cells:
                 continue
             seen_cells.add(id(cell))
-            link = _cell_link(cell, base)
-            line = _first_line(cell)
-            name = link[0] if link and line.startswith(link[0]) else line
-            if not name or len(name) > 80 or name.isdigit():
-                continue
-            picture = _row_picture(grid[r], col, set(columns), base)
-            pictured += picture is not None
-            source, aliases = (
-                (link[2], [link[1]] if link[1] != name else []) if link and link[0] == name else (page_url, [])
-            )
-            characters.append(Character(name, picture, source, aliases, found_by=f"table-column @ {where}"))
+            names = _cell_names(cell, base, header_cue)
+            # one picture beside several names is a group: none of them gets it
+            picture = _row_picture(grid[r], col, set(columns), base) if len(names) == 1 else None
+            for name, link in names:
+                if len(name) > 80 or name.isdigit():
+                    continue
+                pictured += picture is not None
+                source, aliases = (link[2], [link[1]] if link[1] != name else []) if link else (page_url, [])
+                characters.append(Character(name, picture, source, aliases, found_by=f"table-column @ {where}"))
     if len(characters) < MIN_ITEMS:
         return None
     if header_cue:  # the header says these are names: plain-text names count, repeats do not
