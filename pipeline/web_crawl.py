@@ -125,8 +125,8 @@ def _parse_api_text(text: str, url: str) -> list:
 
 def api_listing(page: Page, fetcher: Fetcher, max_pages: int) -> list | None:
     """A category's members read through its wiki's api.php (found from the page's EditURI link), batch
-    after batch; None when the page is no category, the wiki shows no API, or its first answer fails
-    (each fetch is a `downloads` row of purpose `encyclopedia_api`), so the HTML listing is used."""
+    after batch; None when the page is no category, the wiki shows no API, or an answer fails (each
+    fetch is a `downloads` row of purpose `encyclopedia_api`), so the HTML listing is used."""
     title = category_title(page.url, page.text)
     api = api_endpoint(page.url, page.text) if title else None
     if api is None:
@@ -135,7 +135,7 @@ def api_listing(page: Page, fetcher: Fetcher, max_pages: int) -> list | None:
     for _ in range(max_pages):
         answer = fetcher.page(url, _parse_api_text, "encyclopedia_api")
         if answer is None:
-            return characters or None
+            return None  # a listing cut short is worse than the HTML one, which pages on its own
         characters += answer.records
         url = next_api_url(api, title, json.loads(answer.text))
         if url is None:

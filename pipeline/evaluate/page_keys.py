@@ -56,7 +56,7 @@ class PageScore:
     expect: str  # characters | not_recognised | results
     refused: bool  # the parser said "page shape not recognised"
     key_count: int = 0  # names (or result URLs) in the key
-    found: int = 0  # returned names / URLs
+    found: int = 0  # distinct names / URLs returned (right + wrong)
     right: int = 0  # returned and in the key
     image_right: int = 0  # of the right names: picture matches the key (both none counts)
     wrong_names: list[str] = field(default_factory=list)
@@ -94,7 +94,10 @@ def score_page(page_id: str, key: dict, parsed: list[dict] | None) -> PageScore:
             continue
         # namesakes: the first entry of these spellings not matched yet
         matched.setdefault(next((k for k in ks if k not in matched), ks[0]), record)
-    score.key_count, score.found, score.right = len(entries), len(parsed), len(matched)
+    # A second record of a name already matched (namesakes apart in the parse, one entry in the key)
+    # is neither right nor wrong: found counts distinct matches and wrong names.
+    score.key_count, score.right = len(entries), len(matched)
+    score.found = score.right + len(score.wrong_names)
     score.image_right = sum(
         image_identity(rec.get("image_url")) == image_identity(entries[k].get("image_url"))
         for k, rec in matched.items()

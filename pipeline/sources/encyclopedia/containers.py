@@ -49,11 +49,14 @@ def find_candidates(root: Tag, base: str, page_url: str) -> list[Candidate]:
     return out
 
 
+NOT_HERE = -2  # a section of references, related articles, names in other languages ...
+
+
 def cue(text: str) -> int:
-    """+1 when the words say characters, -1 when they say something else (or name a section of
-    references, names in other languages, trivia ...), 0 when they say neither."""
-    if _BOILERPLATE.match(text.strip()):
-        return -1
+    """+1 when the words say characters, -1 when they say something else, NOT_HERE for a section
+    that never holds the page's list, 0 when they say neither."""
+    if _BOILERPLATE.match(text.strip()) or re.match(r"(related|see also)\b", text.strip(), re.I):
+        return NOT_HERE  # "Related characters" points elsewhere: it is not the page's list
     if CHARACTER_WORDS.search(text):
         return 1
     return -1 if OTHER_WORDS.search(text) else 0
@@ -66,12 +69,13 @@ def choose(candidates: list[Candidate], title: str, min_quality: float = 0.5) ->
     (same places). A page titled "List of ..." may stand in for that word when the structure is
     strong: items linked to distinct articles and pictured."""
     page_cue = cue(title)
-    if page_cue < 0:
+    if page_cue < 0:  # NOT_HERE too: a title is never "See also"
         return []  # an episode, a chapter, a list of items: not an album's characters
     groups: dict[tuple, list[tuple[int, Candidate]]] = {}
     for c in candidates:
         local = 1 if c.header_cue else cue(c.heading)
-        if local < 0 or c.quality < min_quality:
+        # "Season 2" over a table of a page titled "... characters" is a group of characters
+        if local == NOT_HERE or (local < 0 and page_cue <= 0) or c.quality < min_quality:
             continue
         evidence = max(page_cue, local)
         strong = c.linked >= 0.8 and c.pictured >= 0.5 and len(c.characters) >= 5

@@ -210,7 +210,13 @@ def test_urls_that_urllib_refuses():
         '<img src="//[::1/a.png"></li></ul></div>'
     )
     assert rows_or_shape_error(baike, "baike", "https://baike.baidu.com/item/x/1") == [
-        {"name": "青木花", "image_url": None, "source_url": "https://baike.baidu.com/item/x/1", "aliases": [], "found_by": "baike-role @ div"}
+        {
+            "name": "青木花",
+            "image_url": None,
+            "source_url": "https://baike.baidu.com/item/x/1",
+            "aliases": [],
+            "found_by": "baike-role @ div",
+        }
     ]
 
 
