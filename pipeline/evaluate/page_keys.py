@@ -117,7 +117,9 @@ def summarise(scores: list[PageScore], max_wrong_fraction: float = 0.10) -> dict
         "refused": sum(s.refused for s in scores),
         "recall": right / key_count if key_count else None,
         "precision": right / found if found else None,
-        "image_right": sum(s.image_right for s in scores) / right if right else None,
+        "image_right": sum(s.image_right for s in scores) / right
+        if right and any(s.expect != "results" for s in scores)
+        else None,
         "pages_over_wrong_limit": [s.page_id for s in scores if s.wrong_fraction > max_wrong_fraction],
         "negatives_not_refused": [s.page_id for s in scores if s.expect == "not_recognised" and not s.refused],
     }

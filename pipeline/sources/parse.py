@@ -20,7 +20,7 @@ from dataclasses import asdict
 from pipeline.sources.encyclopedia import PageShapeError, detect_site, parse_characters
 from pipeline.sources.image_search import parse_search
 
-ENCYCLOPEDIA_KINDS = ("mediawiki", "baike")
+ENCYCLOPEDIA_KINDS = ("mediawiki", "baike", "generic")
 SEARCH_KINDS = ("bing", "baidu", "google")
 KINDS = ("auto",) + ENCYCLOPEDIA_KINDS + SEARCH_KINDS
 
@@ -30,11 +30,14 @@ def parse_page(text: str, page_url: str = "", kind: str = "auto") -> list[dict]:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
     if kind == "auto":
         kind = detect_site(text, page_url)
-        if kind == "unknown":
-            raise PageShapeError(
-                "neither an encyclopedia page (MediaWiki, Baike) nor an image-search "
-                "page (Bing, Baidu, Google); pass --kind to force one"
-            )
+        if kind == "unknown":  # no known site: a character list may still be read by its structure
+            try:
+                return [c.as_record() for c in parse_characters(text, page_url, "generic")]
+            except PageShapeError as exc:
+                raise PageShapeError(
+                    "neither an encyclopedia page (MediaWiki, Baike) nor an image-search page (Bing, Baidu, "
+                    f"Google), and {str(exc).removeprefix('page shape not recognised: ')}; pass --kind to force one"
+                ) from None
     if kind in ENCYCLOPEDIA_KINDS:
         return [c.as_record() for c in parse_characters(text, page_url, kind)]
     return [asdict(r) for r in parse_search(text, page_url, kind)]

@@ -33,6 +33,10 @@ One typical image per character: a figure naming several characters is a group s
 characters get image_url None rather than a picture with several faces (the image becomes the
 identity's reference face downstream).
 
+Other sites (fan guides, game databases; kind "generic", and "auto" for a page of no known site): a
+grid of cards, each a portrait and a link to the character's page on the same site, under words that
+say characters (pipeline.sources.encyclopedia.generic).
+
 Baidu Baike (baike.baidu.com album pages), the role module (角色介绍 / 主要角色):
   * modern markup (2023-, CSS-module class names with hashes): elements whose class contains
     `roleName` / `role-name` / `role_name`, inside a container whose class contains
@@ -63,6 +67,7 @@ from __future__ import annotations
 from urllib.parse import parse_qs
 
 from pipeline.sources.encyclopedia.baike import _parse_baike
+from pipeline.sources.encyclopedia.generic import parse_generic
 from pipeline.sources.encyclopedia.images import _base_url, _without_fragment, absolute_url, full_size_url, image_url
 from pipeline.sources.encyclopedia.mediawiki import _parse_mediawiki
 from pipeline.sources.encyclopedia.mediawiki_markup import _is_category, _is_mediawiki, _page_title
@@ -76,7 +81,7 @@ from pipeline.sources.encyclopedia.page import (
     without_surrogates,
 )
 
-KINDS = ("auto", "mediawiki", "baike")
+KINDS = ("auto", "mediawiki", "baike", "generic")
 
 
 # --------------------------------------------------------------------------- entry point
@@ -89,13 +94,15 @@ def parse_characters(html: str, page_url: str, kind: str = "auto", section: str 
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
     if kind == "auto":
         kind = detect_site(html, page_url)
-        if kind not in ("mediawiki", "baike"):
-            what = "no encyclopedia markup" if kind == "unknown" else f"a {kind} search page"
-            raise PageShapeError(f"{what}, not a MediaWiki or Baike page")
+        kind = "generic" if kind == "unknown" else kind
+        if kind not in ("mediawiki", "baike", "generic"):
+            raise PageShapeError(f"a {kind} search page, not an encyclopedia page")
     soup = html_soup(html)
     base = _base_url(soup, page_url)
     if kind == "baike":
         return _parse_baike(soup, base)
+    if kind == "generic":
+        return parse_generic(soup, base, page_url)
     return _parse_mediawiki(soup, base, page_url, section)
 
 

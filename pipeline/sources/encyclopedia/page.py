@@ -124,6 +124,8 @@ def detect_site(html: str, page_url: str = "") -> str:
         return "bing"
     if "rg_meta" in head or '"ischj"' in head or ("AF_initDataCallback" in head and "gstatic.com/images" in head):
         return "google"
+    if re.search(r"encrypted-tbn\d\.gstatic\.com/images", head) and re.search(r"""href=["']/(url|imgres)\?""", head):
+        return "google"  # the basic-HTML result page: links to results around Google's thumbnails
     if re.search(
         r'content="MediaWiki|class="[^"]*\bmediawiki\b|mw-parser-output|id="mw-content-text"'
         r'|"wgPageName"|class="mw-headline"|class="[^"]*\bwikitable\b',

@@ -95,3 +95,33 @@ def test_cue_words():
 def test_lists_that_are_not_an_albums_characters_are_not_recognised(title, content):
     with pytest.raises(PageShapeError, match="page shape not recognised"):
         parse_characters(wiki_page(title, content), URL)
+
+
+def guide_page(title: str, names: list[str]) -> str:
+    cards = "".join(
+        f'<a href="/game/character/{n.lower()}/" class="card"><div><img src="/img/{n}.png" alt="{n}"></div>'
+        f'<div class="font-bold">{n}</div><div>Pyro | DPS</div><div><strong>Role:</strong> Support</div></a>'
+        for n in names
+    )
+    return (
+        f"<html><head><title>{title} | Game Guide</title></head><body><nav><a href='/'>Home</a></nav>"
+        f'<main><h1>Some Game</h1><div class="grid">{cards}</div></main></body></html>'
+    )
+
+
+def test_a_fan_site_grid_of_character_cards():
+    # No wiki markup: a grid of cards, each a portrait and a link to the character's page.
+    page = guide_page("Characters", ["Hana", "Kai", "Mio", "Ren"])
+    found = parse_characters(page, "https://guide.example.org/game/character/")
+    assert [(c.name, c.image_url, c.source_url) for c in found][0] == (
+        "Hana",
+        "https://guide.example.org/img/Hana.png",
+        "https://guide.example.org/game/character/hana/",
+    )
+    assert len(found) == 4 and found[0].found_by.startswith("cards @ 4 a cards")
+
+
+def test_a_fan_site_grid_of_anything_else_is_not_recognised():
+    for title in ("Weapons", "Latest news"):
+        with pytest.raises(PageShapeError, match="no grid of linked portraits under words that say characters"):
+            parse_characters(guide_page(title, ["Sword", "Bow", "Spear", "Axe"]), "https://guide.example.org/w/")
