@@ -12,11 +12,11 @@ from pipeline.sources.encyclopedia.images import _picture, _without_fragment, im
 from pipeline.sources.encyclopedia.mediawiki_markup import (
     _CHARACTER_FIELDS,
     _CHARACTER_LIST_TITLE,
-    _NOISE,
     _article_link,
     _is_category,
     _is_mediawiki,
     _page_title,
+    remove_noise,
 )
 from pipeline.sources.encyclopedia.mediawiki_sections import _Doc, _list_characters, _section_characters
 from pipeline.sources.encyclopedia.page import Character, PageShapeError, _Collected, _text
@@ -33,8 +33,7 @@ def _parse_mediawiki(soup: BeautifulSoup, base: str, page_url: str, section: str
         or soup.body
         or soup
     )
-    for tag in root.select(_NOISE):
-        tag.decompose()
+    remove_noise(root)
     doc = _Doc(root)
 
     fragment = unquote(urlsplit(page_url).fragment) if page_url else ""

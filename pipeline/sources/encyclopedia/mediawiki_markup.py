@@ -17,11 +17,29 @@ _NAMESPACES = re.compile(
     r"[a-z ]+ talk)\s*:",
     re.I,
 )
-_NOISE = (
-    ".navbox, .vertical-navbox, .toc, #toc, .mw-editsection, sup.reference, .reflist, "
-    ".references, .metadata, .ambox, .sidebar, .catlinks, .printfooter, style, script, "
-    "noscript, .mw-empty-elt"
-)
+# What is never part of an article's own lists: navboxes, tables of contents, edit links, references.
+_NOISE_CLASSES = {
+    "navbox", "vertical-navbox", "toc", "mw-editsection", "reflist", "references", "metadata", "ambox",
+    "sidebar", "catlinks", "printfooter", "mw-empty-elt",
+}  # fmt: skip
+_NOISE_TAGS = {"style", "script", "noscript"}
+
+
+def remove_noise(root: Tag):
+    """Drop the noise in one pass over the tree (a CSS selector list rescans it once per selector)."""
+    noise = [
+        t
+        for t in root.find_all(True)
+        if t.name in _NOISE_TAGS
+        or t.get("id") == "toc"
+        or _NOISE_CLASSES.intersection(t.get("class") or ())
+        or (t.name == "sup" and "reference" in (t.get("class") or ()))
+    ]
+    for tag in noise:
+        if not tag.decomposed:
+            tag.decompose()
+
+
 _HEADING = re.compile(r"^h[2-6]$")
 _BOILERPLATE = re.compile(
     r"^(contents|see also|references?|notes?( and references)?|external links|further reading|"
@@ -130,5 +148,6 @@ def _is_category(soup: BeautifulSoup, title: str) -> bool:
     return bool(
         "ns-14" in body_classes
         or title.lower().startswith("category:")
-        or soup.select_one("#mw-pages, #mw-subcategories, .category-gallery, .category-page__members")
+        or soup.find(id=["mw-pages", "mw-subcategories"]) is not None
+        or soup.find(class_=["category-gallery", "category-page__members"]) is not None
     )
