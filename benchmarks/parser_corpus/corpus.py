@@ -79,12 +79,16 @@ def _from_github(entry: dict) -> bytes:
 def _extracted(entry: dict, data: bytes) -> bytes:
     """The page inside a repository file: one recorded response of a recordings file (`extract`:
     {url, request}), written as `json.dumps(response, indent=1, ensure_ascii=False)`, or the text of a
-    JavaScript template literal (`extract`: {js_template: true})."""
+    JavaScript template literal (`extract`: {js_template: true}), or the text between two markers of a
+    source file (`extract`: {literal_from, literal_to})."""
     spec = entry.get("extract")
     if not spec:
         return data
     if spec.get("js_template"):  # a page pasted into a JavaScript `...` literal
         return data[data.index(b"`") + 1 : data.rindex(b"`")].removeprefix(b"\n")
+    if spec.get("literal_from"):  # a page pasted into a string literal of a source file
+        start = data.index(spec["literal_from"].encode()) + len(spec["literal_from"].encode())
+        return data[start : data.index(spec["literal_to"].encode(), start)]
     response = json.loads(data)[spec["url"]][spec["request"]]
     return json.dumps(response, indent=1, ensure_ascii=False).encode()
 
