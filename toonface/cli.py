@@ -154,7 +154,11 @@ def cmd_parse(args) -> int:
         print(json.dumps(records, ensure_ascii=False, indent=1))
     else:
         for r in records:
-            print("\t".join(str(r.get(k) or "") for k in ("name", "title", "image_url", "source_url") if k in r))
+            print(
+                "\t".join(
+                    str(r.get(k) or "") for k in ("name", "title", "image_url", "source_url", "found_by") if k in r
+                )
+            )
     return 0
 
 
@@ -321,7 +325,9 @@ def _add_tool_commands(sub) -> None:
     """parse, embed, detect: one step of the pipeline on files."""
     p = sub.add_parser("parse", help="print what a parser extracts from a saved encyclopedia or search page")
     p.add_argument("file")
-    p.add_argument("--kind", default="auto", choices=["auto", "mediawiki", "baike", "bing", "baidu", "google"])
+    p.add_argument(
+        "--kind", default="auto", choices=["auto", "mediawiki", "baike", "generic", "bing", "baidu", "google"]
+    )
     p.add_argument("--url", help="the page's address (resolves relative links; helps recognise the site)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_parse)

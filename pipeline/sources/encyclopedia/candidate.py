@@ -14,7 +14,7 @@ from pipeline.sources.encyclopedia.page import Character
 # words that say it lists something else (episodes, items, places ...).
 NAME_HEADER = re.compile(r"^(names?|名字|名前|名称|名稱)$", re.I)  # names of anything: needs other evidence
 CHARACTER_HEADER = re.compile(
-    r"^((character|member|villager|hero|villain)s?( names?)?|角色(名)?|人物|キャラクター|登場人物|登场人物)$", re.I
+    r"^((character|member|villager|hero|villain|role)s?( names?)?|角色(名)?|人物|キャラクター|登場人物|登场人物)$", re.I
 )
 CHARACTER_WORDS = re.compile(
     r"\b(characters?|cast|members?|villagers?|npcs?|heroes|villains|protagonists|antagonists|roster|"
@@ -35,16 +35,17 @@ MIN_ITEMS = 3
 
 @dataclass
 class Candidate:
-    rule: str  # table-column | gallery | link-list
+    rule: str  # table-column | gallery | link-list | cards | headings
     where: str  # the container, readable: 'table.roundy #3, column "Pokémon"'
     signature: tuple  # same structure elsewhere on the page = a sibling
     characters: list[Character]
     linked: float  # share of items whose name links to an article
     distinct: float  # share of distinct link targets among the linked ones
     pictured: float  # share of items with a picture of their own
-    header_cue: bool  # a header cell says "Name"/"Character"
+    header_cue: bool  # the header of the names says "Character" (or Role, 角色 ...)
     heading: str  # the nearest heading above the container
     position: int  # document order
+    header: str = ""  # a table's header over the names ("Name", "Character", "" when none)
 
     @property
     def quality(self) -> float:

@@ -42,7 +42,9 @@ def _parse_mediawiki(soup: BeautifulSoup, base: str, page_url: str, section: str
     if wanted:
         heading = doc.find_heading(wanted)
         if heading is not None:
-            return _section_characters(doc, heading, base, page_url, _CHARACTER_LIST_TITLE.search(title))
+            # Sub-headings are characters on a list of characters, or under "Cast and characters"
+            listing = _CHARACTER_LIST_TITLE.search(title) or cue(doc.heading_text(heading)) > 0
+            return _section_characters(doc, heading, base, page_url, listing)
         if section:  # asked for by name: a missing section is an error, a stray URL fragment is not
             raise PageShapeError(f"no section {section!r} on MediaWiki page {title!r}")
 

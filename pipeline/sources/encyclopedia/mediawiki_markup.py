@@ -68,7 +68,6 @@ _CHARACTER_FIELDS = re.compile(
     re.I,
 )
 _CHARACTER_LIST_TITLE = re.compile(r"\bcharacters?\b|\bcast\b|登場人物|登场人物|角色|人物", re.I)
-_NAME_COLUMN = re.compile(r"^(characters?|names?|roles?|角色|人物|名字|名前|キャラクター)$", re.I)
 _CAPTION_GLUE = re.compile(r"\band\b|[\s,;&/、，和与與及·]+", re.I)
 _MAIN_ARTICLE = re.compile(r"(main articles?|主条目|主條目)\s*[:：]", re.I)
 

@@ -8,6 +8,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from bs4 import NavigableString, Tag
 
+from pipeline.sources.encyclopedia.candidate import CHARACTER_HEADER, NAME_HEADER
 from pipeline.sources.encyclopedia.images import _display_width, _picture, image_url
 from pipeline.sources.encyclopedia.mediawiki_markup import (
     _ASPECT,
@@ -16,11 +17,11 @@ from pipeline.sources.encyclopedia.mediawiki_markup import (
     _GROUP,
     _HEADING,
     _MAIN_ARTICLE,
-    _NAME_COLUMN,
     _article_link,
     _character_from_link,
 )
 from pipeline.sources.encyclopedia.page import Character, _Collected, _text
+from pipeline.sources.encyclopedia.tables import table_candidate
 
 # ----- document order helpers for sections
 
@@ -142,7 +143,7 @@ def _entries_in(tags: list[Tag], base: str, page_url: str, found: _Collected):
             found.add(_tagged(_bold_item(tag, base, page_url), f"bold-item @ {tag.parent.name}"))
         elif tag.name == "table" and "wikitable" in classes:
             for ch in _table_characters(tag, base, page_url):
-                found.add(_tagged(ch, "name-column @ table.wikitable"))
+                found.add(ch)
 
 
 def _tagged(ch: Character | None, found_by: str) -> Character | None:
@@ -185,29 +186,11 @@ def _bold_item(li: Tag, base: str, page_url: str) -> Character | None:
 
 
 def _table_characters(table: Tag, base: str, page_url: str) -> list[Character]:
-    rows = table.find_all("tr")
-    if not rows:
-        return []
-    header = [_text(c) for c in rows[0].find_all(["th", "td"], recursive=False)]
-    col = next((i for i, h in enumerate(header) if _NAME_COLUMN.match(h)), None)
-    if col is None:
-        return []
-    out = []
-    for row in rows[1:]:
-        cells = row.find_all(["th", "td"], recursive=False)
-        if len(cells) <= col:
-            continue
-        cell = cells[col]
-        name = _clean_term(_text(cell))
-        if not name:
-            continue
-        image = _picture(row, base, 40)
-        link = cell.find("a")
-        ch = _character_from_link(link, base, image) if link is not None else None
-        if ch:
-            ch.name = name
-        out.append(ch or Character(name, image, page_url or base))
-    return out
+    """A wikitable's names, when a header names their column (Character, Role, Name ...): read as
+    every table (pipeline.sources.encyclopedia.tables), sub-header rows and spans included."""
+    found = table_candidate(table, base, page_url, "", 0, min_items=1)
+    named = found is not None and (CHARACTER_HEADER.match(found.header) or NAME_HEADER.match(found.header))
+    return found.characters if named else []
 
 
 def _list_characters(doc: _Doc, base: str, page_url: str) -> list[Character]:

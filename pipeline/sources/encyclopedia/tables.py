@@ -112,14 +112,14 @@ def _cell_names(cell: Tag, base: str, several: bool) -> list[tuple[str, tuple | 
 
 
 def _row_picture(row: list, col: int, name_cols: set[int], base: str) -> str | None:
-    """The picture beside a name: in its own cell, else the nearest cell to its left (a portrait or
-    sprite column), not crossing another name; icons under 16 px are not pictures."""
-    for k in (col, col - 1, col - 2, col + 1):
-        if k < 0 or k >= len(row) or row[k] is None or (k != col and k in name_cols):
-            if k != col and k in name_cols and k < col:
-                break
+    """The picture beside a name: in its own cell, else the nearest cell on either side (a portrait
+    or sprite column), never across another name; icons under 16 px are not pictures."""
+    for step in (0, -1, 1, -2, 2):
+        k = col + step
+        between = range(min(col, k) + 1, max(col, k))  # the cells strictly between
+        if not 0 <= k < len(row) or row[k] is None or any(j in name_cols for j in between):
             continue
-        if k != col and row[k] is row[col]:
+        if step and row[k] is row[col]:
             continue
         for img in row[k].find_all("img"):
             if (_display_width(img) or 100) >= 16:
@@ -154,11 +154,15 @@ def _name_columns(header_text: list[str], stats: list[tuple[float, float]]) -> t
     return same, False
 
 
-def table_candidate(table: Tag, base: str, page_url: str, heading: str, position: int) -> Candidate | None:
+def table_candidate(
+    table: Tag, base: str, page_url: str, heading: str, position: int, min_items: int = MIN_ITEMS
+) -> Candidate | None:
+    """The table's names with their evidence, or None (fewer than `min_items` rows of names, or no
+    column of names)."""
     grid = table_grid(table)
     header = next((row for row in grid if _is_header(row)), None)
     data = [r for r, row in enumerate(grid) if not _is_header(row) and any(c is not None for c in row)]
-    if len(data) < MIN_ITEMS:
+    if len(data) < min_items:
         return None
     width = max(len(grid[r]) for r in data)
     header_text = [
@@ -186,7 +190,7 @@ def table_candidate(table: Tag, base: str, page_url: str, heading: str, position
                 pictured += picture is not None
                 source, aliases = (link[2], [link[1]] if link[1] != name else []) if link else (page_url, [])
                 characters.append(Character(name, picture, source, aliases, found_by=f"table-column @ {where}"))
-    if len(characters) < MIN_ITEMS:
+    if len(characters) < min_items:
         return None
     if header_cue:  # the header says these are names: plain-text names count, repeats do not
         linked = max(linked, 0.8)
@@ -203,4 +207,5 @@ def table_candidate(table: Tag, base: str, page_url: str, heading: str, position
         header_cue,
         heading,
         position,
+        header_text[columns[0]],
     )
