@@ -153,12 +153,9 @@ def cmd_parse(args) -> int:
     if args.json:
         print(json.dumps(records, ensure_ascii=False, indent=1))
     else:
+        fields = ("name", "title", "image_url", "source_url", "found_by")
         for r in records:
-            print(
-                "\t".join(
-                    str(r.get(k) or "") for k in ("name", "title", "image_url", "source_url", "found_by") if k in r
-                )
-            )
+            print("\t".join(str(r.get(k) or "") for k in fields if k in r))
     return 0
 
 

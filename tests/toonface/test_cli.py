@@ -52,6 +52,7 @@ def test_parse_prints_what_the_parser_sees_on_a_saved_page():
         "image_url": "http://vignette3.wikia.nocookie.net/rickandmorty/images/a/a6/Rick_Sanchez.png/revision/latest?cb=20160923150728",
         "source_url": "http://rickandmorty.wikia.com/wiki/Rick_Sanchez",
         "aliases": [],
+        "found_by": "category @ div.category-gallery-item",
     }
     wrong = toonface(
         "parse",
