@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from bs4 import NavigableString, Tag
 
-from pipeline.sources.encyclopedia.candidate import MIN_ITEMS, Candidate, describe
+from pipeline.sources.encyclopedia.candidate import MIN_ITEMS, Candidate, describe, sibling_groups
 from pipeline.sources.encyclopedia.images import _display_width, image_url
 from pipeline.sources.encyclopedia.mediawiki_markup import _article_link
 from pipeline.sources.encyclopedia.page import Character, _text
@@ -86,17 +86,8 @@ def list_candidate(ul: Tag, base: str, page_url: str, heading: str, position: in
         characters.append(Character(link[0], picture, link[2], aliases, found_by=f"link-list @ {where}"))
     if len(characters) < MIN_ITEMS or len(characters) / len(items) < 0.6:
         return None
-    return Candidate(
-        "link-list",
-        where,
-        ("link-list", ul.name),
-        characters,
-        len(characters) / len(items),
-        len(targets) / len(characters),
-        pictured / len(characters),
-        False,
-        heading,
-        position,
+    return Candidate.of_items(
+        "link-list", where, ("link-list", ul.name), characters, len(items), len(targets), pictured, heading, position
     )
 
 
@@ -117,14 +108,13 @@ def _card_name(card: Tag, base: str) -> tuple[str, str, str] | None:
 def card_candidates(parent: Tag, base: str, page_url: str, heading: str, position: int) -> list[Candidate]:
     """Runs of sibling blocks of one shape (same tag and class), each a card with a picture and a
     link to an article: one small table or div per character."""
-    groups: dict[tuple, list[Tag]] = {}
-    for child in parent.find_all(True, recursive=False):
-        if child.name in ("table", "div", "li", "article", "section") and child.find("img") is not None:
-            groups.setdefault((child.name, tuple(child.get("class") or ())), []).append(child)
     out = []
-    for (tag_name, classes), cards in groups.items():
-        if len(cards) < MIN_ITEMS or (tag_name == "li" and parent.name in ("ul", "ol")):
+    for (tag_name, classes), cards in sibling_groups(parent).items():
+        if tag_name not in ("table", "div", "li", "article", "section") or len(cards) < MIN_ITEMS:
+            continue
+        if tag_name == "li" and parent.name in ("ul", "ol"):
             continue  # list items are read as lists
+        cards = [card for card in cards if card.find("img") is not None]
         where = f"{len(cards)} {tag_name}{'.' + '.'.join(classes[:2]) if classes else ''} blocks in {describe(parent, position)}"
         characters, targets, pictured = [], set(), 0
         for card in cards:
@@ -138,18 +128,10 @@ def card_candidates(parent: Tag, base: str, page_url: str, heading: str, positio
             aliases = [name[1]] if name[1] != name[0] else []
             characters.append(Character(name[0], picture, name[2], aliases, found_by=f"cards @ {where}"))
         if len(characters) >= MIN_ITEMS and len(characters) / len(cards) >= 0.8:
+            signature = ("cards", tag_name, classes)
             out.append(
-                Candidate(
-                    "cards",
-                    where,
-                    ("cards", tag_name, classes),
-                    characters,
-                    len(characters) / len(cards),
-                    len(targets) / len(characters),
-                    pictured / len(characters),
-                    False,
-                    heading,
-                    position,
+                Candidate.of_items(
+                    "cards", where, signature, characters, len(cards), len(targets), pictured, heading, position
                 )
             )
     return out

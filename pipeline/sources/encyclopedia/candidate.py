@@ -47,10 +47,36 @@ class Candidate:
     position: int  # document order
     header: str = ""  # a table's header over the names ("Name", "Character", "" when none)
 
+    @classmethod
+    def of_items(
+        cls,
+        rule: str,
+        where: str,
+        signature: tuple,
+        characters: list[Character],
+        items: int,
+        targets: int,
+        pictured: int,
+        heading: str,
+        position: int,
+    ) -> Candidate:
+        """A container of `items` blocks whose `characters` (one per named block) link to `targets`
+        distinct articles, `pictured` of them with a picture."""
+        n = len(characters)
+        return cls(rule, where, signature, characters, n / items, targets / n, pictured / n, False, heading, position)
+
     @property
     def quality(self) -> float:
         """How list-of-characters-like the structure is, 0..1."""
         return self.linked * self.distinct * (0.7 + 0.3 * self.pictured)
+
+
+def sibling_groups(parent: Tag) -> dict[tuple, list[Tag]]:
+    """The parent's child elements grouped by shape (tag and class): a run of cards is one group."""
+    groups: dict[tuple, list[Tag]] = {}
+    for child in parent.find_all(True, recursive=False):
+        groups.setdefault((child.name, tuple(child.get("class") or ())), []).append(child)
+    return groups
 
 
 def describe(tag: Tag, position: int) -> str:

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from bs4 import BeautifulSoup, NavigableString, Tag
 
-from pipeline.sources.encyclopedia.candidate import MIN_ITEMS, Candidate, describe
+from pipeline.sources.encyclopedia.candidate import MIN_ITEMS, Candidate, describe, sibling_groups
 from pipeline.sources.encyclopedia.containers import cue
 from pipeline.sources.encyclopedia.images import _display_width, _without_fragment, absolute_url, image_url
 from pipeline.sources.encyclopedia.page import Character, PageShapeError, _Collected, _text
@@ -67,10 +67,7 @@ def _grids(root: Tag, base: str, page_url: str) -> list[Candidate]:
         if re.fullmatch(r"h[1-6]", parent.name):
             heading = _text(parent)
             continue
-        groups: dict[tuple, list[Tag]] = {}
-        for child in parent.find_all(True, recursive=False):
-            groups.setdefault((child.name, tuple(child.get("class") or ())), []).append(child)
-        for (tag_name, classes), blocks in groups.items():
+        for (tag_name, classes), blocks in sibling_groups(parent).items():
             if len(blocks) < MIN_ITEMS:
                 continue
             cards = [c for c in (_card(b, base) for b in blocks) if c]
@@ -78,19 +75,11 @@ def _grids(root: Tag, base: str, page_url: str) -> list[Candidate]:
                 continue
             where = f"{len(blocks)} {tag_name} cards in {describe(parent, position)}"
             characters = [Character(n, pic, url, [], found_by=f"cards @ {where}") for n, url, pic in cards]
-            distinct = len({url for _, url, _ in cards}) / len(cards)
+            targets = len({url for _, url, _ in cards})
+            signature = ("cards", tag_name, classes)
             out.append(
-                Candidate(
-                    "cards",
-                    where,
-                    ("cards", tag_name, classes),
-                    characters,
-                    1.0,
-                    distinct,
-                    1.0,
-                    False,
-                    heading,
-                    position,
+                Candidate.of_items(
+                    "cards", where, signature, characters, len(cards), targets, len(cards), heading, position
                 )
             )
     return out
