@@ -67,10 +67,12 @@ def _leading_link(li: Tag, base: str) -> tuple[str, str, str] | None:
     return (text, link[0], link[1]) if link and text else None
 
 
-def list_candidate(ul: Tag, base: str, page_url: str, heading: str, position: int) -> Candidate | None:
+def list_candidate(
+    ul: Tag, base: str, page_url: str, heading: str, position: int, min_items: int = MIN_ITEMS
+) -> Candidate | None:
     """A list whose items start with a link to an article: "* [[Name]], description"."""
     items = ul.find_all("li", recursive=False)
-    if len(items) < MIN_ITEMS:
+    if len(items) < min_items:
         return None
     where = f"{describe(ul, position)}"
     characters, targets, pictured = [], set(), 0
@@ -84,7 +86,7 @@ def list_candidate(ul: Tag, base: str, page_url: str, heading: str, position: in
         targets.add(link[2])
         aliases = [link[1]] if link[1] != link[0] else []
         characters.append(Character(link[0], picture, link[2], aliases, found_by=f"link-list @ {where}"))
-    if len(characters) < MIN_ITEMS or len(characters) / len(items) < 0.6:
+    if len(characters) < min_items or len(characters) / len(items) < 0.6:
         return None
     return Candidate.of_items(
         "link-list", where, ("link-list", ul.name), characters, len(items), len(targets), pictured, heading, position

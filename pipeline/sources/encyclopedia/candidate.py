@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from bs4 import Tag
 
+from pipeline.sources.encyclopedia.mediawiki_markup import _BOILERPLATE
 from pipeline.sources.encyclopedia.page import Character
 
 # Header words that name the column of names; words that say a page or section lists characters;
@@ -31,6 +32,19 @@ OTHER_WORDS = re.compile(
 )
 LIST_PAGE = re.compile(r"^(lists? of|liste (der|des|de)|lista de|elenco|список)\b|(一覧|一览|列表|列表)$", re.I)
 MIN_ITEMS = 3
+
+
+NOT_HERE = -2  # a section of references, related articles, names in other languages ...
+
+
+def cue(text: str) -> int:
+    """+1 when the words say characters, -1 when they say something else, NOT_HERE for a section
+    that never holds the page's list, 0 when they say neither."""
+    if _BOILERPLATE.match(text.strip()) or re.match(r"(related|see also)\b", text.strip(), re.I):
+        return NOT_HERE  # "Related characters" points elsewhere: it is not the page's list
+    if CHARACTER_WORDS.search(text):
+        return 1
+    return -1 if OTHER_WORDS.search(text) else 0
 
 
 @dataclass

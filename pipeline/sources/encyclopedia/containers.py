@@ -16,11 +16,11 @@ import re
 from bs4 import Tag
 
 from pipeline.sources.encyclopedia.blocks import card_candidates, gallery_candidate, list_candidate
-from pipeline.sources.encyclopedia.candidate import CHARACTER_WORDS, LIST_PAGE, MIN_ITEMS, OTHER_WORDS, Candidate
-from pipeline.sources.encyclopedia.mediawiki_markup import _BOILERPLATE, _text
+from pipeline.sources.encyclopedia.candidate import LIST_PAGE, MIN_ITEMS, NOT_HERE, Candidate, cue
+from pipeline.sources.encyclopedia.mediawiki_markup import _text
 from pipeline.sources.encyclopedia.tables import table_candidate
 
-__all__ = ["Candidate", "MIN_ITEMS", "choose", "cue", "find_candidates"]
+__all__ = ["Candidate", "MIN_ITEMS", "NOT_HERE", "choose", "cue", "find_candidates"]
 
 
 def find_candidates(root: Tag, base: str, page_url: str) -> list[Candidate]:
@@ -47,19 +47,6 @@ def find_candidates(root: Tag, base: str, page_url: str) -> list[Candidate]:
         if len(tag.contents) >= MIN_ITEMS:
             out.extend(card_candidates(tag, base, page_url, heading, position))
     return out
-
-
-NOT_HERE = -2  # a section of references, related articles, names in other languages ...
-
-
-def cue(text: str) -> int:
-    """+1 when the words say characters, -1 when they say something else, NOT_HERE for a section
-    that never holds the page's list, 0 when they say neither."""
-    if _BOILERPLATE.match(text.strip()) or re.match(r"(related|see also)\b", text.strip(), re.I):
-        return NOT_HERE  # "Related characters" points elsewhere: it is not the page's list
-    if CHARACTER_WORDS.search(text):
-        return 1
-    return -1 if OTHER_WORDS.search(text) else 0
 
 
 def choose(candidates: list[Candidate], title: str, min_quality: float = 0.5) -> list[Candidate]:

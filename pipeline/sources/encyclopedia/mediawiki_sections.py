@@ -8,7 +8,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from bs4 import NavigableString, Tag
 
-from pipeline.sources.encyclopedia.candidate import CHARACTER_HEADER, NAME_HEADER
+from pipeline.sources.encyclopedia.blocks import list_candidate
+from pipeline.sources.encyclopedia.candidate import CHARACTER_HEADER, NAME_HEADER, cue
 from pipeline.sources.encyclopedia.images import _display_width, _picture, image_url
 from pipeline.sources.encyclopedia.mediawiki_markup import (
     _ASPECT,
@@ -121,15 +122,24 @@ def _heading_character(doc: _Doc, h: Tag, base: str, page_url: str) -> Character
     return Character(name, image, source, [], found_by=f"heading @ {h.name}")
 
 
-def _entries_in(tags: list[Tag], base: str, page_url: str, found: _Collected):
+def _entries_in(tags: list[Tag], base: str, page_url: str, found: _Collected, link_lists: bool = False):
     """Structured character entries among `tags` (one section's tags, sub-sections excluded by
     the caller where needed): captions of figures/galleries, dt terms, bold-led list items and
-    name-column table rows."""
+    name-column table rows; with link_lists (a section whose heading says characters), also the
+    items of lists that start with a link to an article."""
     seen = set()
     for tag in tags:
         if id(tag) in seen:
             continue
         classes = tag.get("class") or []
+        listed = (
+            list_candidate(tag, base, page_url, "", 0, min_items=1) if link_lists and tag.name in ("ul", "ol") else None
+        )
+        if listed is not None:
+            seen.update(id(t) for t in tag.find_all(True))
+            for ch in listed.characters:
+                found.add(ch)
+            continue
         if tag.name == "figure" or {"thumb", "gallerybox", "wikia-gallery-item"} & set(classes):
             for t in tag.find_all(True):
                 seen.add(id(t))
@@ -217,7 +227,8 @@ def _section_characters(doc: _Doc, heading: Tag, base: str, page_url: str, headi
     if headings_are_characters and _heading_kinds(doc, [heading]) == [(heading, "character")]:
         found.add(_heading_character(doc, heading, base, page_url))  # the fragment names one character
         return found.result()
-    _entries_in(doc.between(doc.pos[id(heading)] + 1, doc.end_of(heading, any_level=True)), base, page_url, found)
+    section = doc.between(doc.pos[id(heading)] + 1, doc.end_of(heading, any_level=True))
+    _entries_in(section, base, page_url, found, link_lists=cue(doc.heading_text(heading)) > 0)
     # Sub-headings of a topic page ("The trio", "Other members") are topics, not characters;
     # they are characters only on a list-of-characters page.
     _read_headings(doc, doc.subheadings(heading), base, page_url, found, bool(headings_are_characters))
