@@ -18,11 +18,15 @@ from pipeline.runner import ImageInput, RunContext, ShardRunner
 from pipeline.sources.download import FetchResult
 from pipeline.sources.encyclopedia import PageShapeError, next_page_url, parse_characters
 from pipeline.sources.encyclopedia.mediawiki_api import (
+    PAGE_IMAGES_BATCH,
     api_endpoint,
+    article_title,
     category_members_url,
     category_title,
     next_api_url,
+    page_images_url,
     parse_api_response,
+    parse_page_images,
 )
 from pipeline.sources.image_search import character_query, parse_search, search_url
 from pipeline.sources.library import Album
@@ -89,30 +93,69 @@ def collect_characters(album: Album, fetcher: Fetcher, max_pages: int) -> dict[s
 
 def encyclopedia_listing(url: str, fetcher: Fetcher, max_pages: int, use_api: bool = True) -> list:
     """The characters of an encyclopedia page and of the pages its listing continues on (a category
-    of more than 200 members), up to `max_pages` pages. A MediaWiki category is read through the
-    wiki's API when it answers (`api_listing`), else from its HTML. A next link that leads back to a
-    page already read ends the listing (counted as `drop.encyclopedia.page_loop`)."""
-    characters, seen = [], set()
-    while True:
-        seen.add(url_key(url))
-        first = len(seen) == 1 and use_api  # a page the HTML parser refuses may still be a category the API reads
-        page = fetcher.page(url, parse_characters, "encyclopedia", keep_refused=first)
-        if page is not None and first:
-            from_api = api_listing(page, fetcher, max_pages)
-            if from_api is not None:
-                return from_api
-        if page is None or page.refused:
-            return characters
-        characters += page.records
-        url = next_page_url(page.text, page.url)
-        if url is None:
-            return characters
+    of more than 200 members), up to `max_pages` pages. With use_api, a MediaWiki category is read
+    through the wiki's API when it answers (`api_listing`), else from its HTML, and characters read
+    from HTML without a picture get their article's lead image (`fill_lead_images`)."""
+    first = fetcher.page(url, parse_characters, "encyclopedia", keep_refused=use_api)
+    if first is not None and use_api:
+        from_api = api_listing(first, fetcher, max_pages)
+        if from_api is not None:
+            return from_api
+    if first is None or first.refused:
+        return []
+    characters = html_listing(first, fetcher, max_pages)
+    if use_api:
+        fill_lead_images(characters, first, fetcher, max_pages)
+    return characters
+
+
+def html_listing(first: Page, fetcher: Fetcher, max_pages: int) -> list:
+    """The first page's characters and those of the pages its "next" links lead to. A next link that
+    leads back to a page already read ends the listing (`drop.encyclopedia.page_loop`)."""
+    characters, seen, page = list(first.records), {url_key(first.url)}, first
+    while (url := next_page_url(page.text, page.url)) is not None:
         if url_key(url) in seen:
             fetcher.counts["drop.encyclopedia.page_loop"] += 1
-            return characters
+            break
         if len(seen) >= max_pages:
             fetcher.counts["drop.encyclopedia.page_limit"] += 1
-            return characters
+            break
+        seen.add(url_key(url))
+        page = fetcher.page(url, parse_characters, "encyclopedia")
+        if page is None:
+            break
+        characters += page.records
+    return characters
+
+
+def fill_lead_images(characters: list, page: Page, fetcher: Fetcher, max_requests: int):
+    """Characters without a picture that link to an article of the same wiki get that article's lead
+    image, asked of the wiki's API 50 titles at a time; a failed answer ends the filling, never the crawl."""
+    api = api_endpoint(page.url, page.text)
+    wanted: dict[str, list] = collections.defaultdict(list)
+    for ch in characters if api else []:
+        title = article_title(ch.source_url, api) if ch.image_url is None else None
+        if title:
+            wanted[title].append(ch)
+    titles = list(wanted)
+    for start in range(0, min(len(titles), max_requests * PAGE_IMAGES_BATCH), PAGE_IMAGES_BATCH):
+        batch = titles[start : start + PAGE_IMAGES_BATCH]
+        parse = functools.partial(_parse_images_text, titles=batch)
+        answer = fetcher.page(page_images_url(api, batch), parse, "encyclopedia_api")
+        if answer is None:
+            return
+        for title, image in answer.records:
+            for ch in wanted[title]:
+                ch.image_url = image
+        fetcher.counts["lead_images"] += len(answer.records)
+
+
+def _parse_images_text(text: str, url: str, titles: list[str]) -> list[tuple[str, str]]:
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        raise PageShapeError("the API answered something other than JSON") from None
+    return list(parse_page_images(doc, titles).items())
 
 
 def _parse_api_text(text: str, url: str) -> list:

@@ -66,6 +66,20 @@ class Wiki:
                 "</ul></div></body></html>"
             )
             return 200, "text/html; charset=utf-8", page.encode()
+        if url.path == "/wiki/List_of_people":
+            rows = "".join(
+                f'<tr><td><a href="/wiki/{t.replace(" ", "_")}" title="{t}">{t}</a></td><td>x</td></tr>'
+                for t in ("Barack Obama", "Joe Biden", "Hana Aoki")
+            )
+            page = (
+                f'<html><head><link rel="EditURI" href="{self.base}/w/api.php?action=rsd"></head><body class="mediawiki">'
+                '<h1 id="firstHeading">List of characters</h1><div id="mw-content-text"><div class="mw-parser-output">'
+                f'<table class="wikitable"><tr><th>Character</th><th>Notes</th></tr>{rows}</table></div></div></body></html>'
+            )
+            return 200, "text/html; charset=utf-8", page.encode()
+        if url.path == "/w/api.php" and query.get("prop") == "pageimages":
+            self.asked_titles = query["titles"].split("|")
+            return 200, "application/json", recorded("obama-biden-pageimages")
         if url.path == "/w/api.php" and self.api_status != 200:
             return self.api_status, "text/plain", b"unavailable"
         if url.path == "/w/api.php" and query.get("gcmtitle") == "Category:Chess":
@@ -80,11 +94,11 @@ class Wiki:
             )
         return 404, "text/plain", b"not found"
 
-    def listing(self, tmp_path, category: str, use_api: bool = True):
+    def listing(self, tmp_path, page: str, use_api: bool = True):
         config = {"web_allow_private_hosts": ["127.0.0.1"], "web_min_interval_s": 0.0, "web_timeout_s": 10}
         ctx = RunContext(str(tmp_path), "run", IngestConfig.from_dict(config))
         fetcher = Fetcher(ctx, "album", collections.Counter())
-        found = encyclopedia_listing(f"{self.base}/wiki/{category}", fetcher, 50, use_api)
+        found = encyclopedia_listing(f"{self.base}/wiki/{page}", fetcher, 50, use_api)
         return found, fetcher
 
 
@@ -131,3 +145,14 @@ def test_the_api_can_be_switched_off(tmp_path, wiki):
     found, _ = site.listing(tmp_path, "Category:Chess", use_api=False)
     assert [c.name for c in found] == ["From the HTML"]
     assert not [p for p in site.requests if p.startswith("/w/api.php")]
+
+
+def test_names_of_a_list_page_get_their_articles_lead_images(tmp_path, wiki):
+    # A table of names without pictures; the API answers with the lead images it has (recorded).
+    site = wiki()
+    found, fetcher = site.listing(tmp_path, "List_of_people")
+    assert site.asked_titles == ["Barack Obama", "Joe Biden", "Hana Aoki"]
+    images = {c.name: c.image_url for c in found}
+    assert images["Barack Obama"].endswith("/8/8d/President_Barack_Obama.jpg")  # the original, not the 256 px thumb
+    assert images["Joe Biden"].endswith("/e/ea/Official_portrait_of_Vice_President_Joe_Biden.jpg")
+    assert images["Hana Aoki"] is None and fetcher.counts["lead_images"] == 2

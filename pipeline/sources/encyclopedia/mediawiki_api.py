@@ -9,6 +9,9 @@ back to the HTML listing when the wiki has no API, refuses it, or answers someth
     url = category_members_url(api, title)   # generator=categorymembers + prop=pageimages
     characters = parse_api_response(json.loads(body), page_url)
     url = next_api_url(api, title, doc)      # the `continue` block, or None when done
+
+A list page read from its HTML may name characters without showing their pictures; the same API gives
+each one's lead image (`page_images_url`, `parse_page_images`), up to 50 titles a request.
 """
 
 from __future__ import annotations
@@ -135,4 +138,52 @@ def parse_api_response(doc, page_url: str) -> list[Character]:
         if page.get("ns", 0) != 0 or "missing" in page:
             continue
         out.append(Character(title, _lead_image(page), _article_url(api, page, title), [], found_by=API_RULE))
+    return out
+
+
+PAGE_IMAGES_BATCH = 50  # titles per request: the API's limit for ordinary clients
+
+
+def article_title(url: str, api: str) -> str | None:
+    """The article title a URL of the same wiki points at (`/wiki/Rick_Sanchez` -> "Rick Sanchez");
+    None for another host, a section of a page, or a URL that is no article."""
+    parts, wiki = urlsplit(url), urlsplit(api)
+    if parts.netloc != wiki.netloc or parts.fragment or "/wiki/" not in parts.path:
+        return None
+    title = unquote(parts.path.split("/wiki/", 1)[1]).replace("_", " ").strip()
+    return title if title and ":" not in title.split(" ")[0] else None
+
+
+def page_images_url(api: str, titles: list[str]) -> str:
+    params = {
+        "action": "query",
+        "format": "json",
+        "formatversion": "2",
+        "prop": "pageimages",
+        "piprop": "original|thumbnail",
+        "pithumbsize": "800",
+        "pilimit": "max",
+        "redirects": "1",
+        "titles": "|".join(titles),
+    }
+    return f"{api}?{urlencode(params, quote_via=quote)}"
+
+
+def parse_page_images(doc, titles: list[str]) -> dict[str, str]:
+    """title asked -> its lead image, through the answer's `normalized` and `redirects` renames; titles
+    without a lead image are left out. A document that is no query answer raises PageShapeError."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("query"), dict):
+        raise PageShapeError("not a MediaWiki API query response (no 'query' block)")
+    query = doc["query"]
+    renames = {}
+    for block in ("normalized", "redirects"):
+        for item in query.get(block) or []:
+            if isinstance(item, dict) and isinstance(item.get("from"), str) and isinstance(item.get("to"), str):
+                renames[item["from"]] = item["to"]
+    images = {p.get("title"): _lead_image(p) for p in _pages(query)}
+    out = {}
+    for title in titles:
+        final = renames.get(renames.get(title, title), renames.get(title, title))
+        if images.get(final):
+            out[title] = images[final]
     return out

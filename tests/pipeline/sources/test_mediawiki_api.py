@@ -11,10 +11,12 @@ import pytest
 from pipeline.sources.encyclopedia import PageShapeError
 from pipeline.sources.encyclopedia.mediawiki_api import (
     api_endpoint,
+    article_title,
     category_members_url,
     category_title,
     next_api_url,
     parse_api_response,
+    parse_page_images,
 )
 
 RECORDED = Path(__file__).resolve().parents[2] / "fixtures" / "mediawiki_api"
@@ -90,3 +92,13 @@ def test_refusals_and_other_documents_are_not_recognised(doc, message):
 
 def test_an_empty_category_is_an_empty_answer():
     assert parse_api_response({"batchcomplete": ""}, API) == []
+
+
+def test_lead_images_of_titles_through_the_answers_renames():
+    # The recorded answer was asked for Barack_Obama and Joe_Biden: its `normalized` block renames them.
+    images = parse_page_images(recorded("obama-biden-pageimages"), ["Barack_Obama", "Joe_Biden", "Nobody"])
+    assert sorted(images) == ["Barack_Obama", "Joe_Biden"]
+    assert images["Barack_Obama"] == "https://upload.wikimedia.org/wikipedia/commons/8/8d/President_Barack_Obama.jpg"
+    assert article_title("https://en.wikipedia.org/wiki/Joe_Biden", API) == "Joe Biden"
+    assert article_title("https://en.wikipedia.org/wiki/List_of_X#Hana", API) is None  # a section, not an article
+    assert article_title("https://other.org/wiki/Joe_Biden", API) is None
