@@ -115,8 +115,9 @@ def rebuild(mirror_root: Path, cache: Path) -> int:
     return failed
 
 
-def choose_split(seed: int, families: list[str]) -> None:
-    """Set aside a random third of the pages of `families` (manifest file stems) that have no split yet.
+def choose_split(seed: int, families: list[str], fraction: float = 1 / 3) -> None:
+    """Set aside a random `fraction` of the pages of `families` (manifest file stems) that have no split yet
+    (1.0: a fresh test batch held out whole).
     Pages join the corpus in batches (one per gatherer); each batch is split when it lands, before any
     parser change that could have seen it, and the seed of each batch is kept."""
     state = json.loads(SPLIT_FILE.read_text()) if SPLIT_FILE.exists() else {"batches": [], "pages": {}}
@@ -126,9 +127,11 @@ def choose_split(seed: int, families: list[str]) -> None:
         for e in json.loads((HERE / "manifest" / f"{f}.json").read_text())
         if e["id"] not in state["pages"]
     )
-    holdout = set(random.Random(seed).sample(new, round(len(new) / 3)))
+    holdout = set(random.Random(seed).sample(new, round(len(new) * fraction)))
     state["pages"].update({i: ("holdout" if i in holdout else "dev") for i in new})
-    state["batches"].append({"seed": seed, "families": families, "pages": len(new), "holdout": len(holdout)})
+    state["batches"].append(
+        {"seed": seed, "families": families, "fraction": fraction, "pages": len(new), "holdout": len(holdout)}
+    )
     SPLIT_FILE.write_text(json.dumps(state, indent=1, sort_keys=True) + "\n")
     print(f"{len(holdout)} of {len(new)} new pages set aside")
 
@@ -141,11 +144,12 @@ def main(argv=None) -> int:
     rb.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     sp = sub.add_parser("split", help="set aside a random third of the pages of a new batch")
     sp.add_argument("--seed", type=int, required=True)
+    sp.add_argument("--fraction", type=float, default=1 / 3, help="share set aside (1 for a fresh test batch)")
     sp.add_argument("families", nargs="+", help="manifest file stems, e.g. fandom search")
     args = parser.parse_args(argv)
     if args.command == "rebuild":
         return 1 if rebuild(args.mirror_root, args.cache) else 0
-    choose_split(args.seed, args.families)
+    choose_split(args.seed, args.families, args.fraction)
     return 0
 
 
