@@ -55,11 +55,22 @@ def gallery_candidate(gallery: Tag, base: str, page_url: str, heading: str, posi
     )
 
 
-def _leading_link(li: Tag, base: str) -> tuple[str, str, str] | None:
-    """(text, title, URL) when the item starts with a link to an article (possibly in bold/italics)."""
-    first = next((c for c in li.children if not (isinstance(c, NavigableString) and not c.strip())), None)
+_QUOTES = " \t\n\"'\u201c\u201d\u2018\u2019\u00ab\u00bb\u300c\u300d"
+
+
+def _first_child(tag: Tag):
+    """The first child that is not blank or only quote marks ("<a>Shadow Man</a>" is quoted, not prose)."""
+    return next((c for c in tag.children if not (isinstance(c, NavigableString) and not c.strip(_QUOTES))), None)
+
+
+def _leading_link(li: Tag, base: str) -> tuple[str, str, str | None] | None:
+    """(text, title, URL) when the item starts with a link to an article (possibly in bold/italics or
+    a span); a red link (class "new": the article is not written yet) names someone with no URL."""
+    first = _first_child(li)
     while isinstance(first, Tag) and first.name in ("b", "strong", "i", "span") and first.find("a") is not None:
-        first = next((c for c in first.children if not (isinstance(c, NavigableString) and not c.strip())), None)
+        first = _first_child(first)
+    if isinstance(first, Tag) and "new" in (first.get("class") or []) and _text(first):
+        return _text(first), _text(first), None
     if not isinstance(first, Tag) or first.name != "a":
         return None
     link = _article_link(first, base)
@@ -83,9 +94,10 @@ def list_candidate(
         img = li.find("img")
         picture = image_url(img, base) if img is not None and (_display_width(img) or 100) >= 30 else None
         pictured += picture is not None
-        targets.add(link[2])
+        targets.add(link[2] or link[0])
         aliases = [link[1]] if link[1] != link[0] else []
-        characters.append(Character(link[0], picture, link[2], aliases, found_by=f"link-list @ {where}"))
+        source = link[2] or page_url
+        characters.append(Character(link[0], picture, source, aliases, found_by=f"link-list @ {where}"))
     if len(characters) < min_items or len(characters) / len(items) < 0.6:
         return None
     return Candidate.of_items(

@@ -13,6 +13,11 @@ from pipeline.sources.encyclopedia.page import Character
 
 # Header words that name the column of names; words that say a page or section lists characters;
 # words that say it lists something else (episodes, items, places ...).
+ACTOR_HEADER = re.compile(
+    r"\b(actors?|actress(es)?|voiced by|voice actors?|voices?|cast members?|performers?|played by|seiyuu)\b|"
+    r"声優|配音|声优|キャスト|성우|озвуч",
+    re.I,
+)  # a column of the people who play the characters: never the names
 NAME_HEADER = re.compile(r"^(names?|名字|名前|名称|名稱)$", re.I)  # names of anything: needs other evidence
 CHARACTER_HEADER = re.compile(
     r"^((character|member|villager|hero|villain|role)s?( names?)?|角色(名)?|人物|キャラクター|登場人物|登场人物)$", re.I
@@ -91,6 +96,12 @@ def sibling_groups(parent: Tag) -> dict[tuple, list[Tag]]:
     for child in parent.find_all(True, recursive=False):
         groups.setdefault((child.name, tuple(child.get("class") or ())), []).append(child)
     return groups
+
+
+def header_words(text: str) -> str:
+    """A header cell's words as the patterns read them: "Character(s)" -> "Characters", no footnote marks."""
+    text = re.sub(r"\(s\)", "s", text)
+    return " ".join(re.sub(r"\[[^\]]*\]|[*†‡:]", " ", text).split())
 
 
 def describe(tag: Tag, position: int) -> str:

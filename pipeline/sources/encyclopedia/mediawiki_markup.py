@@ -63,8 +63,11 @@ _ASPECT = re.compile(
     re.I,
 )
 _CHARACTER_FIELDS = re.compile(
-    r"gender|\bsex\b|species|\bage\b|voiced by|voice actor|\bvoice\b|portrayed by|hair|\beyes?\b|"
-    r"eye colou?r|relatives|\bborn\b|birthday|性别|配音|声优|生日|年龄",
+    r"gender|\bsex\b|species|\bage\b|voiced by|voice ?actor|\bvoice\b|portrayed by|hair|\beyes?\b|"
+    r"eye colou?r|relatives|\bborn\b|birthday|性别|配音|声优|生日|年龄|"
+    # the same fields in the languages of the wikis users crawl most: ru, de, fr, es/pt, ja, ko
+    r"озвуч|\bпол\b|возраст|день рождения|geschlecht|\balter\b|synchronsprecher|\bsexe\b|\bâge\b|doublage|"
+    r"género|\bedad\b|idade|doblaje|dublagem|性別|年齢|声優|誕生日|성별|성우|나이",
     re.I,
 )
 _CHARACTER_LIST_TITLE = re.compile(r"\bcharacters?\b|\bcast\b|登場人物|登场人物|角色|人物", re.I)

@@ -9,7 +9,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from bs4 import NavigableString, Tag
 
 from pipeline.sources.encyclopedia.blocks import list_candidate
-from pipeline.sources.encyclopedia.candidate import CHARACTER_HEADER, NAME_HEADER, cue
+from pipeline.sources.encyclopedia.candidate import CHARACTER_HEADER, NAME_HEADER, cue, header_words
 from pipeline.sources.encyclopedia.images import _display_width, _picture, image_url
 from pipeline.sources.encyclopedia.mediawiki_markup import (
     _ASPECT,
@@ -122,11 +122,13 @@ def _heading_character(doc: _Doc, h: Tag, base: str, page_url: str) -> Character
     return Character(name, image, source, [], found_by=f"heading @ {h.name}")
 
 
-def _entries_in(tags: list[Tag], base: str, page_url: str, found: _Collected, link_lists: bool = False):
+def _entries_in(
+    tags: list[Tag], base: str, page_url: str, found: _Collected, link_lists: bool = False, cast: bool = False
+):
     """Structured character entries among `tags` (one section's tags, sub-sections excluded by
     the caller where needed): captions of figures/galleries, dt terms, bold-led list items and
-    name-column table rows; with link_lists (a section whose heading says characters), also the
-    items of lists that start with a link to an article."""
+    name-column table rows; with link_lists, also the items of lists that start with a link to an
+    article; with cast, list items read as "Actor as Character" (see section_reading)."""
     seen = set()
     for tag in tags:
         if id(tag) in seen:
@@ -144,16 +146,26 @@ def _entries_in(tags: list[Tag], base: str, page_url: str, found: _Collected, li
             for t in tag.find_all(True):
                 seen.add(id(t))
             _caption_entries(tag, base, found)
-        elif tag.name == "dt":
+        elif tag.name == "dt" and not _labels_a_list(tag):
             name = _clean_term(_text(tag))
             link = tag.find("a")  # the term is a link to the character's page: cite that page
             ch = _character_from_link(link, base, None) if link is not None and _text(link) == name else None
             found.add(_tagged(ch or (Character(name, None, page_url or base) if name else None), "term @ dl"))
+        elif cast and tag.name == "li" and tag.parent is not None and tag.parent.name in ("ul", "ol"):
+            for ch in _cast_item(tag, base, page_url):
+                found.add(ch)
         elif tag.name == "li" and tag.parent is not None and tag.parent.name in ("ul", "ol"):
             found.add(_tagged(_bold_item(tag, base, page_url), f"bold-item @ {tag.parent.name}"))
         elif tag.name == "table" and "wikitable" in classes:
             for ch in _table_characters(tag, base, page_url):
                 found.add(ch)
+
+
+def _labels_a_list(dt: Tag) -> bool:
+    """A term standing alone over a list ("Straw Hat Pirates" above its members) is a group label."""
+    dl = dt.find_parent("dl")
+    following = dl.find_next_sibling(True) if dl is not None and len(dl.find_all("dd")) == 0 else None
+    return following is not None and following.name in ("ul", "ol")
 
 
 def _tagged(ch: Character | None, found_by: str) -> Character | None:
@@ -199,7 +211,8 @@ def _table_characters(table: Tag, base: str, page_url: str) -> list[Character]:
     """A wikitable's names, when a header names their column (Character, Role, Name ...): read as
     every table (pipeline.sources.encyclopedia.tables), sub-header rows and spans included."""
     found = table_candidate(table, base, page_url, "", 0, min_items=1)
-    named = found is not None and (CHARACTER_HEADER.match(found.header) or NAME_HEADER.match(found.header))
+    header = header_words(found.header) if found is not None else ""
+    named = found is not None and (CHARACTER_HEADER.match(header) or NAME_HEADER.match(header))
     return found.characters if named else []
 
 
@@ -212,14 +225,54 @@ def _list_characters(doc: _Doc, base: str, page_url: str) -> list[Character]:
 
 
 def _read_headings(
-    doc: _Doc, headings: list[Tag], base: str, page_url: str, found: _Collected, headings_are_characters: bool
+    doc: _Doc,
+    headings: list[Tag],
+    base: str,
+    page_url: str,
+    found: _Collected,
+    headings_are_characters: bool,
+    **reading,
 ):
     for h, kind in _heading_kinds(doc, headings):
         if kind == "character" and headings_are_characters:
             found.add(_heading_character(doc, h, base, page_url))
         else:  # a group: its own entries, up to its first sub-heading
             start = doc.pos[id(h)] + 1
-            _entries_in(doc.between(start, doc.end_of(h, any_level=True)), base, page_url, found)
+            _entries_in(doc.between(start, doc.end_of(h, any_level=True)), base, page_url, found, **reading)
+
+
+_CAST_HEADING = re.compile(r"\b(cast|voice cast|voices|starring)\b|キャスト|声優|配音|声优", re.I)
+_NOT_A_NAME = re.compile(r"\b(others?|various|additional|uncredited|one-time|minor|etc)\b", re.I)
+_CAST_SEPARATOR = re.compile(r"\s+(?:as|–|—|-)\s+|:\s+")
+
+
+def _cast_item(li: Tag, base: str, page_url: str) -> list[Character]:
+    """`* Actor as Character` / `* Actor – Character, Other character`: the characters after the
+    separator (a cast list names the actor first); "Additional voices" and the like are no names."""
+    parts = _CAST_SEPARATOR.split(_text(li), maxsplit=1)
+    if len(parts) < 2:
+        return []
+    links = {_text(a): a for a in li.find_all("a")}
+    out = []
+    for part in re.split(r",\s*|\s+and\s+", parts[1]):
+        name = re.sub(r"\s*\([^)]*\)", "", part).split("/")[0].strip()
+        if not name or _NOT_A_NAME.search(name) or len(name.split()) > 6:
+            continue
+        link = links.get(name)
+        ch = _character_from_link(link, base, None) if link is not None else None
+        out.append(ch or Character(name, None, page_url or base))
+        out[-1].found_by = f"cast-item @ {li.parent.name}"
+    return out
+
+
+def section_reading(heading_text: str) -> dict:
+    """How a section's entries are read, by what its heading says: a cast list names actors first; a
+    section that says characters, or says nothing either way, also reads lists whose items start with
+    a link (the user chose it); one that names other things reads only its strict entries."""
+    words = cue(heading_text)
+    if _CAST_HEADING.search(heading_text) and not re.search(r"characters?", heading_text, re.I):
+        return {"cast": True}
+    return {"link_lists": words >= 0}
 
 
 def _section_characters(doc: _Doc, heading: Tag, base: str, page_url: str, headings_are_characters) -> list[Character]:
@@ -227,9 +280,11 @@ def _section_characters(doc: _Doc, heading: Tag, base: str, page_url: str, headi
     if headings_are_characters and _heading_kinds(doc, [heading]) == [(heading, "character")]:
         found.add(_heading_character(doc, heading, base, page_url))  # the fragment names one character
         return found.result()
+    reading = section_reading(doc.heading_text(heading))
     section = doc.between(doc.pos[id(heading)] + 1, doc.end_of(heading, any_level=True))
-    _entries_in(section, base, page_url, found, link_lists=cue(doc.heading_text(heading)) > 0)
+    _entries_in(section, base, page_url, found, **reading)
     # Sub-headings of a topic page ("The trio", "Other members") are topics, not characters;
-    # they are characters only on a list-of-characters page.
-    _read_headings(doc, doc.subheadings(heading), base, page_url, found, bool(headings_are_characters))
+    # they are characters only on a list-of-characters page (never in a cast list).
+    listing = bool(headings_are_characters) and not reading.get("cast")
+    _read_headings(doc, doc.subheadings(heading), base, page_url, found, listing, **reading)
     return found.result()

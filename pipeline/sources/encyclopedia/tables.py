@@ -7,11 +7,20 @@ import re
 
 from bs4 import NavigableString, Tag
 
-from pipeline.sources.encyclopedia.candidate import CHARACTER_HEADER, MIN_ITEMS, NAME_HEADER, Candidate, describe
+from pipeline.sources.encyclopedia.candidate import (
+    ACTOR_HEADER,
+    CHARACTER_HEADER,
+    MIN_ITEMS,
+    NAME_HEADER,
+    Candidate,
+    describe,
+    header_words,
+)
 from pipeline.sources.encyclopedia.images import _display_width, image_url
 from pipeline.sources.encyclopedia.mediawiki_markup import _article_link
 from pipeline.sources.encyclopedia.page import Character, _text
 
+_NOT_A_NAME = re.compile(r"\b(others?|various|additional|uncredited|one-time|minor|etc)\b", re.I)
 _MAX_SPAN = 200  # rowspan/colspan beyond this is a broken page, not a table layout
 
 
@@ -96,6 +105,12 @@ def _cell_names(cell: Tag, base: str, several: bool) -> list[tuple[str, tuple | 
     lines, link = _lines(cell), _cell_link(cell, base)
     if not lines:
         return []
+    if several and len(lines) == 1 and re.search(r",| and ", lines[0]):  # "Homer Simpson, Grampa and Bart"
+        lines = [x.strip() for x in re.split(r",| and ", lines[0]) if x.strip() and not _NOT_A_NAME.search(x)]
+    if several:  # "Various", "Additional voices": the header column holds no name there
+        lines = [x for x in lines if not _NOT_A_NAME.fullmatch(x) and not re.fullmatch(r"(?i)various( \w+)*", x)]
+        if not lines:
+            return []
     if several and len(lines) > 1 and all(len(x.split()) <= 6 and ":" not in x for x in lines):
         links = {}
         for a in cell.find_all("a"):
@@ -140,15 +155,19 @@ def _column_stats(grid: list[list], data: list[int], col: int, base: str) -> tup
 def _name_columns(header_text: list[str], stats: list[tuple[float, float]]) -> tuple[list[int], bool]:
     """The columns that hold names: those whose header says so, else the most linked and distinct
     column and the columns under the same spanning header that look like it (an evolution chain
-    repeats sprite | name | method across one row)."""
-    for words, says_characters in ((CHARACTER_HEADER, True), (NAME_HEADER, False)):
-        cued = [c for c, h in enumerate(header_text) if words.match(h)]
-        if cued:
-            return cued[:1], says_characters
-    best = max(range(len(stats)), key=lambda c: (stats[c][0] * stats[c][1], -c))
+    repeats sprite | name | method across one row). A column of actors is never one."""
+    words = [header_words(h) for h in header_text]
+    for pattern, says_characters in ((CHARACTER_HEADER, True), (NAME_HEADER, False)):
+        cued = [c for c, h in enumerate(words) if pattern.match(h)]
+        if cued:  # a header spanning two columns ("Character(s)" over two) heads both
+            return [c for c in cued if header_text[c] == header_text[cued[0]]], says_characters
+    allowed = [c for c in range(len(stats)) if not ACTOR_HEADER.search(words[c])]
+    if not allowed:
+        return [], False
+    best = max(allowed, key=lambda c: (stats[c][0] * stats[c][1], -c))
     same = [
         c
-        for c in range(len(stats))
+        for c in allowed
         if c == best or (header_text[c] == header_text[best] and stats[c][0] >= 0.5 and stats[c][1] >= 0.5)
     ]
     return same, False
@@ -170,6 +189,8 @@ def table_candidate(
     ]
     stats = [_column_stats(grid, data, col, base) for col in range(width)]
     columns, header_cue = _name_columns(header_text, stats)
+    if not columns:
+        return None
     linked, distinct = stats[columns[0]]
     if not header_cue and linked < 0.6:
         return None
