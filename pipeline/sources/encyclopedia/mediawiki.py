@@ -16,6 +16,7 @@ from pipeline.sources.encyclopedia.mediawiki_markup import (
     _is_category,
     _is_mediawiki,
     _page_title,
+    is_member_character,
     remove_noise,
 )
 from pipeline.sources.encyclopedia.mediawiki_sections import _Doc, _list_characters, _section_characters
@@ -96,7 +97,7 @@ def _category_characters(soup: BeautifulSoup, base: str) -> list[Character]:
 
     def member(a: Tag | None, img: Tag | None, where: str):
         link = _article_link(a, base) if a is not None else None
-        if link:  # the page title names the member; gallery captions may be cut short
+        if link and is_member_character(link[0]):  # the page title names the member
             found.add(Character(link[0], image_url(img, base), link[1], [], found_by=f"category @ {where}"))
 
     # Oasis skin (2013-2019): a gallery of the most visited pages, each `a[title] > img`.

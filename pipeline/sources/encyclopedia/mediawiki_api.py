@@ -20,6 +20,7 @@ import re
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit, urlunsplit
 
 from pipeline.sources.encyclopedia.images import full_size_url
+from pipeline.sources.encyclopedia.mediawiki_markup import is_member_character
 from pipeline.sources.encyclopedia.page import Character, PageShapeError
 
 API_RULE = "api:categorymembers"
@@ -116,8 +117,9 @@ def _lead_image(page: dict) -> str | None:
 
 
 def parse_api_response(doc, page_url: str) -> list[Character]:
-    """The characters (article members) of one API response; an error answer or a document that is
-    not a MediaWiki query raises PageShapeError. Generator results come unordered: sorted by title,
+    """The characters (article members) of one API response (subpages, project pages and lists of
+    characters are none); an error answer or a document that is not a MediaWiki query raises
+    PageShapeError. Generator results come unordered: sorted by title,
     as the category lists them."""
     if not isinstance(doc, dict):
         raise PageShapeError("the API answered something other than a JSON object")
@@ -135,7 +137,7 @@ def parse_api_response(doc, page_url: str) -> list[Character]:
         title = page.get("title")
         if not isinstance(title, str) or not title or page.get("ns", 0) == _CATEGORY_NAMESPACE:
             continue
-        if page.get("ns", 0) != 0 or "missing" in page:
+        if page.get("ns", 0) != 0 or "missing" in page or not is_member_character(title):
             continue
         out.append(Character(title, _lead_image(page), _article_url(api, page, title), [], found_by=API_RULE))
     return out

@@ -145,6 +145,19 @@ def _character_from_link(a: Tag, base: str, image: str | None) -> Character | No
     return Character(name, image, url, [title] if title != name else [])
 
 
+_LIST_OF_PEOPLE = re.compile(r"\b(characters|cast|members|villagers|npcs)\b|登場人物|登场人物|人物列表|角色列表", re.I)
+
+
+def is_member_character(title: str) -> bool:
+    """A category member that may be a character's article: not a subpage ("Characters/Titles"), not a
+    page of the wiki's own project namespace ("Touhou Wiki:Project Characters"), not a list of
+    characters itself ("Minor Characters", "List of ...")."""
+    prefix = title.split(":", 1)[0].casefold() if ":" in title else ""
+    if "/" in title or "wiki" in prefix or title.casefold().startswith("list of"):
+        return False
+    return not _LIST_OF_PEOPLE.search(title)
+
+
 def _is_category(soup: BeautifulSoup, title: str) -> bool:
     body_classes = (soup.body.get("class") or []) if soup.body else []
     return bool(

@@ -125,3 +125,39 @@ def test_a_fan_site_grid_of_anything_else_is_not_recognised():
     for title in ("Weapons", "Latest news"):
         with pytest.raises(PageShapeError, match="no grid of linked portraits under words that say characters"):
             parse_characters(guide_page(title, ["Sword", "Bow", "Spear", "Axe"]), "https://guide.example.org/w/")
+
+
+def test_a_cast_table_reads_the_character_column_never_the_actors():
+    rows = "".join(
+        f'<tr><td><a href="/wiki/{a}" title="{a}">{a}</a></td><td><a href="/wiki/{c1}" title="{c1}">{c1}</a></td>'
+        f"<td>{c2}</td></tr>"
+        for a, c1, c2 in [
+            ("Dan_C", "Homer", "Grampa"),
+            ("Julie_K", "Marge", "Patty, Selma"),
+            ("Nancy_C", "Bart", "Various"),
+        ]
+    )
+    table = f'<table class="wikitable"><tr><th>Actor</th><th colspan="2">Character(s)</th></tr>{rows}</table>'
+    found = parse_characters(wiki_page("List of cast members", table), URL)
+    assert [c.name for c in found] == ["Homer", "Grampa", "Marge", "Patty", "Selma", "Bart"]
+
+
+def test_a_cast_section_names_the_character_after_the_actor():
+    section = (
+        '<h2><span class="mw-headline" id="Cast">Cast</span></h2><ul>'
+        '<li><a href="/wiki/Gerald_Mohr" title="Gerald Mohr">Gerald Mohr</a> - <a href="/wiki/Mister_Fantastic" '
+        'title="Mister Fantastic">Mister Fantastic</a>/Reed Richards</li>'
+        "<li>Joseph Sirola as Doctor Doom</li>"
+        '<li><a href="/wiki/Paul_Frees" title="Paul Frees">Paul Frees</a> - The Thing, Uatu, Additional Voices</li></ul>'
+    )
+    found = parse_characters(wiki_page("The Fantastic Four (TV series)", section), URL + "#Cast")
+    assert [c.name for c in found] == ["Mister Fantastic", "Doctor Doom", "The Thing", "Uatu"]
+    assert found[0].source_url == "https://sunny.fandom.com/wiki/Mister_Fantastic"
+
+
+def test_category_members_that_are_no_characters():
+    from pipeline.sources.encyclopedia.mediawiki_markup import is_member_character
+
+    assert is_member_character("Reimu Hakurei") and is_member_character("Chess")
+    for title in ("Characters/Titles", "Touhou Wiki:Project Characters", "Minor Characters", "List of villains"):
+        assert not is_member_character(title)
