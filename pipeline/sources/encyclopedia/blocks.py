@@ -10,16 +10,16 @@ from pipeline.sources.encyclopedia.images import _display_width, image_url
 from pipeline.sources.encyclopedia.mediawiki_markup import _article_link
 from pipeline.sources.encyclopedia.page import Character, _text
 
-_GALLERY_BOX = "li.gallerybox, div.gallerybox, div.wikia-gallery-item, div.lightbox-caption"
+_GALLERY_BOX = "li.gallerybox, div.gallerybox, div.wikia-gallery-item"
 _CAPTION = ".gallerytext, .lightbox-caption, .wikia-gallery-caption, figcaption"
 
 
 def gallery_candidate(gallery: Tag, base: str, page_url: str, heading: str, position: int) -> Candidate | None:
     """A gallery whose captions are short names (the caption of a box may be a link or plain text)."""
-    boxes = [b for b in gallery.select("li.gallerybox, div.gallerybox, div.wikia-gallery-item")]
+    boxes = gallery.select(_GALLERY_BOX)
     if len(boxes) < MIN_ITEMS:
         return None
-    where = f"{describe(gallery, position)}"
+    where = describe(gallery, position)
     characters, linked, targets, pictured = [], 0, set(), 0
     for box in boxes:
         cap = box.select_one(_CAPTION)
@@ -85,7 +85,7 @@ def list_candidate(
     items = ul.find_all("li", recursive=False)
     if len(items) < min_items:
         return None
-    where = f"{describe(ul, position)}"
+    where = describe(ul, position)
     characters, targets, pictured = [], set(), 0
     for li in items:
         link = _leading_link(li, base)
