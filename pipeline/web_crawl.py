@@ -150,20 +150,19 @@ def fill_lead_images(characters: list, page: Page, fetcher: Fetcher, max_request
         fetcher.counts["lead_images"] += len(answer.records)
 
 
-def _parse_images_text(text: str, url: str, titles: list[str]) -> list[tuple[str, str]]:
+def _api_json(text: str):
     try:
-        doc = json.loads(text)
+        return json.loads(text)
     except ValueError:
         raise PageShapeError("the API answered something other than JSON") from None
-    return list(parse_page_images(doc, titles).items())
+
+
+def _parse_images_text(text: str, url: str, titles: list[str]) -> list[tuple[str, str]]:
+    return list(parse_page_images(_api_json(text), titles).items())
 
 
 def _parse_api_text(text: str, url: str) -> list:
-    try:
-        doc = json.loads(text)
-    except ValueError:
-        raise PageShapeError("the API answered something other than JSON") from None
-    return parse_api_response(doc, url)
+    return parse_api_response(_api_json(text), url)
 
 
 def api_listing(page: Page, fetcher: Fetcher, max_pages: int) -> list | None:
@@ -180,7 +179,7 @@ def api_listing(page: Page, fetcher: Fetcher, max_pages: int) -> list | None:
         if answer is None:
             return None  # a listing cut short is worse than the HTML one, which pages on its own
         characters += answer.records
-        url = next_api_url(api, title, json.loads(answer.text))
+        url = next_api_url(api, title, _api_json(answer.text))
         if url is None:
             return characters
     fetcher.counts["drop.encyclopedia_api.page_limit"] += 1

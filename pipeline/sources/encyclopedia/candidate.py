@@ -35,6 +35,7 @@ OTHER_WORDS = re.compile(
     r"[集话話章卷]$|道具|武器|地点|地點|剧集|劇集",
     re.I,
 )
+NOT_A_NAME = re.compile(r"\b(others?|various|additional|uncredited|one-time|minor|etc)\b", re.I)  # "Various"
 LIST_PAGE = re.compile(r"^(lists? of|liste (der|des|de)|lista de|elenco|список)\b|(一覧|一览|列表|列表)$", re.I)
 MIN_ITEMS = 3
 

@@ -61,24 +61,25 @@ def category_title(page_url: str, html: str = "") -> str | None:
     return None
 
 
+def _query_url(api: str, params: dict) -> str:
+    """An API query in JSON (formatversion 2), each lead image as the original and an 800 px rendering."""
+    common = {"action": "query", "format": "json", "formatversion": "2"}
+    images = {"piprop": "original|thumbnail", "pithumbsize": "800", "pilimit": "max"}
+    return f"{api}?{urlencode({**common, **params, **images}, quote_via=quote)}"
+
+
 def category_members_url(api: str, title: str, cont: dict | None = None) -> str:
     params = {
-        "action": "query",
-        "format": "json",
-        "formatversion": "2",
         "generator": "categorymembers",
         "gcmtitle": title,
         "gcmnamespace": "0",
         "gcmtype": "page",
         "gcmlimit": str(_MEMBER_LIMIT),
         "prop": "pageimages|info",
-        "piprop": "original|thumbnail",
-        "pithumbsize": "800",
-        "pilimit": "max",
         "inprop": "url",
     }
     params.update({k: str(v) for k, v in (cont or {}).items()})
-    return f"{api}?{urlencode(params, quote_via=quote)}"
+    return _query_url(api, params)
 
 
 def next_api_url(api: str, title: str, doc: dict) -> str | None:
@@ -157,18 +158,7 @@ def article_title(url: str, api: str) -> str | None:
 
 
 def page_images_url(api: str, titles: list[str]) -> str:
-    params = {
-        "action": "query",
-        "format": "json",
-        "formatversion": "2",
-        "prop": "pageimages",
-        "piprop": "original|thumbnail",
-        "pithumbsize": "800",
-        "pilimit": "max",
-        "redirects": "1",
-        "titles": "|".join(titles),
-    }
-    return f"{api}?{urlencode(params, quote_via=quote)}"
+    return _query_url(api, {"prop": "pageimages", "redirects": "1", "titles": "|".join(titles)})
 
 
 def parse_page_images(doc, titles: list[str]) -> dict[str, str]:

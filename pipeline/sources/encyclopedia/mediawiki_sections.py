@@ -9,7 +9,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from bs4 import NavigableString, Tag
 
 from pipeline.sources.encyclopedia.blocks import list_candidate
-from pipeline.sources.encyclopedia.candidate import CHARACTER_HEADER, NAME_HEADER, cue, header_words
+from pipeline.sources.encyclopedia.candidate import CHARACTER_HEADER, NAME_HEADER, NOT_A_NAME, cue, header_words
 from pipeline.sources.encyclopedia.images import _display_width, _picture, image_url
 from pipeline.sources.encyclopedia.mediawiki_markup import (
     _ASPECT,
@@ -242,7 +242,6 @@ def _read_headings(
 
 
 _CAST_HEADING = re.compile(r"\b(cast|voice cast|voices|starring)\b|キャスト|声優|配音|声优", re.I)
-_NOT_A_NAME = re.compile(r"\b(others?|various|additional|uncredited|one-time|minor|etc)\b", re.I)
 _CAST_SEPARATOR = re.compile(r"\s+(?:as|–|—|-)\s+|:\s+")
 
 
@@ -256,7 +255,7 @@ def _cast_item(li: Tag, base: str, page_url: str) -> list[Character]:
     out = []
     for part in re.split(r",\s*|\s+and\s+", parts[1]):
         name = re.sub(r"\s*\([^)]*\)", "", part).split("/")[0].strip()
-        if not name or _NOT_A_NAME.search(name) or len(name.split()) > 6:
+        if not name or NOT_A_NAME.search(name) or len(name.split()) > 6:
             continue
         link = links.get(name)
         ch = _character_from_link(link, base, None) if link is not None else None

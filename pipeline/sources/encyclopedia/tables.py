@@ -12,6 +12,7 @@ from pipeline.sources.encyclopedia.candidate import (
     CHARACTER_HEADER,
     MIN_ITEMS,
     NAME_HEADER,
+    NOT_A_NAME,
     Candidate,
     describe,
     header_words,
@@ -20,7 +21,6 @@ from pipeline.sources.encyclopedia.images import _display_width, image_url
 from pipeline.sources.encyclopedia.mediawiki_markup import _article_link
 from pipeline.sources.encyclopedia.page import Character, _text
 
-_NOT_A_NAME = re.compile(r"\b(others?|various|additional|uncredited|one-time|minor|etc)\b", re.I)
 _MAX_SPAN = 200  # rowspan/colspan beyond this is a broken page, not a table layout
 
 
@@ -71,17 +71,22 @@ def _is_header(row: list) -> bool:
     return bool(cells) and all(c.name == "th" for c in cells)
 
 
-def _cell_link(cell: Tag, base: str) -> tuple[str, str, str] | None:
-    """(link text, article title, URL) of the first article link in a cell."""
+def _links(cell: Tag, base: str) -> list[tuple[str, str, str]]:
+    """(link text, article title, URL) of each article link in a cell, in order."""
+    out = []
     for a in cell.find_all("a"):
-        link = _article_link(a, base)
-        text = _text(a)
-        if link and text and not text.isdigit():
-            return text, link[0], link[1]
-    return None
+        link, text = _article_link(a, base), _text(a)
+        if link and text:
+            out.append((text, link[0], link[1]))
+    return out
 
 
-_SEPARATORS = re.compile(r"\s*\((?:later|formerly|a\.k\.a\.|aka|also)[^)]*\)\s*$", re.I)
+def _cell_link(cell: Tag, base: str) -> tuple[str, str, str] | None:
+    """The first article link of a cell whose text is not a number."""
+    return next((link for link in _links(cell, base) if not link[0].isdigit()), None)
+
+
+_LATER_NOTE = re.compile(r"\s*\((?:later|formerly|a\.k\.a\.|aka|also)[^)]*\)\s*$", re.I)
 
 
 def _lines(cell: Tag) -> list[str]:
@@ -94,7 +99,7 @@ def _lines(cell: Tag) -> list[str]:
         elif isinstance(node, NavigableString) and node.parent.name not in ("style", "script", "sup"):
             line.append(str(node))
     lines.append("".join(line))
-    cleaned = (_SEPARATORS.sub("", " ".join(part.split())).strip() for part in lines)
+    cleaned = (_LATER_NOTE.sub("", " ".join(part.split())).strip() for part in lines)
     return [text for text in cleaned if text and not text.startswith("(")]  # "(renamed X ...)" is a note
 
 
@@ -106,17 +111,13 @@ def _cell_names(cell: Tag, base: str, several: bool) -> list[tuple[str, tuple | 
     if not lines:
         return []
     if several and len(lines) == 1 and re.search(r",| and ", lines[0]):  # "Homer Simpson, Grampa and Bart"
-        lines = [x.strip() for x in re.split(r",| and ", lines[0]) if x.strip() and not _NOT_A_NAME.search(x)]
+        lines = [x.strip() for x in re.split(r",| and ", lines[0]) if x.strip() and not NOT_A_NAME.search(x)]
     if several:  # "Various", "Additional voices": the header column holds no name there
-        lines = [x for x in lines if not _NOT_A_NAME.fullmatch(x) and not re.fullmatch(r"(?i)various( \w+)*", x)]
+        lines = [x for x in lines if not NOT_A_NAME.fullmatch(x) and not re.fullmatch(r"(?i)various( \w+)*", x)]
         if not lines:
             return []
     if several and len(lines) > 1 and all(len(x.split()) <= 6 and ":" not in x for x in lines):
-        links = {}
-        for a in cell.find_all("a"):
-            link, text = _article_link(a, base), _text(a)
-            if link and text:
-                links[text] = (text, link[0], link[1])
+        links = {link[0]: link for link in _links(cell, base)}
         return [(x, links.get(x)) for x in lines]
     first = lines[0]
     if link is None:
