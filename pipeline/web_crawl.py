@@ -11,7 +11,6 @@ from __future__ import annotations
 import collections
 import functools
 import json
-import unicodedata
 from pathlib import Path
 
 from pipeline.runner import ImageInput, RunContext, ShardRunner
@@ -28,16 +27,12 @@ from pipeline.sources.encyclopedia.mediawiki_api import (
     parse_api_response,
     parse_page_images,
 )
+from pipeline.sources.encyclopedia.page import name_key
 from pipeline.sources.image_search import character_query, parse_search, search_url
 from pipeline.sources.library import Album
 from pipeline.sources.url_list import read_url_list
 from pipeline.web_fetch import Fetcher, Page, download_row, url_key
 from pipeline.web_images import ImageJob
-
-
-def name_key(name: str) -> str:
-    """How character names are compared: NFKC (full-width forms), case and spacing do not count."""
-    return " ".join(unicodedata.normalize("NFKC", name).casefold().split())
 
 
 class CharacterBook:

@@ -11,10 +11,10 @@ straight quotes) and may match any spelling the key allows; pictures compare by 
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
+from pipeline.sources.encyclopedia.page import name_key as crawl_name_key
 from pipeline.sources.image_search import decode_baidu_url
 
 _QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u00a0": " "})
@@ -24,9 +24,9 @@ _MW_FILE = re.compile(r"/([0-9a-f])/\1[0-9a-f]/([^/]+)")
 
 
 def name_key(name: str) -> str:
-    """How names compare: NFKC (full-width forms), case, spacing and curly quotes do not count."""
-    text = unicodedata.normalize("NFKC", name).translate(_QUOTES)
-    return " ".join(text.casefold().split()).strip(" \"'")
+    """How names compare: as the crawl compares them (NFKC, case, spacing), and curly or surrounding
+    quotes do not count either (keys were typed by hand)."""
+    return crawl_name_key(name.translate(_QUOTES)).strip(" \"'")
 
 
 def image_identity(url: str | None) -> str | None:

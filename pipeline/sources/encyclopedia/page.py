@@ -4,6 +4,7 @@ with its depth bound, text and URL helpers shared by every page shape, and site 
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -28,6 +29,11 @@ class Character:
             "aliases": list(self.aliases),
             "found_by": self.found_by,
         }
+
+
+def name_key(name: str) -> str:
+    """How character names are compared: NFKC (full-width forms), case and spacing do not count."""
+    return " ".join(unicodedata.normalize("NFKC", name).casefold().split())
 
 
 class PageShapeError(ValueError):
