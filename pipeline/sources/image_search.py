@@ -5,11 +5,15 @@ order; a repeated image URL is kept once. A page we cannot read raises `PageShap
 ("page shape not recognised: ..."); a recognised page with no results returns []. An entry whose
 values have the wrong type (a number for a URL, a list for an object) is skipped, not the page.
 
+Results are found by their fields, wherever the page embeds them (`search_records.embedded_records`):
+every JSON object holding the engine's record field (`ENGINE_FIELDS`: Baidu objURL, Bing murl, Google
+ou), cut out by brace matching (string-aware) and read as JSON after undoing JavaScript-only escapes.
+Where each engine has put them so far:
+
 Baidu (image.baidu.com)
   * the HTML result page: `flip.setData('imgData', {..., "data": [{thumbURL, middleURL, objURL,
-    fromURL, fromPageTitle, width, height}, ..., {}]})`. The object is cut out by brace matching
-    (string-aware) and read as JSON after undoing JavaScript-only escapes (`\\'`, `\\xNN`), so
-    the trailing `{}` and quotes inside titles do not matter.
+    fromURL, fromPageTitle, width, height}, ..., {}]})` in 2020; other script variables in other
+    years. Ad records (another setData call) carry no objURL and are not results.
   * the `acjson` endpoint (`/search/acjson?tn=resultjson_com...`): a JSON document with a
     top-level "data" list of the same dicts, sometimes with `fromPageTitleEnc` and
     `replaceUrl: [{ObjURL, FromURL}]`.
@@ -27,6 +31,8 @@ Bing (www.bing.com/images/search): each tile `a.iusc` carries JSON in its `m` at
 Google (www.google.com/search?tbm=isch):
   * classic (to ~2019): `div.rg_meta` holding JSON {ou: image, tu: thumbnail, ru: source page,
     pt: title, ow/oh: width/height};
+  * the basic-HTML page (no script, 2017-2026): links to the source page (`/url?q=`, `/imgres?imgurl=`)
+    around thumbnails; only the thumbnail is the image when the link names no original;
   * the async JSON endpoint (`asearch=isch&async=_fmt:json`, an optional `)]}'` prefix):
     {"ischj": {"metadata": [{original_image: {url, width, height}, thumbnail: {url},
     result: {referrer_url, page_title}}]}};

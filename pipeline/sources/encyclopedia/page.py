@@ -17,7 +17,7 @@ class Character:
     image_url: str | None
     source_url: str
     aliases: list[str] = field(default_factory=list)
-    # Which rule found the name, in which container ("table-column:Name @ table.article-table#2"):
+    # Which rule found the name, in which container ("table-column @ table.article-table #5, column 'Name'"):
     # kept in the downloads table's detail and shown by `toonface parse`, for debugging.
     found_by: str = field(default="", compare=False)
 
