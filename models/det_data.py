@@ -148,13 +148,14 @@ def augment(
     rng: np.random.Generator,
     scale_range: tuple[float, float] = (0.6, 1.4),
     min_kept_area: float = 0.4,
+    style: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cartoon-friendly training view: (size x size x 3 RGB uint8, (K, 4) boxes).
 
     Scale jitter around "long side = size" (zooming in gives small faces more pixels), a random
     placement that crops or pads, horizontal flip, and colour jitter (cartoons recolour characters
     between styles and episodes). A box cut by the crop is kept, clipped, when at least
-    ``min_kept_area`` of it remains; otherwise dropped.
+    ``min_kept_area`` of it remains; otherwise dropped. ``style`` adds ``restyle``'s drawing-style changes.
     """
     h, w = image_bgr.shape[:2]
     s = size / max(h, w) * rng.uniform(*scale_range)
@@ -187,7 +188,33 @@ def augment(
     hsv[..., 1] *= rng.uniform(0.7, 1.3)
     hsv[..., 2] *= rng.uniform(0.7, 1.3)
     canvas = cv2.cvtColor(hsv.clip(0, 255).astype(np.uint8), cv2.COLOR_HSV2BGR)
+    if style:
+        canvas = restyle(canvas, rng)
     return np.ascontiguousarray(canvas[:, :, ::-1]), b.reshape(-1, 4).astype(np.float32)
+
+
+def restyle(image_bgr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Drawing-style changes a new show brings (each drawn at random): any skin or hair colour (a hue turned
+    by any angle), flat shading (colours quantised), thicker or thinner outlines (dark lines eroded or
+    dilated), no colour at all, and softer lines (blur)."""
+    img = image_bgr
+    if rng.random() < 0.3:
+        hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
+        hsv[..., 0] = ((hsv[..., 0].astype(np.int16) + int(rng.integers(0, 180))) % 180).astype(np.uint8)
+        img = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
+    if rng.random() < 0.2:
+        step = int(rng.choice([32, 48, 64]))
+        img = (img // step * step + step // 2).astype(np.uint8)
+    outline = rng.random()
+    if outline < 0.15:
+        img = cv2.erode(img, np.ones((2, 2), np.uint8))  # dark lines grow
+    elif outline < 0.3:
+        img = cv2.dilate(img, np.ones((2, 2), np.uint8))  # dark lines thin out
+    if rng.random() < 0.1:
+        img = cv2.cvtColor(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+    if rng.random() < 0.1:
+        img = cv2.GaussianBlur(img, (3, 3), 0)
+    return np.ascontiguousarray(img)
 
 
 def letterbox_with_boxes(image_bgr: np.ndarray, boxes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -202,8 +229,8 @@ def summarise(sources: Sequence[BoxedImage]) -> dict:
 class AugmentedBoxes(Dataset):
     """Item (index, seed) -> (RGB uint8 size x size x 3, (K, 4) float boxes); augmentation from the seed."""
 
-    def __init__(self, items: Sequence[BoxedImage], size: int, augment_: bool = True):
-        self.items, self.size, self.augment = list(items), size, augment_
+    def __init__(self, items: Sequence[BoxedImage], size: int, augment_: bool = True, style: bool = False):
+        self.items, self.size, self.augment, self.style = list(items), size, augment_, style
 
     def __len__(self):
         return len(self.items)
@@ -216,7 +243,7 @@ class AugmentedBoxes(Dataset):
         except ValueError:
             return None, str(self.items[index].path)
         if self.augment:
-            return augment(img, boxes, self.size, np.random.default_rng(seed))
+            return augment(img, boxes, self.size, np.random.default_rng(seed), style=self.style)
         return letterbox_with_boxes(img, boxes, self.size)
 
 

@@ -136,12 +136,18 @@ def _epoch_batches(n_items: int, batch_size: int, seed: int) -> EpochBatches:
 
 
 def _loader(
-    train_items: Sequence[BoxedImage], size: int, augment: bool, sampler: EpochBatches, dev: torch.device, workers
+    train_items: Sequence[BoxedImage],
+    size: int,
+    augment: bool,
+    sampler: EpochBatches,
+    dev: torch.device,
+    workers,
+    style: bool = False,
 ) -> DataLoader:
     """The augmented letterboxed batches in ``sampler``'s order (loader processes only on CUDA by default)."""
     n_workers = default_workers(dev) if workers is None else workers
     return DataLoader(
-        AugmentedBoxes(train_items, size, augment),
+        AugmentedBoxes(train_items, size, augment, style),
         batch_sampler=sampler,
         collate_fn=collate,
         num_workers=n_workers,
@@ -186,6 +192,7 @@ def train(
     init_detector: str | Path | None = None,
     threshold: float = DEFAULT_OPERATING_THRESHOLD,
     augment: bool = True,
+    style_augment: bool = False,
     sources: Sequence[str] = (),
     precision: str = "auto",
     box_loss: str = "l1",
@@ -210,7 +217,7 @@ def train(
     opt = optimizer_for(model, base_lr, weight_decay)
     session = Session(model, opt, dev, use_bf16, base_lr, total_steps, warmup_steps, ckpt_path)
     start = session.resume(log) if ckpt_path and ckpt_path.exists() else (0, 0, None)
-    loader = _loader(train_items, size, augment, sampler, dev, workers)
+    loader = _loader(train_items, size, augment, sampler, dev, workers, style_augment)
     # "steps" is filled in when written
     recipe = {
         "backbone": backbone,
@@ -225,6 +232,7 @@ def train(
         "init_detector": str(init_detector) if init_detector else None,
         "steps": None,
         "augment": augment,
+        "style_augment": style_augment,
         "device": str(dev),
         "precision": precision_name(use_bf16),
         "box_loss": box_loss,
@@ -304,6 +312,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     p.add_argument("--max-steps", type=int)
     p.add_argument("--no-augment", dest="augment", action="store_false", help="letterbox only (for debugging)")
+    p.add_argument("--style-augment", action="store_true", help="also change drawing style (det_data.restyle)")
     return p
 
 
@@ -345,6 +354,7 @@ def run(args: argparse.Namespace) -> int:
         init_detector=args.init_detector,
         threshold=args.threshold,
         augment=args.augment,
+        style_augment=args.style_augment,
         sources=args.train,
         precision=args.precision,
         box_loss=args.box_loss,

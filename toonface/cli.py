@@ -15,8 +15,7 @@ import pandas as pd
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
-# Each command imports its stages when it runs, not here: Prefect and torch take seconds to import,
-# which `toonface --help` and the quick commands should not pay.
+# Each command imports its stages when it runs: `toonface --help` should not pay for Prefect and torch.
 
 
 def _config_overrides(pairs: list[str]) -> dict:
@@ -264,6 +263,7 @@ MODEL_COMMANDS = (
     ("train-embedder", "models.train_embedder", "train the identity embedder on labelled crops"),
     ("eval-embedder", "pipeline.evaluate.embedder", "the paper's identification and verification protocols"),
     ("train-detector", "models.train_detector", "train the RetinaNet face detector on boxed images"),
+    ("adapt-detector", "models.adapt_detector", "fine-tune the face detector on a few boxed frames of a new show"),
     ("eval-detector", "pipeline.evaluate.detector", "COCO-style AP of a face detector on boxed images"),
     ("eval-release", "pipeline.evaluate.release", "score a model on a release's challenge protocols"),
     ("average-detector", "models.average_detector", "average the weights of detector files of one lineage"),

@@ -17,6 +17,7 @@ from models.det_data import (
     read_cava,
     read_coco,
     read_yolo,
+    restyle,
 )
 from tests.conftest import CAVA_DEXTER, SHARED
 
@@ -98,6 +99,29 @@ def test_augmented_boxes_still_cover_the_drawn_faces():
             assert inner > 120, (seed, inner)
         kept_total += len(b)
     assert kept_total >= 20  # most views keep faces
+
+
+@pytest.mark.shared_data
+def test_style_changes_redraw_a_real_frame_but_keep_its_faces_where_they_are():
+    item = parse_source(f"cava:{CAVA_DEXTER}:val")[0]
+    img, boxes = item.load()
+    changed = 0
+    for seed in range(20):
+        a, ba = augment(img, boxes, 320, np.random.default_rng(seed))
+        b, bb = augment(img, boxes, 320, np.random.default_rng(seed), style=True)
+        np.testing.assert_array_equal(ba, bb)  # style never moves a box
+        assert b.shape == a.shape and b.dtype == np.uint8
+        changed += int(np.abs(a.astype(int) - b.astype(int)).mean() > 1)
+    assert 5 <= changed < 20  # each change is drawn at random: some views keep the show's own look
+
+
+def test_restyle_can_turn_every_hue_and_flatten_shading():
+    ramp = np.dstack([np.tile(np.arange(0, 256, 2, dtype=np.uint8), (64, 1))] * 3)
+    ramp[..., 2] = 200  # a reddish ramp
+    outs = [restyle(ramp, np.random.default_rng(seed)) for seed in range(40)]
+    assert any(len(np.unique(o)) < len(np.unique(ramp)) // 2 for o in outs)  # quantised
+    hues = {int(cv2.cvtColor(o, cv2.COLOR_BGR2HSV)[32, 10, 0]) // 30 for o in outs}
+    assert len(hues) >= 3
 
 
 def test_letterbox_scales_boxes_with_the_image():

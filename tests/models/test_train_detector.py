@@ -41,6 +41,15 @@ def test_a_few_steps_on_real_frames_lower_the_loss():
 
 
 @pytest.mark.shared_data
+def test_a_few_steps_on_frames_of_two_sources_lower_the_loss():
+    frames = some_frames()
+    two_sources = frames[:2] + frames[-2:]  # two iCartoonFace images, two Dexter frames
+    result = train(two_sources, epochs=24, seed=0, augment=False, log=lambda m: None, **{**TINY, "size": 160})
+    losses = result["step_losses"]
+    assert np.all(np.isfinite(losses)) and np.mean(losses[-4:]) < 0.9 * np.mean(losses[:4]), losses
+
+
+@pytest.mark.shared_data
 def test_a_stopped_run_resumes_to_the_same_weights(tmp_path):
     frames = some_frames()
     straight = train(frames, epochs=2, seed=3, log=lambda m: None, **TINY)
