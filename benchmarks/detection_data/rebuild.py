@@ -29,12 +29,10 @@ import tarfile
 import urllib.request
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from benchmarks.detection_data.formats import READERS, Box  # noqa: E402
 from models.det_data import parse_source  # noqa: E402
-from pipeline.evaluate.source_split import SAME_PICTURE_BITS, Source, SourceSplit, difference_hash, hash_distances  # noqa: E402
+from pipeline.evaluate.source_split import PictureIndex, Source, SourceSplit, picture  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -112,12 +110,11 @@ def _summary(boxes: list[Box], excluded: dict) -> dict:
 
 
 class SeenPictures:
-    """Difference hashes of the pictures of the sources rebuilt so far (shared ones first, then test, tune).
-    Near-identical frames within one source stay: a source is kept as published."""
+    """The pictures of the sources rebuilt so far (shared ones first, then test, tune). Near-identical
+    frames within one source stay: a source is kept as published."""
 
     def __init__(self):
-        self.hashes: list[int] = []
-        self.owners: list[str] = []
+        self.index = PictureIndex()
 
     def add_source(self, entry: dict) -> None:
         for spec in specs(entry).values():
@@ -126,15 +123,12 @@ class SeenPictures:
 
     def seen_before(self, path: Path, source: str) -> bool:
         """True when the picture repeats one of another source; else remembers it."""
-        h = difference_hash(path)
-        if h is None:
+        pic = picture(path)
+        if pic is None:
             return False
-        if self.hashes:
-            near = hash_distances(np.asarray(self.hashes, np.uint64), h) <= SAME_PICTURE_BITS
-            if any(owner != source for owner in np.asarray(self.owners)[near]):
-                return True
-        self.hashes.append(h)
-        self.owners.append(source)
+        if any(owner != source for owner, _ in self.index.matches(pic)):
+            return True
+        self.index.add(pic, source, path)
         return False
 
 
@@ -157,7 +151,7 @@ def rebuild_one(entry: dict, mirror_root: Path, cache: Path, seen: SeenPictures)
     if negatives:
         excluded["images without a face box"] = negatives
     if repeats:
-        excluded["pictures repeating one of another source (dHash within 4 bits)"] = len(repeats)
+        excluded["pictures repeating one of another source"] = len(repeats)
     _csv(kept, out / "boxes.csv")
     summary = _summary(kept, excluded)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 
 import cv2
@@ -37,8 +37,10 @@ RESERVED_REPOSITORIES = frozenset(
 # Only its 14 identities already in ../shared may be used; its repository is never gathered from.
 RESERVED_EXCEPT_SHARED = frozenset({"sytwu/anime-face-recognition"})
 
-# Two pictures whose 64-bit difference hashes differ in at most this many bits are one picture.
+# Two pictures are one when their 64-bit difference hashes differ in at most this many bits and their
+# 32x32 grey thumbnails by at most this many grey levels on average (PictureIndex).
 SAME_PICTURE_BITS = 4
+SAME_PICTURE_GREY = 12
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,9 +51,15 @@ class Source:
     images: tuple[Path, ...] = ()
 
 
-def difference_hash(path: Path) -> int | None:
-    """64-bit dHash of the picture (9x8 grey, each pixel against its right neighbour); None if unreadable
-    or flat (every blank frame would be "the same picture" as every other)."""
+@dataclasses.dataclass(frozen=True)
+class Picture:
+    dhash: int  # 64-bit difference hash: 9x8 grey, each pixel against its right neighbour
+    thumbnail: np.ndarray  # 32x32 grey, uint8
+
+
+def picture(path: Path) -> Picture | None:
+    """The picture's signature; None if unreadable or flat (every blank frame would be "the same
+    picture" as every other)."""
     img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
     if img is None:
         return None
@@ -59,7 +67,42 @@ def difference_hash(path: Path) -> int | None:
     if small.std() < 2:
         return None
     bits = (small[:, 1:] > small[:, :-1]).flatten()
-    return int(sum(1 << i for i, b in enumerate(bits) if b))
+    dhash = int(sum(1 << i for i, b in enumerate(bits) if b))
+    return Picture(dhash, cv2.resize(img, (32, 32), interpolation=cv2.INTER_AREA))
+
+
+class PictureIndex:
+    """Pictures seen so far, each with an owner (a role or a source). Two pictures are one when their
+    dHashes differ in at most SAME_PICTURE_BITS bits and their thumbnails by at most SAME_PICTURE_GREY
+    grey levels on average: the hash alone calls two figures on white backgrounds the same."""
+
+    def __init__(self):
+        self.hashes: list[int] = []
+        self.thumbnails: list[np.ndarray] = []
+        self.owners: list[tuple[str, Path]] = []
+
+    def add(self, pic: Picture, owner: str, path: Path) -> None:
+        self.hashes.append(pic.dhash)
+        self.thumbnails.append(pic.thumbnail)
+        self.owners.append((owner, path))
+
+    def matches(self, pic: Picture) -> list[tuple[str, Path]]:
+        """(owner, path) of every earlier picture that is this one."""
+        if not self.hashes:
+            return []
+        near = np.flatnonzero(hash_distances(np.asarray(self.hashes, np.uint64), pic.dhash) <= SAME_PICTURE_BITS)
+        thumb = pic.thumbnail.astype(np.int16)
+        return [
+            self.owners[i]
+            for i in near
+            if np.abs(self.thumbnails[i].astype(np.int16) - thumb).mean() <= SAME_PICTURE_GREY
+        ]
+
+
+def hash_distances(hashes: np.ndarray, h: int) -> np.ndarray:
+    """Bits by which each 64-bit hash in ``hashes`` (uint64) differs from ``h``."""
+    bits = np.bitwise_xor(hashes.astype(np.uint64), np.uint64(h))
+    return np.unpackbits(bits.view(np.uint8).reshape(-1, 8), axis=1).sum(1)
 
 
 def _file_digest(path: Path) -> str:
@@ -98,41 +141,24 @@ class SourceSplit:
         problems += [f"repository {n} is behind {sorted(r)}" for n, r in by_repo.items() if len(r) > 1]
         return problems
 
-    def _image_problems(self) -> list[str]:
-        """The same file bytes, or the same picture (dHash within SAME_PICTURE_BITS), in two roles."""
-        seen: dict[str, tuple[str, Path]] = {}
-        hashes: dict[str, list[tuple[int, Path]]] = {r: [] for r in ROLES}
+    def _image_problems(self, limit: int = 5) -> list[str]:
+        """The same file bytes, or the same picture (``PictureIndex``), in two roles (the first ``limit``)."""
+        files: dict[str, tuple[str, Path]] = {}
+        pictures = PictureIndex()
         problems = []
         for s in self.sources:
             for path in s.images:
                 digest = _file_digest(path)
-                if digest in seen and seen[digest][0] != s.role:
-                    problems.append(f"{path} ({s.role}) is the file {seen[digest][1]} ({seen[digest][0]})")
-                seen.setdefault(digest, (s.role, path))
-                h = difference_hash(path)
-                if h is not None:
-                    hashes[s.role].append((h, path))
-        return problems or same_pictures_across(hashes)
-
-
-def hash_distances(hashes: np.ndarray, h: int) -> np.ndarray:
-    """Bits by which each 64-bit hash in ``hashes`` (uint64) differs from ``h``."""
-    bits = np.bitwise_xor(hashes.astype(np.uint64), np.uint64(h))
-    return np.unpackbits(bits.view(np.uint8).reshape(-1, 8), axis=1).sum(1)
-
-
-def same_pictures_across(hashes: Mapping[str, list[tuple[int, Path]]], limit: int = 5) -> list[str]:
-    """Pairs of pictures in two roles whose difference hashes are within SAME_PICTURE_BITS (first ``limit``)."""
-    problems = []
-    roles = [r for r in ROLES if hashes.get(r)]
-    for i, a in enumerate(roles):
-        left = np.asarray([h for h, _ in hashes[a]], np.uint64)
-        for b in roles[i + 1 :]:
-            for h, path in hashes[b]:
-                distance = hash_distances(left, h)
-                j = int(distance.argmin())
-                if distance[j] <= SAME_PICTURE_BITS:
-                    problems.append(f"{path} ({b}) is the picture {hashes[a][j][1]} ({a})")
-                    if len(problems) >= limit:
-                        return problems
-    return problems
+                if digest in files and files[digest][0] != s.role:
+                    problems.append(f"{path} ({s.role}) is the file {files[digest][1]} ({files[digest][0]})")
+                files.setdefault(digest, (s.role, path))
+                pic = picture(path)
+                if pic is None:
+                    continue
+                other = [(role, p) for role, p in pictures.matches(pic) if role != s.role]
+                if other:
+                    problems.append(f"{path} ({s.role}) is the picture {other[0][1]} ({other[0][0]})")
+                pictures.add(pic, s.role, path)
+                if len(problems) >= limit:
+                    return problems
+        return problems

@@ -109,7 +109,7 @@ def test_a_picture_already_in_another_source_is_dropped(tmp_path):
     }
     summary = rebuild.rebuild_one(entry, tmp_path / "mirror", tmp_path / "cache", seen)
     assert summary["splits"] == {"train": {"images": 1, "boxes": 1}}
-    assert summary["excluded"] == {"pictures repeating one of another source (dHash within 4 bits)": 1}
+    assert summary["excluded"] == {"pictures repeating one of another source": 1}
     assert not (tmp_path / "cache" / "copies" / "images" / "train" / "a.jpg").exists()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import pytest
 
-from pipeline.evaluate.source_split import Source, SourceSplit, difference_hash
+from pipeline.evaluate.source_split import Source, SourceSplit, picture
 from tests.conftest import CAVA_DEXTER
 
 SCOOBY = CAVA_DEXTER.parent / "scooby_doo"
@@ -49,7 +49,7 @@ def test_a_re_encoded_smaller_copy_in_another_role_is_refused(tmp_path):
     copy = tmp_path / "copy.jpg"
     img = cv2.imread(str(original))
     cv2.imwrite(str(copy), cv2.resize(img, (240, 180), interpolation=cv2.INTER_AREA), [cv2.IMWRITE_JPEG_QUALITY, 40])
-    assert difference_hash(copy) is not None
+    assert picture(copy) is not None
     split = SourceSplit(
         [Source("dexter", "train", images=frames(CAVA_DEXTER, "val", 10)), Source("other", "test", images=(copy,))]
     )
