@@ -122,3 +122,14 @@ def test_every_listed_source_has_a_role_a_licence_and_an_eval_or_train_spec():
         assert e.get("shared") or (len(e["commit"]) == 40 and e["parts"])
     rebuild.check_split(images=False)
     assert np.all([e["role"] != "train" or "train" in e["specs"] for e in entries])
+
+
+@pytest.mark.shared_data
+def test_the_per_source_benchmark_scores_each_source_of_a_role(capsys):
+    bench = importlib.import_module("benchmarks.bench_detector_sources")
+    assert bench.main(["--role", "train", "--source", "dexters_laboratory", "--limit", "4", "--size", "256"]) == 0
+    report = json.loads(capsys.readouterr().out.splitlines()[-1])
+    (row,) = report["rows"]
+    assert row["source"] == "dexters_laboratory" and row["images"] == 4 and row["faces"] > 0
+    assert 0 <= row["gate_ap50"] <= 1 and row["model_id"].startswith("retinanet-")
+    assert bench.main(["--role", "train", "--source", "no_such_show"]) == 2  # said, not an empty table
