@@ -11,8 +11,9 @@ turns each into one folder the detector tools read as ``cava:FOLDER[:SPLIT]``:
     python benchmarks/detection_data/rebuild.py [--mirror-root /work/.mirror] [--cache DIR] [--only NAME]
 
 Files come from a local git mirror (`<mirror-root>/<owner>+<name>/repo`) when there is one, else from
-GitHub's tarball of the recorded commit. Sources in ../shared are read in place, not copied. Images that
-repeat a picture of a test or tune source are dropped from later roles before the split is checked.
+GitHub's tarball of the recorded commit. Sources in ../shared are read in place, not copied. Sources are
+rebuilt shared first, then test, tune, train: a picture that repeats one of an earlier source is dropped
+from the later one, so test pictures stay whole. Then the split is checked (not with ``--only``).
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def _extract(entry: dict, mirror_root: Path, into: Path) -> Path:
     url = f"https://codeload.github.com/{entry['repo']}/tar.gz/{entry['commit']}"
     with urllib.request.urlopen(url, timeout=600) as r, tarfile.open(fileobj=r, mode="r|gz") as t:
         for member in t:  # the tarball's top folder is <repo>-<commit>/
-            top, _, rel = member.name.partition("/")
+            _, _, rel = member.name.partition("/")
             if member.isfile() and any(rel == p or rel.startswith(p.rstrip("/") + "/") for p in paths):
                 member.name = rel
                 t.extract(member, into, filter="data")
