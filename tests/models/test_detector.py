@@ -148,8 +148,14 @@ def test_shipped_weights_find_the_faces_of_real_val_images():
     # CAVA val frames: shows whose val frames were never trained on (recall at the threshold ~0.7).
     det = load_detector(DEFAULT_DETECTOR_WEIGHTS)
     assert det.model_id.startswith("retinanet-")
-    recipe = det.meta["recipe"]  # a training run's own recipe, or the mean of several runs' (average-detector)
-    trained = [part["recipe"] for part in recipe["average_of"]] if "average_of" in recipe else [recipe]
+    # A training run's own recipe, or the mean of several files' (average-detector), which may be means too.
+    recipes, trained = [det.meta["recipe"]], []
+    while recipes:
+        recipe = recipes.pop()
+        if "average_of" in recipe:
+            recipes += [part["recipe"] for part in recipe["average_of"]]
+        else:
+            trained.append(recipe)
     assert trained and all(r["steps"] > 0 for r in trained)
     items = read_cava(CAVA_DEXTER / "boxes.csv", split="val")[:12]
     loaded = [item.load() for item in items]
