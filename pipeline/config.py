@@ -78,8 +78,13 @@ class IdentitySettings:
 
     # "default": models/weights/embedder.safetensors; "none": no identity stage; else a path
     embedder: str = "default"
-    # None: the value calibrated for the embedder (its weights' metadata), else the paper's 0.95 and 0.6
+    # Two crops more similar than this are near-duplicate candidates. None: 0.8 while `dedup_same_picture`
+    # is on, else the value calibrated for the embedder (its weights' metadata), else the paper's 0.95
     dedup_threshold: float | None = None
+    # A candidate is removed only when it is a copy of the same picture (`pipeline.same_picture`), so other
+    # drawings of a character stay. False: the similarity alone decides (the paper).
+    dedup_same_picture: bool = True
+    # None: the value calibrated for the embedder, else the paper's 0.6
     prelabel_threshold: float | None = None
     # A pre-label also needs its identity this much more similar than the runner-up's (0: the paper's rule)
     prelabel_min_margin: float = 0.0

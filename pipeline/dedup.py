@@ -7,6 +7,9 @@ remove others, so there is no chaining: with A≈B, B≈C and A≉C, B goes and 
 (connected components would have merged all three; fastdup's users found unrelated images chained
 into one cluster that way).
 
+With a `confirm` check (`pipeline.same_picture`), similarity only proposes: a crop is removed when one of
+its most similar kept crops passes the check, so two drawings of one character both stay.
+
 Exact byte duplicates never get here (the content store dedups them first). The neighbours are
 found with an exact range search over this run's crops and a persisted index of every crop published
 before, so each run is checked against the whole dataset, not only itself. On a CPU that is Faiss's
@@ -20,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -125,9 +129,13 @@ def greedy_dedup(
     threshold: float = 0.95,
     published: np.ndarray | None = None,
     published_ids: list[str] | None = None,
+    confirm: Callable[[int, int], bool] | None = None,
+    max_checks: int = 10,
 ) -> DedupResult:
     """Decide keep/remove for new crops. `quality` is a sortable key per crop (higher is better);
-    `published` vectors are already in the dataset and are always kept."""
+    `published` vectors are already in the dataset and are always kept. `confirm(i, j)`, when given,
+    decides whether new crop i duplicates database row j (published rows first, then the new crops);
+    it is asked about the `max_checks` most similar kept neighbours, most similar first."""
     n = len(vectors)
     published = np.zeros((0, vectors.shape[1] if n else 1), np.float32) if published is None else published
     published_ids = published_ids or []
@@ -158,14 +166,28 @@ def greedy_dedup(
         others = idx != offset + i
         idx, sims = idx[others], sims[others]
         blocking = is_kept[idx]
-        if blocking.any():
-            best = int(np.argmax(np.where(blocking, sims, -np.inf)))
-            duplicate_of[i] = all_ids[idx[best]]
-            similarity[i] = sims[best]
+        best = _duplicated(i, idx[blocking], sims[blocking], confirm, max_checks)
+        if best is not None:
+            duplicate_of[i] = all_ids[idx[blocking][best]]
+            similarity[i] = sims[blocking][best]
         else:
             kept[i] = True
             is_kept[offset + i] = True
     return DedupResult(kept, duplicate_of, similarity)
+
+
+def _duplicated(
+    i: int, rows: np.ndarray, sims: np.ndarray, confirm: Callable[[int, int], bool] | None, max_checks: int
+) -> int | None:
+    """Which of the kept neighbours `rows` crop i duplicates (a position in rows), or None."""
+    if not len(rows):
+        return None
+    if confirm is None:
+        return int(np.argmax(sims))
+    for k in np.argsort(-sims, kind="stable")[:max_checks].tolist():
+        if confirm(i, int(rows[k])):
+            return k
+    return None
 
 
 class PublishedIndex:

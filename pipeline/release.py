@@ -56,6 +56,7 @@ THRESHOLDS = (
     "min_sharpness",
     "min_crop_side",
     "dedup_threshold",
+    "dedup_same_picture",
     "prelabel_threshold",
     "prelabel_min_margin",
     "verified_references",

@@ -20,18 +20,15 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import json
 import os
 import shutil
-import subprocess
 import sys
-import tarfile
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from benchmarks.detection_data.formats import READERS, Box  # noqa: E402
+from benchmarks.public_repos import MIRROR_ROOT, extract  # noqa: E402
 from models.det_data import parse_source  # noqa: E402
 from pipeline.evaluate.source_split import PictureIndex, Source, SourceSplit, picture  # noqa: E402
 
@@ -55,26 +52,8 @@ def specs(entry: dict, cache: Path = DEFAULT_CACHE) -> dict[str, str]:
 
 def _extract(entry: dict, mirror_root: Path, into: Path) -> Path:
     """The repository's files at the recorded commit under ``into`` (only the paths the source reads)."""
-    into.mkdir(parents=True, exist_ok=True)
     paths = sorted({part[k] for part in entry["parts"] for k in ("root", "annotations", "labels", "json") if k in part})
-    mirror = mirror_root / entry["repo"].replace("/", "+") / "repo"
-    if mirror.is_dir():
-        tar = subprocess.run(
-            ["git", "-C", str(mirror), "archive", "--format=tar", entry["commit"], "--", *paths],
-            check=True,
-            capture_output=True,
-        ).stdout
-        with tarfile.open(fileobj=io.BytesIO(tar)) as t:
-            t.extractall(into, filter="data")
-        return into
-    url = f"https://codeload.github.com/{entry['repo']}/tar.gz/{entry['commit']}"
-    with urllib.request.urlopen(url, timeout=600) as r, tarfile.open(fileobj=r, mode="r|gz") as t:
-        for member in t:  # the tarball's top folder is <repo>-<commit>/
-            _, _, rel = member.name.partition("/")
-            if member.isfile() and any(rel == p or rel.startswith(p.rstrip("/") + "/") for p in paths):
-                member.name = rel
-                t.extract(member, into, filter="data")
-    return into
+    return extract(entry["repo"], entry["commit"], paths, into, mirror_root)
 
 
 def _write_source(entry: dict, checkout: Path, out: Path) -> tuple[list[Box], int]:
@@ -172,7 +151,7 @@ def check_split(cache: Path = DEFAULT_CACHE, images: bool = True) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--mirror-root", type=Path, default=Path("/work/.mirror"))
+    p.add_argument("--mirror-root", type=Path, default=MIRROR_ROOT)
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     p.add_argument("--only", action="append", help="rebuild only this source (repeatable)")
     args = p.parse_args(argv)

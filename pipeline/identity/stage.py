@@ -30,6 +30,11 @@ from pipeline.identity.published import (
 )
 from pipeline.identity.quality import histogram, prelabel_quality
 from pipeline.identity.rule import MatchRule, reference_set_id
+from pipeline.same_picture import CropPictures
+
+# The similarity that proposes near-duplicate candidates while the picture check decides (chosen on the
+# hololive and moeimouto crops: benchmarks/dedup_quality.py, models/weights/EMBEDDER.md).
+PICTURE_CHECK_CANDIDATES = 0.8
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -102,13 +107,14 @@ def run_identity_stage(
     vectors = embed_crops(faces.loc[kept, "crop_sha"].tolist(), settings.embedder, data_root)
     kept &= faces["crop_sha"].isin(list(vectors))
     refs = _references(faces[kept], assets, published, settings, data_root)
-    identities = _identities(refs, settings.dedup_threshold, embedder.model_id, run_id)
+    pictures = CropPictures(data_root) if settings.dedup_same_picture else None
+    identities = _identities(refs, settings.dedup_threshold, pictures, embedder.model_id, run_id)
     indexed_now = complete_published_index(published, settings.embedder, data_root)
     index = _published_index(published, data_root, embedder.model_id)
     candidates = faces[
         kept & ~faces["face_id"].isin(refs.faces["face_id"]) & ~faces["face_id"].isin(published.face_ids)
     ]
-    survivors = _drop_near_duplicates(faces, candidates, vectors, index, settings.dedup_threshold)
+    survivors = _drop_near_duplicates(faces, candidates, vectors, index, settings.dedup_threshold, pictures)
     rule = _match_rule(refs, index, survivors, settings, data_root)
     if len(refs.faces):  # pre-label the survivors with their nearest reference identity
         found = rule.prelabel(survivors.shas, survivors.matrix, survivors.albums)
@@ -138,6 +144,8 @@ def run_identity_stage(
 def resolved_settings(settings: IdentitySettings, embedder: LoadedEmbedder) -> IdentitySettings:
     """The record with both thresholds set: as given, else the embedder's calibrated values, else the paper's."""
     dedup, prelabel = embedder.thresholds(settings.dedup_threshold, settings.prelabel_threshold)
+    if settings.dedup_threshold is None and settings.dedup_same_picture:
+        dedup = PICTURE_CHECK_CANDIDATES
     return dataclasses.replace(settings, dedup_threshold=dedup, prelabel_threshold=prelabel)
 
 
@@ -204,14 +212,28 @@ def _published_index(published: Published, data_root: str | Path, model_id: str)
 
 
 def _drop_near_duplicates(
-    faces: pd.DataFrame, candidates: pd.DataFrame, vectors: dict[str, np.ndarray], index: Indexed, threshold: float
+    faces: pd.DataFrame,
+    candidates: pd.DataFrame,
+    vectors: dict[str, np.ndarray],
+    index: Indexed,
+    threshold: float,
+    pictures: CropPictures | None,
 ) -> Survivors:
     """Near-duplicates among this run's candidates and against everything published are dropped in
-    `faces`, each pointing at the face it duplicates. Returns the candidates left."""
+    `faces`, each pointing at the face it duplicates; with `pictures`, only copies of one picture.
+    Returns the candidates left."""
     matrix = np.stack([vectors[s] for s in candidates["crop_sha"]]) if len(candidates) else np.zeros((0, 1))
     quality = candidates["sharpness"].to_numpy() * 1e6 + (candidates["crop_w"] * candidates["crop_h"]).to_numpy()
+    new_shas = candidates["crop_sha"].tolist()
+    database_shas = list(index.shas) + new_shas  # greedy_dedup's rows: published first, then this run's
     result = greedy_dedup(
-        matrix, candidates["face_id"].tolist(), quality, threshold, index.vectors if len(index.ids) else None, index.ids
+        matrix,
+        candidates["face_id"].tolist(),
+        quality,
+        threshold,
+        index.vectors if len(index.ids) else None,
+        index.ids,
+        confirm=(lambda i, j: pictures.same(database_shas[j], new_shas[i])) if pictures else None,
     )
     dup = candidates.index[~result.kept]
     faces.loc[dup, "status"] = "dropped"
@@ -300,6 +322,7 @@ def _calibration(
         "embedder": embedder.model_id,
         "embedder_precision": embedder.precision,  # the precision of this stage's embeddings
         "dedup_threshold": settings.dedup_threshold,
+        "dedup_same_picture": bool(settings.dedup_same_picture),
         "prelabel_threshold": settings.prelabel_threshold,
         "prelabel_min_margin": settings.prelabel_min_margin,
         "reference_views": len(rule.matrix) if settings.reference_views else 0,
@@ -316,9 +339,11 @@ def _calibration(
     }
 
 
-def _identities(refs: References, threshold: float, model_id: str, run_id: str) -> list[dict]:
-    """One row per identity; two names whose references are more alike than the duplicate
-    threshold are reported as a conflict, never merged."""
+def _identities(
+    refs: References, threshold: float, pictures: CropPictures | None, model_id: str, run_id: str
+) -> list[dict]:
+    """One row per identity; two names whose references are near-duplicates (more alike than the
+    duplicate threshold and, with `pictures`, one picture) are reported as a conflict, never merged."""
     ref_faces, ref_matrix = refs.faces, refs.matrix
     rows = []
     names = sorted(set(ref_faces["identity"])) if len(ref_faces) else []
@@ -328,9 +353,16 @@ def _identities(refs: References, threshold: float, model_id: str, run_id: str) 
         for other in names:
             if other == name:
                 continue
-            sims = ref_matrix[mine.to_numpy()] @ ref_matrix[(ref_faces["identity"] == other).to_numpy()].T
-            if sims.size and sims.max() > threshold:
-                conflicts.append({"identity": other, "similarity": round(float(sims.max()), 4)})
+            theirs = (ref_faces["identity"] == other).to_numpy()
+            sims = ref_matrix[mine.to_numpy()] @ ref_matrix[theirs].T
+            pairs = [
+                (float(sims[a, b]), a, b)
+                for a, b in zip(*np.nonzero(sims > threshold))
+                if pictures is None
+                or pictures.same(ref_faces["crop_sha"][mine].iloc[a], ref_faces["crop_sha"][theirs].iloc[b])
+            ]
+            if pairs:
+                conflicts.append({"identity": other, "similarity": round(max(pairs)[0], 4)})
         album_id, character = name.split("/", 1)
         rows.append(
             {

@@ -130,3 +130,18 @@ def test_two_runs_publishing_the_same_crops_index_each_crop_once(tmp_path):
     loaded, loaded_ids = index.load()
     assert sorted(loaded_ids) == sorted(ids) and loaded.shape == (40, 8)
     np.testing.assert_array_equal(loaded[loaded_ids.index("face-7")], vectors[7])
+
+
+def test_a_confirm_check_decides_among_the_most_similar_kept_neighbours():
+    # Visited by quality: A, C, B. C is asked about A (no), B about C first (its most similar kept crop: yes).
+    vectors = at_angle([0, 10, 14])
+    asked = []
+
+    def confirm(i, j):
+        asked.append((i, j))
+        return j == 2
+
+    result = greedy_dedup(vectors, ["A", "B", "C"], np.array([3.0, 1.0, 2.0]), threshold=0.9, confirm=confirm)
+    assert result.kept.tolist() == [True, False, True]
+    assert result.duplicate_of == [None, "C", None]
+    assert asked == [(2, 0), (1, 2)]

@@ -14,7 +14,7 @@ from pipeline.identity.embedding import load
 from pipeline.identity.matching import nearest_identities
 from pipeline.identity.published import Published
 from pipeline.identity.rule import prelabel_crops, reference_set_id
-from pipeline.identity.stage import run_identity_stage
+from pipeline.identity.stage import PICTURE_CHECK_CANDIDATES, run_identity_stage
 from tests.pipeline.identity.crops import Run, crops_of, needs_weights
 
 
@@ -417,7 +417,9 @@ def test_thresholds_left_unset_are_the_embedders_and_the_random_sample_is_judged
         }
     )
     published = dataclasses.replace(Published.nothing(), labels=labels)
-    out = run.identity(published, dedup_threshold=None, prelabel_threshold=None, random_sample={faces[0]})
+    # The similarity alone decides near-duplicates here (dedup_same_picture=False), at the embedder's threshold.
+    unset = {"dedup_threshold": None, "prelabel_threshold": None, "dedup_same_picture": False}
+    out = run.identity(published, **unset, random_sample={faces[0]})
     calibrated = load("default").thresholds(None, None)
     assert (out.calibration["dedup_threshold"], out.calibration["prelabel_threshold"]) == calibrated
     quality = out.calibration["prelabel_vs_verified"]
@@ -425,8 +427,13 @@ def test_thresholds_left_unset_are_the_embedders_and_the_random_sample_is_judged
     assert quality["judged"] == sum(labelled[f] == "holo/gura" for f in faces)
     assert quality["sample"]["judged"] == int(labelled[faces[0]] == "holo/gura")
     # The fingerprint is of the resolved settings: the calibrated values given by hand are the same rule.
-    same = run.identity(published, dedup_threshold=calibrated[0], prelabel_threshold=calibrated[1])
+    same = run.identity(
+        published, dedup_threshold=calibrated[0], prelabel_threshold=calibrated[1], dedup_same_picture=False
+    )
     assert same.calibration["reference_set"] == out.calibration["reference_set"]
+    # With the picture check (the default), an unset threshold is the similarity that proposes candidates.
+    checked = run.identity(published, dedup_threshold=None, prelabel_threshold=None)
+    assert checked.calibration["dedup_threshold"] == PICTURE_CHECK_CANDIDATES
 
 
 REFS = pd.DataFrame({"face_id": ["f1", "f2"], "identity": ["a/x", "b/y"], "album_id": ["a", "b"]})
@@ -467,3 +474,30 @@ def test_a_references_album_counts_when_faces_are_matched_within_their_album_as_
 def test_the_stage_takes_its_settings_by_keyword():
     with pytest.raises(TypeError):
         run_identity_stage(pd.DataFrame(), pd.DataFrame(), Published.nothing(), RESOLVED, ".", "run")
+
+
+@needs_weights
+@pytest.mark.shared_data
+def test_near_duplicates_are_copies_of_one_picture_not_other_drawings_of_the_character(tmp_path):
+    # Two different real drawings of one character are as alike to the embedder as a copy: the embedding
+    # proposes, the picture check keeps the second drawing and drops the re-encoded, cropped, mirrored copy.
+    run = Run(tmp_path)
+    first, second = (cv2.imread(str(p)) for p in crops_of("gura", 2))
+    a = run.add(first, sharpness=300.0)
+    b = run.add(second, sharpness=250.0)
+    h, w = first.shape[:2]
+    copy = cv2.flip(first[h // 16 : h - h // 16, w // 16 : w - w // 16], 1)
+    copy = cv2.imdecode(cv2.imencode(".jpg", copy, [cv2.IMWRITE_JPEG_QUALITY, 40])[1], cv2.IMREAD_COLOR)
+    c = run.add(copy, sharpness=100.0)
+    out = run.identity(dedup_threshold=0.5)  # every pair a candidate: only the picture check decides
+    faces = out.faces.set_index("face_id")
+    assert faces.loc[[a, b], "status"].tolist() == ["kept", "kept"]
+    assert faces.loc[c, "drop_reason"] == "near_duplicate" and faces.loc[c, "duplicate_of"] == a
+    assert out.calibration["dedup_same_picture"] is True
+
+    # The paper's rule on the same crops (similarity alone, here at 0.5) drops the second drawing too.
+    paper = Run(tmp_path / "paper")
+    for image, sharpness in ((first, 300.0), (second, 250.0), (copy, 100.0)):
+        paper.add(image, sharpness=sharpness)
+    faces = paper.identity(dedup_threshold=0.5, dedup_same_picture=False).faces
+    assert faces["drop_reason"].tolist() == [None, "near_duplicate", "near_duplicate"]

@@ -1,0 +1,152 @@
+"""Character identity data from public repositories, rebuilt into a git-ignored cache.
+
+`sources.json` lists every source: repository and commit, licence, style, its role in the source split
+(train / tune / test, `pipeline.evaluate.source_split`) and the paths it is read from. A source is a tree
+of images in which an image's folder names its character. `rebuild` copies each public source to
+
+    .cache/identity_data/<name>/<path in the repository>     (the images kept)
+    .cache/identity_data/<name>/summary.json                 identities, images, what was excluded and why
+
+    python benchmarks/identity_data/rebuild.py [--mirror-root /work/.mirror] [--cache DIR] [--only NAME]
+
+Sources in ../shared are read in place. Sources are rebuilt shared first, then test, tune, train: an image
+whose picture repeats one seen before (in its own source or an earlier one) is dropped, so test pictures
+stay whole and no picture counts twice. Then the split is checked (not with ``--only``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from benchmarks.public_repos import MIRROR_ROOT, extract  # noqa: E402
+from pipeline.evaluate.source_split import PictureIndex, Source, SourceSplit, picture  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+DEFAULT_CACHE = ROOT / ".cache" / "identity_data"
+SHARED = Path(os.environ.get("TOONFACE_SHARED", ROOT.parent / "shared"))
+ROLE_ORDER = {"test": 0, "tune": 1, "train": 2}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+
+
+def sources() -> list[dict]:
+    return json.loads((HERE / "sources.json").read_text())["sources"]
+
+
+def source(name: str) -> dict:
+    found = [e for e in sources() if e["name"] == name]
+    if not found:
+        raise SystemExit(f"no identity source named {name!r} (see {HERE / 'sources.json'})")
+    return found[0]
+
+
+def source_root(entry: dict, cache: Path = DEFAULT_CACHE) -> Path:
+    """Where the source's images are: its folder in ../shared, or its folder in the cache."""
+    if entry.get("shared"):
+        return Path(entry["root"].format(shared=SHARED))
+    return cache / entry["name"]
+
+
+def images_by_identity(root: Path) -> dict[str, list[Path]]:
+    """Every image under root by its character: the name of the folder it is in."""
+    found: dict[str, list[Path]] = {}
+    for path in sorted(root.rglob("*")):
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+            found.setdefault(path.parent.name, []).append(path)
+    return found
+
+
+class SeenPictures:
+    """The pictures of the sources rebuilt so far (shared ones first, then test, tune)."""
+
+    def __init__(self):
+        self.index = PictureIndex()
+
+    def add(self, path: Path, source_name: str) -> bool:
+        """False when the picture repeats one seen before (or cannot be read); else remembers it."""
+        pic = picture(path)
+        if pic is None or self.index.matches(pic):
+            return False
+        self.index.add(pic, source_name, path)
+        return True
+
+
+def _keep_images(out: Path, name: str, seen: SeenPictures) -> dict[str, int]:
+    """Delete the images of `out` that repeat one seen before (same bytes, or the same picture)."""
+    excluded = {"same bytes as another image of the source": 0, "picture repeating one seen before": 0}
+    digests: set[str] = set()
+    for images in images_by_identity(out).values():
+        for path in images:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            if digest in digests:
+                excluded["same bytes as another image of the source"] += 1
+                path.unlink()
+            elif not seen.add(path, name):
+                excluded["picture repeating one seen before"] += 1
+                path.unlink()
+            else:
+                digests.add(digest)
+    return {k: v for k, v in excluded.items() if v}
+
+
+def summary(root: Path, excluded: dict | None = None) -> dict:
+    found = images_by_identity(root)
+    return {
+        "identities": len(found),
+        "images": sum(len(v) for v in found.values()),
+        "per_identity": {k: len(v) for k, v in sorted(found.items())},
+        "excluded": excluded or {},
+    }
+
+
+def rebuild_one(entry: dict, mirror_root: Path, cache: Path, seen: SeenPictures) -> dict:
+    out = cache / entry["name"]
+    shutil.rmtree(out, ignore_errors=True)
+    extract(entry["repo"], entry["commit"], entry["paths"], out, mirror_root)
+    result = summary(out, _keep_images(out, entry["name"], seen))
+    (out / "summary.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def check_split(cache: Path = DEFAULT_CACHE, images: bool = True) -> None:
+    """Refuse a split that leaks (see ``pipeline.evaluate.source_split``)."""
+    split = []
+    for e in sources():
+        paths = [p for v in images_by_identity(source_root(e, cache)).values() for p in v] if images else []
+        split.append(Source(e["name"], e["role"], e.get("repo", ""), tuple(paths)))
+    SourceSplit(split).check(images=images)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--mirror-root", type=Path, default=MIRROR_ROOT)
+    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    p.add_argument("--only", action="append", help="rebuild only this source (repeatable)")
+    args = p.parse_args(argv)
+    check_split(args.cache, images=False)
+    seen = SeenPictures()
+    for entry in sources():
+        if entry.get("shared"):
+            for path in (p for v in images_by_identity(source_root(entry)).values() for p in v):
+                seen.add(path, entry["name"])
+    for entry in sorted(sources(), key=lambda e: ROLE_ORDER[e["role"]]):
+        if entry.get("shared") or (args.only and entry["name"] not in args.only):
+            continue
+        result = rebuild_one(entry, args.mirror_root, args.cache, seen)
+        brief = {k: result[k] for k in ("identities", "images", "excluded")}
+        print(f"{entry['name']:<30} {entry['role']:<6} {json.dumps(brief)}", flush=True)
+    if not args.only:
+        check_split(args.cache)
+        print("source split checked: no source, repository or picture in two roles")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
