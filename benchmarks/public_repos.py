@@ -3,31 +3,65 @@
 
 from __future__ import annotations
 
-import io
 import subprocess
 import tarfile
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 MIRROR_ROOT = Path("/work/.mirror")
 
 
-def extract(repo: str, commit: str, paths: list[str], into: Path, mirror_root: Path = MIRROR_ROOT) -> Path:
-    """The repository's files under `paths` (files or folders) at `commit`, written under `into`."""
+def extract(
+    repo: str,
+    commit: str,
+    paths: list[str],
+    into: Path,
+    mirror_root: Path = MIRROR_ROOT,
+    wanted: Callable[[str], bool] = lambda path: True,
+) -> list[str]:
+    """The repository's files under `paths` (files or folders) at `commit` for which `wanted(path)` is
+    true, written under `into`. Returns the paths the mirror lacks (it may leave out its largest files)."""
     into.mkdir(parents=True, exist_ok=True)
     mirror = mirror_root / repo.replace("/", "+") / "repo"
     if mirror.is_dir():
-        tar = subprocess.run(
-            ["git", "-C", str(mirror), "archive", "--format=tar", commit, "--", *paths], check=True, capture_output=True
-        ).stdout
-        with tarfile.open(fileobj=io.BytesIO(tar)) as t:
-            t.extractall(into, filter="data")
-        return into
+        return _from_mirror(mirror, commit, paths, into, wanted)
     url = f"https://codeload.github.com/{repo}/tar.gz/{commit}"
     with urllib.request.urlopen(url, timeout=600) as r, tarfile.open(fileobj=r, mode="r|gz") as t:
         for member in t:  # the tarball's top folder is <repo>-<commit>/
             _, _, rel = member.name.partition("/")
-            if member.isfile() and any(rel == p or rel.startswith(p.rstrip("/") + "/") for p in paths):
+            inside = any(rel == p or rel.startswith(p.rstrip("/") + "/") for p in paths)
+            if member.isfile() and inside and wanted(rel):
                 member.name = rel
                 t.extract(member, into, filter="data")
-    return into
+    return []
+
+
+def _from_mirror(mirror: Path, commit: str, paths: list[str], into: Path, wanted: Callable[[str], bool]) -> list[str]:
+    listing = subprocess.run(
+        ["git", "-C", str(mirror), "ls-tree", "-r", "-z", commit, "--", *paths], check=True, capture_output=True
+    ).stdout.split(b"\0")
+    blobs = []
+    for line in filter(None, listing):
+        meta, path = line.decode().split("\t", 1)
+        _, kind, sha = meta.split()
+        if kind == "blob" and wanted(path):
+            blobs.append((sha, path))
+    missing = []
+    with subprocess.Popen(
+        ["git", "-C", str(mirror), "cat-file", "--batch"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    ) as git:
+        for sha, path in blobs:
+            git.stdin.write(f"{sha}\n".encode())
+            git.stdin.flush()
+            header = git.stdout.readline().split()
+            if header[1] == b"missing":
+                missing.append(path)
+                continue
+            data = git.stdout.read(int(header[2]))
+            git.stdout.read(1)  # the newline after each object
+            target = into / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        git.stdin.close()
+    return missing

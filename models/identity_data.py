@@ -90,12 +90,20 @@ def cava_identity_crops(
     return samples
 
 
-def augmentation(input_size: int, min_crop_scale: float = DEFAULT_MIN_CROP_SCALE):
+def augmentation(input_size: int, min_crop_scale: float = DEFAULT_MIN_CROP_SCALE, degrade: bool = False):
     """Training transform on a uint8 CHW RGB tensor -> normalised float CHW tensor. ``min_crop_scale``:
     the smallest share of the crop's area a random resized crop keeps (a face found by the detector is
-    framed differently from a typical image; a low value teaches the model both framings)."""
+    framed differently from a typical image; a low value teaches the model both framings). ``degrade``:
+    also what episodes and web images do to a face: a small face upscaled (shrunk to 24-64 px first),
+    JPEG at quality 30-95, blur."""
+    degradations = [
+        v2.RandomApply([v2.RandomResize(24, 64, antialias=True)], p=0.25),
+        v2.RandomApply([v2.JPEG((30, 95))], p=0.3),
+        v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 1.5))], p=0.2),
+    ]
     return v2.Compose(
         [
+            *(degradations if degrade else []),
             v2.RandomRotation(10, interpolation=v2.InterpolationMode.BILINEAR),
             v2.RandomResizedCrop(input_size, scale=(min_crop_scale, 1.0), ratio=(3 / 4, 4 / 3), antialias=True),
             v2.RandomHorizontalFlip(),
@@ -116,10 +124,11 @@ class FaceDataset(Dataset):
         input_size: int,
         augment: bool = True,
         min_crop_scale: float = DEFAULT_MIN_CROP_SCALE,
+        degrade: bool = False,
     ):
         self.samples, self.labels = list(samples), list(labels)
         self.input_size = input_size
-        self.transform = augmentation(input_size, min_crop_scale) if augment else None
+        self.transform = augmentation(input_size, min_crop_scale, degrade) if augment else None
         # Decode once at a bounded size: the crop then works on small images (cheap), with head-room
         # above input_size so random resized crops keep detail.
         self.decode_size = int(round(input_size * 1.25))

@@ -137,6 +137,7 @@ def _loader(
         config["input_size"],
         augment=True,
         min_crop_scale=min_crop_scale,
+        degrade=config.get("degrade", False),
     )
     sampler = EpochBatches(len(samples), config["batch_size"], config["seed"])
     # The loader gets its own generator: creating its iterator would otherwise draw from the global RNG
@@ -229,6 +230,7 @@ def train(
     sources: Sequence[str] = (),
     flip_average: bool = True,
     min_crop_scale: float = DEFAULT_MIN_CROP_SCALE,
+    degrade: bool = False,
     precision: str = "auto",
     log: Callable[[str], None] = print,
 ) -> TrainResult:
@@ -266,7 +268,9 @@ def train(
         "dropout": dropout,
         "seed": seed,
         "augmentation": f"rotate +-10, random resized crop {min_crop_scale:g}-1.0 ratio 3/4-4/3, hflip, "
-        "colour jitter 0.3/0.3/0.3/0.05",
+        "colour jitter 0.3/0.3/0.3/0.05"
+        + ("; first 25% shrunk to 24-64 px, 30% JPEG q30-95, 20% blur sigma 0.1-1.5" if degrade else ""),
+        "degrade": degrade,
         "enlarge_rate": ENLARGE_RATE,
         "sources": list(sources),
         "samples": n,
@@ -311,6 +315,11 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         type=float,
         default=DEFAULT_MIN_CROP_SCALE,
         help=f"smallest area share kept by the random resized crop (default {DEFAULT_MIN_CROP_SCALE})",
+    )
+    p.add_argument(
+        "--degrade",
+        action="store_true",
+        help="also augment with what episodes and web images do to faces: small faces upscaled, JPEG, blur",
     )
     p.add_argument("--backbone", choices=BACKBONES, default=DEFAULT_BACKBONE)
     p.add_argument("--dim", type=int, default=DEFAULT_DIM)
@@ -373,6 +382,7 @@ def run(args: argparse.Namespace) -> int:
         sources=sources,
         flip_average=args.flip_average,
         min_crop_scale=args.min_crop_scale,
+        degrade=args.degrade,
         precision=args.precision,
         log=lambda s: print(s, flush=True),
     )

@@ -53,7 +53,8 @@ def specs(entry: dict, cache: Path = DEFAULT_CACHE) -> dict[str, str]:
 def _extract(entry: dict, mirror_root: Path, into: Path) -> Path:
     """The repository's files at the recorded commit under ``into`` (only the paths the source reads)."""
     paths = sorted({part[k] for part in entry["parts"] for k in ("root", "annotations", "labels", "json") if k in part})
-    return extract(entry["repo"], entry["commit"], paths, into, mirror_root)
+    extract(entry["repo"], entry["commit"], paths, into, mirror_root)
+    return into
 
 
 def _write_source(entry: dict, checkout: Path, out: Path) -> tuple[list[Box], int]:

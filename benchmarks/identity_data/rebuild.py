@@ -17,14 +17,18 @@ stay whole and no picture counts twice. Then the split is checked (not with ``--
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import hashlib
 import json
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from PIL import Image  # noqa: E402
+
 from benchmarks.public_repos import MIRROR_ROOT, extract  # noqa: E402
 from pipeline.evaluate.source_split import PictureIndex, Source, SourceSplit, picture  # noqa: E402
 
@@ -48,7 +52,8 @@ def source(name: str) -> dict:
 
 
 def source_root(entry: dict, cache: Path = DEFAULT_CACHE) -> Path:
-    """Where the source's images are: its folder in ../shared, or its folder in the cache."""
+    """Where the source's images are: its folder in ../shared, or its folder in the cache (not for a
+    ``cava`` source of frames: see ``faces.samples``)."""
     if entry.get("shared"):
         return Path(entry["root"].format(shared=SHARED))
     return cache / entry["name"]
@@ -106,20 +111,67 @@ def summary(root: Path, excluded: dict | None = None) -> dict:
     }
 
 
+def _wanted(entry: dict) -> Callable[[str], bool]:
+    """Whether a repository path is one of the source's images: named by its ``include`` patterns (all
+    files when it has none), outside its ``exclude_folders``."""
+
+    def wanted(path: str) -> bool:
+        folder, _, name = path.rpartition("/")
+        return any(fnmatch.fnmatch(name, p) for p in entry.get("include", ["*"])) and folder.rpartition("/")[
+            2
+        ] not in entry.get("exclude_folders", [])
+
+    return wanted
+
+
+def _as_images(out: Path) -> int:
+    """Every image but a JPEG becomes a PNG on white: files without a suffix (format sniffed), transparent
+    renders and sprites, the first frame of an animated GIF (OpenCV reads no GIF). Files that are no
+    image are deleted; returns how many."""
+    not_images = 0
+    for path in sorted(p for p in out.rglob("*") if p.is_file()):
+        if path.suffix.lower() in (".jpg", ".jpeg"):
+            continue
+        try:
+            with Image.open(path) as im:
+                im.seek(0)
+                frame = im.convert("RGBA")
+        except (OSError, ValueError):
+            not_images += 1
+            path.unlink()
+            continue
+        path.unlink()
+        _on_white(frame).save(
+            path.with_name(path.stem + ".png" if path.suffix.lower() in IMAGE_SUFFIXES else path.name + ".png")
+        )
+    return not_images
+
+
+def _on_white(image: Image.Image) -> Image.Image:
+    """A transparent sprite or render on white, as a page would show it."""
+    background = Image.new("RGB", image.size, (255, 255, 255))
+    background.paste(image, mask=image.getchannel("A"))
+    return background
+
+
 def rebuild_one(entry: dict, mirror_root: Path, cache: Path, seen: SeenPictures) -> dict:
     out = cache / entry["name"]
     shutil.rmtree(out, ignore_errors=True)
-    extract(entry["repo"], entry["commit"], entry["paths"], out, mirror_root)
-    result = summary(out, _keep_images(out, entry["name"], seen))
+    missing = extract(entry["repo"], entry["commit"], entry["paths"], out, mirror_root, _wanted(entry))
+    excluded = {"files the mirror lacks": len(missing), "files that are not images": _as_images(out)}
+    excluded = {k: v for k, v in {**excluded, **_keep_images(out, entry["name"], seen)}.items() if v}
+    result = summary(out, excluded)
     (out / "summary.json").write_text(json.dumps(result, indent=2))
     return result
 
 
 def check_split(cache: Path = DEFAULT_CACHE, images: bool = True) -> None:
-    """Refuse a split that leaks (see ``pipeline.evaluate.source_split``)."""
+    """Refuse a split that leaks (see ``pipeline.evaluate.source_split``). Frame sources (``cava``) are
+    checked by the detection data's split, where their frames come from."""
     split = []
     for e in sources():
-        paths = [p for v in images_by_identity(source_root(e, cache)).values() for p in v] if images else []
+        folders = images and "cava" not in e
+        paths = [p for v in images_by_identity(source_root(e, cache)).values() for p in v] if folders else []
         split.append(Source(e["name"], e["role"], e.get("repo", ""), tuple(paths)))
     SourceSplit(split).check(images=images)
 
@@ -133,11 +185,11 @@ def main(argv=None) -> int:
     check_split(args.cache, images=False)
     seen = SeenPictures()
     for entry in sources():
-        if entry.get("shared"):
+        if entry.get("shared") and "cava" not in entry:
             for path in (p for v in images_by_identity(source_root(entry)).values() for p in v):
                 seen.add(path, entry["name"])
     for entry in sorted(sources(), key=lambda e: ROLE_ORDER[e["role"]]):
-        if entry.get("shared") or (args.only and entry["name"] not in args.only):
+        if entry.get("shared") or "cava" in entry or (args.only and entry["name"] not in args.only):
             continue
         result = rebuild_one(entry, args.mirror_root, args.cache, seen)
         brief = {k: result[k] for k in ("identities", "images", "excluded")}

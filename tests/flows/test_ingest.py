@@ -20,6 +20,7 @@ from pipeline.annotate.catalogue import load_catalogue
 from pipeline.annotate.merge import merge_decisions
 from pipeline.annotate.service import AnnotationService, Settings
 from pipeline.identity.published import faces_with_current_prelabels
+from pipeline.identity.stage import PICTURE_CHECK_CANDIDATES
 from pipeline.sample import make_sample_library
 from tests.conftest import CAVA_DEXTER, PROJECT, VIDEOS
 
@@ -71,12 +72,13 @@ def test_sample_library_becomes_a_manifest_with_real_detections(sample_library, 
     assert faces.loc[faces["status"] == "dropped", "drop_reason"].notna().all()
     store = tmp_path / "data" / "store" / "objects"
     assert all((store / sha[:2] / f"{sha}.jpg").exists() for sha in passed_gate["crop_sha"])
-    # the identity stage embedded them and removed near-duplicates (a face seen in consecutive seconds)
+    # the identity stage embedded them and removed near-duplicates (a face seen in consecutive seconds:
+    # one picture), proposed by the embedding above the candidate similarity
     kept = faces[faces["status"] == "kept"]
     dups = faces[faces["drop_reason"] == "near_duplicate"]
     assert passed_gate["embedder"].str.startswith("embedder-").all()
     assert len(kept) >= 6 and dups["duplicate_of"].isin(kept["face_id"]).all()
-    assert (dups["duplicate_similarity"] > 0.98).all()
+    assert (dups["duplicate_similarity"] > PICTURE_CHECK_CANDIDATES).all()
 
     run = m.history().iloc[0]
     counts = json.loads(run["counts"])
