@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import subprocess
 import tarfile
 import urllib.request
@@ -65,3 +67,33 @@ def _from_mirror(mirror: Path, commit: str, paths: list[str], into: Path, wanted
             target.write_bytes(data)
         git.stdin.close()
     return missing
+
+
+ROLE_ORDER = {"test": 0, "tune": 1, "train": 2}  # rebuilt in this order: test pictures stay whole
+
+
+def rebuild_command(
+    argv,
+    description: str,
+    default_cache: Path,
+    check_split: Callable[..., None],
+    rebuild: Callable[[dict, Path, Path], dict],
+    entries: Callable[[], list[dict]],
+) -> int:
+    """The command line of a rebuild script: check the split's names, rebuild `entries()` (the sources it
+    copies) in ROLE_ORDER with `rebuild(entry, mirror_root, cache)`, then check the split's pictures."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--mirror-root", type=Path, default=MIRROR_ROOT)
+    p.add_argument("--cache", type=Path, default=default_cache)
+    p.add_argument("--only", action="append", help="rebuild only this source (repeatable)")
+    args = p.parse_args(argv)
+    check_split(args.cache, images=False)
+    for entry in sorted(entries(), key=lambda e: ROLE_ORDER[e["role"]]):
+        if args.only and entry["name"] not in args.only:
+            continue
+        summary = rebuild(entry, args.mirror_root, args.cache)
+        print(f"{entry['name']:<30} {entry['role']:<6} {json.dumps(summary)}", flush=True)
+    if not args.only:
+        check_split(args.cache)
+        print("source split checked: no source, repository or picture in two roles")
+    return 0

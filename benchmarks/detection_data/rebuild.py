@@ -18,7 +18,6 @@ from the later one, so test pictures stay whole. Then the split is checked (not 
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -28,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from benchmarks.detection_data.formats import READERS, Box  # noqa: E402
-from benchmarks.public_repos import MIRROR_ROOT, extract  # noqa: E402
+from benchmarks.public_repos import extract, rebuild_command  # noqa: E402
 from models.det_data import parse_source  # noqa: E402
 from pipeline.evaluate.source_split import PictureIndex, Source, SourceSplit, picture  # noqa: E402
 
@@ -36,7 +35,6 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 DEFAULT_CACHE = ROOT / ".cache" / "detection_data"
 SHARED = Path(os.environ.get("TOONFACE_SHARED", ROOT.parent / "shared"))
-ROLE_ORDER = {"test": 0, "tune": 1, "train": 2}
 
 
 def sources() -> list[dict]:
@@ -151,25 +149,18 @@ def check_split(cache: Path = DEFAULT_CACHE, images: bool = True) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--mirror-root", type=Path, default=MIRROR_ROOT)
-    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
-    p.add_argument("--only", action="append", help="rebuild only this source (repeatable)")
-    args = p.parse_args(argv)
-    check_split(args.cache, images=False)
     seen = SeenPictures()
     for entry in sources():
         if entry.get("shared"):
             seen.add_source(entry)
-    for entry in sorted(sources(), key=lambda e: ROLE_ORDER[e["role"]]):
-        if entry.get("shared") or (args.only and entry["name"] not in args.only):
-            continue
-        summary = rebuild_one(entry, args.mirror_root, args.cache, seen)
-        print(f"{entry['name']:<24} {entry['role']:<6} {json.dumps(summary)}", flush=True)
-    if not args.only:
-        check_split(args.cache)
-        print("source split checked: no source, repository or picture in two roles")
-    return 0
+    return rebuild_command(
+        argv,
+        __doc__.split("\n\n")[0],
+        DEFAULT_CACHE,
+        check_split,
+        lambda entry, mirror_root, cache: rebuild_one(entry, mirror_root, cache, seen),
+        lambda: [e for e in sources() if not e.get("shared")],
+    )
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ stay whole and no picture counts twice. Then the split is checked (not with ``--
 
 from __future__ import annotations
 
-import argparse
 import fnmatch
 import hashlib
 import json
@@ -29,14 +28,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from PIL import Image  # noqa: E402
 
-from benchmarks.public_repos import MIRROR_ROOT, extract  # noqa: E402
+from benchmarks.public_repos import extract, rebuild_command  # noqa: E402
 from pipeline.evaluate.source_split import PictureIndex, Source, SourceSplit, picture  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 DEFAULT_CACHE = ROOT / ".cache" / "identity_data"
 SHARED = Path(os.environ.get("TOONFACE_SHARED", ROOT.parent / "shared"))
-ROLE_ORDER = {"test": 0, "tune": 1, "train": 2}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 
@@ -176,28 +174,25 @@ def check_split(cache: Path = DEFAULT_CACHE, images: bool = True) -> None:
     SourceSplit(split).check(images=images)
 
 
+def _brief(entry: dict, mirror_root: Path, cache: Path, seen: SeenPictures) -> dict:
+    result = rebuild_one(entry, mirror_root, cache, seen)
+    return {k: result[k] for k in ("identities", "images", "excluded")}
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--mirror-root", type=Path, default=MIRROR_ROOT)
-    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
-    p.add_argument("--only", action="append", help="rebuild only this source (repeatable)")
-    args = p.parse_args(argv)
-    check_split(args.cache, images=False)
     seen = SeenPictures()
     for entry in sources():
         if entry.get("shared") and "cava" not in entry:
             for path in (p for v in images_by_identity(source_root(entry)).values() for p in v):
                 seen.add(path, entry["name"])
-    for entry in sorted(sources(), key=lambda e: ROLE_ORDER[e["role"]]):
-        if entry.get("shared") or "cava" in entry or (args.only and entry["name"] not in args.only):
-            continue
-        result = rebuild_one(entry, args.mirror_root, args.cache, seen)
-        brief = {k: result[k] for k in ("identities", "images", "excluded")}
-        print(f"{entry['name']:<30} {entry['role']:<6} {json.dumps(brief)}", flush=True)
-    if not args.only:
-        check_split(args.cache)
-        print("source split checked: no source, repository or picture in two roles")
-    return 0
+    return rebuild_command(
+        argv,
+        __doc__.split("\n\n")[0],
+        DEFAULT_CACHE,
+        check_split,
+        lambda entry, mirror_root, cache: _brief(entry, mirror_root, cache, seen),
+        lambda: [e for e in sources() if not e.get("shared") and "cava" not in e],
+    )
 
 
 if __name__ == "__main__":

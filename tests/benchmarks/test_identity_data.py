@@ -34,6 +34,7 @@ def test_a_repository_of_character_folders_is_rebuilt_without_repeats(tmp_path):
     summary = rebuild.rebuild_one(entry, tmp_path / "mirror", tmp_path / "cache", seen)
     assert summary["per_identity"] == {"ame": 1, "gura": 2}
     assert summary["excluded"] == {
+        "files that are not images": 1,  # the README
         "same bytes as another image of the source": 1,
         "picture repeating one seen before": 1,
     }
@@ -44,5 +45,7 @@ def test_a_repository_of_character_folders_is_rebuilt_without_repeats(tmp_path):
 def test_every_source_names_a_role_and_the_split_has_no_repository_in_two_roles():
     for entry in rebuild.sources():
         assert entry["role"] in ("train", "tune", "test")
-        assert entry.get("shared") or (entry["repo"] and len(entry["commit"]) == 40 and entry["paths"])
+        assert entry["faces"] in ("faces", "detect", "cava")
+        copied = not entry.get("shared") and "cava" not in entry
+        assert not copied or (entry["repo"] and len(entry["commit"]) == 40 and entry["paths"])
     rebuild.check_split(images=False)

@@ -300,3 +300,26 @@ def test_precision_auto_follows_the_cpu_and_unknown_is_refused(tmp_path):
 def test_one_identity_is_an_error():
     with pytest.raises(ValueError, match="2 identities"):
         train(three_identities(2)[:2], log=quiet, **TINY)
+
+
+def test_degrade_shrinks_recompresses_and_blurs_some_crops_and_is_in_the_recipe(tmp_path):
+    # Seeded: over 40 draws of one real crop, some come out blurrier than any plain draw (shrunk, JPEG, blur).
+    samples = three_identities(1)
+    plain = FaceDataset(samples, [0, 1, 2], 64)
+    degraded = FaceDataset(samples, [0, 1, 2], 64, degrade=True)
+
+    def detail(x):
+        grey = x.mean(0)
+        return float((grey[1:, :] - grey[:-1, :]).abs().mean())
+
+    plain_detail = [detail(plain[0, seed][0]) for seed in range(40)]
+    degraded_detail = [detail(degraded[0, seed][0]) for seed in range(40)]
+    assert degraded[0, 7][0].shape == plain[0, 7][0].shape == (3, 64, 64)
+    assert sum(d < min(plain_detail) for d in degraded_detail) >= 3
+
+    data = crop_folders(tmp_path / "crops", 2)
+    out = tmp_path / "degraded.safetensors"
+    args = ["--data", str(data), "--epochs", "1", "--batch-size", "6", "--input-size", "64", "--backbone", "resnet18"]
+    assert main([*args, "--dim", "32", "--device", "cpu", "--degrade", "--out", str(out)]) == 0
+    recipe = load_embedder(out)[1]["recipe"]
+    assert recipe["degrade"] is True and "JPEG" in recipe["augmentation"]
