@@ -98,7 +98,8 @@ def test_sample_library_becomes_a_manifest_with_real_detections(sample_library, 
     assert sorted(identities["identity"]) == ["sunny_school/Hana", "sunny_school/Kai"]
     assert faces["prelabel"].isin(identities["identity"]).sum() == counts["prelabelled"] > 0
     calibration = json.loads(run["calibration"])
-    assert calibration["dedup_threshold"] == 0.98  # calibrated for the shipped embedder (its metadata)
+    # near-duplicate candidates above 0.8, each confirmed as one picture; pre-labels at the embedder's 0.6
+    assert calibration["dedup_threshold"] == PICTURE_CHECK_CANDIDATES and calibration["dedup_same_picture"] is True
     assert calibration["prelabel_threshold"] == 0.6 and calibration["duplicate_similarity"]["n"] == len(dups)
     assert calibration["embedder_precision"] == precision
     assert summary["contact_sheet"] and Path(summary["contact_sheet"]).exists()
