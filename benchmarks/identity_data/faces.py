@@ -37,7 +37,7 @@ def samples(entry: dict, cache: Path = DEFAULT_CACHE, faces_cache: Path = FACES_
     """The source's labelled faces, sorted by identity then path (CAVA 'unknown' faces included)."""
     if entry["faces"] == "cava":
         folder, split = entry["cava"].format(shared=SHARED, detection_cache=DETECTION_CACHE).rsplit(":", 1)
-        found = cava_identity_crops(folder, split)
+        found = cava_identity_crops(folder, split, skip_identities=())
     else:
         root = source_root(entry, cache) if entry["faces"] == "faces" else faces_cache / entry["name"]
         found = [Sample(str(p), identity) for identity, paths in images_by_identity(root).items() for p in paths]
