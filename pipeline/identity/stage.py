@@ -345,6 +345,7 @@ def _identities(
     """One row per identity; two names whose references are near-duplicates (more alike than the
     duplicate threshold and, with `pictures`, one picture) are reported as a conflict, never merged."""
     ref_faces, ref_matrix = refs.faces, refs.matrix
+    shas = ref_faces["crop_sha"].to_numpy()
     rows = []
     names = sorted(set(ref_faces["identity"])) if len(ref_faces) else []
     for name in names:
@@ -355,14 +356,9 @@ def _identities(
                 continue
             theirs = (ref_faces["identity"] == other).to_numpy()
             sims = ref_matrix[mine.to_numpy()] @ ref_matrix[theirs].T
-            pairs = [
-                (float(sims[a, b]), a, b)
-                for a, b in zip(*np.nonzero(sims > threshold))
-                if pictures is None
-                or pictures.same(ref_faces["crop_sha"][mine].iloc[a], ref_faces["crop_sha"][theirs].iloc[b])
-            ]
-            if pairs:
-                conflicts.append({"identity": other, "similarity": round(max(pairs)[0], 4)})
+            similarity = _near_duplicate_pair(sims, threshold, shas[mine.to_numpy()], shas[theirs], pictures)
+            if similarity is not None:
+                conflicts.append({"identity": other, "similarity": round(similarity, 4)})
         album_id, character = name.split("/", 1)
         rows.append(
             {
@@ -377,3 +373,18 @@ def _identities(
             }
         )
     return rows
+
+
+def _near_duplicate_pair(
+    sims: np.ndarray, threshold: float, shas_a, shas_b, pictures: CropPictures | None, max_checks: int = 10
+) -> float | None:
+    """The similarity of the most similar pair above `threshold` that is a near-duplicate (with `pictures`:
+    one of the `max_checks` most similar that is one picture), or None."""
+    rows, cols = np.nonzero(sims > threshold)
+    order = np.argsort(-sims[rows, cols], kind="stable")
+    if pictures is None:
+        return float(sims[rows[order[0]], cols[order[0]]]) if len(order) else None
+    for k in order[:max_checks]:
+        if pictures.same(shas_a[rows[k]], shas_b[cols[k]]):
+            return float(sims[rows[k], cols[k]])
+    return None
