@@ -17,7 +17,13 @@ bench = importlib.import_module("benchmarks.dedup_quality")
 @pytest.mark.skipif(not DEFAULT_WEIGHTS.exists(), reason="no shipped embedder weights")
 def test_copies_of_real_crops_are_found_by_the_picture_rule():
     args = argparse.Namespace(
-        originals=24, copied=6, seed=0, embedding_only=[0.98], candidates=[0.8], min_keypoints=[12], min_correlation=[0.8]
+        originals=24,
+        copied=6,
+        seed=0,
+        embedding_only=[0.98],
+        candidates=[0.8],
+        min_keypoints=[12],
+        min_correlation=[0.8],
     )
     model, _ = load_embedder(DEFAULT_WEIGHTS)
     rows = bench.run_source("hololive_danbooru", model, args)
