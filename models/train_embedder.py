@@ -316,11 +316,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         default=DEFAULT_MIN_CROP_SCALE,
         help=f"smallest area share kept by the random resized crop (default {DEFAULT_MIN_CROP_SCALE})",
     )
-    p.add_argument(
-        "--degrade",
-        action="store_true",
-        help="also augment with what episodes and web images do to faces: small faces upscaled, JPEG, blur",
-    )
+    p.add_argument("--degrade", action="store_true", help="also augment with small faces upscaled, JPEG and blur")
     p.add_argument("--backbone", choices=BACKBONES, default=DEFAULT_BACKBONE)
     p.add_argument("--dim", type=int, default=DEFAULT_DIM)
     p.add_argument("--seed", type=int, default=0)
