@@ -224,8 +224,16 @@ def _drop_near_duplicates(
     Returns the candidates left."""
     matrix = np.stack([vectors[s] for s in candidates["crop_sha"]]) if len(candidates) else np.zeros((0, 1))
     quality = candidates["sharpness"].to_numpy() * 1e6 + (candidates["crop_w"] * candidates["crop_h"]).to_numpy()
-    new_shas = candidates["crop_sha"].tolist()
+    new_shas, new_assets = candidates["crop_sha"].tolist(), candidates["asset_id"].tolist()
     database_shas = list(index.shas) + new_shas  # greedy_dedup's rows: published first, then this run's
+
+    def copy_of(i: int, j: int) -> bool:
+        # Two faces of one image are two faces, however much their enlarged crops overlap.
+        published = j < len(index.ids)
+        return (published or new_assets[j - len(index.ids)] != new_assets[i]) and pictures.same(
+            database_shas[j], new_shas[i]
+        )
+
     result = greedy_dedup(
         matrix,
         candidates["face_id"].tolist(),
@@ -233,7 +241,7 @@ def _drop_near_duplicates(
         threshold,
         index.vectors if len(index.ids) else None,
         index.ids,
-        confirm=(lambda i, j: pictures.same(database_shas[j], new_shas[i])) if pictures else None,
+        confirm=copy_of if pictures else None,
     )
     dup = candidates.index[~result.kept]
     faces.loc[dup, "status"] = "dropped"

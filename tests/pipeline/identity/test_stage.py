@@ -501,3 +501,23 @@ def test_near_duplicates_are_copies_of_one_picture_not_other_drawings_of_the_cha
         paper.add(image, sharpness=sharpness)
     faces = paper.identity(dedup_threshold=0.5, dedup_same_picture=False).faces
     assert faces["drop_reason"].tolist() == [None, "near_duplicate", "near_duplicate"]
+
+
+@needs_weights
+@pytest.mark.shared_data
+def test_two_faces_of_one_image_are_never_copies_of_each_other_however_their_crops_overlap(tmp_path):
+    # Two crops sharing 60% of one drawing: from two images, the second is a copy (a re-cropped
+    # picture); as two faces of one image, both stay.
+    image = cv2.imread(str(crops_of("kiara", 1)[0]))
+    w = image.shape[1]
+    left, right = image[:, : w * 4 // 5], image[:, w // 5 :]
+    apart = Run(tmp_path / "apart")
+    apart.add(left, sharpness=300.0)
+    apart.add(right, sharpness=200.0)
+    assert apart.identity(dedup_threshold=0.3).faces["drop_reason"].tolist() == [None, "near_duplicate"]
+
+    together = Run(tmp_path / "together")
+    together.add(left, sharpness=300.0)
+    together.add(right, sharpness=200.0)
+    together.faces[1]["asset_id"] = together.faces[0]["asset_id"]
+    assert together.identity(dedup_threshold=0.3).faces["status"].tolist() == ["kept", "kept"]
